@@ -1,0 +1,75 @@
+# s1.c: the s1 paper ("s1: Simple test-time scaling") in plain C and CUDA.
+#
+#   make          the CPU programs: ./tokenizer, ./data, ./s1
+#   make test     builds everything, runs every test; last line "N passed, N failed"
+#   make cuda     compiles and links every .cu with nvcc for sm_90, warnings as errors
+#   make emu      compiles the same .cu files with g++ against common/cuemu.h (CPU)
+#   make clean
+#
+# Each program is one .c file; a program that needs another's functions
+# #includes that file (its main is compiled out by a *_NO_MAIN macro), so
+# there is no library to build. Every program depends on every source, which
+# keeps the rules short and the builds correct.
+
+CC ?= gcc
+CXX ?= g++
+CFLAGS ?= -O3 -march=native
+C_WARN = -Wall -Wextra -Werror
+ALL_CFLAGS = $(CFLAGS) -std=gnu11 $(C_WARN) -fopenmp -I.
+LDLIBS = -lm
+
+CUDA_HOME ?= /usr/local/cuda
+NVCC ?= $(CUDA_HOME)/bin/nvcc
+NVCCFLAGS = -O3 -arch=sm_90 -std=c++17 -I. --Werror all-warnings -Xcompiler -Wall,-Wextra,-Werror
+NVCC_LDLIBS = -lcublas -lnccl
+
+# The emulated build: the same .cu sources as C++17 on the CPU (common/cuemu.h).
+EMU_CXXFLAGS = -O2 -std=c++17 -x c++ -include common/cuemu.h -I. -isystem $(CUDA_HOME)/include \
+               -fno-strict-aliasing -Wall -Wextra -Werror -Wno-unknown-pragmas -fopenmp -pthread
+EMU_LDLIBS = -lm -pthread
+
+C_PROGRAMS := $(basename $(wildcard tokenizer.c data.c s1.c))
+CU_PROGRAMS := $(basename $(wildcard sft.cu sample.cu))
+SOURCES := $(wildcard *.c *.cu common/*.h common/*.cuh)
+
+C_TESTS := $(patsubst tests/%.c,build/tests/%,$(wildcard tests/test_*.c))
+EMU_TESTS := $(patsubst tests/%.cu,build/tests/%,$(wildcard tests/emu_*.cu))
+EMU_PROGRAMS := $(addprefix build/emu/,$(CU_PROGRAMS))
+CUDA_PROGRAMS := $(addprefix build/cuda/,$(CU_PROGRAMS))
+
+.PHONY: all test cuda emu clean
+all: $(C_PROGRAMS)
+
+$(C_PROGRAMS): %: %.c $(SOURCES)
+	$(CC) $(ALL_CFLAGS) -o $@ $< $(LDLIBS)
+
+build/tests/test_%: tests/test_%.c tests/test.h $(SOURCES)
+	@mkdir -p build/tests
+	$(CC) $(ALL_CFLAGS) -o $@ $< $(LDLIBS)
+
+build/tests/emu_%: tests/emu_%.cu tests/test.h $(SOURCES)
+	@mkdir -p build/tests
+	$(CXX) $(EMU_CXXFLAGS) -o $@ $< $(EMU_LDLIBS)
+
+build/emu/%: %.cu $(SOURCES)
+	@mkdir -p build/emu
+	$(CXX) $(EMU_CXXFLAGS) -o $@ $< $(EMU_LDLIBS)
+
+build/cuda/%: %.cu $(SOURCES)
+	@mkdir -p build/cuda
+	$(NVCC) $(NVCCFLAGS) -o $@ $< $(NVCC_LDLIBS)
+
+emu: $(EMU_PROGRAMS) $(EMU_TESTS)
+
+cuda:
+ifeq ($(CU_PROGRAMS),)
+	@echo "make cuda: there is no .cu file yet, nothing to compile"
+else
+	$(MAKE) $(CUDA_PROGRAMS)
+endif
+
+test: all $(C_TESTS) emu
+	@tests/run.sh
+
+clean:
+	rm -rf build $(C_PROGRAMS) out

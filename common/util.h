@@ -1,0 +1,182 @@
+/*
+ * util.h: checked wrappers for calls that can fail, and small helpers shared by
+ * every program of s1.c (tokenizer.c, data.c, s1.c, the CUDA host code).
+ *
+ * Every wrapper reports the caller's file:line and exits non-zero, in the
+ * style of llm.c: a failed fopen or malloc is never silently ignored.
+ * Header-only (static functions) so each program stays a single file plus
+ * these headers.
+ */
+#ifndef S1C_UTIL_H
+#define S1C_UTIL_H
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+// ----------------------------------------------------------------------------
+// fatal errors: one line on stderr, non-zero exit
+
+static inline void die(const char *fmt, ...) __attribute__((noreturn, format(printf, 1, 2)));
+static inline void die(const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(stderr, "error: ");
+    vfprintf(stderr, fmt, ap);
+    fprintf(stderr, "\n");
+    va_end(ap);
+    exit(1);
+}
+
+// ----------------------------------------------------------------------------
+// checked libc calls; the macros pass the call site so the report names it
+
+static inline FILE *fopen_check(const char *path, const char *mode, const char *file, int line) {
+    FILE *fp = fopen(path, mode);
+    if (fp == NULL) {
+        fprintf(stderr, "error: %s: cannot open (mode %s): %s [%s:%d]\n", path, mode, strerror(errno), file, line);
+        exit(1);
+    }
+    return fp;
+}
+#define fopenCheck(path, mode) fopen_check(path, mode, __FILE__, __LINE__)
+
+static inline void fread_check(void *ptr, size_t size, size_t nmemb, FILE *fp, const char *what, const char *file, int line) {
+    size_t got = fread(ptr, size, nmemb, fp);
+    if (got != nmemb) {
+        fprintf(stderr, "error: %s: %s (wanted %zu items, got %zu) [%s:%d]\n", what,
+                feof(fp) ? "unexpected end of file" : "read error", nmemb, got, file, line);
+        exit(1);
+    }
+}
+#define freadCheck(ptr, size, nmemb, fp, what) fread_check(ptr, size, nmemb, fp, what, __FILE__, __LINE__)
+
+static inline void fwrite_check(const void *ptr, size_t size, size_t nmemb, FILE *fp, const char *what, const char *file, int line) {
+    if (fwrite(ptr, size, nmemb, fp) != nmemb) {
+        fprintf(stderr, "error: %s: write failed: %s [%s:%d]\n", what, strerror(errno), file, line);
+        exit(1);
+    }
+}
+#define fwriteCheck(ptr, size, nmemb, fp, what) fwrite_check(ptr, size, nmemb, fp, what, __FILE__, __LINE__)
+
+static inline void fclose_check(FILE *fp, const char *what, const char *file, int line) {
+    if (fclose(fp) != 0) {
+        fprintf(stderr, "error: %s: close failed: %s [%s:%d]\n", what, strerror(errno), file, line);
+        exit(1);
+    }
+}
+#define fcloseCheck(fp, what) fclose_check(fp, what, __FILE__, __LINE__)
+
+static inline void *malloc_check(size_t size, const char *file, int line) {
+    void *p = malloc(size ? size : 1);
+    if (p == NULL) {
+        fprintf(stderr, "error: out of memory allocating %zu bytes [%s:%d]\n", size, file, line);
+        exit(1);
+    }
+    return p;
+}
+#define mallocCheck(size) malloc_check(size, __FILE__, __LINE__)
+
+static inline void *calloc_check(size_t n, size_t size, const char *file, int line) {
+    void *p = calloc(n ? n : 1, size ? size : 1);
+    if (p == NULL) {
+        fprintf(stderr, "error: out of memory allocating %zu x %zu bytes [%s:%d]\n", n, size, file, line);
+        exit(1);
+    }
+    return p;
+}
+#define callocCheck(n, size) calloc_check(n, size, __FILE__, __LINE__)
+
+static inline void *realloc_check(void *ptr, size_t size, const char *file, int line) {
+    void *p = realloc(ptr, size ? size : 1);
+    if (p == NULL) {
+        fprintf(stderr, "error: out of memory reallocating %zu bytes [%s:%d]\n", size, file, line);
+        exit(1);
+    }
+    return p;
+}
+#define reallocCheck(ptr, size) realloc_check(ptr, size, __FILE__, __LINE__)
+
+// ----------------------------------------------------------------------------
+// whole-file reads
+
+// Reads a whole file into a NUL-terminated buffer. Returns NULL (errno set) if
+// it cannot be opened, so callers can phrase their own error.
+static inline char *read_file_or_null(const char *path, size_t *len_out) {
+    FILE *fp = fopen(path, "rb");
+    if (fp == NULL) return NULL;
+    size_t cap = 1 << 16, len = 0;
+    char *buf = (char *)mallocCheck(cap);
+    for (;;) {
+        if (len + 1 >= cap) { cap *= 2; buf = (char *)reallocCheck(buf, cap); }
+        size_t got = fread(buf + len, 1, cap - len - 1, fp);
+        len += got;
+        if (got == 0) break;
+    }
+    int failed = ferror(fp);
+    fclose(fp);
+    if (failed) { free(buf); errno = EIO; return NULL; }
+    buf[len] = '\0';
+    if (len_out) *len_out = len;
+    return buf;
+}
+
+static inline char *read_file_check(const char *path, size_t *len_out) {
+    char *buf = read_file_or_null(path, len_out);
+    if (buf == NULL) die("%s: cannot read: %s", path, strerror(errno));
+    return buf;
+}
+
+// ----------------------------------------------------------------------------
+// atomic writes: write to "<path>.tmp.<pid>", then rename over <path>.
+// A killed run leaves either the old file or the new one, never half of one.
+
+typedef struct {
+    FILE *fp;
+    char *path;
+    char *tmp_path;
+} AtomicFile;
+
+static inline AtomicFile atomic_open(const char *path) {
+    AtomicFile af;
+    size_t n = strlen(path) + 32;
+    af.path = strdup(path);
+    af.tmp_path = (char *)mallocCheck(n);
+    snprintf(af.tmp_path, n, "%s.tmp.%ld", path, (long)getpid());
+    af.fp = fopenCheck(af.tmp_path, "wb");
+    return af;
+}
+
+static inline void atomic_commit(AtomicFile *af) {
+    if (fflush(af->fp) != 0 || fsync(fileno(af->fp)) != 0) die("%s: write failed: %s", af->tmp_path, strerror(errno));
+    fcloseCheck(af->fp, af->tmp_path);
+    if (rename(af->tmp_path, af->path) != 0) die("%s: cannot rename to %s: %s", af->tmp_path, af->path, strerror(errno));
+    free(af->path);
+    free(af->tmp_path);
+    af->fp = NULL;
+}
+
+// ----------------------------------------------------------------------------
+// time
+
+static inline double now_seconds(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+// Formats a duration as "1h02m", "3m05s" or "12.3s" into buf.
+static inline const char *format_duration(double seconds, char *buf, size_t n) {
+    if (seconds < 0) seconds = 0;
+    if (seconds < 60) snprintf(buf, n, "%.1fs", seconds);
+    else if (seconds < 3600) snprintf(buf, n, "%dm%02ds", (int)(seconds / 60), (int)seconds % 60);
+    else snprintf(buf, n, "%dh%02dm", (int)(seconds / 3600), ((int)seconds % 3600) / 60);
+    return buf;
+}
+
+#endif // S1C_UTIL_H

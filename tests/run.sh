@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# tests/run.sh: runs every test and prints "N passed, N failed" as its last line.
+# Called by `make test` after everything is built. Exits non-zero on any failure.
+#
+#   build/tests/test_*   C test programs, run once
+#   build/tests/emu_*    emulated CUDA tests, run under each thread schedule:
+#                        forward, reverse and random:$CUEMU_SEED (default 1234)
+#   tests/test_*.sh      shell tests of the command-line programs
+#
+# A program that exits non-zero without printing a FAIL line (a crash, an
+# abort) is counted as one failure, so nothing can fail silently.
+set -u
+cd "$(dirname "$0")/.."
+passed=0
+failed=0
+seed=${CUEMU_SEED:-1234}
+
+run_one() {   # run_one LABEL CMD...
+    local label=$1; shift
+    local log; log=$(mktemp)
+    local start=$SECONDS
+    "$@" >"$log" 2>&1
+    local rc=$?
+    local p f
+    p=$(grep -c '^PASS ' "$log")
+    f=$(grep -c '^FAIL ' "$log")
+    if [ $rc -ne 0 ] && [ "$f" -eq 0 ]; then
+        echo "FAIL $label (exit status $rc)" >>"$log"
+        f=1
+    fi
+    if [ "$f" -gt 0 ]; then cat "$log"; else grep -E '^(PASS|FAIL|note:)' "$log" | sed 's/^/  /' | grep -v '^  PASS' ; fi
+    echo "$label: $p passed, $f failed ($((SECONDS - start))s)"
+    passed=$((passed + p))
+    failed=$((failed + f))
+    rm -f "$log"
+}
+
+for t in build/tests/test_*; do
+    [ -x "$t" ] || continue
+    run_one "$(basename "$t")" "$t"
+done
+for t in build/tests/emu_*; do
+    [ -x "$t" ] || continue
+    for sched in forward reverse "random:$seed"; do
+        run_one "$(basename "$t") [$sched]" env CUEMU_SCHEDULE="$sched" "$t"
+    done
+done
+for t in tests/test_*.sh; do
+    [ -f "$t" ] || continue
+    run_one "$(basename "$t")" bash "$t"
+done
+
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ]

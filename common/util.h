@@ -103,6 +103,45 @@ static inline void *realloc_check(void *ptr, size_t size, const char *file, int 
 #define reallocCheck(ptr, size) realloc_check(ptr, size, __FILE__, __LINE__)
 
 // ----------------------------------------------------------------------------
+// growable arrays of token ids and of bytes, used across the programs
+
+typedef struct {
+    uint32_t *data;
+    size_t len, cap;
+} IdList;
+
+static inline void idlist_push(IdList *l, uint32_t id) {
+    if (l->len == l->cap) {
+        l->cap = l->cap ? 2 * l->cap : 64;
+        l->data = (uint32_t *)reallocCheck(l->data, l->cap * sizeof(uint32_t));
+    }
+    l->data[l->len++] = id;
+}
+
+static inline void idlist_free(IdList *l) { free(l->data); l->data = NULL; l->len = l->cap = 0; }
+
+typedef struct {
+    char *data;     // always NUL-terminated when len > 0 or after bytebuf_append
+    size_t len, cap;
+} ByteBuf;
+
+static inline void bytebuf_append(ByteBuf *b, const void *bytes, size_t n) {
+    if (b->len + n + 1 > b->cap) {
+        size_t cap = b->cap ? b->cap : 256;
+        while (b->len + n + 1 > cap) cap *= 2;
+        b->data = (char *)reallocCheck(b->data, cap);
+        b->cap = cap;
+    }
+    memcpy(b->data + b->len, bytes, n);
+    b->len += n;
+    b->data[b->len] = '\0';
+}
+
+static inline void bytebuf_puts(ByteBuf *b, const char *s) { bytebuf_append(b, s, strlen(s)); }
+
+static inline void bytebuf_free(ByteBuf *b) { free(b->data); b->data = NULL; b->len = b->cap = 0; }
+
+// ----------------------------------------------------------------------------
 // whole-file reads
 
 // Reads a whole file into a NUL-terminated buffer. Returns NULL (errno set) if

@@ -917,38 +917,62 @@ static void make_dir(const char *dir) {
     if (mkdir(dir, 0755) != 0 && errno != EEXIST) die("%s: cannot create directory: %s", dir, strerror(errno));
 }
 
-// Writes dir/config.json and dir/model.safetensors (F32, single file), each
-// to a temporary name first. The AdamW step is kept in the metadata so a
-// resume can check the model and optimizer files belong together.
-static void qwen2_save(const Qwen2 *m, const char *dir) {
-    make_dir(dir);
-    char path[4096];
-    snprintf(path, sizeof path, "%s/config.json", dir);
-    config_write(&m->config, path);
+static uint16_t float_to_bf16(float f) {  // round to nearest even, as torch's .to(bfloat16)
+    uint32_t bits;
+    memcpy(&bits, &f, 4);
+    if ((bits & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((bits >> 16) | 0x40);  // keep NaN a NaN
+    bits += 0x7fffu + ((bits >> 16) & 1);
+    return (uint16_t)(bits >> 16);
+}
+
+// Writes the model tensors [first, first + count) to a safetensors file, as F32
+// or BF16, through a temporary name. Metadata records the AdamW step, so a
+// resume can check that the model and optimizer files belong together.
+static void safetensors_write(const Qwen2 *m, const char *path, size_t first, size_t count, int bf16) {
     ByteBuf hdr = {0};
     char buf[512];
+    size_t elem = bf16 ? 2 : 4, off = 0;
     snprintf(buf, sizeof buf, "{\"__metadata__\":{\"format\":\"pt\",\"s1c_step\":\"%zu\"}", m->step);
     bytebuf_puts(&hdr, buf);
-    size_t off = 0;
-    for (size_t i = 0; i < m->num_tensors; i++) {
+    for (size_t i = first; i < first + count; i++) {
         const TensorInfo *t = &m->tensors[i];
-        if (t->dims[1]) snprintf(buf, sizeof buf, ",\"%s\":{\"dtype\":\"F32\",\"shape\":[%zu,%zu],\"data_offsets\":[%zu,%zu]}", t->name, t->dims[0], t->dims[1], off, off + 4 * t->numel);
-        else snprintf(buf, sizeof buf, ",\"%s\":{\"dtype\":\"F32\",\"shape\":[%zu],\"data_offsets\":[%zu,%zu]}", t->name, t->dims[0], off, off + 4 * t->numel);
+        char shape[64];
+        if (t->dims[1]) snprintf(shape, sizeof shape, "%zu,%zu", t->dims[0], t->dims[1]);
+        else snprintf(shape, sizeof shape, "%zu", t->dims[0]);
+        snprintf(buf, sizeof buf, ",\"%s\":{\"dtype\":\"%s\",\"shape\":[%s],\"data_offsets\":[%zu,%zu]}", t->name,
+                 bf16 ? "BF16" : "F32", shape, off, off + elem * t->numel);
         bytebuf_puts(&hdr, buf);
-        off += 4 * t->numel;
+        off += elem * t->numel;
     }
     bytebuf_puts(&hdr, "}");
     while ((8 + hdr.len) % 8 != 0) bytebuf_puts(&hdr, " ");  // writers pad so the data starts 8-aligned
-    snprintf(path, sizeof path, "%s/model.safetensors", dir);
     AtomicFile af = atomic_open(path);
     uint8_t lenbuf[8];
     for (int i = 0; i < 8; i++) lenbuf[i] = (uint8_t)((uint64_t)hdr.len >> (8 * i));
     fwriteCheck(lenbuf, 1, 8, af.fp, af.tmp_path);
     fwriteCheck(hdr.data, 1, hdr.len, af.fp, af.tmp_path);
-    for (size_t i = 0; i < m->num_tensors; i++)
-        fwriteCheck(m->params_memory + m->tensors[i].offset, sizeof(float), m->tensors[i].numel, af.fp, af.tmp_path);
+    for (size_t i = first; i < first + count; i++) {
+        const float *p = m->params_memory + m->tensors[i].offset;
+        size_t n = m->tensors[i].numel;
+        if (!bf16) { fwriteCheck(p, sizeof(float), n, af.fp, af.tmp_path); continue; }
+        for (size_t j = 0; j < n; j++) {
+            uint16_t b = float_to_bf16(p[j]);
+            fwriteCheck(&b, 2, 1, af.fp, af.tmp_path);
+        }
+    }
     atomic_commit(&af);
     bytebuf_free(&hdr);
+}
+
+// Writes dir/config.json and dir/model.safetensors (F32, one file): a folder
+// that transformers' from_pretrained loads.
+static void qwen2_save(const Qwen2 *m, const char *dir) {
+    make_dir(dir);
+    char path[4096];
+    snprintf(path, sizeof path, "%s/config.json", dir);
+    config_write(&m->config, path);
+    snprintf(path, sizeof path, "%s/model.safetensors", dir);
+    safetensors_write(m, path, 0, m->num_tensors, 0);
 }
 
 // ----------------------------------------------------------------------------
@@ -1360,6 +1384,16 @@ static void dataloader_batch(DataLoader *d, size_t step) {
     }
 }
 
+// FNV-1a over the shard's offsets, ids and mask.
+static uint64_t shard_hash(const Shard *sh) {
+    uint64_t h = 0xcbf29ce484222325ull;
+    const uint8_t *parts[3] = {(const uint8_t *)sh->offsets, (const uint8_t *)sh->ids, sh->mask};
+    size_t sizes[3] = {(size_t)(sh->header.num_sequences + 1) * 8, (size_t)sh->header.num_tokens * 4, (size_t)sh->header.num_tokens};
+    for (int p = 0; p < 3; p++)
+        for (size_t i = 0; i < sizes[p]; i++) h = (h ^ parts[p][i]) * 0x100000001b3ull;
+    return h;
+}
+
 static void dataloader_free(DataLoader *d) {
     shard_free(&d->shard);
     free(d->order); free(d->ids); free(d->mask); free(d->seq_offsets);
@@ -1380,7 +1414,8 @@ typedef struct {
     uint64_t batch_size;
     uint64_t max_seq_len;
     uint64_t seed;
-    uint64_t num_sequences;   // of the training shard, to catch a resume on other data
+    uint64_t num_sequences;   // of the training shard,
+    uint64_t data_hash;       // and a hash of its contents, to catch a resume on other data
 } TrainSettings;
 
 #define OPTSTATE_MAGIC 0x504F3153u   // "S1OP"
@@ -1469,10 +1504,13 @@ static float train_run(TrainOptions *o) {
     }
     DataLoader loader;
     dataloader_init(&loader, o->data_path, (size_t)s->batch_size, (size_t)s->max_seq_len, s->seed);
-    if (o->resume_dir != NULL && s->num_sequences != loader.shard.header.num_sequences)
-        die("%s: the run was trained on a shard of %llu sequences, this one has %llu", o->data_path,
-            (unsigned long long)s->num_sequences, (unsigned long long)loader.shard.header.num_sequences);
+    uint64_t hash = shard_hash(&loader.shard);
+    if (o->resume_dir != NULL && (s->num_sequences != loader.shard.header.num_sequences || s->data_hash != hash))
+        die("%s: not the data this run was trained on (%llu sequences, content hash %016llx; this shard: %llu, %016llx)",
+            o->data_path, (unsigned long long)s->num_sequences, (unsigned long long)s->data_hash,
+            (unsigned long long)loader.shard.header.num_sequences, (unsigned long long)hash);
     s->num_sequences = loader.shard.header.num_sequences;
+    s->data_hash = hash;
     if (loader.shard.header.vocab_size > model.config.vocab_size)
         die("%s: shard vocab_size %u exceeds the model's %zu embedding rows", o->data_path, loader.shard.header.vocab_size, model.config.vocab_size);
     size_t total = (size_t)s->epochs * dataloader_steps_per_epoch(&loader), warmup = schedule_warmup_steps(total, s->warmup_ratio);

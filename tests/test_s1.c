@@ -286,6 +286,60 @@ static void test_finite_differences(int tied) {
 }
 
 // ----------------------------------------------------------------------------
+// 3b. checkpoint formats: sharded with an index, BF16 and F16 conversions
+
+static void test_checkpoint_formats(void) {
+    TEST_BEGIN("F16 and BF16 conversions");
+    CHECK(half_to_float(0x3c00) == 1.0f && half_to_float(0xc000) == -2.0f && half_to_float(0x7bff) == 65504.0f,
+          "normal halves");
+    CHECK(half_to_float(0x0001) == ldexpf(1.0f, -24) && half_to_float(0x03ff) == ldexpf(1023.0f, -24), "subnormal halves");
+    CHECK(isinf(half_to_float(0x7c00)) && isnan(half_to_float(0x7e00)) && signbit(half_to_float(0x8000)), "inf, nan, -0");
+    CHECK(bf16_to_float(0x3f80) == 1.0f && bf16_to_float(0xc0a0) == -5.0f, "bf16 -> float");
+    CHECK(float_to_bf16(1.0f) == 0x3f80 && float_to_bf16(1.0f + 1.0f / 256) == 0x3f80 && float_to_bf16(1.0f + 3.0f / 256) == 0x3f82,
+          "float -> bf16 rounds to nearest even");
+    TEST_END();
+
+    TEST_BEGIN("sharded checkpoint (index.json, F32 + BF16 shards) loads");
+    Qwen2 m, m2;
+    qwen2_load(&m, "tests/fixtures/qwen-tiny-gqa");
+    char dir[] = "/tmp/test_s1_shardXXXXXX", path[512];
+    if (mkdtemp(dir) == NULL) die("mkdtemp failed");
+    snprintf(path, sizeof path, "%s/config.json", dir);
+    config_write(&m.config, path);
+    size_t split = m.num_tensors / 2;
+    snprintf(path, sizeof path, "%s/model-00001-of-00002.safetensors", dir);
+    safetensors_write(&m, path, 0, split, 0);
+    snprintf(path, sizeof path, "%s/model-00002-of-00002.safetensors", dir);
+    safetensors_write(&m, path, split, m.num_tensors - split, 1);
+    snprintf(path, sizeof path, "%s/model.safetensors.index.json", dir);
+    FILE *fp = fopenCheck(path, "w");
+    fprintf(fp, "{\"metadata\": {\"total_size\": 0}, \"weight_map\": {");
+    for (size_t i = 0; i < m.num_tensors; i++)
+        fprintf(fp, "%s\"%s\": \"model-0000%d-of-00002.safetensors\"", i ? ", " : "", m.tensors[m.num_tensors - 1 - i].name,
+                m.num_tensors - 1 - i < split ? 1 : 2);
+    fprintf(fp, "}}\n");
+    fcloseCheck(fp, path);
+    qwen2_load(&m2, dir);
+    size_t exact = 0, rounded = 0, n_exact = 0, n_rounded = 0;
+    for (size_t i = 0; i < m.num_tensors; i++) {
+        const TensorInfo *t = &m.tensors[i];
+        *(i < split ? &n_exact : &n_rounded) += t->numel;
+        for (size_t j = 0; j < t->numel; j++) {
+            float a = m.params_memory[t->offset + j], b = m2.params_memory[t->offset + j];
+            if (i < split) exact += a == b;
+            else rounded += b == bf16_to_float(float_to_bf16(a)) && fabsf(a - b) <= ldexpf(fabsf(a), -8);
+        }
+    }
+    CHECK(exact == n_exact, "F32 shard: %zu of %zu values exact", exact, n_exact);
+    CHECK(rounded == n_rounded, "BF16 shard: %zu of %zu values are the bf16 rounding", rounded, n_rounded);
+    qwen2_free(&m);
+    qwen2_free(&m2);
+    snprintf(path, sizeof path, "rm -rf %s", dir);
+    if (system(path) != 0) die("cleanup failed");
+    TEST_END();
+}
+
+// ----------------------------------------------------------------------------
 // 4. resume gives bit-identical weights
 
 static int files_equal(const char *a, const char *b) {
@@ -407,6 +461,7 @@ int main(void) {
     test_fixture("tests/fixtures/qwen-tiny-gqa");
     test_finite_differences(0);
     test_finite_differences(1);
+    test_checkpoint_formats();
     test_resume();
     test_decode("tests/fixtures/qwen-tiny-gqa");
     return test_summary();

@@ -84,7 +84,8 @@ typedef struct {
     IdSpan newline;          // "\n"
     IdSpan answer_stop;      // stop ids of the answer phase: <|im_end|> (and <|endoftext|>)
     long max_answer;         // answer-phase limit (the harness's max_gen_toks)
-    size_t context_limit;    // the context never grows beyond this (0 = no limit); hitting it counts as "length"
+    size_t context_limit;    // the context never grows beyond this (0 = no limit); hitting it counts as
+                             // "length", as vLLM's max_model_len does; a delimiter that does not fit means no answer
     int readme_variant;      // 1: the README example's semantics instead of the harness's
     // does the decoded text of ids[0..n) end in '\n'? (the harness tests the
     // detokenized text, special tokens skipped; ".\n" and "\n\n" count too)
@@ -147,6 +148,11 @@ static inline FinishReason budget_generate_round(const Decoder *d, const BudgetC
     return why;
 }
 
+// does the context have room for n more ids?
+static inline int budget_fits(const Decoder *d, const BudgetConfig *c, size_t n) {
+    return c->context_limit == 0 || d->length(d->ctx) + n <= c->context_limit;
+}
+
 static inline void budget_append(const Decoder *d, IdList *list, IdSpan s) {
     for (size_t i = 0; i < s.n; i++) idlist_push(list, s.ids[i]);
     if (s.n) d->feed(d->ctx, s.ids, s.n);
@@ -175,6 +181,7 @@ static inline void budget_run(const Decoder *d, const BudgetConfig *c, BudgetRes
             why = budget_generate_round(d, c, c->max_thinking, min_tokens, c->think_stop, gen, &n_round);
             res->rounds++;
             if (why == FINISH_LENGTH || r == rounds - 1) break;
+            if (!budget_fits(d, c, c->ignore_str.n + 1)) { why = FINISH_LENGTH; break; }   // the context is full
             gen->len--;   // drop the stop id (never fed), then "Wait"
             budget_append(d, gen, c->ignore_str);
             res->waits++;
@@ -185,7 +192,7 @@ static inline void budget_run(const Decoder *d, const BudgetConfig *c, BudgetRes
         res->rounds++;
         for (int i = 0; i < c->n_ignore; i++) {
             remaining -= n_round;
-            if (remaining <= 0) break;
+            if (remaining <= 0 || !budget_fits(d, c, c->ignore_str.n + 1)) break;
             if (why == FINISH_STOP) gen->len--;
             budget_append(d, gen, c->ignore_str);
             res->waits++;
@@ -204,13 +211,17 @@ static inline void budget_run(const Decoder *d, const BudgetConfig *c, BudgetRes
         for (size_t i = 0; i < c->think_stop.n; i++)   // the harness strips each stop id in turn
             if (gen->len && gen->data[gen->len - 1] == c->think_stop.ids[i]) gen->len--;
         if (d->length(d->ctx) > prompt_len + gen->len) d->rewind(d->ctx, prompt_len + gen->len);
+        IdList *t = &res->transition;
         if (why == FINISH_LENGTH) {
-            if (!ends_nl) budget_append(d, &res->transition, c->newline);
-            budget_append(d, &res->transition, c->thinking_end_max);
+            if (!ends_nl) for (size_t i = 0; i < c->newline.n; i++) idlist_push(t, c->newline.ids[i]);
+            for (size_t i = 0; i < c->thinking_end_max.n; i++) idlist_push(t, c->thinking_end_max.ids[i]);
             res->forced_exit = 1;
         } else {
-            budget_append(d, &res->transition, c->thinking_end);
+            for (size_t i = 0; i < c->thinking_end.n; i++) idlist_push(t, c->thinking_end.ids[i]);
         }
+        res->answer_finish = FINISH_LENGTH;
+        if (!budget_fits(d, c, t->len)) return;   // no room for the delimiter: no answer
+        d->feed(d->ctx, t->data, t->len);
     } else if (why == FINISH_STOP) {
         gen->len--;   // the README appends the text, which lacks the stop id
     }

@@ -21,8 +21,9 @@
  *      the judge we accept "(X)", "X)", "X.", "\text{X}", "**X**"; otherwise
  *      the default "A" (faithful) and the caller counts how often that happened.
  *
- * The normaliser, applied to both sides: strip whitespace, a leading "Answer:"
- * or "Final Answer:" label (our addition: the judge would read through it),
+ * The normaliser, applied to both sides: strip whitespace, everything up to the
+ * last "Answer:" label (our addition: the judge reads "The sum is 12.\nAnswer:
+ * 12" as 12; note that the first-match regex tail can hold such a label),
  * surrounding $...$, \(...\), \[...\], a trailing period, \text{...} and
  * \mathrm{...} wrappers, \left and \right, \! \, \; spacing, degree marks
  * (^\circ, ^{\circ}, the degree sign), a leading "x="-style assignment;
@@ -205,16 +206,19 @@ static inline int score_strip_affixes(char *s, const char *pre, const char *post
     return 1;
 }
 
-// drops a leading "Answer:" / "Final Answer:" label (case-insensitive)
+// keeps what follows the last "Answer:" label (case-insensitive), as a judge
+// reads "The sum is 12.\nAnswer: 12" or the first-match regex tail "1\nFinal Answer: 2"
 static inline int score_strip_label(char *s) {
-    size_t i = 0;
-    if (strncasecmp(s, "final", 5) == 0) { i = 5; while (score_is_space(s[i])) i++; }
-    if (strncasecmp(s + i, "answer", 6) != 0) return 0;
-    i += 6;
-    while (score_is_space(s[i])) i++;
-    if (s[i] != ':') return 0;
-    memmove(s, s + i + 1, strlen(s + i + 1) + 1);
-    return 1;
+    size_t n = strlen(s), after = 0;
+    int found = 0;
+    for (size_t i = 0; i + 6 <= n; i++) {
+        if (strncasecmp(s + i, "answer", 6) != 0) continue;
+        size_t j = i + 6;
+        while (score_is_space(s[j])) j++;
+        if (s[j] == ':') { after = j + 1; found = 1; }
+    }
+    if (found) memmove(s, s + after, n - after + 1);
+    return found;
 }
 
 // plain number with thousands separators: [+-]?d{1,3}(,ddd)+(.d+)?

@@ -71,7 +71,9 @@ static const EqualCase equal_cases[] = {
     {"\\sqrt{2}", "\\sqrt{2}", 1},
     {"\\sqrt{2}", "\\sqrt{3}", 0},
     {"", "0", 0},
-    {"1\nFinal Answer: 2\n", "2", 0},   // the first-match regex tail is not an answer
+    {"1\nFinal Answer: 2\n", "2", 1},   // the first-match regex tail, read up to its last label
+    {"The sum is 8732.\nAnswer: 8732", "8732", 1},
+    {"The sum is 8732.", "8732", 0},
     {"99999999999999999999", "099999999999999999999", 1},   // digit strings of any length
 };
 

@@ -5,7 +5,8 @@ reference implementation) produces, a second oracle beside the Qwen2.5 vectors.
 
 Writes (run from anywhere; paths are relative to the repo root):
   tests/fixtures/tok_hf_qwen.jsonl      {"text", "ids"}: Qwen2.5 ids of seeded random strings and
-                                        edge cases; {"ids", "decoded"}: HF's decoding of seeded
+                                        edge cases; {"text", "pretokens"}: HF's pre-tokenizer pieces
+                                        of NFC(text); {"ids", "decoded"}: HF's decoding of seeded
                                         random id sequences (many broken UTF-8 byte runs)
   tests/fixtures/tok_trained/tokenizer.json
                                         `./tokenizer train --vocab-size 768` on the vectors' texts
@@ -80,6 +81,19 @@ EDGE_CASES = [
 ]
 
 
+def byte_decoder():
+    """GPT-2's bytes_to_unicode, inverted: byte-level character -> byte."""
+    bs = list(range(0x21, 0x7F)) + list(range(0xA1, 0xAD)) + list(range(0xAE, 0x100))
+    cs = bs[:]
+    n = 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    return {chr(c): b for b, c in zip(bs, cs)}
+
+
 def write_jsonl(path, rows):
     with open(path + ".tmp", "w", encoding="utf-8", newline="\n") as f:
         for row in rows:
@@ -95,6 +109,21 @@ def main():
     texts += [random_text(rng, rng.randint(200, 400)) for _ in range(20)]
     for t in texts:
         rows.append({"text": t, "ids": qwen.encode(t, add_special_tokens=False).ids})
+    # pre-tokens alone (the Split regex on the NFC text, added tokens not special here)
+    inverse = byte_decoder()
+    for t in EDGE_CASES + [random_text(rng, rng.randint(1, 40)) for _ in range(300)]:
+        norm = qwen.normalizer.normalize_str(t)
+        pieces = [bytes(inverse[c] for c in p).decode("utf-8") for p, _ in qwen.pre_tokenizer.pre_tokenize_str(norm)]
+        assert "".join(pieces) == norm
+        rows.append({"text": t, "pretokens": pieces})
+    # decoding: ill-formed byte sequences of the Unicode standard's table 3-8 kind, as byte tokens
+    id_of_byte = {b: i for i, b in enumerate(byte_decoder().values())}
+    broken = ["E0 80 80", "E0 9F BF", "ED A0 80", "ED BF BF 41", "F4 90 80 80", "F0 80 80 80", "C0 AF", "C1 BF",
+              "F0 9F 98", "E4 BD 41", "F5 80", "FF FE", "80 BF 41", "E1 80 E1 80 80", "F0 9F 98 80", "EF BF BD",
+              "C2", "E2 82", "F3 BF BF"]
+    for seq in broken:
+        ids = [id_of_byte[int(h, 16)] for h in seq.split()]
+        rows.append({"ids": ids, "decoded": qwen.decode(ids, skip_special_tokens=False)})
     # decoding: random ids, mostly single-byte tokens so that UTF-8 breaks often
     for _ in range(300):
         ids = []
@@ -103,7 +132,7 @@ def main():
             ids.append(rng.randint(0, 255) if r < 0.6 else rng.randint(151643, 151664) if r < 0.65 else rng.randint(0, 151642))
         rows.append({"ids": ids, "decoded": qwen.decode(ids, skip_special_tokens=False)})
     write_jsonl(OUT_QWEN, rows)
-    print(f"wrote {OUT_QWEN}: {len(texts)} encode cases, 300 decode cases")
+    print(f"wrote {OUT_QWEN}: {len(texts)} encode cases, {len(EDGE_CASES) + 300} pre-token cases, {len(broken) + 300} decode cases")
 
     # the small trained tokenizer, trained by our trainer on the vectors' texts
     with open(VECTORS, encoding="utf-8") as f:

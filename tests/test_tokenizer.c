@@ -22,6 +22,8 @@ typedef struct {
     char *text;
     size_t text_len;
     IdList ids;
+    ByteBuf pretokens;          // "pretokens" field: the pieces, each followed by a NUL
+    int has_pretokens;
     char *decoded;              // "decoded" field, if any
     size_t decoded_len;
 } Case;
@@ -50,6 +52,9 @@ static Case *read_cases(const char *path, size_t *n_out) {
         if (t) { c->text = (char *)mallocCheck(t->len + 1); memcpy(c->text, t->str, t->len + 1); c->text_len = t->len; }
         if (d) { c->decoded = (char *)mallocCheck(d->len + 1); memcpy(c->decoded, d->str, d->len + 1); c->decoded_len = d->len; }
         read_ids(json_get(doc.root, "ids"), &c->ids);
+        const JsonValue *p = json_get(doc.root, "pretokens");
+        for (size_t k = 0; p && k < p->len; k++) bytebuf_append(&c->pretokens, p->items[k].str, p->items[k].len + 1);
+        c->has_pretokens = p != NULL;
         json_free(&doc);
         i = end + 1;
     }
@@ -59,7 +64,9 @@ static Case *read_cases(const char *path, size_t *n_out) {
 }
 
 static void free_cases(Case *cases, size_t n) {
-    for (size_t k = 0; k < n; k++) { free(cases[k].text); free(cases[k].decoded); idlist_free(&cases[k].ids); }
+    for (size_t k = 0; k < n; k++) {
+        free(cases[k].text); free(cases[k].decoded); idlist_free(&cases[k].ids); bytebuf_free(&cases[k].pretokens);
+    }
     free(cases);
 }
 
@@ -79,7 +86,7 @@ static void check_encode_cases(Tokenizer *tok, const Case *cases, size_t n, cons
     size_t bad = 0, n_text = 0;
     IdList got = {0};
     for (size_t k = 0; k < n; k++) {
-        if (cases[k].text == NULL) continue;
+        if (cases[k].text == NULL || cases[k].has_pretokens) continue;
         n_text++;
         got.len = 0;
         tokenizer_encode(tok, cases[k].text, cases[k].text_len, 1, &got);
@@ -183,6 +190,26 @@ static void test_hf_fixture(Tokenizer *tok) {
     for (size_t k = 0; k < n; k++) n_enc += cases[k].text != NULL;
     CHECK(n_enc >= 500, "only %zu encode cases", n_enc);
     check_encode_cases(tok, cases, n, "tokenizers fixture");
+    TEST_END();
+    TEST_BEGIN("PyPI tokenizers fixture: pre-tokenizer pieces of NFC(text) identical to HF's Split regex");
+    size_t n_pre = 0;
+    for (size_t k = 0; k < n; k++) {
+        if (!cases[k].has_pretokens) continue;
+        n_pre++;
+        ByteBuf norm = {0}, pieces = {0};
+        nfc_string(cases[k].text, cases[k].text_len, &norm);
+        for (size_t i = 0; i < norm.len;) {
+            size_t j = pretoken_end((const unsigned char *)norm.data, norm.len, i);
+            bytebuf_append(&pieces, norm.data + i, j - i);
+            bytebuf_append(&pieces, "", 1);   // the NUL after each piece
+            i = j;
+        }
+        CHECK(pieces.len == cases[k].pretokens.len && memcmp(pieces.data, cases[k].pretokens.data, pieces.len) == 0,
+              "pre-token case %zu (\"%.40s\")", k + 1, cases[k].text);
+        bytebuf_free(&norm);
+        bytebuf_free(&pieces);
+    }
+    CHECK(n_pre >= 300, "only %zu pre-token cases", n_pre);
     TEST_END();
     TEST_BEGIN("PyPI tokenizers fixture: decode of random ids (invalid UTF-8 -> U+FFFD like HF)");
     size_t n_dec = 0;

@@ -36,6 +36,15 @@ C_TESTS := $(patsubst tests/%.c,build/tests/%,$(wildcard tests/test_*.c))
 EMU_TESTS := $(patsubst tests/%.cu,build/tests/%,$(wildcard tests/emu_*.cu))
 EMU_PROGRAMS := $(addprefix build/emu/,$(CU_PROGRAMS))
 CUDA_PROGRAMS := $(addprefix build/cuda/,$(CU_PROGRAMS))
+# The emulator's own checks, run by tests/test_cuemu.sh: kernels with bugs it must
+# catch (tests/cuemu_neg_*.cu), also built with ASan+UBSan in single-thread mode
+# (static __shared__ then gets redzones), and a kernel test with the ucontext switch.
+EMU_NEG := $(patsubst tests/%.cu,build/tests/%,$(wildcard tests/cuemu_neg_*.cu))
+EMU_NEG_ASAN := $(patsubst tests/%.cu,build/tests/asan/%,$(wildcard tests/cuemu_neg_*.cu))
+EMU_UCONTEXT := $(patsubst tests/%.cu,build/tests/ucontext/%,$(wildcard tests/emu_cuemu_kernels.cu))
+EMU_ASAN_FLAGS = -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -DCUEMU_SINGLE_THREAD
+# `make cuda` also compiles every test .cu with nvcc (-c: running them needs a GPU)
+CUDA_TEST_OBJECTS := $(patsubst tests/%.cu,build/cuda/%.o,$(wildcard tests/emu_*.cu tests/cuemu_neg_*.cu))
 
 .PHONY: all test cuda emu clean
 all: $(C_PROGRAMS)
@@ -51,6 +60,18 @@ build/tests/emu_%: tests/emu_%.cu tests/test.h $(SOURCES)
 	@mkdir -p build/tests
 	$(CXX) $(EMU_CXXFLAGS) -o $@ $< $(EMU_LDLIBS)
 
+build/tests/cuemu_neg_%: tests/cuemu_neg_%.cu $(SOURCES)
+	@mkdir -p build/tests
+	$(CXX) $(EMU_CXXFLAGS) -o $@ $< $(EMU_LDLIBS)
+
+build/tests/asan/cuemu_neg_%: tests/cuemu_neg_%.cu $(SOURCES)
+	@mkdir -p build/tests/asan
+	$(CXX) $(EMU_CXXFLAGS) $(EMU_ASAN_FLAGS) -o $@ $< $(EMU_LDLIBS)
+
+build/tests/ucontext/emu_%: tests/emu_%.cu tests/test.h $(SOURCES)
+	@mkdir -p build/tests/ucontext
+	$(CXX) $(EMU_CXXFLAGS) -DCUEMU_UCONTEXT -o $@ $< $(EMU_LDLIBS)
+
 build/emu/%: %.cu $(SOURCES)
 	@mkdir -p build/emu
 	$(CXX) $(EMU_CXXFLAGS) -o $@ $< $(EMU_LDLIBS)
@@ -59,14 +80,13 @@ build/cuda/%: %.cu $(SOURCES)
 	@mkdir -p build/cuda
 	$(NVCC) $(NVCCFLAGS) -o $@ $< $(NVCC_LDLIBS)
 
-emu: $(EMU_PROGRAMS) $(EMU_TESTS)
+build/cuda/%.o: tests/%.cu tests/test.h $(SOURCES)
+	@mkdir -p build/cuda
+	$(NVCC) $(NVCCFLAGS) -c -o $@ $<
 
-cuda:
-ifeq ($(CU_PROGRAMS),)
-	@echo "make cuda: there is no .cu file yet, nothing to compile"
-else
-	$(MAKE) $(CUDA_PROGRAMS)
-endif
+emu: $(EMU_PROGRAMS) $(EMU_TESTS) $(EMU_NEG) $(EMU_NEG_ASAN) $(EMU_UCONTEXT)
+
+cuda: $(CUDA_PROGRAMS) $(CUDA_TEST_OBJECTS)
 
 test: all $(C_TESTS) emu
 	@tests/run.sh

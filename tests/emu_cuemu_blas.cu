@@ -1,0 +1,210 @@
+// Tests of the cuBLAS subset (common/cuemu_blas.h): the column-major argument
+// conventions as llm.c-style code calls them, against plain row-major C loops.
+#include "common/cuemu.h"
+#include "tests/test.h"
+#include <cublas_v2.h>
+#include <cuda_bf16.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+
+static float frand(uint32_t *state) {  // deterministic inputs in [-1, 1)
+    *state = *state * 1664525u + 1013904223u;
+    return (float)(*state >> 8) / 8388608.0f - 1.0f;
+}
+
+static void *device_copy(const void *host, size_t bytes) {
+    void *d;
+    cudaCheck(cudaMalloc(&d, bytes));
+    cudaCheck(cudaMemcpy(d, host, bytes, cudaMemcpyHostToDevice));
+    return d;
+}
+
+static float max_abs_diff(const float *a, const float *b, size_t n) {
+    float m = 0.0f;
+    for (size_t i = 0; i < n; i++) m = fmaxf(m, fabsf(a[i] - b[i]));
+    return m;
+}
+
+// The linear layer out (BT,OC) = inp (BT,C) @ weight (OC,C)^T, row-major, as llm.c writes it.
+// Read column-major, the row-major out is the (OC,BT) matrix weight·inp^T where weight is
+// stored as a (C,OC) column-major matrix (so op = T) and inp as (C,BT) (op = N):
+// gemm(T, N, OC, BT, C, weight, ldw = C, inp, ldx = C, out, ldy = OC).
+static void linear_reference(float *out, const float *inp, const float *weight, int BT, int C, int OC) {
+    for (int t = 0; t < BT; t++)
+        for (int o = 0; o < OC; o++) {
+            double s = 0.0;
+            for (int c = 0; c < C; c++) s += (double)inp[t * C + c] * weight[o * C + c];
+            out[t * OC + o] = (float)s;
+        }
+}
+
+static void test_linear_fp32(cublasHandle_t handle) {
+    TEST_BEGIN("cublasGemmEx fp32: llm.c's linear layer (T, N), beta = 0 never reads C");
+    const int BT = 13, C = 24, OC = 17;
+    float inp[BT * C], weight[OC * C], out[BT * OC], ref[BT * OC], nan_fill[BT * OC];
+    uint32_t seed = 11;
+    for (int i = 0; i < BT * C; i++) inp[i] = frand(&seed);
+    for (int i = 0; i < OC * C; i++) weight[i] = frand(&seed);
+    for (int i = 0; i < BT * OC; i++) nan_fill[i] = NAN;
+    float *d_inp = (float *)device_copy(inp, sizeof inp), *d_w = (float *)device_copy(weight, sizeof weight);
+    float *d_out = (float *)device_copy(nan_fill, sizeof nan_fill);  // beta = 0: the NaNs must not leak
+    const float one = 1.0f, zero = 0.0f;
+    cublasCheck(cublasGemmEx(handle, CUBLAS_OP_T, CUBLAS_OP_N, OC, BT, C, &one, d_w, CUDA_R_32F, C, d_inp,
+                             CUDA_R_32F, C, &zero, d_out, CUDA_R_32F, OC, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+    cudaCheck(cudaMemcpy(out, d_out, sizeof out, cudaMemcpyDeviceToHost));
+    linear_reference(ref, inp, weight, BT, C, OC);
+    // 24-term dot products of values in [-1,1): fp32 rounding stays below 1e-5
+    float err = max_abs_diff(out, ref, BT * OC);
+    CHECK(err < 1e-5f, "max error %g (NaN means C was read)", err);
+    // beta = 1 accumulates, as the backward pass's weight gradients do
+    cublasCheck(cublasGemmEx(handle, CUBLAS_OP_T, CUBLAS_OP_N, OC, BT, C, &one, d_w, CUDA_R_32F, C, d_inp,
+                             CUDA_R_32F, C, &one, d_out, CUDA_R_32F, OC, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+    cudaCheck(cudaMemcpy(out, d_out, sizeof out, cudaMemcpyDeviceToHost));
+    for (int i = 0; i < BT * OC; i++) ref[i] *= 2.0f;
+    err = max_abs_diff(out, ref, BT * OC);
+    CHECK(err < 2e-5f, "beta = 1: max error %g", err);
+    cudaCheck(cudaFree(d_inp));
+    cudaCheck(cudaFree(d_w));
+    cudaCheck(cudaFree(d_out));
+    TEST_END();
+}
+
+// All four transpose combinations through cublasSgemm with padded leading dimensions,
+// against C(i,j) = sum_p op(A)(i,p) op(B)(p,j) written directly from the column-major definition.
+static void test_sgemm_transposes(cublasHandle_t handle) {
+    TEST_BEGIN("cublasSgemm: N/T combinations, padded lda/ldb/ldc, alpha and beta");
+    const int m = 7, n = 5, k = 9, pad = 3;
+    uint32_t seed = 12;
+    for (int ta = 0; ta < 2; ta++)
+        for (int tb = 0; tb < 2; tb++) {
+            int a_rows = ta ? k : m, a_cols = ta ? m : k, b_rows = tb ? n : k, b_cols = tb ? k : n;
+            int lda = a_rows + pad, ldb = b_rows + pad, ldc = m + pad;
+            float A[(9 + 3) * 9], B[(9 + 3) * 9], C0[(7 + 3) * 5], C[(7 + 3) * 5];
+            for (int i = 0; i < lda * a_cols; i++) A[i] = frand(&seed);
+            for (int i = 0; i < ldb * b_cols; i++) B[i] = frand(&seed);
+            for (int i = 0; i < ldc * n; i++) C0[i] = frand(&seed);
+            float *dA = (float *)device_copy(A, sizeof(float) * lda * a_cols);
+            float *dB = (float *)device_copy(B, sizeof(float) * ldb * b_cols);
+            float *dC = (float *)device_copy(C0, sizeof(float) * ldc * n);
+            const float alpha = 0.5f, beta = -2.0f;
+            cublasCheck(cublasSgemm(handle, ta ? CUBLAS_OP_T : CUBLAS_OP_N, tb ? CUBLAS_OP_T : CUBLAS_OP_N, m, n, k,
+                                    &alpha, dA, lda, dB, ldb, &beta, dC, ldc));
+            cudaCheck(cudaMemcpy(C, dC, sizeof(float) * ldc * n, cudaMemcpyDeviceToHost));
+            for (int j = 0; j < n; j++)
+                for (int i = 0; i < ldc; i++) {
+                    if (i >= m) {  // the padding rows are not part of C and must be untouched
+                        CHECK(C[i + j * ldc] == C0[i + j * ldc], "ta %d tb %d: padding C[%d,%d] changed", ta, tb,
+                              i, j);
+                        continue;
+                    }
+                    double s = 0.0;
+                    for (int p = 0; p < k; p++)
+                        s += (double)(ta ? A[p + i * lda] : A[i + p * lda]) * (tb ? B[j + p * ldb] : B[p + j * ldb]);
+                    double want = alpha * s + beta * C0[i + j * ldc];
+                    CHECK(fabs(C[i + j * ldc] - want) < 1e-5, "ta %d tb %d: C[%d,%d] = %g, want %g", ta, tb, i, j,
+                          C[i + j * ldc], want);
+                }
+            cudaCheck(cudaFree(dA));
+            cudaCheck(cudaFree(dB));
+            cudaCheck(cudaFree(dC));
+        }
+    TEST_END();
+}
+
+static void test_bf16_gemm(cublasHandle_t handle) {
+    TEST_BEGIN("cublasGemmEx bf16 in and out, fp32 compute: within one bf16 rounding");
+    const int BT = 8, C = 32, OC = 12;
+    float inp[BT * C], weight[OC * C], ref[BT * OC];
+    __nv_bfloat16 inp16[BT * C], w16[OC * C], out16[BT * OC];
+    uint32_t seed = 13;
+    for (int i = 0; i < BT * C; i++) { inp16[i] = __float2bfloat16(frand(&seed)); inp[i] = __bfloat162float(inp16[i]); }
+    for (int i = 0; i < OC * C; i++) { w16[i] = __float2bfloat16(frand(&seed)); weight[i] = __bfloat162float(w16[i]); }
+    void *d_inp = device_copy(inp16, sizeof inp16), *d_w = device_copy(w16, sizeof w16), *d_out;
+    cudaCheck(cudaMalloc(&d_out, sizeof out16));
+    const float one = 1.0f, zero = 0.0f;  // with CUBLAS_COMPUTE_32F alpha and beta are floats even for bf16
+    cublasCheck(cublasGemmEx(handle, CUBLAS_OP_T, CUBLAS_OP_N, OC, BT, C, &one, d_w, CUDA_R_16BF, C, d_inp,
+                             CUDA_R_16BF, C, &zero, d_out, CUDA_R_16BF, OC, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+    cudaCheck(cudaMemcpy(out16, d_out, sizeof out16, cudaMemcpyDeviceToHost));
+    linear_reference(ref, inp, weight, BT, C, OC);
+    for (int i = 0; i < BT * OC; i++) {
+        float got = __bfloat162float(out16[i]);
+        // the exact sum (of exact bf16 products) rounded once to bf16: half an ulp, 2^-8 relative
+        CHECK(fabsf(got - ref[i]) <= fabsf(ref[i]) / 256.0f + 1e-6f, "out[%d] = %g, want %g", i, got, ref[i]);
+    }
+    cudaCheck(cudaFree(d_inp));
+    cudaCheck(cudaFree(d_w));
+    cudaCheck(cudaFree(d_out));
+    TEST_END();
+}
+
+// Attention scores as llm.c computes them: per (b, h), preatt (T,T) = q (T,hs) @ k (T,hs)^T with
+// q and k rows HS apart inside a (B*NH, T, HS) buffer: strides in elements.
+static void test_strided_batched(cublasHandle_t handle) {
+    TEST_BEGIN("cublasGemmStridedBatchedEx and cublasSgemmStridedBatched: attention scores");
+    const int batch = 3, T = 6, HS = 8;
+    float q[batch * T * HS], k[batch * T * HS], att[batch * T * T], att2[batch * T * T];
+    uint32_t seed = 14;
+    for (int i = 0; i < batch * T * HS; i++) { q[i] = frand(&seed); k[i] = frand(&seed); }
+    float *dq = (float *)device_copy(q, sizeof q), *dk = (float *)device_copy(k, sizeof k), *datt;
+    cudaCheck(cudaMalloc(&datt, sizeof att));
+    const float scale = 1.0f / sqrtf((float)HS), zero = 0.0f;
+    // row-major att[t][s] is column-major C(s,t) = sum_c k[s][c] q[t][c]: k read as (HS,T) with op = T,
+    // q as (HS,T) with op = N: gemm(T, N, T, T, HS, k, HS, q, HS, att, T), strides in elements
+    cublasCheck(cublasGemmStridedBatchedEx(handle, CUBLAS_OP_T, CUBLAS_OP_N, T, T, HS, &scale, dk, CUDA_R_32F, HS,
+                                           T * HS, dq, CUDA_R_32F, HS, T * HS, &zero, datt, CUDA_R_32F, T, T * T,
+                                           batch, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+    cudaCheck(cudaMemcpy(att, datt, sizeof att, cudaMemcpyDeviceToHost));
+    cublasCheck(cublasSgemmStridedBatched(handle, CUBLAS_OP_T, CUBLAS_OP_N, T, T, HS, &scale, dk, HS, T * HS, dq, HS,
+                                          T * HS, &zero, datt, T, T * T, batch));
+    cudaCheck(cudaMemcpy(att2, datt, sizeof att2, cudaMemcpyDeviceToHost));
+    for (int b = 0; b < batch; b++)
+        for (int t = 0; t < T; t++)
+            for (int s = 0; s < T; s++) {
+                double dot = 0.0;
+                for (int c = 0; c < HS; c++) dot += (double)q[(b * T + t) * HS + c] * k[(b * T + s) * HS + c];
+                float want = (float)(dot * scale), got = att[(b * T + t) * T + s];
+                CHECK(fabsf(got - want) < 1e-6f, "batch %d att[%d,%d] = %g, want %g", b, t, s, got, want);
+                CHECK(att2[(b * T + t) * T + s] == got, "Sgemm and GemmEx disagree at batch %d [%d,%d]", b, t, s);
+            }
+    cudaCheck(cudaFree(dq));
+    cudaCheck(cudaFree(dk));
+    cudaCheck(cudaFree(datt));
+    TEST_END();
+}
+
+static void test_invalid_arguments(cublasHandle_t handle) {
+    TEST_BEGIN("cuBLAS argument checks: lda too small, negative sizes");
+    float *d;
+    cudaCheck(cudaMalloc(&d, 64 * sizeof(float)));
+    const float one = 1.0f;
+    // op(A) = A (N) is m x k: lda must be >= m = 4
+    cublasStatus_t s = cublasSgemm(handle, CUBLAS_OP_N, CUBLAS_OP_N, 4, 2, 3, &one, d, 3, d, 3, &one, d, 4);
+    CHECK(s == CUBLAS_STATUS_INVALID_VALUE, "lda 3 < m 4: status %d", (int)s);
+    // op(A) = A^T: A is stored k x m, lda must be >= k = 3, so 3 is valid
+    s = cublasSgemm(handle, CUBLAS_OP_T, CUBLAS_OP_N, 4, 2, 3, &one, d, 3, d, 3, &one, d, 4);
+    CHECK(s == CUBLAS_STATUS_SUCCESS, "lda 3 = k for a transposed A: status %d", (int)s);
+    s = cublasSgemm(handle, CUBLAS_OP_N, CUBLAS_OP_N, 4, 2, 3, &one, d, 4, d, 3, &one, d, 3);
+    CHECK(s == CUBLAS_STATUS_INVALID_VALUE, "ldc 3 < m 4: status %d", (int)s);
+    s = cublasSgemm(handle, CUBLAS_OP_N, CUBLAS_OP_N, -1, 2, 3, &one, d, 4, d, 3, &one, d, 4);
+    CHECK(s == CUBLAS_STATUS_INVALID_VALUE, "m = -1: status %d", (int)s);
+    cudaCheck(cudaFree(d));
+    TEST_END();
+}
+
+int main(void) {
+    cublasHandle_t handle;
+    cublasCheck(cublasCreate(&handle));
+    cublasCheck(cublasSetMathMode(handle, CUBLAS_DEFAULT_MATH));
+    cudaStream_t stream;
+    cudaCheck(cudaStreamCreate(&stream));
+    cublasCheck(cublasSetStream(handle, stream));
+    test_linear_fp32(handle);
+    test_sgemm_transposes(handle);
+    test_bf16_gemm(handle);
+    test_strided_batched(handle);
+    test_invalid_arguments(handle);
+    cublasCheck(cublasDestroy(handle));
+    cudaCheck(cudaStreamDestroy(stream));
+    return test_summary();
+}

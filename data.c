@@ -1359,10 +1359,12 @@ static void synth_pool(FILE *fp, const SynthConfig *cfg) {
         bytebuf_append(&text, q.data, q.len);
         int correct = synth_trace(&p, &rng, &thinking, &attempt);
         // how often the two Qwen models solve it falls with the operands' size;
-        // a hash of the question decides, so a duplicate gets the same grades
+        // bits of a hash of the question decide (independently for the two
+        // models), so a duplicate gets the same grades
         int digits = num_digits(p.a) > num_digits(p.b) ? num_digits(p.a) : num_digits(p.b);
-        double u = (double)(fnv1a(q.data, q.len) >> 11) * 0x1.0p-53, p32 = 0.75 - 0.12 * digits;
-        int solved32 = u < p32, solved7 = u < 0.6 * p32;
+        uint64_t h = fnv1a(q.data, q.len);
+        double u32 = (double)(h >> 40) * 0x1.0p-24, u7 = (double)(h >> 16 & 0xFFFFFF) * 0x1.0p-24, p32 = 0.7 - 0.12 * digits;
+        int solved32 = u32 < p32, solved7 = u7 < 0.5 * p32;
         char solution[32], length[32], metadata[64];
         snprintf(solution, sizeof solution, "%lld", (long long)problem_answer(&p));
         snprintf(length, sizeof length, "%zu", thinking.len);

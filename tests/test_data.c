@@ -450,6 +450,53 @@ static void test_s1_layout(void) {
     TEST_END();
 }
 
+// The demo trains its own small BPE, where "assistant" is several tokens and
+// every id differs from Qwen's: the mask must still start right after the
+// template, found by encoding "<|im_start|>assistant\n" with that tokenizer.
+static void test_small_tokenizer_layout(void) {
+    TEST_BEGIN("tokenize: the response template is found with a small trained tokenizer too");
+    Rng rng;
+    rng_init(&rng, 3);
+    ByteBuf q = {0}, thinking = {0}, attempt = {0}, corpus = {0};
+    StringSet seen = {0};
+    for (int i = 0; i < 200; i++) {
+        Problem p = next_problem(&rng, 4, 0, &seen, &q);
+        synth_trace(&p, &rng, &thinking, &attempt);
+        bprintf(&corpus, "%s\n%s\n%s\n", q.data, thinking.data, attempt.data);
+    }
+    const char *texts[1] = {corpus.data};
+    const char *added[3] = {"<|endoftext|>", "<|im_start|>", "<|im_end|>"};
+    Tokenizer *tok = tokenizer_train(texts, &corpus.len, 1, 400, added, 3, 0);
+    IdList tmpl = {0}, seq = {0};
+    response_template_ids(tok, &tmpl);
+    CHECK(tmpl.len > 3, "\"assistant\" should take several tokens in a 400-token vocabulary (template has %zu)", tmpl.len);
+    int truncated;
+    size_t start = s1_encode(tok, &tmpl, q.data, thinking.data, attempt.data, 1 << 20, &seq, &truncated);
+    char *text = chat_s1_train(q.data, thinking.data, attempt.data);
+    ByteBuf prefix = {0}, decoded = {0};
+    CHECK(start != SIZE_MAX && start < seq.len, "no template found");
+    if (start != SIZE_MAX && start < seq.len) {
+        tokenizer_decode(tok, seq.data, start, 0, &prefix);
+        tokenizer_decode(tok, seq.data, seq.len, 0, &decoded);
+        const char *at = strstr(text, RESPONSE_TEMPLATE);
+        CHECK(prefix.len == (size_t)(at - text) + strlen(RESPONSE_TEMPLATE) && memcmp(prefix.data, text, prefix.len) == 0,
+              "the masked prefix decodes to \"%s\"", prefix.data);
+        CHECK(decoded.len == strlen(text) && memcmp(decoded.data, text, decoded.len) == 0, "ids do not decode to the text");
+    }
+    free(text);
+    bytebuf_free(&prefix);
+    bytebuf_free(&decoded);
+    bytebuf_free(&q);
+    bytebuf_free(&thinking);
+    bytebuf_free(&attempt);
+    bytebuf_free(&corpus);
+    string_set_free(&seen);
+    idlist_free(&tmpl);
+    idlist_free(&seq);
+    tokenizer_free(tok);
+    TEST_END();
+}
+
 static void test_shard_roundtrip(void) {
     TEST_BEGIN("tokenize: the shard builder writes what shard_read reads, mask = positions >= start");
     ShardBuilder b = {0};
@@ -526,6 +573,7 @@ int main(void) {
     test_select_ablations();
     test_jsonl_reader();
     test_s1_layout();
+    test_small_tokenizer_layout();
     test_shard_roundtrip();
     test_synth();
     return test_summary();

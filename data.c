@@ -1398,8 +1398,8 @@ static void synth_pool(FILE *fp, const SynthConfig *cfg) {
 // ----------------------------------------------------------------------------
 // the commands
 
-static void usage(void) {
-    fprintf(stderr,
+static void usage(int status) {
+    fprintf(status ? stderr : stdout,
             "usage:\n"
             "  ./data select POOL.jsonl --out OUT.jsonl [--eval FILE]... [--seed N] [--n 1000]\n"
             "                [--mode s1|random|diverse|longest] [--report FILE] [--tokenizer DIR]\n"
@@ -1416,7 +1416,7 @@ static void usage(void) {
             "  ./data synth --out FILE [--n 500] [--seed 1] [--max-digits 4] [--eval-set]\n"
             "      a synthetic featurised pool of arithmetic problems (or, with --eval-set,\n"
             "      held-out {\"question\", \"answer\"} problems that never occur in a pool).\n");
-    exit(1);
+    exit(status);
 }
 
 // Command-line parsing shared by the commands: flags are "--name value" or
@@ -1467,7 +1467,7 @@ static int cmd_select(int argc, char **argv) {
         else die("select: more than one input file (%s and %s)", pool_path, f);
     }
     if (pool_path == NULL || out_path == NULL) die("select needs POOL.jsonl and --out OUT.jsonl (see ./data --help)");
-    if (cfg.n == 0) die("--n must be at least 1");
+    if (cfg.n == 0 || cfg.n > 1000000000) die("--n must be between 1 and 1000000000, got %zu", cfg.n);
     char default_report[4096];
     if (report_path == NULL) {
         snprintf(default_report, sizeof default_report, "%s.report.txt", out_path);
@@ -1502,7 +1502,7 @@ static int cmd_select(int argc, char **argv) {
     m = filter_dedup(&pool, cand, n);
     stage_done(&log, "dedup", n, m);
     n = m;
-    size_t *sel = (size_t *)mallocCheck(cfg.n * sizeof(size_t));
+    size_t *sel = (size_t *)mallocCheck((n ? n : 1) * sizeof(size_t));   // select never picks more than it is given
     SelectStats st;
     size_t nsel = select_rows(pool.rows, pool.len, cand, n, &cfg, sel, &st);
     stage_done(&log, "select", n, nsel);
@@ -1676,7 +1676,9 @@ static int cmd_synth(int argc, char **argv) {
 
 #ifndef DATA_NO_MAIN
 int main(int argc, char **argv) {
-    if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) usage();
+    if (argc < 2) usage(1);
+    for (int i = 1; i < argc; i++)
+        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) usage(0);
     if (!strcmp(argv[1], "select")) return cmd_select(argc, argv);
     if (!strcmp(argv[1], "tokenize")) return cmd_tokenize(argc, argv);
     if (!strcmp(argv[1], "show")) return cmd_show(argc, argv);

@@ -123,4 +123,7 @@ head -c 100 "$TMP/sel.bin" >"$TMP/cut.bin"
 expect_error "show: truncated shard" 'cut.bin: truncated or corrupt shard' ./data show "$TMP/cut.bin"
 expect_error "show --text needs a tokenizer" 'show --text needs --tokenizer DIR' ./data show "$TMP/sel.bin" --text
 expect_error "unknown command" 'unknown command "frobnicate"' ./data frobnicate
+expect_eq "--help: usage on stdout, exit 0" "$(./data select --help | grep -c '^  ./data select POOL.jsonl'; echo "rc=${PIPESTATUS[0]}")" "1
+rc=0"
+expect_error "select: absurd --n" '--n must be between 1 and 1000000000' ./data select "$POOL" --n 99999999999 --out "$TMP/o.jsonl"
 summary

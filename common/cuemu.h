@@ -167,7 +167,8 @@ constexpr int warpSize = 32;
 
 // Every error the emulator finds ends here: one line on stderr, exit status 1.
 // In gdb, `break cuemu_fail` stops with the faulty CUDA thread on the stack.
-[[noreturn]] __attribute__((noinline, format(printf, 1, 2))) inline void cuemu_fail(const char *fmt, ...) {
+__attribute__((noreturn, noinline, format(printf, 1, 2)))
+inline void cuemu_fail(const char *fmt, ...) {
     fflush(stdout);
     char msg[1024];
     va_list ap;
@@ -578,7 +579,8 @@ inline int syncthreads_with(int pred, const char *file, int line) {
     return w.sync_count;
 }
 
-[[noreturn]] inline void report_deadlock(Worker &w) {
+[[noreturn]]
+inline void report_deadlock(Worker &w) {
     char b[64];
     block_location(b, sizeof b);
     for (int t = 0; t < w.nthreads; t++) {
@@ -773,8 +775,12 @@ inline void run_blocks(const Job *job, std::atomic<uint64_t> *next_block) {
 }
 
 inline cudaError_t launch(const Job &job) {
-    if (worker().current)
-        cuemu_fail("kernel launch from inside a kernel (dynamic parallelism is not emulated)");
+    if (Fiber *f = worker().current) {
+        char b[64];
+        block_location(b, sizeof b);
+        cuemu_fail("%s, %s: kernel launch from inside a kernel (dynamic parallelism is not emulated)", b,
+                   ThreadName(f).s);
+    }
     const dim3 &g = job.grid, &b = job.block;
     if (!g.x || !g.y || !g.z || !b.x || !b.y || !b.z || b.x > 1024 || b.y > 1024 || b.z > 64 ||
         (uint64_t)b.x * b.y * b.z > 1024 || g.x > 2147483647u || g.y > 65535 || g.z > 65535)

@@ -43,6 +43,19 @@ __global__ void mismatched_ops_kernel(float *out) {
     out[threadIdx.x] = v;
 }
 
+__global__ void mismatched_masks_kernel(float *out) {
+    float v = (float)threadIdx.x;
+    unsigned mask = threadIdx.x % 2 == 0 ? 0xffffffffu : 0xfffffffeu;  // lanes 1 and 2 disagree
+    v += __shfl_xor_sync(mask, v, 1);
+    out[threadIdx.x] = v;
+}
+
+#ifndef __CUDACC__  // nvcc refuses it without -rdc; the emulator must refuse it at run time
+__global__ void launch_in_kernel_kernel(float *out) {
+    CU_LAUNCH(mismatched_masks_kernel, 1, 32, 0, 0)(out);  // dynamic parallelism
+}
+#endif
+
 __global__ void warp_deadlock_kernel(float *out) {
     float v = (float)threadIdx.x;
     if (threadIdx.x == 0) __syncthreads();  // lane 0 never reaches the shuffle the others wait in
@@ -123,6 +136,12 @@ int main(int argc, char **argv) {
         CU_LAUNCH(mask_excludes_caller_kernel, 1, 32, 0, 0)(f_out);
     } else if (!strcmp(mode, "mismatched_ops")) {
         CU_LAUNCH(mismatched_ops_kernel, 1, 32, 0, 0)(f_out);
+    } else if (!strcmp(mode, "mismatched_masks")) {
+        CU_LAUNCH(mismatched_masks_kernel, 1, 32, 0, 0)(f_out);
+#ifndef __CUDACC__
+    } else if (!strcmp(mode, "launch_in_kernel")) {
+        CU_LAUNCH(launch_in_kernel_kernel, 1, 1, 0, 0)(f_out);
+#endif
     } else if (!strcmp(mode, "warp_deadlock")) {
         CU_LAUNCH(warp_deadlock_kernel, 1, 32, 0, 0)(f_out);
     } else if (!strcmp(mode, "shuffle_after_exit")) {
@@ -154,7 +173,7 @@ int main(int argc, char **argv) {
         printf("ok: 8 block sums right\n");
     } else {
         fprintf(stderr, "usage: %s missing_barrier|divergent_barrier|mask_excludes_caller|mismatched_ops|"
-                        "warp_deadlock|shuffle_after_exit|dynamic_smem_overflow|static_smem_overflow|big_locals|ok\n", argv[0]);
+                        "mismatched_masks|launch_in_kernel|warp_deadlock|shuffle_after_exit|dynamic_smem_overflow|static_smem_overflow|big_locals|ok\n", argv[0]);
         return 2;
     }
     cudaCheck(cudaDeviceSynchronize());

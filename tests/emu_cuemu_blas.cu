@@ -20,9 +20,13 @@ static void *device_copy(const void *host, size_t bytes) {
     return d;
 }
 
-static float max_abs_diff(const float *a, const float *b, size_t n) {
+static float max_abs_diff(const float *a, const float *b, size_t n) {  // NaN if any difference is NaN
     float m = 0.0f;
-    for (size_t i = 0; i < n; i++) m = fmaxf(m, fabsf(a[i] - b[i]));
+    for (size_t i = 0; i < n; i++) {
+        float d = fabsf(a[i] - b[i]);
+        if (isnan(d) || d > m) m = d;
+        if (isnan(m)) break;
+    }
     return m;
 }
 

@@ -133,8 +133,17 @@ __global__ void scan_kernel(float *out, const float *in, int n) {
     if (i < n) out[i] = src[t];
 }
 
+// Emulator only: dynamic shared memory starts every block filled with 0xFF bytes (a NaN
+// pattern), so a kernel that reads before it writes sees NaN, not the last block's data.
+__global__ void smem_first_read_kernel(unsigned *out) {
+    CU_EXTERN_SHARED(unsigned, words);
+    out[blockIdx.x * blockDim.x + threadIdx.x] = words[threadIdx.x];  // read before any write
+    __syncthreads();
+    words[threadIdx.x] = 0;
+}
+
 static void test_dynamic_smem(void) {
-    TEST_BEGIN("dynamic shared memory: block scan");
+    TEST_BEGIN("dynamic shared memory: block scan; 0xFF poison at every block start");
     const int n = 1000, nt = 128;
     float x[n], y[n];
     for (int i = 0; i < n; i++) x[i] = (float)(i % 5);  // small integers: every partial sum is exact
@@ -150,6 +159,15 @@ static void test_dynamic_smem(void) {
     }
     cudaCheck(cudaFree(d_x));
     cudaCheck(cudaFree(d_y));
+#ifndef __CUDACC__
+    unsigned *d_words, words[3 * 32];
+    cudaCheck(cudaMalloc(&d_words, sizeof words));
+    CU_LAUNCH(smem_first_read_kernel, 3, 32, 32 * sizeof(unsigned), 0)(d_words);
+    cudaCheck(cudaGetLastError());
+    cudaCheck(cudaMemcpy(words, d_words, sizeof words, cudaMemcpyDeviceToHost));
+    for (int i = 0; i < 3 * 32; i++) CHECK(words[i] == 0xFFFFFFFFu, "block %d read 0x%08x before writing", i / 32, words[i]);
+    cudaCheck(cudaFree(d_words));
+#endif
     TEST_END();
 }
 

@@ -41,12 +41,17 @@ for s in $SCHEDULES; do
     expect_error "lanes in different warp operations [$s]" \
         "^cuemu: block \(0,0,0\): mismatched warp operations: .*(__shfl_xor_sync.*__shfl_down_sync|__shfl_down_sync.*__shfl_xor_sync)" \
         env CUEMU_SCHEDULE=$s $NEG mismatched_ops
+    expect_error "lanes with different masks that name each other [$s]" \
+        "^cuemu: block \(0,0,0\): mismatched warp operations: .*mask 0x(fffffffe|ffffffff).*mask 0x(ffffffff|fffffffe), width 32\) at $SRC:[0-9]+$" \
+        env CUEMU_SCHEDULE=$s $NEG mismatched_masks
     expect_error "shuffle whose partner waits at __syncthreads: deadlock [$s]" \
         "^cuemu: deadlock in block \(0,0,0\): thread \([0-9]+,0,0\) waits in __shfl_down_sync\(mask 0xffffffff\) at $SRC:[0-9]+, but thread \(0,0,0\) waits at __syncthreads\(\) at $SRC:$synct$" \
         env CUEMU_SCHEDULE=$s $NEG warp_deadlock
     expect_error "shuffle with lanes that exited [$s]" "^cuemu: block \(0,0,0\): .*(exited while .* waits for it in|lane [0-9]+ has exited)" \
         env CUEMU_SCHEDULE=$s $NEG shuffle_after_exit
 done
+expect_error "a launch from inside a kernel is refused" \
+    "^cuemu: block \(0,0,0\), thread \(0,0,0\): kernel launch from inside a kernel" $NEG launch_in_kernel
 expect_error "a bad CUEMU_SCHEDULE is refused" "CUEMU_SCHEDULE=sideways: expected forward, reverse or random" \
     env CUEMU_SCHEDULE=sideways $NEG ok
 

@@ -607,7 +607,7 @@ static inline void tokenizer_find_byte_ids(Tokenizer *tok, const char *path) {
 // Returns an error message or NULL.
 static inline const char *tokenizer_parse_merge(Tokenizer *tok, const char *a, size_t na, const char *b, size_t nb,
                                                 char *msg, size_t msglen) {
-    ByteBuf bytes = {0};
+    ByteBuf bytes = {NULL, 0, 0};
     bytelevel_decode(a, na, &bytes);
     size_t split = bytes.len;
     bytelevel_decode(b, nb, &bytes);
@@ -670,7 +670,7 @@ static inline Tokenizer *tokenizer_load_hf_json(const char *path) {
         die_json(path, &doc, type, "model.type is not \"BPE\"");
     const JsonValue *vocab = json_get(model, "vocab");
     if (vocab == NULL || vocab->type != JSON_OBJECT) die_json(path, &doc, model, "missing object \"model.vocab\"");
-    ByteBuf bytes = {0};
+    ByteBuf bytes = {NULL, 0, 0};
     for (size_t i = 0; i < vocab->len; i++) {
         const JsonValue *v = &vocab->items[i];
         if (v->type != JSON_NUMBER || !v->is_integer || v->integer < 0)
@@ -692,7 +692,7 @@ static inline Tokenizer *tokenizer_load_hf_json(const char *path) {
         const char *a = NULL, *b = NULL;
         size_t na = 0, nb = 0;
         if (m->type == JSON_STRING) {          // "left right"
-            const char *sp = memchr(m->str, ' ', m->len);
+            const char *sp = (const char *)memchr(m->str, ' ', m->len);
             if (sp && !memchr(sp + 1, ' ', m->len - (size_t)(sp + 1 - m->str))) {
                 a = m->str; na = (size_t)(sp - m->str); b = sp + 1; nb = m->len - na - 1;
             }
@@ -717,7 +717,7 @@ static inline Tokenizer *tokenizer_load_hf_json(const char *path) {
         if (json_true(json_get(a, "lstrip")) || json_true(json_get(a, "rstrip")) || json_true(json_get(a, "single_word")))
             die_json(path, &doc, a, "added_tokens[%zu]: lstrip, rstrip and single_word are not implemented", i);
         int special = json_true(json_get(a, "special"));
-        ByteBuf b = {0};
+        ByteBuf b = {NULL, 0, 0};
         bytelevel_decode(content->str, content->len, &b);
         int64_t existing = tokenizer_vocab_find(tok, b.data, b.len);
         if (existing >= 0 && existing != id->integer)
@@ -747,7 +747,7 @@ static inline Tokenizer *tokenizer_load_vocab_merges(const char *dir) {
     char *text;
     load_json_file(path, &doc, &text);
     if (doc.root->type != JSON_OBJECT) die_json(path, &doc, doc.root, "expected a JSON object");
-    ByteBuf bytes = {0};
+    ByteBuf bytes = {NULL, 0, 0};
     for (size_t i = 0; i < doc.root->len; i++) {
         const JsonValue *v = &doc.root->items[i];
         if (v->type != JSON_NUMBER || !v->is_integer || v->integer < 0)
@@ -776,7 +776,7 @@ static inline Tokenizer *tokenizer_load_vocab_merges(const char *dir) {
         if (n > i && text[n - 1] == '\r') n--;
         int header = line_no == 1 && n - i >= 9 && memcmp(text + i, "#version:", 9) == 0;
         if (n > i && !header) {
-            const char *sp = memchr(text + i, ' ', n - i);
+            const char *sp = (const char *)memchr(text + i, ' ', n - i);
             if (sp == NULL || memchr(sp + 1, ' ', n - (size_t)(sp + 1 - text)))
                 die("%s: line %zu: expected \"left right\"", path, line_no);
             if (!utf8_validate(text + i, n - i, NULL)) die("%s: line %zu: invalid UTF-8", path, line_no);
@@ -806,7 +806,7 @@ static inline Tokenizer *tokenizer_load_vocab_merges(const char *dir) {
         if (json_true(json_get(a, "lstrip")) || json_true(json_get(a, "rstrip")) || json_true(json_get(a, "single_word")))
             die_json(path, &doc, a, "added_tokens_decoder[\"%s\"]: lstrip, rstrip and single_word are not implemented", decoder->keys[i]);
         int special = json_true(json_get(a, "special"));
-        ByteBuf b = {0};
+        ByteBuf b = {NULL, 0, 0};
         bytelevel_decode(content->str, content->len, &b);
         const char *err = tokenizer_vocab_find(tok, b.data, b.len) >= 0 ? "the token is also in vocab.json"
                           : tokenizer_set_id(tok, (uint32_t)id, b.data, b.len, special ? TOK_SPECIAL : TOK_ADDED);
@@ -1125,7 +1125,7 @@ static inline void tokenizer_decode(const Tokenizer *tok, const uint32_t *ids, s
 // message is the system turn, else the default system prompt is used.
 static inline char *chat_qwen(const char *system, const char *const *roles, const char *const *contents,
                               int n_messages, int add_generation_prompt) {
-    ByteBuf b = {0};
+    ByteBuf b = {NULL, 0, 0};
     int first = 0;
     if (system == NULL && n_messages > 0 && strcmp(roles[0], "system") == 0) { system = contents[0]; first = 1; }
     bytebuf_puts(&b, "<|im_start|>system\n");
@@ -1160,11 +1160,11 @@ static inline void append_py_strip(ByteBuf *b, const char *s) {
 
 // s1's training text: the chat template over [user: question, assistant: thinking + answer].
 static inline char *chat_s1_train(const char *question, const char *thinking, const char *attempt) {
-    ByteBuf assistant = {0};
+    ByteBuf assistant = {NULL, 0, 0};
     bytebuf_puts(&assistant, "<|im_start|>think\n");
     append_py_strip(&assistant, thinking);
     bytebuf_puts(&assistant, "\n<|im_start|>answer\n");
-    ByteBuf answer = {0};
+    ByteBuf answer = {NULL, 0, 0};
     if (strstr(attempt, "Answer:") == NULL) bytebuf_puts(&answer, "Answer: ");
     bytebuf_puts(&answer, attempt);
     append_py_strip(&assistant, answer.data);
@@ -1346,7 +1346,7 @@ static inline Tokenizer *tokenizer_train(const char *const *texts, const size_t 
     for (uint32_t p = 0; p < tr.n_pairs; p++) heap_push(heap, &nheap, trainer_cand(&tr, p));
     uint32_t n_vocab = 256;
     double start = now_seconds();
-    ByteBuf merged = {0};
+    ByteBuf merged = {NULL, 0, 0};
     while (n_vocab < vocab_size && nheap > 0) {
         MergeCand top = heap_pop(heap, &nheap);
         uint32_t p = pairmap_get(&tr.pair_index, pair_key(top.pos, top.new_id));
@@ -1455,7 +1455,7 @@ static inline void tokenizer_save(const Tokenizer *tok, const char *dir) {
     fprintf(fp, "  \"model\": {\"type\": \"BPE\", \"dropout\": null, \"unk_token\": null, \"continuing_subword_prefix\": \"\", "
                 "\"end_of_word_suffix\": \"\", \"fuse_unk\": false, \"byte_fallback\": false, \"ignore_merges\": false,\n");
     fprintf(fp, "    \"vocab\": {");
-    ByteBuf scratch = {0};
+    ByteBuf scratch = {NULL, 0, 0};
     first = 1;
     for (uint32_t id = 0; id < tok->n_ids; id++) {
         if (tok->kind[id] != TOK_VOCAB) continue;
@@ -1465,7 +1465,7 @@ static inline void tokenizer_save(const Tokenizer *tok, const char *dir) {
         first = 0;
     }
     fprintf(fp, "\n    },\n    \"merges\": [");
-    ByteBuf merge = {0};
+    ByteBuf merge = {NULL, 0, 0};
     for (uint32_t r = 0; r < tok->n_merges; r++) {
         merge.len = 0;
         uint32_t l = tok->merge_left[r], rt = tok->merge_right[r];
@@ -1556,8 +1556,8 @@ static int cmd_encode(int argc, char **argv) {
     Tokenizer *tok = tokenizer_load(dir);
     size_t len;
     char *text = read_stdin(&len);
-    IdList ids = {0};
-    ByteBuf out = {0};
+    IdList ids = {NULL, 0, 0};
+    ByteBuf out = {NULL, 0, 0};
     double start = now_seconds();
     if (!jsonl) {
         size_t bad;
@@ -1611,7 +1611,7 @@ static int cmd_decode(int argc, char **argv) {
     Tokenizer *tok = tokenizer_load(dir);
     size_t len;
     char *text = read_stdin(&len);
-    IdList ids = {0};
+    IdList ids = {NULL, 0, 0};
     for (size_t i = 0; i < len;) {
         if (text[i] == ' ' || text[i] == '\n' || text[i] == '\t' || text[i] == '\r') { i++; continue; }
         size_t end = i;
@@ -1627,7 +1627,7 @@ static int cmd_decode(int argc, char **argv) {
         idlist_push(&ids, (uint32_t)v);
         i = end;
     }
-    ByteBuf out = {0};
+    ByteBuf out = {NULL, 0, 0};
     tokenizer_decode(tok, ids.data, ids.len, skip_special, &out);
     fwriteCheck(out.data, 1, out.len, stdout, "stdout");
     if (fflush(stdout) != 0) die("stdout: write failed");

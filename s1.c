@@ -121,18 +121,26 @@ static void rmsnorm_backward(float *dinp, float *dweight, const float *dout, con
 }
 
 // Linear layer y = x W^T + b with W stored (OC, C) as in HF checkpoints.
-// Tiles of 4 tokens x 4 output features share each loaded row; every element
-// is still the same dot() reduction, so the tiling never changes a result.
+// Forward: tiles of 4 tokens x 4 output features, 16 dot products whose LANES
+// partial sums stay in registers while the rows stream by. Every element is
+// the same reduction as dot(), so tiling never changes a result.
 static void matmul_tile4x4(float *out, const float *inp, const float *weight, size_t C, size_t OC) {
-    float acc[4][4][LANES] = {{{0}}};
+    float acc[16][LANES] = {{0}};
+    const float *x0 = inp, *x1 = inp + C, *x2 = inp + 2 * C, *x3 = inp + 3 * C;
+    const float *w0 = weight, *w1 = weight + C, *w2 = weight + 2 * C, *w3 = weight + 3 * C;
     size_t i = 0;
     for (; i + LANES <= C; i += LANES)
-        for (int r = 0; r < 4; r++)
-            for (int c = 0; c < 4; c++)
-                for (int j = 0; j < LANES; j++) acc[r][c][j] += inp[r * C + i + j] * weight[c * C + i + j];
+        for (int j = 0; j < LANES; j++) {
+            float a0 = x0[i + j], a1 = x1[i + j], a2 = x2[i + j], a3 = x3[i + j];
+            float b0 = w0[i + j], b1 = w1[i + j], b2 = w2[i + j], b3 = w3[i + j];
+            acc[0][j] += a0 * b0;  acc[1][j] += a0 * b1;  acc[2][j] += a0 * b2;  acc[3][j] += a0 * b3;
+            acc[4][j] += a1 * b0;  acc[5][j] += a1 * b1;  acc[6][j] += a1 * b2;  acc[7][j] += a1 * b3;
+            acc[8][j] += a2 * b0;  acc[9][j] += a2 * b1;  acc[10][j] += a2 * b2; acc[11][j] += a2 * b3;
+            acc[12][j] += a3 * b0; acc[13][j] += a3 * b1; acc[14][j] += a3 * b2; acc[15][j] += a3 * b3;
+        }
     for (int r = 0; r < 4; r++)
         for (int c = 0; c < 4; c++) {
-            float s = lanes_sum(acc[r][c]);
+            float s = lanes_sum(acc[4 * r + c]);
             for (size_t k = i; k < C; k++) s += inp[r * C + k] * weight[c * C + k];
             out[r * OC + c] = s;
         }
@@ -158,25 +166,55 @@ static void matmul_forward(float *out, const float *inp, const float *weight, co
     }
 }
 
+// Backward: out[r, c] += sum_k a[r*a_row + k*a_k] * b[k*ldb + c] for a block of
+// nr <= 4 rows and nc <= TILE_COLS columns. The 4 x TILE_COLS accumulators stay
+// in registers while k runs; each element sums over k in order.
+#define TILE_COLS 64
+static void matmul_accumulate_tile(float *out, size_t ldo, const float *a, size_t a_row, size_t a_k, const float *b,
+                                   size_t ldb, size_t K, size_t nr, size_t nc) {
+    float acc[4][TILE_COLS] = {{0}};
+    if (nr == 4 && nc == TILE_COLS) {
+        for (size_t k = 0; k < K; k++) {
+            float a0 = a[k * a_k], a1 = a[a_row + k * a_k], a2 = a[2 * a_row + k * a_k], a3 = a[3 * a_row + k * a_k];
+            const float *bk = b + k * ldb;
+            for (int c = 0; c < TILE_COLS; c++) {
+                acc[0][c] += a0 * bk[c]; acc[1][c] += a1 * bk[c]; acc[2][c] += a2 * bk[c]; acc[3][c] += a3 * bk[c];
+            }
+        }
+    } else {
+        for (size_t k = 0; k < K; k++)
+            for (size_t r = 0; r < nr; r++)
+                for (size_t c = 0; c < nc; c++) acc[r][c] += a[r * a_row + k * a_k] * b[k * ldb + c];
+    }
+    for (size_t r = 0; r < nr; r++)
+        for (size_t c = 0; c < nc; c++) out[r * ldo + c] += acc[r][c];
+}
+
 static void matmul_backward(float *dinp, float *dweight, float *dbias, const float *dout, const float *inp,
                             const float *weight, size_t N, size_t C, size_t OC) {
-    // dinp (N,C) += dout (N,OC) . weight (OC,C): blocks of 4 tokens reuse each weight row
-    #pragma omp parallel for schedule(static)
-    for (size_t n0 = 0; n0 < N; n0 += 4) {
-        size_t n1 = n0 + 4 < N ? n0 + 4 : N;
-        for (size_t o = 0; o < OC; o++)
-            for (size_t n = n0; n < n1; n++) axpy(dinp + n * C, weight + o * C, dout[n * OC + o], C);
-    }
-    // dweight (OC,C) += dout^T (OC,N) . inp (N,C), dbias (OC,) += column sums of dout
-    #pragma omp parallel for schedule(static)
-    for (size_t o0 = 0; o0 < OC; o0 += 4) {
-        size_t o1 = o0 + 4 < OC ? o0 + 4 : OC;
-        for (size_t n = 0; n < N; n++)
-            for (size_t o = o0; o < o1; o++) {
-                float d = dout[n * OC + o];
-                axpy(dweight + o * C, inp + n * C, d, C);
-                if (dbias != NULL) dbias[o] += d;
-            }
+    size_t CB = (C + TILE_COLS - 1) / TILE_COLS;
+    // dinp (N,C) += dout (N,OC) . weight (OC,C)
+    #pragma omp parallel for collapse(2) schedule(static)
+    for (size_t n0 = 0; n0 < N; n0 += 4)
+        for (size_t cb = 0; cb < CB; cb++) {
+            size_t c0 = cb * TILE_COLS, nr = N - n0 < 4 ? N - n0 : 4, nc = C - c0 < TILE_COLS ? C - c0 : TILE_COLS;
+            matmul_accumulate_tile(dinp + n0 * C + c0, C, dout + n0 * OC, OC, 1, weight + c0, C, OC, nr, nc);
+        }
+    // dweight (OC,C) += dout^T (OC,N) . inp (N,C)
+    #pragma omp parallel for collapse(2) schedule(static)
+    for (size_t o0 = 0; o0 < OC; o0 += 4)
+        for (size_t cb = 0; cb < CB; cb++) {
+            size_t c0 = cb * TILE_COLS, nr = OC - o0 < 4 ? OC - o0 : 4, nc = C - c0 < TILE_COLS ? C - c0 : TILE_COLS;
+            matmul_accumulate_tile(dweight + o0 * C + c0, C, dout + o0, 1, OC, inp + c0, C, N, nr, nc);
+        }
+    // dbias (OC,) += column sums of dout
+    if (dbias != NULL) {
+        #pragma omp parallel for schedule(static)
+        for (size_t o = 0; o < OC; o++) {
+            float sum = 0.0f;
+            for (size_t n = 0; n < N; n++) sum += dout[n * OC + o];
+            dbias[o] += sum;
+        }
     }
 }
 
@@ -1712,7 +1750,7 @@ static int main_loss(int argc, char **argv) {
 
 static void usage_bench(void) {
     printf("usage: ./s1 bench [--hidden N] [--layers N] [--heads N] [--kv-heads N] [--intermediate N]\n"
-           "                  [--vocab N] [--seq-len N] [--steps N] [--threads N]\n"
+           "                  [--vocab N] [--tied] [--seq-len N] [--steps N] [--threads N]\n"
            "\n"
            "Times full training steps (forward, backward, AdamW) of a random model on one random sequence\n"
            "per step, after one warm-up step. Prints \"s1 tokens/s: <float>\". bench/train_cpu runs it\n"
@@ -1722,7 +1760,7 @@ static void usage_bench(void) {
 static int main_bench(int argc, char **argv) {
     Qwen2Config c = {.vocab_size = 4096, .hidden_size = 256, .intermediate_size = 768, .num_layers = 4, .num_heads = 4,
                      .num_kv_heads = 2, .max_position_embeddings = 32768, .rope_theta = 1e6, .rms_norm_eps = 1e-6,
-                     .tie_word_embeddings = 1, .bos_token_id = -1, .eos_token_id = -1};
+                     .tie_word_embeddings = 0, .bos_token_id = -1, .eos_token_id = -1};
     size_t T = 256, steps = 10;
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i];
@@ -1733,11 +1771,13 @@ static int main_bench(int argc, char **argv) {
         else if (arg_is(a, "--kv-heads")) c.num_kv_heads = arg_size(argc, argv, &i, 0);
         else if (arg_is(a, "--intermediate")) c.intermediate_size = arg_size(argc, argv, &i, 0);
         else if (arg_is(a, "--vocab")) c.vocab_size = arg_size(argc, argv, &i, 0);
+        else if (arg_is(a, "--tied")) c.tie_word_embeddings = 1;
         else if (arg_is(a, "--seq-len")) T = arg_size(argc, argv, &i, 0);
         else if (arg_is(a, "--steps")) steps = arg_size(argc, argv, &i, 0);
         else if (arg_is(a, "--threads")) omp_set_num_threads((int)arg_size(argc, argv, &i, 0));
         else die("bench: unknown argument '%s' (see ./s1 bench --help)", a);
     }
+    if (c.num_heads == 0 || c.hidden_size % c.num_heads != 0) die("bench: --hidden must be a multiple of --heads");
     c.head_dim = c.hidden_size / c.num_heads;
     Qwen2 model;
     qwen2_init_random(&model, &c, 1234);
@@ -1756,8 +1796,9 @@ static int main_bench(int argc, char **argv) {
         qwen2_update(&model, 1e-5, &adamw);
     }
     double elapsed = now_seconds() - t0;
-    printf("config: hidden %zu, layers %zu, heads %zu/%zu, intermediate %zu, vocab %zu, seq-len %zu, threads %d, %zu steps\n",
-           c.hidden_size, c.num_layers, c.num_heads, c.num_kv_heads, c.intermediate_size, c.vocab_size, T, omp_get_max_threads(), steps);
+    printf("config: hidden %zu, layers %zu, heads %zu/%zu, intermediate %zu, vocab %zu%s, seq-len %zu, threads %d, %zu steps\n",
+           c.hidden_size, c.num_layers, c.num_heads, c.num_kv_heads, c.intermediate_size, c.vocab_size,
+           c.tie_word_embeddings ? " (tied)" : "", T, omp_get_max_threads(), steps);
     printf("s1 tokens/s: %.1f\n", (double)(steps * T) / elapsed);
     free(ids);
     free(mask);

@@ -966,37 +966,82 @@ static void write_selected_lines(const char *out_path, const char *pool_path, co
 // s1's training layout and TRL's loss mask (s1-spec.md 2-3)
 
 #define RESPONSE_TEMPLATE "<|im_start|>assistant\n"
+#define INSTRUCTION_TEMPLATE "<|im_start|>user"
 
-// The ids of the response template, tokenised on its own as TRL does.
-static void response_template_ids(Tokenizer *tok, IdList *out) {
-    if (tokenizer_token_id(tok, "<|im_start|>") < 0 || tokenizer_token_id(tok, "<|im_end|>") < 0)
+// The two templates of s1's collator (train/sft.py), each tokenised on its own
+// as TRL does. Never hard-coded: a small trained tokenizer has other ids, and
+// often several tokens for "assistant".
+typedef struct {
+    IdList response;             // "<|im_start|>assistant\n": Qwen 151644 77091 198
+    IdList instruction;          // "<|im_start|>user": Qwen 151644 872
+} MaskTemplates;
+
+static void mask_templates_init(Tokenizer *tok, MaskTemplates *mt) {
+    int im_start = tokenizer_token_id(tok, "<|im_start|>");
+    if (im_start < 0 || tokenizer_token_id(tok, "<|im_end|>") < 0)
         die("tokenizer has no <|im_start|>/<|im_end|> tokens, so it cannot encode s1's chat layout");
-    out->len = 0;
-    tokenizer_encode(tok, RESPONSE_TEMPLATE, strlen(RESPONSE_TEMPLATE), 1, out);
-    if (out->len < 2 || out->data[0] != (uint32_t)tokenizer_token_id(tok, "<|im_start|>"))
-        die("tokenizer does not encode \"<|im_start|>assistant\\n\" starting with the <|im_start|> token");
+    memset(mt, 0, sizeof *mt);
+    tokenizer_encode(tok, RESPONSE_TEMPLATE, strlen(RESPONSE_TEMPLATE), 1, &mt->response);
+    tokenizer_encode(tok, INSTRUCTION_TEMPLATE, strlen(INSTRUCTION_TEMPLATE), 1, &mt->instruction);
+    if (mt->response.len < 2 || mt->response.data[0] != (uint32_t)im_start || mt->instruction.len < 2)
+        die("tokenizer does not encode \"<|im_start|>assistant\\n\" as the <|im_start|> token and text");
 }
 
-// Where the loss targets start: just after the first complete response
-// template. SIZE_MAX if the ids hold none (TRL then masks the whole sample).
-static size_t find_mask_start(const uint32_t *ids, size_t n, const uint32_t *tmpl, size_t tn) {
-    for (size_t i = 0; i + tn <= n; i++)
-        if (memcmp(ids + i, tmpl, tn * sizeof(uint32_t)) == 0) return i + tn;
-    return SIZE_MAX;
+static void mask_templates_free(MaskTemplates *mt) {
+    idlist_free(&mt->response);
+    idlist_free(&mt->instruction);
 }
 
-// Tokenises one example in the s1 layout, right-truncated at block_size.
-// seq is overwritten; *truncated says whether anything was cut. Returns the
-// mask start (see find_mask_start).
-static size_t s1_encode(Tokenizer *tok, const IdList *tmpl, const char *question, const char *thinking,
-                        const char *attempt, size_t block_size, IdList *seq, int *truncated) {
+// Start positions of every occurrence of tmpl in ids (ids must be long enough for tmpl).
+static size_t find_all(const uint32_t *ids, size_t n, const IdList *tmpl, size_t *at) {
+    size_t count = 0;
+    for (size_t i = 0; i + tmpl->len <= n; i++)
+        if (memcmp(ids + i, tmpl->data, tmpl->len * sizeof(uint32_t)) == 0) at[count++] = i;
+    return count;
+}
+
+// The loss mask of TRL 0.12's DataCollatorForCompletionOnlyLM with s1's
+// instruction and response templates (s1-spec.md 3.1): mask[t] = 1 if token t
+// is a target. Human turns start at each "<|im_start|>user", responses after
+// each "<|im_start|>assistant\n"; everything from 0 to the first response, and
+// from each later human turn to its response, is masked, and so is the tail
+// after the last human turn when it has no response. For an s1 sample that
+// leaves every token after "<|im_start|>assistant\n" (the closing <|im_end|>
+// and "\n" included). No complete response or human template (truncation cut
+// it): no targets at all. Returns the number of targets.
+static size_t trl_completion_mask(const uint32_t *ids, size_t n, const MaskTemplates *mt, uint8_t *mask) {
+    size_t *resp = (size_t *)mallocCheck((n + 1) * sizeof(size_t)), *human = (size_t *)mallocCheck((n + 2) * sizeof(size_t));
+    size_t nr = find_all(ids, n, &mt->response, resp), nh = find_all(ids, n, &mt->instruction, human + 1);
+    for (size_t k = 0; k < nr; k++) resp[k] += mt->response.len;   // a response starts after its template
+    size_t *h = human + 1;
+    if (nr > 0 && nh > 0 && h[0] > resp[0]) { h = human; h[0] = 0; nh++; }   // TRL's [0] + human_idxs
+    memset(mask, nr > 0 && nh > 0, n);
+    if (nr > 0 && nh > 0) {
+        for (size_t k = 0; k < nr && k < nh; k++)
+            for (size_t t = k == 0 ? 0 : h[k]; t < resp[k]; t++) mask[t] = 0;
+        if (nr < nh) memset(mask + h[nh - 1], 0, n - h[nh - 1]);
+    }
+    free(resp);
+    free(human);
+    size_t targets = 0;
+    for (size_t t = 0; t < n; t++) targets += mask[t];
+    return targets;
+}
+
+// Tokenises one example in the s1 layout, right-truncated at block_size, and
+// masks it (TRL masks the truncated sequence). seq and mask are overwritten;
+// *truncated says whether anything was cut. Returns the number of targets.
+static size_t s1_encode(Tokenizer *tok, const MaskTemplates *mt, const char *question, const char *thinking,
+                        const char *attempt, size_t block_size, IdList *seq, ByteBuf *mask, int *truncated) {
     char *text = chat_s1_train(question, thinking, attempt);
     seq->len = 0;
     tokenizer_encode(tok, text, strlen(text), 1, seq);
     free(text);
     *truncated = seq->len > block_size;
     if (*truncated) seq->len = block_size;
-    return find_mask_start(seq->data, seq->len, tmpl->data, tmpl->len);
+    mask->len = 0;
+    for (size_t t = 0; t < seq->len; t++) bytebuf_append(mask, "", 1);   // room for one byte per token
+    return trl_completion_mask(seq->data, seq->len, mt, (uint8_t *)mask->data);
 }
 
 typedef struct {
@@ -1006,17 +1051,14 @@ typedef struct {
     ByteBuf mask;
 } ShardBuilder;
 
-static void shard_builder_add(ShardBuilder *b, const IdList *seq, size_t mask_start) {
+static void shard_builder_add(ShardBuilder *b, const IdList *seq, const uint8_t *mask) {
     if (b->num_sequences + 2 > b->offsets_cap) {
         b->offsets_cap = b->offsets_cap ? 2 * b->offsets_cap : 1024;
         b->offsets = (uint64_t *)reallocCheck(b->offsets, b->offsets_cap * sizeof(uint64_t));
     }
     if (b->num_sequences == 0) b->offsets[0] = 0;
-    for (size_t t = 0; t < seq->len; t++) {
-        idlist_push(&b->ids, seq->data[t]);
-        char m = t >= mask_start;
-        bytebuf_append(&b->mask, &m, 1);
-    }
+    for (size_t t = 0; t < seq->len; t++) idlist_push(&b->ids, seq->data[t]);
+    bytebuf_append(&b->mask, mask, seq->len);
     b->num_sequences++;
     b->offsets[b->num_sequences] = b->ids.len;
 }
@@ -1542,15 +1584,17 @@ static int cmd_tokenize(int argc, char **argv) {
         die("tokenize needs IN.jsonl, --tokenizer DIR and --out SHARD (see ./data --help)");
     if (block_size < 2) die("--block-size must be at least 2");
     Tokenizer *tok = tokenizer_load(tok_dir);
-    IdList tmpl = {0}, seq = {0};
-    response_template_ids(tok, &tmpl);
+    MaskTemplates mt;
+    mask_templates_init(tok, &mt);
+    IdList seq = {0};
+    ByteBuf mask = {0};
     JsonlReader r;
     jsonl_open(&r, in_path, skip_bad);
     Progress prog = {now_seconds(), now_seconds(), 0, 0};
     if (fseek(r.fp, 0, SEEK_END) == 0) { prog.total_bytes = ftell(r.fp); rewind(r.fp); }
     ShardBuilder b = {0};
     ByteBuf thinking = {0};
-    size_t num_truncated = 0, num_unmasked = 0, num_targets = 0, lens_cap = 0;
+    size_t num_truncated = 0, num_untrained = 0, num_targets = 0, lens_cap = 0;
     int64_t *lens = NULL;
     const JsonValue *obj;
     while ((obj = jsonl_next(&r)) != NULL) {
@@ -1558,11 +1602,11 @@ static int cmd_tokenize(int argc, char **argv) {
         int has_trace, truncated;
         if (read_question_and_trace(&r, obj, traces, &question, &thinking, &attempt, &has_trace)) continue;
         if (!has_trace) { jsonl_bad(&r, "no thinking trace or attempt (null)"); continue; }
-        size_t start = s1_encode(tok, &tmpl, question, thinking.data, attempt, block_size, &seq, &truncated);
+        size_t targets = s1_encode(tok, &mt, question, thinking.data, attempt, block_size, &seq, &mask, &truncated);
         num_truncated += (size_t)truncated;
-        if (start == SIZE_MAX) num_unmasked++;
-        else num_targets += seq.len - start;
-        shard_builder_add(&b, &seq, start);
+        num_untrained += targets == 0;
+        num_targets += targets;
+        shard_builder_add(&b, &seq, (const uint8_t *)mask.data);
         if (b.num_sequences > lens_cap) {
             lens_cap = lens_cap ? 2 * lens_cap : 1024;
             lens = (int64_t *)reallocCheck(lens, lens_cap * sizeof(int64_t));
@@ -1581,15 +1625,16 @@ static int cmd_tokenize(int argc, char **argv) {
            (long long)lens[ns - 1], (long long)percentile(lens, ns, 50), (long long)percentile(lens, ns, 90),
            (long long)percentile(lens, ns, 99));
     printf("truncated %zu of %zu samples at %zu tokens", num_truncated, ns, block_size);
-    if (num_unmasked) printf("; %zu samples lost their response template to truncation and have no loss targets", num_unmasked);
+    if (num_untrained) printf("; %zu samples have no loss targets (no complete response template)", num_untrained);
     printf("\n");
     if (num_truncated) fprintf(stderr, "warning: %zu samples are longer than --block-size %zu and were cut (s1-spec 3.3)\n", num_truncated, block_size);
     free(lens);
     bytebuf_free(&thinking);
     shard_builder_free(&b);
     jsonl_close(&r);
-    idlist_free(&tmpl);
+    mask_templates_free(&mt);
     idlist_free(&seq);
+    bytebuf_free(&mask);
     tokenizer_free(tok);
     return 0;
 }

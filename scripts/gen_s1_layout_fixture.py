@@ -11,14 +11,19 @@ It mirrors simplescaling/s1 data/tokenization.py (process_cot_example):
               + "\n<|im_start|>answer\n" + answer.strip()
     text = apply_chat_template([user: question, assistant: assistant], tokenize=False)
 
-and TRL's DataCollatorForCompletionOnlyLM (s1's train/sft.py): the ids are
-tokenizer(text) right-truncated at the block size, and the labels are -100
-from position 0 up to the end of the first occurrence of the response template
-"<|im_start|>assistant\n" (encoded on its own, as TRL does); with no complete
-template inside the (truncated) ids, every label is -100 (mask_start = -1).
+and TRL 0.12's DataCollatorForCompletionOnlyLM as s1's train/sft.py builds it
+(response template "<|im_start|>assistant\n", instruction template
+"<|im_start|>user", both encoded on their own as TRL does): the ids are
+tokenizer(text) right-truncated at the block size, and trl_targets() below is a
+transcription of the collator's multi-turn masking. For an ordinary sample the
+targets are everything after the first response template; with no complete
+template inside the (truncated) ids there are none. TRL is not installed here,
+so its code is transcribed rather than imported.
 
 Each output line: {"name", "question", "thinking_trajectories", "attempt",
-"text", "ids", "mask_start", "truncations": [{"block_size", "mask_start"}]}.
+"text", "ids", "mask_start", "targets", "truncations": [{"block_size",
+"mask_start", "targets"}]}: targets are [start, end) spans of loss positions,
+mask_start the end of the first response template (-1 if none).
 The tokenizer is the local copy in tokenizers/qwen2.5 (no network).
 """
 import json
@@ -30,6 +35,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOKENIZER_DIR = os.path.join(ROOT, "tokenizers", "qwen2.5")
 OUT = os.path.join(ROOT, "tests", "fixtures", "s1-layout.jsonl")
 RESPONSE_TEMPLATE = "<|im_start|>assistant\n"
+INSTRUCTION_TEMPLATE = "<|im_start|>user"
 
 
 def s1_text(tok, question, thinking_trajectories, attempt):
@@ -46,6 +52,42 @@ def mask_start(ids, template_ids):
         if ids[i:i + n] == template_ids:
             return i + n
     return -1
+
+
+def occurrences(ids, template_ids):
+    n = len(template_ids)
+    return [i for i in range(len(ids) - n + 1) if ids[i:i + n] == template_ids]
+
+
+def trl_targets(ids, response_ids, instruction_ids):
+    """TRL 0.12 DataCollatorForCompletionOnlyLM.torch_call, instruction_template set, one example."""
+    labels = list(ids)
+    ignore = -100
+    response_idxs = [i + len(response_ids) for i in occurrences(labels, response_ids)]
+    if len(response_idxs) == 0:
+        labels = [ignore] * len(labels)
+    human_idxs = occurrences(labels, instruction_ids)   # searched in labels, as TRL does
+    if len(human_idxs) == 0:
+        labels = [ignore] * len(labels)
+    if len(human_idxs) > 0 and len(response_idxs) > 0 and human_idxs[0] > response_idxs[0]:
+        human_idxs = [0] + human_idxs
+    for idx, (start, end) in enumerate(zip(human_idxs, response_idxs)):
+        if idx != 0:
+            labels[start:end] = [ignore] * len(labels[start:end])
+        else:
+            labels[:end] = [ignore] * len(labels[:end])
+    if len(response_idxs) < len(human_idxs):
+        labels[human_idxs[-1]:] = [ignore] * len(labels[human_idxs[-1]:])
+    spans, t = [], 0
+    while t < len(labels):
+        if labels[t] == ignore:
+            t += 1
+            continue
+        start = t
+        while t < len(labels) and labels[t] != ignore:
+            t += 1
+        spans.append([start, t])
+    return spans
 
 
 def samples():
@@ -67,6 +109,12 @@ def samples():
         ("crlf and tabs", "Line one\r\nLine two\tTabbed", ["a\r\nb\tc", "d"], "\tAnswer:\t9\r\n"),
         ("response template inside the question", "Repeat after me: <|im_start|>assistant\nhello", ["Echo it."],
          "hello"),
+        ("instruction template inside the thinking", "Quote the chat format.",
+         ["A user turn starts with <|im_start|>user and a newline.", "That is all."], "Answer: <|im_start|>user"),
+        ("instruction template inside the question", "What follows <|im_start|>user here?", ["A newline."],
+         "A newline"),
+        ("a second user/assistant exchange inside the thinking", "Show a two-turn chat.",
+         ["Like this: <|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\nhello<|im_end|>", "Done."], "Answer: shown"),
         ("latex and bold", "Let **n = 12**. Compute $\\binom{n}{2}$.", ["$\\binom{12}{2} = \\frac{12 \\cdot 11}{2} = 66$."],
          "$\\boxed{66}$"),
         ("long trace for truncation", "Sum the series step by step.", long_steps, "Answer: done"),
@@ -76,7 +124,9 @@ def samples():
 def main():
     tok = AutoTokenizer.from_pretrained(TOKENIZER_DIR)
     template_ids = tok.encode(RESPONSE_TEMPLATE, add_special_tokens=False)
+    instruction_ids = tok.encode(INSTRUCTION_TEMPLATE, add_special_tokens=False)
     assert template_ids == [151644, 77091, 198], template_ids
+    assert instruction_ids == [151644, 872], instruction_ids
     lines = []
     for name, question, thinking, attempt in samples():
         text = s1_text(tok, question, thinking, attempt)
@@ -85,15 +135,18 @@ def main():
         # block sizes around every interesting boundary: inside the prompt, just
         # before/at/after the end of the template, just below the full length, beyond it
         blocks = sorted({b for b in (8, start - 1, start, start + 1, len(ids) - 1, len(ids), len(ids) + 7) if b >= 1})
-        truncations = [{"block_size": b, "mask_start": mask_start(ids[:b], template_ids)} for b in blocks]
+        truncations = [{"block_size": b, "mask_start": mask_start(ids[:b], template_ids),
+                        "targets": trl_targets(ids[:b], template_ids, instruction_ids)} for b in blocks]
         lines.append({"name": name, "question": question, "thinking_trajectories": thinking, "attempt": attempt,
-                      "text": text, "ids": ids, "mask_start": start, "truncations": truncations})
+                      "text": text, "ids": ids, "mask_start": start,
+                      "targets": trl_targets(ids, template_ids, instruction_ids), "truncations": truncations})
     # s1-spec.md 2.2 lists these ids (its prose says 55 ids / 19 targets, but the list itself has 54 / 18)
     spec_ids = [int(x) for x in """
         151644 8948 198 2610 525 1207 16948 11 3465 553 54364 14817 13 1446 525 264 10950 17847 13 151645 198
         151644 872 198 3838 374 220 16 10 16 30 151645 198
         151644 77091 198 151644 26865 198 16 10 16 28 17 624 151644 9217 198 16141 25 220 17 151645 198""".split()]
     assert lines[0]["ids"] == spec_ids and lines[0]["mask_start"] == 36, (lines[0]["ids"], lines[0]["mask_start"])
+    assert lines[0]["targets"] == [[36, 54]], lines[0]["targets"]
     with open(OUT, "w", encoding="utf-8") as f:
         for line in lines:
             f.write(json.dumps(line, ensure_ascii=False) + "\n")

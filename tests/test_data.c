@@ -399,25 +399,64 @@ static void test_jsonl_reader(void) {
 // ----------------------------------------------------------------------------
 // the training layout against Hugging Face
 
+// Counts the positions where mask differs from the fixture's target spans.
+static size_t mask_mismatches(const uint8_t *mask, size_t n, const JsonValue *spans) {
+    uint8_t *want = (uint8_t *)callocCheck(n, 1);
+    for (size_t k = 0; k < spans->len; k++)
+        for (int64_t t = spans->items[k].items[0].integer; t < spans->items[k].items[1].integer && (size_t)t < n; t++) want[t] = 1;
+    size_t bad = 0;
+    for (size_t t = 0; t < n; t++) bad += mask[t] != want[t];
+    free(want);
+    return bad;
+}
+
+// TRL's masking on hand-made id sequences (R = response template 7 8, H = instruction template 7 9),
+// the expected masks derived by hand from TRL 0.12's torch_call.
+static void test_trl_mask_rules(void) {
+    TEST_BEGIN("tokenize: TRL completion-only masking rules on crafted ids");
+    MaskTemplates mt = {0};
+    idlist_push(&mt.response, 7); idlist_push(&mt.response, 8);
+    idlist_push(&mt.instruction, 7); idlist_push(&mt.instruction, 9);
+    struct { uint32_t ids[12]; size_t n; uint8_t want[12]; const char *what; } cases[] = {
+        {{7, 9, 1, 7, 8, 2, 3}, 7, {0, 0, 0, 0, 0, 1, 1}, "H..R..: targets after R"},
+        {{1, 7, 8, 2, 3}, 5, {0, 0, 0, 0, 0}, "R but no H: nothing"},
+        {{7, 9, 1, 2, 3}, 5, {0, 0, 0, 0, 0}, "H but no R: nothing"},
+        {{7, 9, 1, 7, 8, 2, 7, 9, 4, 7, 8, 5}, 12, {0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 1}, "two exchanges: each human turn masked"},
+        {{7, 9, 1, 7, 8, 2, 7, 9, 4, 5}, 10, {0, 0, 0, 0, 0, 1, 0, 0, 0, 0}, "a last human turn without response: tail masked"},
+        {{1, 7, 8, 2, 7, 9, 3, 7, 8, 4}, 10, {0, 0, 0, 1, 0, 0, 0, 0, 0, 1}, "R before the first H: TRL prepends 0 to the human list"},
+        {{7, 9, 1, 7}, 4, {0, 0, 0, 0}, "template cut by truncation"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        uint8_t mask[12];
+        size_t targets = trl_completion_mask(cases[i].ids, cases[i].n, &mt, mask), want_targets = 0;
+        for (size_t t = 0; t < cases[i].n; t++) want_targets += cases[i].want[t];
+        CHECK(memcmp(mask, cases[i].want, cases[i].n) == 0 && targets == want_targets, "%s", cases[i].what);
+    }
+    mask_templates_free(&mt);
+    TEST_END();
+}
+
 static void test_s1_layout(void) {
-    TEST_BEGIN("tokenize: s1 layout ids, mask boundary and truncation equal HF + TRL (tests/fixtures/s1-layout.jsonl)");
+    TEST_BEGIN("tokenize: s1 layout ids, loss mask and truncation equal HF + TRL (tests/fixtures/s1-layout.jsonl)");
     Tokenizer *tok = tokenizer_load("tokenizers/qwen2.5");
-    IdList tmpl = {0}, seq = {0};
-    response_template_ids(tok, &tmpl);
-    CHECK(tmpl.len == 3 && tmpl.data[0] == 151644 && tmpl.data[1] == 77091 && tmpl.data[2] == 198, "template ids");
+    MaskTemplates mt;
+    mask_templates_init(tok, &mt);
+    CHECK(mt.response.len == 3 && mt.response.data[0] == 151644 && mt.response.data[1] == 77091 && mt.response.data[2] == 198,
+          "response template ids");
+    CHECK(mt.instruction.len == 2 && mt.instruction.data[0] == 151644 && mt.instruction.data[1] == 872, "instruction template ids");
     JsonlReader r;
     jsonl_open(&r, "tests/fixtures/s1-layout.jsonl", 0);
-    ByteBuf thinking = {0};
+    ByteBuf thinking = {0}, mask = {0};
+    IdList seq = {0};
     const JsonValue *obj;
-    size_t samples = 0, blocks = 0;
+    size_t samples = 0, blocks = 0, quirks = 0;
     while ((obj = jsonl_next(&r)) != NULL) {
         const char *q, *attempt;
         int has_trace, truncated;
         const char *name = json_get(obj, "name")->str;
         if (read_question_and_trace(&r, obj, TRACES_GEMINI, &q, &thinking, &attempt, &has_trace)) continue;
-        const JsonValue *ids = json_get(obj, "ids");
-        int64_t want_start = json_get(obj, "mask_start")->integer;
-        size_t start = s1_encode(tok, &tmpl, q, thinking.data, attempt, 1 << 20, &seq, &truncated);
+        const JsonValue *ids = json_get(obj, "ids"), *targets = json_get(obj, "targets");
+        s1_encode(tok, &mt, q, thinking.data, attempt, 1 << 20, &seq, &mask, &truncated);
         char *text = chat_s1_train(q, thinking.data, attempt);
         CHECK(strcmp(text, json_get(obj, "text")->str) == 0, "%s: text differs from apply_chat_template", name);
         free(text);
@@ -426,25 +465,31 @@ static void test_s1_layout(void) {
         for (size_t t = 0; t < seq.len && t < ids->len; t++) bad += seq.data[t] != (uint32_t)ids->items[t].integer;
         CHECK(bad == 0, "%s: %zu ids differ from HF", name, bad);
         CHECK(!truncated, "%s: truncated at 1M tokens", name);
-        CHECK((int64_t)start == want_start, "%s: mask starts at %zu, TRL at %lld", name, start, (long long)want_start);
+        bad = mask_mismatches((const uint8_t *)mask.data, seq.len, targets);
+        CHECK(bad == 0, "%s: mask differs from TRL's at %zu positions", name, bad);
+        // an ordinary sample: targets are exactly the tokens after the first response template
+        int64_t start = json_get(obj, "mask_start")->integer;
+        quirks += !(targets->len == 1 && targets->items[0].items[0].integer == start &&
+                    targets->items[0].items[1].integer == (int64_t)ids->len);
         const JsonValue *tr = json_get(obj, "truncations");
         for (size_t k = 0; k < tr->len; k++) {
             size_t block = (size_t)json_get(&tr->items[k], "block_size")->integer;
-            int64_t want = json_get(&tr->items[k], "mask_start")->integer;
-            start = s1_encode(tok, &tmpl, q, thinking.data, attempt, block, &seq, &truncated);
+            s1_encode(tok, &mt, q, thinking.data, attempt, block, &seq, &mask, &truncated);
             size_t want_len = block < ids->len ? block : ids->len;
             CHECK(seq.len == want_len, "%s, block %zu: length %zu, want %zu", name, block, seq.len, want_len);
             CHECK(truncated == (block < ids->len), "%s, block %zu: truncated flag %d", name, block, truncated);
-            CHECK(want < 0 ? start == SIZE_MAX : (int64_t)start == want, "%s, block %zu: mask start %zu, want %lld", name,
-                  block, start, (long long)want);
+            bad = mask_mismatches((const uint8_t *)mask.data, seq.len, json_get(&tr->items[k], "targets"));
+            CHECK(bad == 0, "%s, block %zu: mask differs from TRL's at %zu positions", name, block, bad);
             blocks++;
         }
         samples++;
     }
-    CHECK(samples >= 12 && blocks >= 60, "only %zu samples, %zu truncations checked", samples, blocks);
+    CHECK(samples >= 15 && blocks >= 75, "only %zu samples, %zu truncations checked", samples, blocks);
+    CHECK(quirks == 3, "%zu samples where TRL's mask is not 'everything after the first template', the fixture has 3", quirks);
     jsonl_close(&r);
     bytebuf_free(&thinking);
-    idlist_free(&tmpl);
+    bytebuf_free(&mask);
+    mask_templates_free(&mt);
     idlist_free(&seq);
     tokenizer_free(tok);
     TEST_END();
@@ -467,15 +512,22 @@ static void test_small_tokenizer_layout(void) {
     const char *texts[1] = {corpus.data};
     const char *added[3] = {"<|endoftext|>", "<|im_start|>", "<|im_end|>"};
     Tokenizer *tok = tokenizer_train(texts, &corpus.len, 1, 400, added, 3, 0);
-    IdList tmpl = {0}, seq = {0};
-    response_template_ids(tok, &tmpl);
-    CHECK(tmpl.len > 3, "\"assistant\" should take several tokens in a 400-token vocabulary (template has %zu)", tmpl.len);
+    MaskTemplates mt;
+    mask_templates_init(tok, &mt);
+    CHECK(mt.response.len > 3, "\"assistant\" should take several tokens in a 400-token vocabulary (template has %zu)",
+          mt.response.len);
+    IdList seq = {0};
+    ByteBuf mask = {0};
     int truncated;
-    size_t start = s1_encode(tok, &tmpl, q.data, thinking.data, attempt.data, 1 << 20, &seq, &truncated);
+    size_t targets = s1_encode(tok, &mt, q.data, thinking.data, attempt.data, 1 << 20, &seq, &mask, &truncated);
+    size_t start = 0;
+    while (start < seq.len && !mask.data[start]) start++;
+    for (size_t t = start; t < seq.len; t++) CHECK(mask.data[t], "mask has a hole at %zu", t);
+    CHECK(targets == seq.len - start, "%zu targets, %zu after the first", targets, seq.len - start);
     char *text = chat_s1_train(q.data, thinking.data, attempt.data);
     ByteBuf prefix = {0}, decoded = {0};
-    CHECK(start != SIZE_MAX && start < seq.len, "no template found");
-    if (start != SIZE_MAX && start < seq.len) {
+    CHECK(start < seq.len, "no template found");
+    if (start < seq.len) {
         tokenizer_decode(tok, seq.data, start, 0, &prefix);
         tokenizer_decode(tok, seq.data, seq.len, 0, &decoded);
         const char *at = strstr(text, RESPONSE_TEMPLATE);
@@ -491,20 +543,22 @@ static void test_small_tokenizer_layout(void) {
     bytebuf_free(&attempt);
     bytebuf_free(&corpus);
     string_set_free(&seen);
-    idlist_free(&tmpl);
+    mask_templates_free(&mt);
     idlist_free(&seq);
+    bytebuf_free(&mask);
     tokenizer_free(tok);
     TEST_END();
 }
 
 static void test_shard_roundtrip(void) {
-    TEST_BEGIN("tokenize: the shard builder writes what shard_read reads, mask = positions >= start");
+    TEST_BEGIN("tokenize: the shard builder writes what shard_read reads");
     ShardBuilder b = {0};
     IdList a = {0}, c = {0};
     for (uint32_t i = 0; i < 7; i++) idlist_push(&a, 10 + i);
     for (uint32_t i = 0; i < 4; i++) idlist_push(&c, 20 + i);
-    shard_builder_add(&b, &a, 3);
-    shard_builder_add(&b, &c, SIZE_MAX);   // no template: no targets
+    const uint8_t mask_a[7] = {0, 0, 0, 1, 1, 1, 1}, mask_c[4] = {0, 0, 0, 0};
+    shard_builder_add(&b, &a, mask_a);
+    shard_builder_add(&b, &c, mask_c);   // no template: no targets
     char path[] = "/tmp/test_data_shard_XXXXXX";
     int fd = mkstemp(path);
     close(fd);
@@ -572,6 +626,7 @@ int main(void) {
     test_select_s1();
     test_select_ablations();
     test_jsonl_reader();
+    test_trl_mask_rules();
     test_s1_layout();
     test_small_tokenizer_layout();
     test_shard_roundtrip();

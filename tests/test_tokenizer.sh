@@ -26,6 +26,18 @@ for f in vocab.json merges.txt tokenizer_config.json; do ln -s "$PWD/$Q/$f" "$TM
 s='Hello world. It'"'"'s a test; <|im_start|>user'
 expect_eq "vocab.json + merges.txt gives the same ids" "$(printf '%s' "$s" | ./tokenizer encode "$TMP/vm")" "$(printf '%s' "$s" | ./tokenizer encode $Q)"
 
+# --- both merge encodings ("a b" and ["a", "b"]), and a "#version" line atop merges.txt
+mkdir -p "$TMP/pairs"
+sed -E 's/^      "([^" ]+) ([^" ]+)"(,?)$/      ["\1", "\2"]\3/' $T/tokenizer.json > "$TMP/pairs/tokenizer.json"
+n_pairs=$(grep -cE '^      \[".*", ".*"\],?$' "$TMP/pairs/tokenizer.json")
+[ "$n_pairs" -gt 400 ] && pass "pair-form merges written ($n_pairs)" || fail "pair-form merges written" "$n_pairs"
+s2='Hello <|im_start|>world, ünïcödé 12 😀'
+expect_eq "[\"a\", \"b\"] merges give the same ids" "$(printf '%s' "$s2" | ./tokenizer encode "$TMP/pairs")" "$(printf '%s' "$s2" | ./tokenizer encode $T)"
+mkdir -p "$TMP/vmh"
+ln -s "$PWD/$Q/vocab.json" "$TMP/vmh/vocab.json"; ln -s "$PWD/$Q/tokenizer_config.json" "$TMP/vmh/tokenizer_config.json"
+{ printf '#version: 0.2\n'; cat $Q/merges.txt; } > "$TMP/vmh/merges.txt"
+expect_eq "merges.txt with a #version header" "$(printf '%s' "$s" | ./tokenizer encode "$TMP/vmh")" "$(printf '%s' "$s" | ./tokenizer encode $Q)"
+
 # --- --jsonl
 printf '{"text": "Hello, world!"}\n{"text": "12345", "other": 1}\n{"text": ""}\n' > "$TMP/in.jsonl"
 expect_eq "--jsonl: one line per input line, in order" "$(./tokenizer encode $Q --jsonl < "$TMP/in.jsonl")" '{"ids": [9707, 11, 1879, 0]}

@@ -1051,8 +1051,9 @@ static inline int next_added_token(const Tokenizer *tok, const char *text, size_
 // Appends the ids of text[0..len). With split_added_tokens, the added tokens
 // ("<|im_start|>"...) are recognised anywhere and become their ids, as in HF;
 // without, they are plain text (use that for untrusted input). The text should
-// be valid UTF-8 (utf8_validate()); an invalid byte is not an error here: it is
-// treated as one character of class "other" and still decodes back to itself.
+// be valid UTF-8 (utf8_validate()). An invalid byte is not an error here: it is
+// one character of class "other" whose byte goes through BPE unchanged, so the
+// ids' bytes are still exactly the input (tokenizer_decode() shows it as U+FFFD).
 static inline void tokenizer_encode(Tokenizer *tok, const char *text, size_t len, int split_added_tokens, IdList *out) {
     for (size_t pos = 0;;) {
         size_t at = len;

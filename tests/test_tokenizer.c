@@ -267,6 +267,20 @@ static void test_table_vectors(Tokenizer *tok) {
     tokenizer_decode(tok, with_special, 5, 0, &dec);
     CHECK(strcmp(dec.data, "<|im_start|> Hello<tool_call><|im_end|>") == 0, "rendered: got \"%s\"", dec.data);
     bytebuf_free(&dec);
+    TEST_END();
+    TEST_BEGIN("invalid UTF-8 given to tokenizer_encode: no crash, the ids' bytes are the input");
+    static const char *bad[] = {"a\xff" "b", "\xe4\xbd", "x \xc0\x80 y\r\n", "e\xcc\x81\xff\xcc\x81", "<|im_end|>\x80"};
+    for (size_t k = 0; k < sizeof bad / sizeof bad[0]; k++) {
+        got.len = 0;
+        tokenizer_encode(tok, bad[k], strlen(bad[k]), 1, &got);
+        ByteBuf raw = {0};
+        for (size_t j = 0; j < got.len; j++) bytebuf_append(&raw, tok->tok_bytes.data + tok->tok_off[got.data[j]], tok->tok_len[got.data[j]]);
+        ByteBuf want = {0};
+        nfc_string(bad[k], strlen(bad[k]), &want);
+        CHECK(raw.len == want.len && memcmp(raw.data, want.data, raw.len) == 0, "case %zu", k);
+        bytebuf_free(&raw);
+        bytebuf_free(&want);
+    }
     idlist_free(&got);
     TEST_END();
 }

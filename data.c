@@ -913,13 +913,15 @@ static void report_lengths(FILE *fp, const char *what, const PoolRow *rows, cons
     free(len);
 }
 
-static void write_report(const char *path, const char *pool_path, const SelectConfig *cfg, const StageLog *log,
-                         const Pool *pool, const size_t *cand, size_t ncand, const size_t *sel, size_t nsel,
-                         const SelectStats *st) {
+static void write_report(const char *path, const char *pool_path, const SelectConfig *cfg, size_t num_eval_questions,
+                         const StageLog *log, const Pool *pool, const size_t *cand, size_t ncand, const size_t *sel,
+                         size_t nsel, const SelectStats *st) {
     AtomicFile af = atomic_open(path);
     FILE *fp = af.fp;
-    fprintf(fp, "s1K selection report\n\ninput %s, mode %s, seed %llu, n %zu\n\nstages\n", pool_path, mode_names[cfg->mode],
+    fprintf(fp, "s1K selection report\n\ninput %s, mode %s, seed %llu, n %zu\n", pool_path, mode_names[cfg->mode],
             (unsigned long long)cfg->seed, cfg->n);
+    fprintf(fp, "decontaminated against %zu eval questions; %zu bad input lines skipped\n\nstages\n", num_eval_questions,
+            pool->num_bad);
     for (int s = 0; s < log->count; s++) fprintf(fp, "  %-14s %7zu -> %7zu\n", log->name[s], log->in[s], log->out[s]);
     if (cfg->mode != MODE_S1)
         fprintf(fp, "  (--mode %s selects from the quality-filtered pool: the difficulty stage keeps every row)\n",
@@ -1103,7 +1105,7 @@ static void progress_end(Progress *p) {
 // check, some check after "Wait" (and agree), some make a slip in one column
 // that the check after "Wait" catches and fixes, and a few keep the slip (a
 // wrong answer, isgeminicorrect false). The attempt ends in "Answer: <n>" or
-// "\boxed{<n>}". Only ASCII letters, digits, spaces and ".,:;=+-*?!()[]{}\"
+// "\boxed{<n>}". Only ASCII letters, digits, space, newline and ".,:;=+-*/?!()[]{}\"
 // appear, so a small BPE vocabulary covers it. gemini_length is the trace's
 // length in bytes (a stand-in for its token count).
 //
@@ -1522,7 +1524,8 @@ static int cmd_select(int argc, char **argv) {
     if (pool.num_bad) fprintf(stderr, "%s: skipped %zu bad lines\n", pool_path, pool.num_bad);
     if (pool.num_counted) printf("counted the trace tokens of %zu rows without gemini_length\n", pool.num_counted);
     NgramIndex ix = {0};
-    for (int e = 0; e < num_eval; e++) ngram_index_add_file(&ix, eval_paths[e], skip_bad);
+    size_t num_eval_questions = 0;
+    for (int e = 0; e < num_eval; e++) num_eval_questions += ngram_index_add_file(&ix, eval_paths[e], skip_bad);
 
     StageLog log = {0};
     size_t *cand = (size_t *)mallocCheck((pool.len ? pool.len : 1) * sizeof(size_t));
@@ -1549,7 +1552,7 @@ static int cmd_select(int argc, char **argv) {
     size_t nsel = select_rows(pool.rows, pool.len, cand, n, &cfg, sel, &st);
     stage_done(&log, "select", n, nsel);
     if (nsel < cfg.n) die("only %zu questions survive the filters, fewer than --n %zu", nsel, cfg.n);
-    write_report(report_path, pool_path, &cfg, &log, &pool, cand, n, sel, nsel, &st);
+    write_report(report_path, pool_path, &cfg, num_eval_questions, &log, &pool, cand, n, sel, nsel, &st);
     write_selected_lines(out_path, pool_path, &pool, sel, nsel);
     printf("wrote %s (%zu rows) and %s\n", out_path, nsel, report_path);
     free(sel);

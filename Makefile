@@ -60,6 +60,17 @@ build/tests/emu_%: tests/emu_%.cu tests/test.h $(SOURCES)
 	@mkdir -p build/tests
 	$(CXX) $(EMU_CXXFLAGS) -o $@ $< $(EMU_LDLIBS)
 
+# The kernel tests compare against s1.c, which is C: tests/s1_ref.c wraps it
+# (compiled with gcc) and is linked in (-x none: the object is not C++ source).
+build/tests/s1_ref.o: tests/s1_ref.c $(SOURCES)
+	@mkdir -p build/tests
+	$(CC) $(ALL_CFLAGS) -c -o $@ $<
+
+EMU_KERNEL_TESTS := $(patsubst tests/%.cu,build/tests/%,$(wildcard tests/emu_kernels*.cu))
+$(EMU_KERNEL_TESTS): build/tests/%: tests/%.cu build/tests/s1_ref.o tests/test.h $(SOURCES)
+	@mkdir -p build/tests
+	$(CXX) $(EMU_CXXFLAGS) -o $@ $< -x none build/tests/s1_ref.o $(EMU_LDLIBS)
+
 build/tests/cuemu_neg_%: tests/cuemu_neg_%.cu $(SOURCES)
 	@mkdir -p build/tests
 	$(CXX) $(EMU_CXXFLAGS) -o $@ $< $(EMU_LDLIBS)

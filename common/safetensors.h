@@ -1,0 +1,209 @@
+/*
+ * safetensors.h: reading Hugging Face safetensors files (format: docs/qwen2.5.md
+ * section 4.1): an 8-byte little-endian header length, a JSON header naming each
+ * tensor's dtype, shape and byte range, then the raw data.
+ *
+ * safetensors_open() validates the whole header before any tensor is read (the
+ * length, the JSON, every entry's dtype, shape and byte range, no overlaps), so
+ * a truncated or malformed checkpoint fails with one line naming the file and
+ * the problem. Tensors are read as stored, as fp32 or as bf16 (F32, F16 and
+ * BF16 checkpoints all load).
+ *
+ * This is s1.c's reader as a shared header, used by the GPU programs (sft.cu,
+ * sample.cu through common/kernels.cuh); the functions keep s1.c's names so
+ * that s1.c can include this header instead of its own copy.
+ */
+#ifndef S1C_SAFETENSORS_H
+#define S1C_SAFETENSORS_H
+
+#include <errno.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/types.h>
+#include "common/util.h"
+#include "common/json.h"
+
+static inline float half_to_float(uint16_t h) {
+    uint32_t sign = (uint32_t)(h >> 15) << 31, exp = (h >> 10) & 0x1f, mant = h & 0x3ff, bits;
+    if (exp == 0x1f) bits = sign | 0x7f800000u | (mant << 13);          // inf, nan
+    else if (exp != 0) bits = sign | ((exp + 112) << 23) | (mant << 13); // normal: rebias 15 -> 127
+    else if (mant == 0) bits = sign;                                     // zero
+    else {                                                               // subnormal: normalise
+        int e = -1;
+        do { e++; mant <<= 1; } while ((mant & 0x400) == 0);
+        bits = sign | ((uint32_t)(112 - e) << 23) | ((mant & 0x3ff) << 13);
+    }
+    float f;
+    memcpy(&f, &bits, 4);
+    return f;
+}
+
+static inline float bf16_to_float(uint16_t b) {
+    uint32_t bits = (uint32_t)b << 16;
+    float f;
+    memcpy(&f, &bits, 4);
+    return f;
+}
+
+// One tensor of a safetensors header, validated against the file.
+typedef struct {
+    const char *name;
+    const char *dtype;     // "F32", "BF16", "I64", ...
+    size_t dtype_size;
+    size_t dims[8];
+    size_t ndim;
+    size_t numel;
+    size_t begin, end;     // byte range in the data buffer
+} SafetensorsEntry;
+
+typedef struct {
+    const char *path;
+    FILE *fp;
+    size_t data_start;     // 8 + header length
+    char *header;
+    JsonDoc doc;
+    const JsonValue *metadata;   // the "__metadata__" object or NULL
+    SafetensorsEntry *entries;
+    size_t num_entries;
+} SafetensorsFile;
+
+static inline size_t safetensors_dtype_size(const char *dtype) {
+    static const struct { const char *name; size_t size; } dtypes[] = {
+        {"F32", 4}, {"BF16", 2}, {"F16", 2}, {"F64", 8}, {"I64", 8}, {"U64", 8}, {"I32", 4}, {"U32", 4}, {"I16", 2},
+        {"U16", 2}, {"I8", 1}, {"U8", 1}, {"BOOL", 1}, {"F8_E5M2", 1}, {"F8_E4M3", 1}};
+    for (size_t i = 0; i < sizeof dtypes / sizeof dtypes[0]; i++)
+        if (strcmp(dtype, dtypes[i].name) == 0) return dtypes[i].size;
+    return 0;
+}
+
+static inline int compare_entries(const void *a, const void *b) {
+    const SafetensorsEntry *x = *(const SafetensorsEntry *const *)a, *y = *(const SafetensorsEntry *const *)b;
+    return x->begin < y->begin ? -1 : x->begin > y->begin ? 1 : (x->end > y->end) - (x->end < y->end);
+}
+
+// Opens a safetensors file and validates its whole header: the length, the
+// JSON, every entry's dtype, shape and byte range (inside the file, matching
+// the shape, no two tensors overlapping). Any problem is a one-line error.
+static inline void safetensors_open(SafetensorsFile *f, const char *path) {
+    memset(f, 0, sizeof *f);
+    f->path = path;
+    f->fp = fopen(path, "rb");
+    if (f->fp == NULL) die("%s: cannot open: %s", path, strerror(errno));
+    if (fseeko(f->fp, 0, SEEK_END) != 0) die("%s: cannot seek", path);
+    size_t file_size = (size_t)ftello(f->fp);
+    rewind(f->fp);
+    if (file_size < 8) die("%s: truncated safetensors file: %zu bytes, shorter than the 8-byte header length", path, file_size);
+    uint8_t lenbuf[8];
+    freadCheck(lenbuf, 1, 8, f->fp, path);
+    uint64_t header_len = 0;
+    for (int i = 7; i >= 0; i--) header_len = header_len << 8 | lenbuf[i];
+    if (header_len > 100000000ull) die("%s: safetensors header length %llu is implausible (over 100 MB)", path, (unsigned long long)header_len);
+    if (8 + header_len > file_size)
+        die("%s: truncated safetensors file: header length %llu exceeds the file size %zu", path, (unsigned long long)header_len, file_size);
+    f->data_start = 8 + (size_t)header_len;
+    size_t data_size = file_size - f->data_start;
+    f->header = (char *)mallocCheck((size_t)header_len + 1);
+    freadCheck(f->header, 1, (size_t)header_len, f->fp, path);
+    f->header[header_len] = '\0';
+    char err[256];
+    if (json_parse(f->header, (size_t)header_len, &f->doc, err, sizeof err) != 0) die("%s: safetensors header is not valid JSON: %s", path, err);
+    const JsonValue *root = f->doc.root;
+    if (root->type != JSON_OBJECT) die("%s: safetensors header is not a JSON object", path);
+    f->entries = (SafetensorsEntry *)callocCheck(root->len, sizeof(SafetensorsEntry));
+    for (size_t i = 0; i < root->len; i++) {
+        const char *name = root->keys[i];
+        const JsonValue *e = &root->items[i];
+        if (strcmp(name, "__metadata__") == 0) { f->metadata = e; continue; }
+        for (size_t j = 0; j < f->num_entries; j++)
+            if (strcmp(f->entries[j].name, name) == 0) die("%s: tensor %s appears twice in the header", path, name);
+        const JsonValue *dtype = json_get(e, "dtype"), *shape = json_get(e, "shape"), *offs = json_get(e, "data_offsets");
+        if (dtype == NULL || dtype->type != JSON_STRING || shape == NULL || shape->type != JSON_ARRAY || offs == NULL ||
+            offs->type != JSON_ARRAY || offs->len != 2)
+            die("%s: tensor %s: header entry needs dtype, shape and data_offsets [begin, end]", path, name);
+        SafetensorsEntry *se = &f->entries[f->num_entries++];
+        se->name = name;
+        se->dtype = dtype->str;
+        se->dtype_size = safetensors_dtype_size(dtype->str);
+        if (se->dtype_size == 0) die("%s: tensor %s has unknown dtype %s", path, name, dtype->str);
+        if (shape->len > 8) die("%s: tensor %s has %zu dimensions", path, name, shape->len);
+        se->ndim = shape->len;
+        se->numel = 1;
+        for (size_t d = 0; d < shape->len; d++) {
+            const JsonValue *x = &shape->items[d];
+            if (x->type != JSON_NUMBER || !x->is_integer || x->integer < 0 || x->integer > (1ll << 40))
+                die("%s: tensor %s: shape entries must be non-negative integers", path, name);
+            se->dims[d] = (size_t)x->integer;
+            se->numel *= se->dims[d];
+        }
+        for (int j = 0; j < 2; j++)
+            if (offs->items[j].type != JSON_NUMBER || !offs->items[j].is_integer || offs->items[j].integer < 0)
+                die("%s: tensor %s: data_offsets must be non-negative integers", path, name);
+        se->begin = (size_t)offs->items[0].integer;
+        se->end = (size_t)offs->items[1].integer;
+        if (se->begin > se->end) die("%s: tensor %s: data_offsets [%zu, %zu) run backwards", path, name, se->begin, se->end);
+        if (se->end > data_size)
+            die("%s: tensor %s: data_offsets [%zu, %zu) lie outside the %zu-byte data buffer (truncated file?)", path, name, se->begin, se->end, data_size);
+        if (se->end - se->begin != se->numel * se->dtype_size)
+            die("%s: tensor %s: data_offsets span %zu bytes, but shape and dtype need %zu", path, name, se->end - se->begin, se->numel * se->dtype_size);
+    }
+    SafetensorsEntry **sorted = (SafetensorsEntry **)mallocCheck(f->num_entries * sizeof(SafetensorsEntry *));
+    for (size_t i = 0; i < f->num_entries; i++) sorted[i] = &f->entries[i];
+    qsort(sorted, f->num_entries, sizeof(SafetensorsEntry *), compare_entries);
+    for (size_t i = 1; i < f->num_entries; i++)
+        if (sorted[i]->begin < sorted[i - 1]->end) die("%s: tensors %s and %s overlap in the data buffer", path, sorted[i - 1]->name, sorted[i]->name);
+    free(sorted);
+}
+
+static inline const SafetensorsEntry *safetensors_find(const SafetensorsFile *f, const char *name) {
+    for (size_t i = 0; i < f->num_entries; i++)
+        if (strcmp(f->entries[i].name, name) == 0) return &f->entries[i];
+    return NULL;
+}
+
+// Reads a tensor's bytes as stored (any dtype).
+static inline void safetensors_read_raw(SafetensorsFile *f, const SafetensorsEntry *e, void *dst) {
+    if (fseeko(f->fp, (off_t)(f->data_start + e->begin), SEEK_SET) != 0) die("%s: cannot seek to tensor %s", f->path, e->name);
+    freadCheck(dst, 1, e->end - e->begin, f->fp, f->path);
+}
+
+// Reads a F32, F16 or BF16 tensor as fp32.
+static inline void safetensors_read_f32(SafetensorsFile *f, const SafetensorsEntry *e, float *dst) {
+    int f32 = strcmp(e->dtype, "F32") == 0, bf16 = strcmp(e->dtype, "BF16") == 0;
+    if (!f32 && !bf16 && strcmp(e->dtype, "F16") != 0) die("%s: tensor %s has dtype %s; only F32, F16 and BF16 are supported", f->path, e->name, e->dtype);
+    if (f32) { safetensors_read_raw(f, e, dst); return; }
+    uint16_t *raw = (uint16_t *)mallocCheck(e->numel * sizeof(uint16_t));
+    safetensors_read_raw(f, e, raw);
+    for (size_t j = 0; j < e->numel; j++) dst[j] = bf16 ? bf16_to_float(raw[j]) : half_to_float(raw[j]);
+    free(raw);
+}
+
+static inline void safetensors_close(SafetensorsFile *f) {
+    fclose(f->fp);
+    json_free(&f->doc);
+    free(f->header);
+    free(f->entries);
+    memset(f, 0, sizeof *f);
+}
+
+
+static inline uint16_t float_to_bf16(float f) {  // round to nearest even, as torch's .to(bfloat16)
+    uint32_t bits;
+    memcpy(&bits, &f, 4);
+    if ((bits & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((bits >> 16) | 0x40);  // keep NaN a NaN
+    bits += 0x7fffu + ((bits >> 16) & 1);
+    return (uint16_t)(bits >> 16);
+}
+
+// Reads a F32, F16 or BF16 tensor as bf16 bits (round to nearest even), the
+// GPU programs' weight format; a BF16 tensor is copied as stored.
+static inline void safetensors_read_bf16(SafetensorsFile *f, const SafetensorsEntry *e, uint16_t *dst) {
+    if (strcmp(e->dtype, "BF16") == 0) { safetensors_read_raw(f, e, dst); return; }
+    float *tmp = (float *)mallocCheck(e->numel * sizeof(float));
+    safetensors_read_f32(f, e, tmp);
+    for (size_t j = 0; j < e->numel; j++) dst[j] = float_to_bf16(tmp[j]);
+    free(tmp);
+}
+
+#endif // S1C_SAFETENSORS_H

@@ -1,0 +1,373 @@
+/*
+ * emu_kernels.cu: the forward kernels of common/kernels.cuh against s1.c, the
+ * fp32 CPU oracle (linked in through tests/s1_ref.c), on the CPU through the
+ * CUDA emulator; tests/run.sh runs it in the forward, reverse and random thread
+ * schedules. Shapes are small but cut across the kernels' tiles and blocks
+ * (attention tiles of 16 query rows x 32 keys, warps of 32 lanes, LM-head chunks).
+ *
+ * Tolerances. Inputs are bf16 numbers (generated, then rounded), so the kernel
+ * and the oracle start from identical values and differ only by the kernel's
+ * bf16 roundings and fp32 summation order. bf16 keeps 8 significant bits (7
+ * stored + the implicit one), so one round-to-nearest moves a value by at most
+ * half a unit in the last place, u = 2^-8 of itself (2^-9 is only reached at
+ * the top of a binade: 0.61397 rounds to 0.6171875, 0.52% off). Per kernel:
+ *   embedding     a copy: exact
+ *   RMSNorm       y = x*r rounded, then weight*y rounded: 2 roundings, |err| <= 2u|ref| + 1e-6
+ *   linear        fp32 sum rounded once: u|ref|, plus the oracle's own fp32 summation
+ *                 error (<= C * 2^-24 * sum|x w|, at most 1e-4 for these shapes)
+ *   RoPE          cos, sin rounded to bf16 (HF's cast point) and the result rounded:
+ *                 u(|a| + |b|) + u|ref| + 1e-6 (a, b the rotated pair)
+ *   attention     fp32 inside, output rounded once: u|ref| + 1e-5 max|v|
+ *   SwiGLU        one rounding: u|ref| + 1e-6
+ *   LM head + CE  fp32 throughout (logits are fp32, as HF upcasts them): 3e-5
+ *                 relative (fp32 sums of <= 301 terms)
+ * The whole model's tolerance is derived at test_model_loss below.
+ */
+#include "common/kernels.cuh"
+#include "tests/test.h"
+
+extern "C" {
+void s1ref_embedding(float *out, const uint32_t *ids, const float *table, size_t N, size_t C);
+void s1ref_rmsnorm(float *out, const float *inp, const float *weight, size_t N, size_t C, float eps);
+void s1ref_matmul(float *out, const float *inp, const float *weight, const float *bias, size_t N, size_t C, size_t OC);
+void s1ref_rope(float *x, const size_t *pos, size_t N, size_t NH, size_t HD, double theta);
+void s1ref_attention(float *out, const float *q, const float *k, const float *v, size_t T, size_t NQ, size_t NKV, size_t HD);
+void s1ref_swiglu(float *out, const float *gate, const float *up, size_t n);
+float s1ref_lm_head_loss(const float *x, const float *w, const uint32_t *targets, const float *weights, size_t N, size_t H, size_t V);
+void *s1ref_model_load(const char *dir, int round_bf16);
+float s1ref_model_loss(void *model, const uint32_t *ids, const uint8_t *mask, const size_t *seq_offsets, size_t S);
+const float *s1ref_model_logits(void *model);
+size_t s1ref_model_vocab(void *model);
+void s1ref_model_free(void *model);
+size_t s1ref_fixture_batch(const char *dir, uint32_t **ids, uint8_t **mask, size_t **offsets, float *hf_loss);
+void *s1ref_kvcache_create(void *model, size_t max_len);
+const float *s1ref_decode_step(void *model, void *kv, uint32_t token);
+void s1ref_kvcache_free(void *kv);
+}
+
+static const float U = 1.0f / 256.0f;   // 2^-8: one bf16 rounding, relative
+
+// ----------------------------------------------------------------------------
+// helpers
+
+static uint32_t rng_state = 12345;
+static float frand(float scale) {   // uniform in [-scale, scale), rounded to a bf16 number
+    rng_state = rng_state * 1664525u + 1013904223u;
+    float x = ((float)(rng_state >> 8) / 8388608.0f - 1.0f) * scale;
+    return __bfloat162float(__float2bfloat16(x));
+}
+
+static float *host_random(size_t n, float scale) {
+    float *x = (float *)mallocCheck(n * sizeof(float));
+    for (size_t i = 0; i < n; i++) x[i] = frand(scale);
+    return x;
+}
+
+static floatX *to_device(const float *x, size_t n) {
+    floatX *tmp = (floatX *)mallocCheck(n * sizeof(floatX)), *d;
+    for (size_t i = 0; i < n; i++) tmp[i] = __float2bfloat16(x[i]);
+    cudaCheck(cudaMalloc((void **)&d, n * sizeof(floatX)));
+    cudaCheck(cudaMemcpy(d, tmp, n * sizeof(floatX), cudaMemcpyHostToDevice));
+    free(tmp);
+    return d;
+}
+
+static float *from_device(const floatX *d, size_t n) {
+    floatX *tmp = (floatX *)mallocCheck(n * sizeof(floatX));
+    float *x = (float *)mallocCheck(n * sizeof(float));
+    cudaCheck(cudaMemcpy(tmp, d, n * sizeof(floatX), cudaMemcpyDeviceToHost));
+    for (size_t i = 0; i < n; i++) x[i] = __bfloat162float(tmp[i]);
+    free(tmp);
+    return x;
+}
+
+template <class T> static T *device_copy(const T *x, size_t n) {
+    T *d;
+    cudaCheck(cudaMalloc((void **)&d, n * sizeof(T)));
+    cudaCheck(cudaMemcpy(d, x, n * sizeof(T), cudaMemcpyHostToDevice));
+    return d;
+}
+
+// Checks |got - ref| <= rel*|ref| + abs (+ extra[i] when given) for every element;
+// returns the largest |got - ref| and prints it.
+static float check_close(const char *what, const float *got, const float *ref, size_t n, float rel, float abs, const float *extra) {
+    float worst = 0.0f, worst_ratio = 0.0f;
+    for (size_t i = 0; i < n; i++) {
+        float err = fabsf(got[i] - ref[i]), bound = rel * fabsf(ref[i]) + abs + (extra ? extra[i] : 0.0f);
+        worst = fmaxf(worst, err);
+        worst_ratio = fmaxf(worst_ratio, bound > 0.0f ? err / bound : err > 0.0f ? INFINITY : 0.0f);
+        CHECK(err <= bound, "%s[%zu]: got %.8g, want %.8g (error %.3g > bound %.3g)", what, i, got[i], ref[i], err, bound);
+        if (!(err <= bound)) return err;
+    }
+    printf("note: %s max error %.3g, at most %.2f of its bound\n", what, worst, worst_ratio);
+    return worst;
+}
+
+// ----------------------------------------------------------------------------
+// the layers
+
+static void test_embedding(void) {
+    TEST_BEGIN("embedding_forward == s1.c (exact copy), N=9, C=50, repeated ids");
+    const size_t V = 37, C = 50, N = 9;
+    uint32_t ids[N] = {3, 0, 36, 3, 17, 17, 1, 35, 3};
+    float *table = host_random(V * C, 1.0f), *ref = (float *)mallocCheck(N * C * sizeof(float));
+    s1ref_embedding(ref, ids, table, N, C);
+    floatX *d_table = to_device(table, V * C), *d_out;
+    uint32_t *d_ids = device_copy(ids, N);
+    cudaCheck(cudaMalloc((void **)&d_out, N * C * sizeof(floatX)));
+    embedding_forward(d_out, d_ids, d_table, N, C);
+    float *got = from_device(d_out, N * C);
+    check_close("embedding", got, ref, N * C, 0.0f, 0.0f, NULL);
+    free(table); free(ref); free(got);
+    cudaCheck(cudaFree(d_table)); cudaCheck(cudaFree(d_out)); cudaCheck(cudaFree(d_ids));
+    TEST_END();
+}
+
+static void test_rmsnorm(size_t N, size_t C) {
+    char name[128];
+    snprintf(name, sizeof name, "rmsnorm_forward vs s1.c, N=%zu, C=%zu (bound 2u|ref| + 1e-6)", N, C);
+    TEST_BEGIN(name);
+    float *x = host_random(N * C, 3.0f), *w = host_random(C, 1.5f), *ref = (float *)mallocCheck(N * C * sizeof(float));
+    s1ref_rmsnorm(ref, x, w, N, C, 1e-6f);
+    floatX *d_x = to_device(x, N * C), *d_w = to_device(w, C), *d_out;
+    cudaCheck(cudaMalloc((void **)&d_out, N * C * sizeof(floatX)));
+    rmsnorm_forward(d_out, d_x, d_w, N, C, 1e-6f);
+    float *got = from_device(d_out, N * C);
+    check_close("rmsnorm", got, ref, N * C, 2 * U, 1e-6f, NULL);
+    free(x); free(w); free(ref); free(got);
+    cudaCheck(cudaFree(d_x)); cudaCheck(cudaFree(d_w)); cudaCheck(cudaFree(d_out));
+    TEST_END();
+}
+
+static void test_matmul(int with_bias, int residual) {
+    const size_t N = 7, C = 40, OC = 19;
+    char name[160];
+    snprintf(name, sizeof name, "matmul_forward (cuBLAS%s%s) vs s1.c, N=%zu, C=%zu, OC=%zu (bound u|ref| + 1e-4)",
+             with_bias ? " + bias_fill_kernel" : "", residual ? ", residual add" : "", N, C, OC);
+    TEST_BEGIN(name);
+    float *x = host_random(N * C, 1.0f), *w = host_random(OC * C, 1.0f), *b = host_random(OC, 1.0f);
+    float *prev = host_random(N * OC, 4.0f), *ref = (float *)mallocCheck(N * OC * sizeof(float));
+    s1ref_matmul(ref, x, w, with_bias ? b : NULL, N, C, OC);
+    if (residual) for (size_t i = 0; i < N * OC; i++) ref[i] += prev[i];
+    floatX *d_x = to_device(x, N * C), *d_w = to_device(w, OC * C), *d_b = to_device(b, OC), *d_out = to_device(prev, N * OC);
+    cublasHandle_t handle;
+    cublasCheck(cublasCreate(&handle));
+    matmul_forward(handle, d_out, d_x, d_w, with_bias ? d_b : NULL, N, C, OC, residual);
+    float *got = from_device(d_out, N * OC);
+    check_close("matmul", got, ref, N * OC, U, 1e-4f, NULL);
+    cublasCheck(cublasDestroy(handle));
+    free(x); free(w); free(b); free(prev); free(ref); free(got);
+    cudaCheck(cudaFree(d_x)); cudaCheck(cudaFree(d_w)); cudaCheck(cudaFree(d_b)); cudaCheck(cudaFree(d_out));
+    TEST_END();
+}
+
+static void test_rope(size_t NH, size_t HD, double theta) {
+    const size_t N = 6;
+    size_t pos[N] = {0, 1, 2, 7, 1000, 32767};
+    char name[160];
+    snprintf(name, sizeof name, "rope_forward vs s1.c, NH=%zu, HD=%zu, theta=%g, positions up to 32767", NH, HD, theta);
+    TEST_BEGIN(name);
+    size_t n = N * NH * HD, half = HD / 2;
+    float *x = host_random(n, 2.0f), *ref = (float *)mallocCheck(n * sizeof(float)), *extra = (float *)mallocCheck(n * sizeof(float));
+    memcpy(ref, x, n * sizeof(float));
+    s1ref_rope(ref, pos, N, NH, HD, theta);
+    for (size_t r = 0; r < N * NH; r++)   // u(|a| + |b|): cos and sin rounded to bf16
+        for (size_t i = 0; i < half; i++)
+            extra[r * HD + i] = extra[r * HD + i + half] = U * (fabsf(x[r * HD + i]) + fabsf(x[r * HD + i + half]));
+    int pos_i[N];
+    for (size_t i = 0; i < N; i++) pos_i[i] = (int)pos[i];
+    floatX *d_x = to_device(x, n);
+    int *d_pos = device_copy(pos_i, N);
+    rope_forward(d_x, d_pos, N, NH, HD, (float)theta);
+    float *got = from_device(d_x, n);
+    check_close("rope", got, ref, n, U, 1e-6f, extra);
+    free(x); free(ref); free(extra); free(got);
+    cudaCheck(cudaFree(d_x)); cudaCheck(cudaFree(d_pos));
+    TEST_END();
+}
+
+// Tq query rows after `past` keys: the rows past..past+Tq-1 of s1.c's attention
+// over the whole past+Tq sequence (past = 0: a training sequence; past > 0: the
+// KV-cache path of decoding).
+static void test_attention(size_t T, size_t past, size_t NQ, size_t NKV, size_t HD) {
+    char name[160];
+    snprintf(name, sizeof name, "attention_forward vs s1.c, %zu rows after %zu cached, NQ=%zu, NKV=%zu, HD=%zu",
+             T - past, past, NQ, NKV, HD);
+    TEST_BEGIN(name);
+    size_t QD = NQ * HD, KD = NKV * HD, Tq = T - past;
+    float *q = host_random(T * QD, 2.0f), *k = host_random(T * KD, 2.0f), *v = host_random(T * KD, 1.0f);
+    float *ref = (float *)mallocCheck(T * QD * sizeof(float));
+    s1ref_attention(ref, q, k, v, T, NQ, NKV, HD);
+    floatX *d_q = to_device(q + past * QD, Tq * QD), *d_k = to_device(k, T * KD), *d_v = to_device(v, T * KD), *d_out;
+    cudaCheck(cudaMalloc((void **)&d_out, Tq * QD * sizeof(floatX)));
+    attention_forward(d_out, d_q, d_k, d_v, (int)Tq, (int)past, (int)NQ, (int)NKV, (int)HD);
+    float *got = from_device(d_out, Tq * QD);
+    check_close("attention", got, ref + past * QD, Tq * QD, U, 1e-5f, NULL);   // max|v| = 1
+    free(q); free(k); free(v); free(ref); free(got);
+    cudaCheck(cudaFree(d_q)); cudaCheck(cudaFree(d_k)); cudaCheck(cudaFree(d_v)); cudaCheck(cudaFree(d_out));
+    TEST_END();
+}
+
+static void test_swiglu(void) {
+    const size_t n = 1000;
+    TEST_BEGIN("swiglu_forward vs s1.c, n=1000, gate in [-8, 8] (bound u|ref| + 1e-6)");
+    float *g = host_random(n, 8.0f), *u = host_random(n, 2.0f), *ref = (float *)mallocCheck(n * sizeof(float));
+    s1ref_swiglu(ref, g, u, n);
+    floatX *d_g = to_device(g, n), *d_u = to_device(u, n);
+    swiglu_forward(d_g, d_g, d_u, n);   // in place, as the model calls it
+    float *got = from_device(d_g, n);
+    check_close("swiglu", got, ref, n, U, 1e-6f, NULL);
+    free(g); free(u); free(ref); free(got);
+    cudaCheck(cudaFree(d_g)); cudaCheck(cudaFree(d_u));
+    TEST_END();
+}
+
+// The chunked LM head + masked CE against s1.c's full (N,V) logits + CE. Rows
+// 16..31 are all unscored, so with 16-row chunks a whole chunk is skipped.
+static void test_lm_head_loss(int chunk_rows) {
+    const size_t N = 37, H = 24, V = 301;
+    char name[160];
+    snprintf(name, sizeof name, "lm_head_loss vs s1.c, N=%zu, V=%zu, chunks of %d rows (bound 3e-5 relative)", N, V, chunk_rows);
+    TEST_BEGIN(name);
+    float *x = host_random(N * H, 2.0f), *w = host_random(V * H, 1.0f), weights[N];
+    uint32_t targets[N];
+    for (size_t n = 0; n < N; n++) {
+        int scored = (n % 3 != 0) && !(n >= 16 && n < 32);
+        weights[n] = scored ? 1.0f / (float)(n + 3) : 0.0f;
+        targets[n] = scored ? (uint32_t)((n * 97 + 5) % V) : 0;
+    }
+    float ref = s1ref_lm_head_loss(x, w, targets, weights, N, H, V);
+    floatX *d_x = to_device(x, N * H), *d_w = to_device(w, V * H);
+    uint32_t *d_t = device_copy(targets, N);
+    float *d_weights = device_copy(weights, N), *d_losses, *d_logits, *d_loss, got;
+    cudaCheck(cudaMalloc((void **)&d_losses, N * sizeof(float)));
+    cudaCheck(cudaMalloc((void **)&d_logits, (size_t)chunk_rows * V * sizeof(float)));   // one chunk, never (N,V)
+    cudaCheck(cudaMalloc((void **)&d_loss, sizeof(float)));
+    cublasHandle_t handle;
+    cublasCheck(cublasCreate(&handle));
+    lm_head_loss(handle, d_loss, d_losses, d_logits, d_x, d_w, d_t, d_weights, weights, N, H, V, chunk_rows);
+    cudaCheck(cudaMemcpy(&got, d_loss, sizeof(float), cudaMemcpyDeviceToHost));
+    check_close("lm_head_loss", &got, &ref, 1, 3e-5f, 0.0f, NULL);
+    cublasCheck(cublasDestroy(handle));
+    free(x); free(w);
+    cudaCheck(cudaFree(d_x)); cudaCheck(cudaFree(d_w)); cudaCheck(cudaFree(d_t)); cudaCheck(cudaFree(d_weights));
+    cudaCheck(cudaFree(d_losses)); cudaCheck(cudaFree(d_logits)); cudaCheck(cudaFree(d_loss));
+    TEST_END();
+}
+
+// ----------------------------------------------------------------------------
+// the whole model on the HF fixtures
+
+// Tolerance of the whole forward pass. The oracle runs s1.c with the weights
+// rounded to bf16, as the GPU holds them, so only the activations' roundings
+// differ. Logits: each is a dot product of the final RMSNorm's output (2 bf16
+// roundings, 2u relative) with the head, fed by a residual stream that went
+// through ~10 roundings per layer, most of them independent (so they grow
+// like the square root of their count and partly average out in the dot
+// products). We allow LOGIT_ROUNDINGS * u of the largest logit magnitude: the
+// final norm's 2 roundings plus as much again for everything upstream
+// (measured: 0.65u tied, 1.5u gqa). Loss: a mean of cross-entropies, and
+// d CE / d logits = softmax - onehot has an L1 norm <= 2, so
+// |loss error| <= 2 max|logit error|.
+#define LOGIT_ROUNDINGS 4.0f
+
+static float max_abs(const float *x, size_t n) {
+    float m = 0.0f;
+    for (size_t i = 0; i < n; i++) m = fmaxf(m, fabsf(x[i]));
+    return m;
+}
+
+static void test_model_loss(const char *dir) {
+    char name[256];
+    snprintf(name, sizeof name, "gpu_forward loss == s1.c loss (bf16 weights), %s, chunks of 16 and 1000 rows", dir);
+    TEST_BEGIN(name);
+    uint32_t *ids;
+    uint8_t *mask;
+    size_t *offsets;
+    float hf_loss;
+    size_t S = s1ref_fixture_batch(dir, &ids, &mask, &offsets, &hf_loss), N = offsets[S];
+    void *ref_model = s1ref_model_load(dir, 1);
+    float ref = s1ref_model_loss(ref_model, ids, mask, offsets, S);
+    size_t V = s1ref_model_vocab(ref_model);
+    float logit_scale = max_abs(s1ref_model_logits(ref_model), N * V);
+    GpuModel m;
+    gpu_model_load(&m, dir, 16);   // 16 rows per chunk: 45 and 53 tokens end in partial chunks
+    float got = gpu_forward(&m, ids, mask, offsets, S);
+    gpu_model_free(&m);
+    gpu_model_load(&m, dir, 1000);   // one chunk: chunking must not change a bit
+    float got_one_chunk = gpu_forward(&m, ids, mask, offsets, S);
+    gpu_model_free(&m);
+    float bound = 2.0f * LOGIT_ROUNDINGS * U * logit_scale;
+    printf("note: %s: loss gpu %.7f, s1.c (bf16 weights) %.7f, HF fp32 %.7f; |gpu - s1| %.3g, bound %.3g (max |logit| %.3g)\n",
+           dir, got, ref, hf_loss, fabsf(got - ref), bound, logit_scale);
+    CHECK(fabsf(got - ref) <= bound, "loss %.7f vs s1.c %.7f: error %.3g > bound %.3g", got, ref, fabsf(got - ref), bound);
+    CHECK(got == got_one_chunk, "16-row chunks give %.9g, one chunk %.9g", got, got_one_chunk);
+    s1ref_model_free(ref_model);
+    free(ids); free(mask); free(offsets);
+    TEST_END();
+}
+
+// Decoding token by token with the KV cache vs s1.c's batched logits of the
+// same sequence (the second one of the fixture batch), same logit bound.
+static void test_decode(const char *dir) {
+    char name[256];
+    snprintf(name, sizeof name, "gpu_decode_step logits == s1.c batched logits at every position, %s", dir);
+    TEST_BEGIN(name);
+    uint32_t *ids;
+    uint8_t *mask;
+    size_t *offsets;
+    float hf_loss;
+    s1ref_fixture_batch(dir, &ids, &mask, &offsets, &hf_loss);
+    size_t T = offsets[2] - offsets[1];
+    const uint32_t *seq = ids + offsets[1];
+    void *ref_model = s1ref_model_load(dir, 1);
+    size_t V = s1ref_model_vocab(ref_model), seq_off[2] = {0, T};
+    s1ref_model_loss(ref_model, seq, NULL, seq_off, 1);
+    const float *ref = s1ref_model_logits(ref_model);
+    float bound = LOGIT_ROUNDINGS * U * max_abs(ref, T * V), worst = 0.0f;
+    GpuModel m;
+    gpu_model_load(&m, dir, 4);
+    GpuKVCache kv;
+    gpu_kvcache_create(&kv, &m, T);
+    for (size_t t = 0; t < T; t++) {
+        const float *got = gpu_decode_step(&m, &kv, seq[t]);
+        for (size_t i = 0; i < V; i++) {
+            float err = fabsf(got[i] - ref[t * V + i]);
+            worst = fmaxf(worst, err);
+            CHECK(err <= bound, "position %zu, logit %zu: got %.7g, want %.7g (bound %.3g)", t, i, got[i], ref[t * V + i], bound);
+        }
+    }
+    printf("note: %s: decode logits max error %.3g over %zu positions, bound %.3g\n", dir, worst, T, bound);
+    gpu_kvcache_free(&kv);
+    gpu_model_free(&m);
+    s1ref_model_free(ref_model);
+    free(ids); free(mask); free(offsets);
+    TEST_END();
+}
+
+int main(void) {
+    test_embedding();
+    test_rmsnorm(7, 100);
+    test_rmsnorm(3, 33);
+    test_matmul(1, 0);
+    test_matmul(0, 1);
+    test_matmul(0, 0);
+    test_rope(3, 12, 1e6);
+    test_rope(2, 16, 1e4);
+    test_attention(1, 0, 2, 1, 16);      // a single row
+    test_attention(5, 0, 4, 2, 12);      // less than one tile, GQA 2:1
+    test_attention(16, 0, 4, 1, 16);     // exactly one query tile
+    test_attention(50, 0, 8, 2, 12);     // 4 query tiles (last partial), 2 key tiles
+    test_attention(37, 0, 2, 1, 128);    // the largest head dim (4 dims per lane)
+    test_attention(41, 40, 4, 2, 16);    // decode: 1 new row after 40 cached keys
+    test_attention(70, 63, 4, 2, 12);    // 7 new rows after 63 cached: they straddle key tiles
+    test_swiglu();
+    test_lm_head_loss(16);
+    test_lm_head_loss(37);
+    test_lm_head_loss(1);
+    test_model_loss("tests/fixtures/qwen-tiny-tied");
+    test_model_loss("tests/fixtures/qwen-tiny-gqa");
+    test_decode("tests/fixtures/qwen-tiny-tied");
+    test_decode("tests/fixtures/qwen-tiny-gqa");
+    return test_summary();
+}

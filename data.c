@@ -326,10 +326,14 @@ static int read_pool_row(JsonlReader *r, const JsonValue *obj, Tokenizer *tok, B
             return jsonl_bad(r, "field \"gemini_length\": expected a non-negative integer");
         row->length = lv->integer;
     } else if (row->has_trace) {
-        // the featurised pool counts Qwen2.5 tokens of the thinking trace (s1-spec 4.3)
+        // data/featurization.py: len(tokenizer.encode(thinking_trajectories[0])) with Qwen2.5's tokenizer
         if (tok == NULL) return jsonl_bad(r, "gemini_length is missing; pass --tokenizer DIR to count the trace's tokens");
+        const JsonValue *tv = json_get(obj, "thinking_trajectories");
+        const char *first = thinking->data;
+        size_t first_len = thinking->len;
+        if (tv != NULL && tv->type == JSON_ARRAY && tv->len > 0) { first = tv->items[0].str; first_len = tv->items[0].len; }
         IdList ids = {0};
-        tokenizer_encode(tok, thinking->data, thinking->len, 1, &ids);
+        tokenizer_encode(tok, first, first_len, 1, &ids);
         row->length = (int64_t)ids.len;
         idlist_free(&ids);
         *counted = 1;

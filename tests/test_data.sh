@@ -97,6 +97,10 @@ expect_error "select: wrong type" 'badtype.jsonl:1: field "isqwen7bcorrect": exp
 sed -n 1p "$POOL" | sed 's/"gemini_length": [0-9]*, //' >"$TMP/nolen.jsonl"
 expect_error "select: gemini_length missing and no tokenizer" 'nolen.jsonl:1: gemini_length is missing; pass --tokenizer' \
     ./data select "$TMP/nolen.jsonl" --n 1 --out "$TMP/o.jsonl"
+echo '{"question": "q", "domain": "Algebra", "source_type": "x", "isqwen7bcorrect": false, "isqwen32bcorrect": false, "isgeminicorrect": true, "thinking_trajectories": ["Hello world", "not counted"], "attempt": "a"}' >"$TMP/len.jsonl"
+./data select "$TMP/len.jsonl" --n 1 --tokenizer $TOK --out "$TMP/len.out" >/dev/null
+expect_eq "select --tokenizer: gemini_length = Qwen tokens of the first trajectory ('Hello world' = 9707 1879)" \
+    "$(grep -oE '^  selected +n +1 +total +[0-9]+' "$TMP/len.out.report.txt" | awk '{print $NF}')" "2"
 expect_eq "select --tokenizer: a missing gemini_length is counted with the tokenizer" \
     "$(./data select "$TMP/nolen.jsonl" --n 1 --mode random --tokenizer $TOK --out "$TMP/len.jsonl" | grep -c '^counted the trace tokens of 1 rows')" "1"
 printf '\xff\n' >>"$TMP/badtype.jsonl"

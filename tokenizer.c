@@ -1535,10 +1535,13 @@ static int has_help(int argc, char **argv) {
 }
 
 static void append_ids(ByteBuf *b, const IdList *ids, const char *sep) {
-    char num[16];
+    size_t sep_len = strlen(sep);
     for (size_t k = 0; k < ids->len; k++) {
-        int n = snprintf(num, sizeof num, "%s%u", k ? sep : "", ids->data[k]);
-        bytebuf_append(b, num, (size_t)n);
+        char num[16], *p = num + sizeof num;   // decimal digits, written backwards
+        uint32_t v = ids->data[k];
+        do { *--p = (char)('0' + v % 10); v /= 10; } while (v);
+        if (k) bytebuf_append(b, sep, sep_len);
+        bytebuf_append(b, p, (size_t)(num + sizeof num - p));
     }
 }
 

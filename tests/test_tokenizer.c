@@ -98,7 +98,7 @@ static void check_encode_cases(Tokenizer *tok, const Case *cases, size_t n, cons
             bad++;
         }
     }
-    printf("  %s: %zu/%zu cases exact\n", what, n_text - bad, n_text);
+    printf("note: %s: %zu/%zu cases exact\n", what, n_text - bad, n_text);
     idlist_free(&got);
 }
 

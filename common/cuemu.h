@@ -29,10 +29,13 @@
  * dynamic parallelism, graphs, cooperative launch, asynchronous streams (every
  * launch and copy is synchronous).
  *
- * Knobs: env CUEMU_THREADS, CUEMU_SCHEDULE, CUEMU_STACK_KB, CUEMU_POISON;
- * macros CUEMU_UCONTEXT, CUEMU_SINGLE_THREAD, CUEMU_NO_ASAN_FIBER_HOOKS,
- * CUEMU_NO_VALGRIND. Every error the emulator detects goes through
- * cuemu_fail(): put a breakpoint there in gdb.
+ * Knobs: env CUEMU_THREADS, CUEMU_SCHEDULE, CUEMU_STACK_KB, CUEMU_POISON,
+ * CUEMU_NCCL_TIMEOUT; macros CUEMU_UCONTEXT, CUEMU_SINGLE_THREAD,
+ * CUEMU_NO_ASAN_FIBER_HOOKS, CUEMU_NO_VALGRIND. ASan, TSan and Valgrind are
+ * told about every fiber and its stack.
+ *
+ * Every error the emulator detects goes through cuemu_fail(): one line on
+ * stderr, exit status 1. In gdb, `break cuemu_fail` stops at it.
  */
 #ifndef S1C_CUEMU_H
 #define S1C_CUEMU_H
@@ -48,7 +51,7 @@
 #define CU_LAUNCH(k, grid, block, smem, stream) k<<<grid, block, smem, stream>>>
 #define CU_EXTERN_SHARED(T, name) extern __shared__ T name[]
 #else
-#define CU_LAUNCH(k, grid, block, smem, stream) cuemu::launcher(k, grid, block, smem, stream)
+#define CU_LAUNCH(k, grid, block, smem, stream) cuemu::launcher(k, grid, block, smem, stream, #k)
 #define CU_EXTERN_SHARED(T, name) T *name = reinterpret_cast<T *>(cuemu::dynamic_smem())
 #endif
 #define CU_T(...) __VA_ARGS__  // protects the commas of a template kernel's name
@@ -94,6 +97,7 @@
 #include <time.h>
 #include <unistd.h>
 #include <atomic>
+#include <map>
 #include <mutex>
 #include <thread>
 #include <tuple>
@@ -121,6 +125,16 @@
 #ifdef CUEMU_ASAN
 #include <sanitizer/asan_interface.h>
 #include <sanitizer/common_interface_defs.h>
+#endif
+#if defined(__SANITIZE_THREAD__)
+#define CUEMU_TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define CUEMU_TSAN 1
+#endif
+#endif
+#ifdef CUEMU_TSAN
+#include <sanitizer/tsan_interface.h>
 #endif
 #if !defined(CUEMU_NO_VALGRIND) && __has_include(<valgrind/valgrind.h>)
 #include <valgrind/valgrind.h>
@@ -300,6 +314,7 @@ struct Fiber {
     char *stack_lo = nullptr;
     size_t stack_size = 0;
     unsigned valgrind_id = 0;
+    void *tsan_fiber = nullptr;
     // the CUDA thread it runs in the current block
     int tid = 0;
     uint3 tidx{};
@@ -348,9 +363,15 @@ struct Worker {
     const void *main_stack_lo = nullptr;
     size_t main_stack_size = 0;
 #endif
+#ifdef CUEMU_TSAN
+    void *tsan_main = __tsan_get_current_fiber();
+#endif
 
     ~Worker() {
         for (Fiber *f : pool) {
+#ifdef CUEMU_TSAN
+            __tsan_destroy_fiber(f->tsan_fiber);
+#endif
 #ifdef CUEMU_VALGRIND
             VALGRIND_STACK_DEREGISTER(f->valgrind_id);
 #endif
@@ -381,6 +402,9 @@ inline void switch_to(Worker &w, Fiber *from, Fiber *to) {
     void *fake_stack = nullptr;
     __sanitizer_start_switch_fiber(&fake_stack, to ? to->stack_lo : w.main_stack_lo,
                                    to ? to->stack_size : w.main_stack_size);
+#endif
+#ifdef CUEMU_TSAN
+    __tsan_switch_to_fiber(to ? to->tsan_fiber : w.tsan_main, 0);
 #endif
     raw_switch(from ? &from->ctx : &w.main_ctx, to ? &to->ctx : &w.main_ctx);
 #ifdef CUEMU_ASAN
@@ -515,6 +539,9 @@ inline Fiber *new_fiber(size_t stack_bytes) {
     f->stack_size = stack_bytes;
 #ifdef CUEMU_VALGRIND
     f->valgrind_id = VALGRIND_STACK_REGISTER(f->stack_lo, f->stack_lo + stack_bytes);
+#endif
+#ifdef CUEMU_TSAN
+    f->tsan_fiber = __tsan_create_fiber(0);
 #endif
 #ifdef CUEMU_UCONTEXT
     getcontext(&f->ctx.uc);
@@ -735,6 +762,56 @@ inline size_t smem_limit(const void *kernel) {
 }
 
 // ----------------------------------------------------------------------------
+// Device memory: every cudaMalloc/cudaMallocHost block is recorded, so that a
+// host pointer given to a kernel or to cudaMemcpy is caught here (device
+// pointers are host pointers in emulation: the GPU would crash, the CPU would not).
+
+struct Allocation { size_t bytes; bool pinned_host; };
+inline std::mutex &allocation_mutex() { static std::mutex m; return m; }
+inline std::map<uintptr_t, Allocation> &allocations() { static std::map<uintptr_t, Allocation> m; return m; }
+
+inline void record_allocation(void *p, size_t bytes, bool pinned_host) {
+    std::lock_guard<std::mutex> lock(allocation_mutex());
+    allocations()[(uintptr_t)p] = Allocation{bytes, pinned_host};
+}
+
+// Forgets the allocation that starts at p; false if there is none of that kind.
+inline bool forget_allocation(void *p, bool pinned_host) {
+    std::lock_guard<std::mutex> lock(allocation_mutex());
+    auto it = allocations().find((uintptr_t)p);
+    if (it == allocations().end() || it->second.pinned_host != pinned_host) return false;
+    allocations().erase(it);
+    return true;
+}
+
+// Does [p, p + bytes) lie inside one allocation (device memory, or also pinned host
+// memory, which kernels may read through unified addressing)? The end of an
+// allocation counts as inside for bytes == 0 (an empty slice).
+inline bool in_allocation(const void *p, size_t bytes, bool pinned_ok) {
+    std::lock_guard<std::mutex> lock(allocation_mutex());
+    auto it = allocations().upper_bound((uintptr_t)p);
+    if (it == allocations().begin()) return false;
+    --it;
+    uintptr_t lo = it->first, hi = lo + it->second.bytes, a = (uintptr_t)p;
+    return (pinned_ok || !it->second.pinned_host) && a >= lo && a <= hi && bytes <= hi - a;
+}
+
+// Checks, at launch, every pointer-typed kernel argument.
+template <typename Tuple, size_t... I>
+inline void check_pointer_args(const Tuple &params, const char *kernel, const char *file, int line,
+                               std::index_sequence<I...>) {
+    auto check = [&](auto arg, size_t index) {
+        using T = decltype(arg);
+        if constexpr (std::is_pointer<T>::value) {
+            if (arg && !in_allocation((const void *)arg, 0, true))
+                cuemu_fail("%s:%d: CU_LAUNCH(%s): argument %zu is %p, which is not memory from cudaMalloc (a host "
+                           "pointer: the GPU would fault)", file, line, kernel, index + 1, (const void *)arg);
+        }
+    };
+    (check(std::get<I>(params), I), ...);
+}
+
+// ----------------------------------------------------------------------------
 // Launch
 
 // Runs blocks from the shared counter until none is left, on this OS thread.
@@ -805,12 +882,15 @@ struct Launcher {
     void (*kernel)(P...);
     dim3 grid, block;
     size_t smem;
+    const char *name, *file;  // the kernel as written in CU_LAUNCH, and where
+    int line;
 
     template <typename... A>
     void operator()(A &&...args) const {
         static_assert(sizeof...(A) == sizeof...(P), "CU_LAUNCH: wrong number of kernel arguments");
         using Params = std::tuple<std::decay_t<P>...>;
         Params params(std::forward<A>(args)...);
+        check_pointer_args(params, name, file, line, std::index_sequence_for<P...>{});
         Job job;
         job.run_thread = [](const Job *j) {
             auto k = reinterpret_cast<void (*)(P...)>(const_cast<void *>(j->kernel));
@@ -826,8 +906,9 @@ struct Launcher {
 };
 
 template <typename... P>
-inline Launcher<P...> launcher(void (*kernel)(P...), dim3 grid, dim3 block, size_t smem, cudaStream_t) {
-    return Launcher<P...>{kernel, grid, block, smem};
+inline Launcher<P...> launcher(void (*kernel)(P...), dim3 grid, dim3 block, size_t smem, cudaStream_t,
+                               const char *name, const char *file = __builtin_FILE(), int line = __builtin_LINE()) {
+    return Launcher<P...>{kernel, grid, block, smem, name, file, line};
 }
 
 }  // namespace cuemu
@@ -1031,15 +1112,30 @@ inline double cuemu_now() {
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
-inline cudaError_t cudaMalloc(void **ptr, size_t size) {
-    *ptr = nullptr;  // exact size, 256-byte aligned like cudaMalloc: overflows reach ASan's redzone
-    if (posix_memalign(ptr, 256, size ? size : 1) != 0) return cuemu::set_error(cudaErrorMemoryAllocation);
+namespace cuemu {
+inline cudaError_t allocate(void **ptr, size_t size, bool pinned_host) {
+    *ptr = nullptr;  // exact size, 256-byte aligned like cudaMalloc: an overflow reaches ASan's redzone
+    if (posix_memalign(ptr, 256, size ? size : 1) != 0) return set_error(cudaErrorMemoryAllocation);
+    record_allocation(*ptr, size, pinned_host);
     return cudaSuccess;
 }
-inline cudaError_t cudaFree(void *ptr) { free(ptr); return cudaSuccess; }
-inline cudaError_t cudaMallocHost(void **ptr, size_t size) { return cudaMalloc(ptr, size); }
-inline cudaError_t cudaFreeHost(void *ptr) { free(ptr); return cudaSuccess; }
-inline cudaError_t cudaMemcpy(void *dst, const void *src, size_t count, cudaMemcpyKind) {
+inline cudaError_t release(void *ptr, bool pinned_host) {
+    if (!ptr) return cudaSuccess;
+    if (!forget_allocation(ptr, pinned_host)) return set_error(cudaErrorInvalidValue);  // not ours, or freed twice
+    free(ptr);
+    return cudaSuccess;
+}
+}  // namespace cuemu
+inline cudaError_t cudaMalloc(void **ptr, size_t size) { return cuemu::allocate(ptr, size, false); }
+inline cudaError_t cudaFree(void *ptr) { return cuemu::release(ptr, false); }
+inline cudaError_t cudaMallocHost(void **ptr, size_t size) { return cuemu::allocate(ptr, size, true); }
+inline cudaError_t cudaFreeHost(void *ptr) { return cuemu::release(ptr, true); }
+// The device side of a copy must lie inside one cudaMalloc block (cudaMemcpyDefault is not checked).
+inline cudaError_t cudaMemcpy(void *dst, const void *src, size_t count, cudaMemcpyKind kind) {
+    bool dst_device = kind == cudaMemcpyHostToDevice || kind == cudaMemcpyDeviceToDevice;
+    bool src_device = kind == cudaMemcpyDeviceToHost || kind == cudaMemcpyDeviceToDevice;
+    if ((dst_device && !cuemu::in_allocation(dst, count, false)) || (src_device && !cuemu::in_allocation(src, count, false)))
+        return cuemu::set_error(cudaErrorInvalidValue);
     if (count) memmove(dst, src, count);
     return cudaSuccess;
 }
@@ -1047,6 +1143,7 @@ inline cudaError_t cudaMemcpyAsync(void *dst, const void *src, size_t count, cud
     return cudaMemcpy(dst, src, count, kind);
 }
 inline cudaError_t cudaMemset(void *dst, int value, size_t count) {
+    if (!cuemu::in_allocation(dst, count, false)) return cuemu::set_error(cudaErrorInvalidValue);
     if (count) memset(dst, value, count);
     return cudaSuccess;
 }

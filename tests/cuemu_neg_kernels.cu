@@ -92,6 +92,8 @@ __global__ void big_locals_kernel(float *out) {
     out[threadIdx.x] = local[threadIdx.x * 1000];
 }
 
+__global__ void scale_kernel(float *x, float a) { x[threadIdx.x] *= a; }
+
 // A clean kernel that uses everything (barriers, shuffles, dynamic shared
 // memory): sums each block's values.
 __global__ void block_sum_kernel(float *out, const float *in) {
@@ -150,6 +152,9 @@ int main(int argc, char **argv) {
         CU_LAUNCH(dynamic_smem_overflow_kernel, 1, 64, 64 * sizeof(float), 0)(f_out, 64);
     } else if (!strcmp(mode, "static_smem_overflow")) {
         CU_LAUNCH(static_smem_overflow_kernel, 1, 64, 0, 0)(f_out);
+    } else if (!strcmp(mode, "host_pointer_arg")) {
+        static float host_array[32];  // not from cudaMalloc: the GPU would fault on it
+        CU_LAUNCH(scale_kernel, 1, 32, 0, 0)(host_array, 2.0f);
     } else if (!strcmp(mode, "big_locals")) {
         CU_LAUNCH(big_locals_kernel, 1, 2, 0, 0)(f_out);
         cudaCheck(cudaGetLastError());
@@ -173,7 +178,7 @@ int main(int argc, char **argv) {
         printf("ok: 8 block sums right\n");
     } else {
         fprintf(stderr, "usage: %s missing_barrier|divergent_barrier|mask_excludes_caller|mismatched_ops|"
-                        "mismatched_masks|launch_in_kernel|warp_deadlock|shuffle_after_exit|dynamic_smem_overflow|static_smem_overflow|big_locals|ok\n", argv[0]);
+                        "mismatched_masks|launch_in_kernel|warp_deadlock|shuffle_after_exit|dynamic_smem_overflow|static_smem_overflow|host_pointer_arg|big_locals|ok\n", argv[0]);
         return 2;
     }
     cudaCheck(cudaDeviceSynchronize());

@@ -369,6 +369,43 @@ static void test_launch_limits(void) {
     TEST_END();
 }
 
+// ----------------------------------------------------------------------------
+// The emulator's memory checks: cudaMalloc blocks are recorded, so host pointers and
+// overflowing copies fail as on a GPU instead of silently working on the CPU.
+
+__global__ void add_one_kernel(float *x, int n) {
+    if ((int)threadIdx.x < n) x[threadIdx.x] += 1.0f;
+}
+
+static void test_memory_checks(void) {
+    TEST_BEGIN("memory checks: bad frees and copies fail, slices and nullptr are fine");
+    float *d, host[8] = {0};
+    cudaCheck(cudaMalloc(&d, sizeof host));
+    cudaCheck(cudaMemset(d, 0, sizeof host));
+    CU_LAUNCH(add_one_kernel, 1, 32, 0, 0)(d + 4, 4);  // a slice of an allocation
+    CU_LAUNCH(add_one_kernel, 1, 32, 0, 0)(d + 8, 0);  // an empty slice at its end
+    CU_LAUNCH(add_one_kernel, 1, 32, 0, 0)(nullptr, 0);
+    cudaCheck(cudaGetLastError());
+    cudaCheck(cudaMemcpy(host, d, sizeof host, cudaMemcpyDeviceToHost));
+    CHECK(host[3] == 0.0f && host[4] == 1.0f && host[7] == 1.0f, "slice: %g %g %g", host[3], host[4], host[7]);
+#ifndef __CUDACC__
+    CHECK(cudaMemcpy(d, host, sizeof host + 4, cudaMemcpyHostToDevice) == cudaErrorInvalidValue,
+          "a copy past the end of the allocation must fail");
+    CHECK(cudaMemcpy(host, host + 4, 16, cudaMemcpyDeviceToHost) == cudaErrorInvalidValue,
+          "a device-to-host copy from host memory must fail");
+    CHECK(cudaMemset(host, 0, 4) == cudaErrorInvalidValue, "cudaMemset of host memory must fail");
+    CHECK(cudaFree(host) == cudaErrorInvalidValue, "cudaFree of host memory must fail");
+    CHECK(cudaFree(d + 1) == cudaErrorInvalidValue, "cudaFree inside an allocation must fail");
+    (void)cudaGetLastError();
+#endif
+    cudaCheck(cudaFree(d));
+#ifndef __CUDACC__
+    CHECK(cudaFree(d) == cudaErrorInvalidValue, "a second cudaFree must fail");
+    (void)cudaGetLastError();
+#endif
+    TEST_END();
+}
+
 int main(void) {
     test_reduction();
     test_matmul();
@@ -377,5 +414,6 @@ int main(void) {
     test_shuffle_rules();
     test_votes();
     test_launch_limits();
+    test_memory_checks();
     return test_summary();
 }

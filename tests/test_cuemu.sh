@@ -52,6 +52,9 @@ for s in $SCHEDULES; do
 done
 expect_error "a launch from inside a kernel is refused" \
     "^cuemu: block \(0,0,0\), thread \(0,0,0\): kernel launch from inside a kernel" $NEG launch_in_kernel
+expect_error "a host pointer given to a kernel is refused" \
+    "^cuemu: $SRC:$(line_of "CU_LAUNCH(scale_kernel"): CU_LAUNCH\(scale_kernel\): argument 1 is 0x[0-9a-f]+, which is not memory from cudaMalloc" \
+    $NEG host_pointer_arg
 expect_error "a bad CUEMU_SCHEDULE is refused" "CUEMU_SCHEDULE=sideways: expected forward, reverse or random" \
     env CUEMU_SCHEDULE=sideways $NEG ok
 

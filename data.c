@@ -639,30 +639,31 @@ typedef struct {
     int64_t *weight;             // benchmark weight w_d (0: not a benchmark domain)
 } Domains;
 
-static const PoolRow *sort_rows_base;
-
-static int cmp_domain_then_length(const void *a, const void *b) {
-    const PoolRow *x = &sort_rows_base[*(const size_t *)a], *y = &sort_rows_base[*(const size_t *)b];
-    int c = strcmp(x->domain, y->domain);
-    if (c) return c;
-    if (x->length != y->length) return x->length > y->length ? -1 : 1;
-    return *(const size_t *)a < *(const size_t *)b ? -1 : 1;
-}
-
-static int cmp_length_desc(const void *a, const void *b) {
-    const PoolRow *x = &sort_rows_base[*(const size_t *)a], *y = &sort_rows_base[*(const size_t *)b];
-    if (x->length != y->length) return x->length > y->length ? -1 : 1;
-    return *(const size_t *)a < *(const size_t *)b ? -1 : 1;
-}
+static const PoolRow *sort_rows_base;   // the rows the index comparators below look at
 
 static int cmp_size_t(const void *a, const void *b) {
     size_t x = *(const size_t *)a, y = *(const size_t *)b;
     return x < y ? -1 : x > y;
 }
 
+static int cmp_domain_then_length(const void *a, const void *b) {
+    const PoolRow *x = &sort_rows_base[*(const size_t *)a], *y = &sort_rows_base[*(const size_t *)b];
+    int c = strcmp(x->domain, y->domain);
+    if (c) return c;
+    if (x->length != y->length) return x->length > y->length ? -1 : 1;
+    return cmp_size_t(a, b);
+}
+
+static int cmp_length_desc(const void *a, const void *b) {
+    const PoolRow *x = &sort_rows_base[*(const size_t *)a], *y = &sort_rows_base[*(const size_t *)b];
+    if (x->length != y->length) return x->length > y->length ? -1 : 1;
+    return cmp_size_t(a, b);
+}
+
 // Benchmark weights: a_d AIME and g_d GPQA questions per domain in the pool;
 // r = 0.5 * sum(a) / sum(g); w_d = a_d + int(g_d * r). So AIME and GPQA count
-// about 2:1, whatever their sizes.
+// about 2:1, whatever their sizes. (With no GPQA question the weights are the
+// AIME counts alone, where the notebook would divide by zero.)
 static void domains_benchmark_weights(Domains *d, const PoolRow *rows) {
     int64_t *aime = (int64_t *)callocCheck(d->count, sizeof(int64_t));
     int64_t *gpqa = (int64_t *)callocCheck(d->count, sizeof(int64_t));
@@ -893,7 +894,7 @@ static size_t filter_dedup(const Pool *pool, size_t *cand, size_t ncand) {
     return k;
 }
 
-// Percentiles of v (sorted in place), nearest-rank.
+// The nearest-rank percentile p (0..100) of sorted[0..n).
 static int64_t percentile(const int64_t *sorted, size_t n, double p) {
     if (n == 0) return 0;
     size_t k = (size_t)ceil(p / 100.0 * (double)n);
@@ -930,7 +931,7 @@ static void write_report(const char *path, const char *pool_path, const SelectCo
     if (cfg->mode != MODE_S1)
         fprintf(fp, "  (--mode %s selects from the quality-filtered pool: the difficulty stage keeps every row)\n",
                 mode_names[cfg->mode]);
-    if (cfg->mode == MODE_S1)
+    else
         fprintf(fp, "\nseed set %zu questions; %zu domain draws, %zu of them repeats of a chosen question; benchmark-weighted draws from |S| = %zu\n",
                 st->num_seeds, st->num_draws, st->num_repeats, st->phase_boundary);
     Domains d;

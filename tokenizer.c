@@ -234,46 +234,45 @@ static inline void nfc_append(const unsigned char *s, size_t n, ByteBuf *out, ui
 // character, so every token is a string. 188 printable bytes stand for
 // themselves; the other 68 map to U+0100 + n in increasing byte order.
 
-typedef struct {
-    uint16_t cp_of_byte[256];
-    int16_t byte_of_cp[0x144];    // -1 if the code point is no byte symbol
-    uint8_t byte_order[256];      // the bytes in symbol order: Qwen's ids 0..255
-} ByteLevel;
+static inline int bytelevel_printable(int b) { return (b >= 0x21 && b <= 0x7E) || (b >= 0xA1 && b <= 0xAC) || b >= 0xAE; }
 
-static inline const ByteLevel *bytelevel(void) {
-    static ByteLevel bl;
-    static int ready;
-    if (!ready) {
-        int n = 0, k = 0;
-        for (int b = 0; b < 256; b++) {
-            int printable = (b >= 0x21 && b <= 0x7E) || (b >= 0xA1 && b <= 0xAC) || (b >= 0xAE);
-            if (printable) { bl.cp_of_byte[b] = (uint16_t)b; bl.byte_order[k++] = (uint8_t)b; }
-        }
-        for (int b = 0; b < 256; b++) {
-            int printable = (b >= 0x21 && b <= 0x7E) || (b >= 0xA1 && b <= 0xAC) || (b >= 0xAE);
-            if (!printable) { bl.cp_of_byte[b] = (uint16_t)(0x100 + n++); bl.byte_order[k++] = (uint8_t)b; }
-        }
-        for (int c = 0; c < 0x144; c++) bl.byte_of_cp[c] = -1;
-        for (int b = 0; b < 256; b++) bl.byte_of_cp[bl.cp_of_byte[b]] = (int16_t)b;
-        ready = 1;
-    }
-    return &bl;
+// The n-th (0..67) byte that is not printable, and back.
+static inline int bytelevel_nth_unprintable(int n) { return n <= 0x20 ? n : n <= 66 ? 0x7F + (n - 33) : 0xAD; }
+static inline int bytelevel_unprintable_index(int b) { return b <= 0x20 ? b : b <= 0xA0 ? 33 + (b - 0x7F) : 67; }
+
+static inline uint32_t bytelevel_cp_of_byte(int b) {
+    return bytelevel_printable(b) ? (uint32_t)b : 0x100u + (uint32_t)bytelevel_unprintable_index(b);
+}
+
+// The byte a symbol character stands for, or -1.
+static inline int bytelevel_byte_of_cp(uint32_t cp) {
+    if (cp < 0x100) return bytelevel_printable((int)cp) ? (int)cp : -1;
+    return cp < 0x144 ? bytelevel_nth_unprintable((int)(cp - 0x100)) : -1;
+}
+
+// The byte of symbol number k in the symbols' order (= Qwen's ids 0..255):
+// the printable bytes first, then the others, each in increasing order.
+static inline int bytelevel_byte_of_rank(int k) {
+    if (k < 94) return 0x21 + k;
+    if (k < 106) return 0xA1 + (k - 94);
+    if (k < 188) return 0xAE + (k - 106);
+    return bytelevel_nth_unprintable(k - 188);
 }
 
 // Token string -> bytes, as HF's ByteLevel decoder does: each character maps to
 // its byte; a string with any character outside the map stays as its UTF-8.
 static inline void bytelevel_decode(const char *s, size_t n, ByteBuf *out) {
-    const ByteLevel *bl = bytelevel();
     size_t start = out->len;
     for (size_t i = 0; i < n;) {
         size_t l;
         uint32_t cp = utf8_at((const unsigned char *)s, n, i, &l);
-        if (cp >= 0x144 || bl->byte_of_cp[cp] < 0) {
+        int byte = bytelevel_byte_of_cp(cp);
+        if (byte < 0) {
             out->len = start;
             bytebuf_append(out, s, n);
             return;
         }
-        char b = (char)bl->byte_of_cp[cp];
+        char b = (char)byte;
         bytebuf_append(out, &b, 1);
         i += l;
     }
@@ -281,8 +280,7 @@ static inline void bytelevel_decode(const char *s, size_t n, ByteBuf *out) {
 }
 
 static inline void bytelevel_encode(const char *s, size_t n, ByteBuf *out) {
-    const ByteLevel *bl = bytelevel();
-    for (size_t i = 0; i < n; i++) utf8_put(out, bl->cp_of_byte[(unsigned char)s[i]]);
+    for (size_t i = 0; i < n; i++) utf8_put(out, bytelevel_cp_of_byte((unsigned char)s[i]));
 }
 
 // ----------------------------------------------------------------------------
@@ -625,10 +623,6 @@ static inline const char *tokenizer_parse_merge(Tokenizer *tok, const char *a, s
     return NULL;
 }
 
-static inline void tokenizer_finish(Tokenizer *tok) {
-    if (tok->n_ids > 0 && tok->ids_cap > tok->n_ids) memset(tok->kind + tok->n_ids, 0, tok->ids_cap - tok->n_ids);
-}
-
 // The "Regex" string anywhere under a pre_tokenizer, or NULL.
 static inline const JsonValue *find_regex(const JsonValue *v) {
     if (v == NULL || (v->type != JSON_OBJECT && v->type != JSON_ARRAY)) return NULL;
@@ -733,7 +727,6 @@ static inline Tokenizer *tokenizer_load_hf_json(const char *path) {
     }
     json_free(&doc);
     free(text);
-    tokenizer_finish(tok);
     return tok;
 }
 
@@ -817,7 +810,6 @@ static inline Tokenizer *tokenizer_load_vocab_merges(const char *dir) {
     json_free(&doc);
     free(text);
     free(path);
-    tokenizer_finish(tok);
     return tok;
 }
 
@@ -1317,9 +1309,8 @@ static inline Tokenizer *tokenizer_train(const char *const *texts, const size_t 
                                          const char *const *added, int n_added, int verbose) {
     Tokenizer *tok = tokenizer_new();
     tok->nfc = 1;
-    const ByteLevel *bl = bytelevel();
     for (uint32_t id = 0; id < 256; id++) {
-        char b = (char)bl->byte_order[id];
+        char b = (char)bytelevel_byte_of_rank((int)id);
         tokenizer_set_id(tok, id, &b, 1, TOK_VOCAB);
         tok->byte_id[(unsigned char)b] = id;
     }
@@ -1404,7 +1395,6 @@ static inline Tokenizer *tokenizer_train(const char *const *texts, const size_t 
             tokenizer_set_id(tok, tok->added[a].id, added[k], strlen(added[k]), TOK_SPECIAL);
         }
     }
-    tokenizer_finish(tok);
     bytebuf_free(&merged);
     free(heap);
     bytesmap_free(&tr.words);

@@ -490,6 +490,14 @@ int main(void) {
     for (uint32_t r = 0; r < from_json->n_merges && r < from_vocab->n_merges; r++)
         CHECK(from_json->merge_new[r] == from_vocab->merge_new[r] && from_json->merge_new[r] == 256 + r, "merge %u", r);
     TEST_END();
+    TEST_BEGIN("byte-level symbols: a bijection, and Qwen's ids 0..255 are the bytes in symbol order");
+    for (int b = 0; b < 256; b++) {
+        CHECK(bytelevel_byte_of_cp(bytelevel_cp_of_byte(b)) == b, "byte %d", b);
+        CHECK(from_json->byte_id[bytelevel_byte_of_rank(b)] == (uint32_t)b, "id %d", b);
+    }
+    CHECK(bytelevel_cp_of_byte(' ') == 0x120 && bytelevel_cp_of_byte('\n') == 0x10A && bytelevel_cp_of_byte(0xAD) == 0x143, "Ġ Ċ Ń");
+    CHECK(bytelevel_byte_of_cp(' ') == -1 && bytelevel_byte_of_cp(0x144) == -1 && bytelevel_byte_of_cp(0xAD) == -1, "not symbols");
+    TEST_END();
     test_utf8();
     test_table_vectors(from_json);
     test_vectors(from_json, from_vocab);

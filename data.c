@@ -10,12 +10,14 @@
  *   ./data select POOL.jsonl --out OUT.jsonl [--eval FILE]... [--seed N] [--n 1000]
  *                 [--mode s1|random|diverse|longest] [--report FILE] [--tokenizer DIR]
  *   ./data tokenize IN.jsonl --tokenizer DIR --out SHARD [--block-size 32768] [--traces gemini|deepseek]
+ *   ./data render IN.jsonl --out FILE.txt [--traces gemini|deepseek]
  *   ./data show SHARD [--text --tokenizer DIR]
  *   ./data synth --out POOL.jsonl [--n 500] [--seed 1] [--max-digits 4] [--eval-set]
  *
  * `select` runs the stages na, quality, difficulty, decontaminate, dedup and
  * select, printing one line "<stage>: <in> -> <out>" each. `tokenize` writes
- * the shard format of common/shard.h. `show` prints a shard back as JSONL.
+ * the shard format of common/shard.h; `render` writes the same training texts
+ * as plain text. `show` prints a shard back as JSONL.
  * `synth` writes a small synthetic pool (multi-digit arithmetic with
  * digit-by-digit thinking traces) on which every stage does visible work; its
  * default output is committed as tests/fixtures/data-sample-pool.jsonl.
@@ -264,6 +266,20 @@ static int read_question_and_trace(JsonlReader *r, const JsonValue *obj, TraceSo
     if (field_trace(r, obj, trace_key, thinking, &has_thinking)) return -1;
     if (field_string(r, obj, attempt_key, 1, attempt)) return -1;
     *has_trace = has_thinking && *attempt != NULL;
+    return 0;
+}
+
+// The next example that has a trace and an attempt (the input of tokenize and
+// render): 1, or 0 at the end of the file. A row without one is a bad line.
+static int next_training_example(JsonlReader *r, TraceSource traces, const char **question, ByteBuf *thinking,
+                                 const char **attempt) {
+    const JsonValue *obj;
+    while ((obj = jsonl_next(r)) != NULL) {
+        int has_trace;
+        if (read_question_and_trace(r, obj, traces, question, thinking, attempt, &has_trace)) continue;
+        if (!has_trace) { jsonl_bad(r, "no thinking trace or attempt (null)"); continue; }
+        return 1;
+    }
     return 0;
 }
 
@@ -1459,6 +1475,8 @@ static void usage(int status) {
             "  ./data tokenize IN.jsonl --tokenizer DIR --out SHARD [--block-size 32768]\n"
             "                [--traces gemini|deepseek] [--skip-bad]\n"
             "      s1's training text and TRL's loss mask, as a token shard (common/shard.h).\n"
+            "  ./data render IN.jsonl --out FILE.txt [--traces gemini|deepseek] [--skip-bad]\n"
+            "      the training texts themselves, one after another (e.g. a corpus for ./tokenizer train).\n"
             "  ./data show SHARD [--text --tokenizer DIR]\n"
             "      one JSON line per sequence: {\"ids\": [...], \"mask\": [...]}; --text decodes it,\n"
             "      with the loss targets between \xe2\x9f\xa6 and \xe2\x9f\xa7.\n"
@@ -1567,49 +1585,58 @@ static int cmd_select(int argc, char **argv) {
     return 0;
 }
 
-static int cmd_tokenize(int argc, char **argv) {
-    const char *in_path = NULL, *out_path = NULL, *tok_dir = NULL;
-    size_t block_size = 32768;
-    int skip_bad = 0;
-    TraceSource traces = TRACES_GEMINI;
+// Options of the commands that read training examples (tokenize, render).
+typedef struct {
+    const char *in_path, *out_path, *tok_dir;
+    size_t block_size;
+    int skip_bad;
+    TraceSource traces;
+} ExampleOptions;
+
+static ExampleOptions parse_example_options(const char *cmd, int argc, char **argv) {
+    ExampleOptions opt = {NULL, NULL, NULL, 32768, 0, TRACES_GEMINI};
     Args a = {argc, argv, 0};
     for (a.i = 2; a.i < argc; a.i++) {
         const char *f = argv[a.i];
-        if (!strcmp(f, "--out")) out_path = arg_value(&a);
-        else if (!strcmp(f, "--tokenizer")) tok_dir = arg_value(&a);
-        else if (!strcmp(f, "--block-size")) block_size = (size_t)parse_u64(f, arg_value(&a));
-        else if (!strcmp(f, "--skip-bad")) skip_bad = 1;
+        if (!strcmp(f, "--out")) opt.out_path = arg_value(&a);
+        else if (!strcmp(f, "--tokenizer")) opt.tok_dir = arg_value(&a);
+        else if (!strcmp(f, "--block-size")) opt.block_size = (size_t)parse_u64(f, arg_value(&a));
+        else if (!strcmp(f, "--skip-bad")) opt.skip_bad = 1;
         else if (!strcmp(f, "--traces")) {
             const char *t = arg_value(&a);
-            if (!strcmp(t, "gemini")) traces = TRACES_GEMINI;
-            else if (!strcmp(t, "deepseek")) traces = TRACES_DEEPSEEK;
+            if (!strcmp(t, "gemini")) opt.traces = TRACES_GEMINI;
+            else if (!strcmp(t, "deepseek")) opt.traces = TRACES_DEEPSEEK;
             else die("--traces: expected gemini or deepseek, got \"%s\"", t);
-        } else if (f[0] == '-' && f[1] == '-') die("tokenize: unknown option %s (see ./data --help)", f);
-        else if (in_path == NULL) in_path = f;
-        else die("tokenize: more than one input file (%s and %s)", in_path, f);
+        } else if (f[0] == '-' && f[1] == '-') die("%s: unknown option %s (see ./data --help)", cmd, f);
+        else if (opt.in_path == NULL) opt.in_path = f;
+        else die("%s: more than one input file (%s and %s)", cmd, opt.in_path, f);
     }
-    if (in_path == NULL || out_path == NULL || tok_dir == NULL)
-        die("tokenize needs IN.jsonl, --tokenizer DIR and --out SHARD (see ./data --help)");
+    if (opt.in_path == NULL || opt.out_path == NULL) die("%s needs IN.jsonl and --out FILE (see ./data --help)", cmd);
+    return opt;
+}
+
+static int cmd_tokenize(int argc, char **argv) {
+    ExampleOptions opt = parse_example_options("tokenize", argc, argv);
+    const char *in_path = opt.in_path, *out_path = opt.out_path;
+    size_t block_size = opt.block_size;
+    if (opt.tok_dir == NULL) die("tokenize needs --tokenizer DIR (see ./data --help)");
     if (block_size < 2) die("--block-size must be at least 2");
-    Tokenizer *tok = tokenizer_load(tok_dir);
+    Tokenizer *tok = tokenizer_load(opt.tok_dir);
     MaskTemplates mt;
     mask_templates_init(tok, &mt);
     IdList seq = {0};
     ByteBuf mask = {0};
     JsonlReader r;
-    jsonl_open(&r, in_path, skip_bad);
+    jsonl_open(&r, in_path, opt.skip_bad);
     Progress prog = {now_seconds(), now_seconds(), 0, 0};
     if (fseek(r.fp, 0, SEEK_END) == 0) { prog.total_bytes = ftell(r.fp); rewind(r.fp); }
     ShardBuilder b = {0};
     ByteBuf thinking = {0};
     size_t num_truncated = 0, num_untrained = 0, num_targets = 0, lens_cap = 0;
     int64_t *lens = NULL;
-    const JsonValue *obj;
-    while ((obj = jsonl_next(&r)) != NULL) {
-        const char *question, *attempt;
-        int has_trace, truncated;
-        if (read_question_and_trace(&r, obj, traces, &question, &thinking, &attempt, &has_trace)) continue;
-        if (!has_trace) { jsonl_bad(&r, "no thinking trace or attempt (null)"); continue; }
+    const char *question, *attempt;
+    while (next_training_example(&r, opt.traces, &question, &thinking, &attempt)) {
+        int truncated;
         size_t targets = s1_encode(tok, &mt, question, thinking.data, attempt, block_size, &seq, &mask, &truncated);
         num_truncated += (size_t)truncated;
         num_untrained += targets == 0;
@@ -1644,6 +1671,33 @@ static int cmd_tokenize(int argc, char **argv) {
     idlist_free(&seq);
     bytebuf_free(&mask);
     tokenizer_free(tok);
+    return 0;
+}
+
+// The training texts themselves, one after another: what tokenize encodes,
+// for reading, or as the corpus of a small tokenizer (./tokenizer train).
+static int cmd_render(int argc, char **argv) {
+    ExampleOptions opt = parse_example_options("render", argc, argv);
+    JsonlReader r;
+    jsonl_open(&r, opt.in_path, opt.skip_bad);
+    AtomicFile af = atomic_open(opt.out_path);
+    ByteBuf thinking = {0};
+    const char *question, *attempt;
+    size_t count = 0, bytes = 0;
+    while (next_training_example(&r, opt.traces, &question, &thinking, &attempt)) {
+        char *text = chat_s1_train(question, thinking.data, attempt);
+        size_t n = strlen(text);
+        fwriteCheck(text, 1, n, af.fp, af.tmp_path);
+        free(text);
+        count++;
+        bytes += n;
+    }
+    if (r.num_bad) fprintf(stderr, "%s: skipped %zu bad lines\n", opt.in_path, r.num_bad);
+    if (count == 0) die("%s: no examples to render", opt.in_path);
+    atomic_commit(&af);
+    printf("wrote %s: %zu training texts, %zu bytes\n", opt.out_path, count, bytes);
+    bytebuf_free(&thinking);
+    jsonl_close(&r);
     return 0;
 }
 
@@ -1735,7 +1789,8 @@ int main(int argc, char **argv) {
     if (!strcmp(argv[1], "select")) return cmd_select(argc, argv);
     if (!strcmp(argv[1], "tokenize")) return cmd_tokenize(argc, argv);
     if (!strcmp(argv[1], "show")) return cmd_show(argc, argv);
+    if (!strcmp(argv[1], "render")) return cmd_render(argc, argv);
     if (!strcmp(argv[1], "synth")) return cmd_synth(argc, argv);
-    die("unknown command \"%s\" (expected select, tokenize, show or synth; see ./data --help)", argv[1]);
+    die("unknown command \"%s\" (expected select, tokenize, render, show or synth; see ./data --help)", argv[1]);
 }
 #endif

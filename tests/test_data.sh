@@ -85,6 +85,18 @@ printf '%s\n' '{"question": "q", "solution": null, "gemini_thinking_trajectory":
 ./data tokenize "$TMP/s11.jsonl" --tokenizer $TOK --traces deepseek --out "$TMP/s11.bin" >/dev/null
 expect_eq "tokenize --traces deepseek: s1K-1.1 schema" "$(./data show "$TMP/s11.bin" --text --tokenizer $TOK | grep -c 'think\\ndd\\n<|im_start|>answer\\nAnswer: 2')" "1"
 
+# --- render: the same texts as plain text, e.g. the corpus of the demo's small tokenizer
+./data render "$TMP/sel.jsonl" --out "$TMP/sel.txt" >/dev/null
+expect_eq "render: one training text per row" "$(grep -c '^<|im_start|>system$' "$TMP/sel.txt")" "100"
+expect_eq "render: the s1 layout" "$(head -c 200 "$TMP/sel.txt" | sed -n 3,4p)" "<|im_start|>user
+Find the sum of 8688 and 44 in base ten.<|im_end|>"
+if [ -x ./tokenizer ]; then
+    ./tokenizer train --vocab-size 400 --out "$TMP/smalltok" "$TMP/sel.txt" 2>/dev/null
+    ./data tokenize "$TMP/sel.jsonl" --tokenizer "$TMP/smalltok" --out "$TMP/small.bin" >/dev/null
+    expect_eq "render -> ./tokenizer train -> tokenize: the mask starts after the template" \
+        "$(./data show "$TMP/small.bin" --text --tokenizer "$TMP/smalltok" | grep -c '<|im_end|>\\n<|im_start|>assistant\\n⟦<|im_start|>think\\n')" "100"
+fi
+
 # --- bad input: one line "file:line: reason", non-zero exit, no output file
 head -2 "$POOL" >"$TMP/bad.jsonl"; echo '{"question": "x", ' >>"$TMP/bad.jsonl"
 expect_error "select: malformed JSON line" "bad.jsonl:3: invalid JSON: col [0-9]+: " ./data select "$TMP/bad.jsonl" --out "$TMP/o.jsonl"

@@ -380,6 +380,15 @@ static void test_chat(Tokenizer *tok) {
     snprintf(want_ids, sizeof want_ids, "%s151644 872 198 3838 374 220 16 10 16 30 151645 198 151644 77091 198 | "
              "151644 26865 198 16 10 16 28 17 624 151644 9217 198 16141 25 220 17 151645 198", sys_ids);
     check_chat(tok, "s1 training text", chat_s1_train("What is 1+1?", "1+1=2.", "2"), want, want_ids);
+    // Python 3.11's str.isspace() is true for exactly these code points
+    static const uint32_t py_space[] = {0x9, 0xa, 0xb, 0xc, 0xd, 0x1c, 0x1d, 0x1e, 0x1f, 0x20, 0x85, 0xa0, 0x1680, 0x2000,
+        0x2001, 0x2002, 0x2003, 0x2004, 0x2005, 0x2006, 0x2007, 0x2008, 0x2009, 0x200a, 0x2028, 0x2029, 0x202f, 0x205f, 0x3000};
+    size_t n_space = 0;
+    for (uint32_t cp = 0; cp < 0x110000; cp++) {
+        int want = n_space < sizeof py_space / sizeof py_space[0] && py_space[n_space] == cp;
+        n_space += (size_t)want;
+        CHECK(py_isspace(cp) == want, "py_isspace(U+%04X)", cp);
+    }
     // str.strip() semantics (Unicode white space, incl. U+3000 and \x1c) and the "Answer:" rule
     char *t = chat_s1_train("Q", "\x1c\u3000 \n think \t\n", " The Answer: 4\n\n");
     CHECK(strstr(t, "<|im_start|>think\nthink\n<|im_start|>answer\nThe Answer: 4<|im_end|>\n") != NULL, "strip: \"%s\"", t);

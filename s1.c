@@ -1809,11 +1809,1007 @@ static int main_bench(int argc, char **argv) {
     return 0;
 }
 
+// ----------------------------------------------------------------------------
+// sampling with budget forcing, evaluation, and the demo
+//
+//   ./s1 sample --model DIR --tokenizer DIR --prompts FILE.jsonl [--max-thinking B|auto] [--wait N]
+//   ./s1 eval   --model DIR --tokenizer DIR --problems FILE.jsonl --budgets 32,64,auto --waits 0,1,2
+//   ./s1 demo   [--out DIR]        the whole miniature s1 run on a laptop
+//
+// The control logic of budget forcing lives in common/budget.h and is shared
+// with sample.cu; here it drives the CPU KV-cache decoder through the Decoder
+// interface. The delimiter and stop ids always come from the tokenizer (the
+// demo's small trained tokenizer numbers its added tokens differently from
+// Qwen2.5). Scoring (common/score.h) needs no LLM judge.
+
+#define TOKENIZER_NO_MAIN
+#include "tokenizer.c"
+#include "common/sampler.h"
+#include "common/budget.h"
+#include "common/score.h"
+#include "common/svg.h"
+
+// The CPU decoder behind the Decoder interface. It keeps the context's ids so
+// that a rewind can recompute the logits after the new last id.
+typedef struct {
+    Qwen2 *model;
+    KVCache *kv;
+    Sampler *sampler;
+    IdList ids;            // the context, as fed
+    const float *logits;   // (V,) after the last fed id
+} CpuDecoder;
+
+static void cpu_decoder_feed(void *ctx, const uint32_t *ids, size_t n) {
+    CpuDecoder *d = (CpuDecoder *)ctx;
+    for (size_t i = 0; i < n; i++) {
+        idlist_push(&d->ids, ids[i]);
+        d->logits = qwen2_decode_step(d->model, d->kv, ids[i]);
+    }
+}
+
+static uint32_t cpu_decoder_next(void *ctx, const uint32_t *banned, size_t n_banned) {
+    CpuDecoder *d = (CpuDecoder *)ctx;
+    if (d->logits == NULL) die("decoder: next() before any id was fed");
+    return sampler_sample(d->sampler, d->logits, d->model->config.vocab_size, banned, n_banned);
+}
+
+static size_t cpu_decoder_length(void *ctx) { return ((CpuDecoder *)ctx)->ids.len; }
+
+static void cpu_decoder_rewind(void *ctx, size_t len) {
+    CpuDecoder *d = (CpuDecoder *)ctx;
+    if (len == 0 || len > d->ids.len) die("decoder: cannot rewind %zu ids to %zu", d->ids.len, len);
+    // drop one more id and feed it again: its logits are the ones next() needs
+    uint32_t last = d->ids.data[len - 1];
+    kvcache_truncate(d->kv, len - 1);
+    d->ids.len = len - 1;
+    cpu_decoder_feed(d, &last, 1);
+}
+
+// The ids budget forcing needs, looked up in (or encoded with) the tokenizer.
+typedef struct {
+    IdList ignore, thinking_end, thinking_end_max, newline, thinking_start;
+    uint32_t think_stop[2], answer_stop[2];
+    size_t n_answer_stop;
+} Delimiters;
+
+static uint32_t added_token_id(const Tokenizer *tok, const char *text, const char *dir) {
+    int id = tokenizer_token_id(tok, text);
+    if (id < 0) die("%s: the tokenizer has no %s token, which s1's chat format needs", dir, text);
+    return (uint32_t)id;
+}
+
+static void encode_text(Tokenizer *tok, const char *text, IdList *out) {
+    out->len = 0;
+    tokenizer_encode(tok, text, strlen(text), 1, out);
+}
+
+static void delimiters_init(Delimiters *d, Tokenizer *tok, const char *tok_dir, const char *ignore_str) {
+    memset(d, 0, sizeof *d);
+    d->think_stop[0] = added_token_id(tok, "<|im_start|>", tok_dir);
+    d->think_stop[1] = added_token_id(tok, "<|im_end|>", tok_dir);
+    d->answer_stop[d->n_answer_stop++] = d->think_stop[1];
+    int eot = tokenizer_token_id(tok, "<|endoftext|>");   // Qwen2.5's second eos id (generation_config.json)
+    if (eot >= 0) d->answer_stop[d->n_answer_stop++] = (uint32_t)eot;
+    encode_text(tok, ignore_str, &d->ignore);
+    encode_text(tok, "<|im_start|>answer", &d->thinking_end);
+    encode_text(tok, "<|im_start|>answer\nFinal Answer:", &d->thinking_end_max);
+    encode_text(tok, "\n", &d->newline);
+    encode_text(tok, "<|im_start|>think", &d->thinking_start);
+}
+
+static void delimiters_free(Delimiters *d) {
+    idlist_free(&d->ignore); idlist_free(&d->thinking_end); idlist_free(&d->thinking_end_max);
+    idlist_free(&d->newline); idlist_free(&d->thinking_start);
+}
+
+// The harness tests the detokenized thinking text (special tokens skipped) for
+// a final '\n'. A few ids before the last non-special one are decoded with it,
+// so a '\n' inside a merged token (".\n", "\n\n") counts too.
+static int text_ends_with_newline(void *tok_ctx, const uint32_t *ids, size_t n) {
+    const Tokenizer *tok = (const Tokenizer *)tok_ctx;
+    while (n > 0 && tokenizer_is_special(tok, ids[n - 1])) n--;
+    if (n == 0) return 0;
+    size_t from = n > 4 ? n - 4 : 0;
+    ByteBuf b = {NULL, 0, 0};
+    tokenizer_decode(tok, ids + from, n - from, 1, &b);
+    int nl = b.len > 0 && b.data[b.len - 1] == '\n';
+    bytebuf_free(&b);
+    return nl;
+}
+
+// Everything a generation needs besides the prompt.
+typedef struct {
+    long max_thinking;         // B; < 0 = auto
+    int waits;                 // N; 0 = no forcing (the harness's thinking_n_ignore unset)
+    const char *ignore_str;
+    float temperature, topp;
+    uint64_t seed;
+    long max_gen_toks;         // the harness's max_gen_toks: auto budget and answer limit
+    size_t max_context;        // KV-cache length; 0 = min(max_position_embeddings, max_gen_toks + longest prompt)
+    int readme_variant;
+} SampleSettings;
+
+static void sample_settings_default(SampleSettings *s) {
+    s->max_thinking = -1;
+    s->waits = 0;
+    s->ignore_str = "Wait";
+    s->temperature = 0.0f;
+    s->topp = 1.0f;
+    s->seed = 1234;
+    s->max_gen_toks = 32768;
+    s->max_context = 0;
+    s->readme_variant = 0;
+}
+
+// One prompt's generation, decoded.
+typedef struct {
+    char *text;                // "<|im_start|>think" + thinking + transition + answer: what the harness scores
+    char *answer_text;         // the answer phase alone
+    size_t thinking_tokens, prompt_tokens;
+    int waits, forced_exit;
+    FinishReason think_finish, answer_finish;
+} Generation;
+
+static void generation_free(Generation *g) { free(g->text); free(g->answer_text); }
+
+// A model and tokenizer ready to generate.
+typedef struct {
+    Qwen2 model;
+    Tokenizer *tok;
+    Delimiters delim;
+} Generator;
+
+static void generator_init(Generator *g, const char *model_dir, const char *tok_dir, const char *ignore_str) {
+    memset(g, 0, sizeof *g);
+    qwen2_load(&g->model, model_dir);
+    g->tok = tokenizer_load(tok_dir);
+    if (tokenizer_size(g->tok) > g->model.config.vocab_size)
+        die("%s: the tokenizer has %u ids but the model in %s only %zu embedding rows", tok_dir, tokenizer_size(g->tok),
+            model_dir, g->model.config.vocab_size);
+    delimiters_init(&g->delim, g->tok, tok_dir, ignore_str);
+}
+
+static void generator_free(Generator *g) {
+    delimiters_free(&g->delim);
+    tokenizer_free(g->tok);
+    qwen2_free(&g->model);
+}
+
+// The KV-cache length of a run, the whole context prompt included (vLLM's max_model_len):
+// --max-context, else max_gen_toks (the harness runs both at 32768), at most the model's positions.
+static size_t generator_context(const Generator *g, const SampleSettings *s, size_t longest_prompt) {
+    size_t ctx = s->max_context ? s->max_context : (size_t)s->max_gen_toks;
+    if (ctx > g->model.config.max_position_embeddings) ctx = g->model.config.max_position_embeddings;
+    if (ctx <= longest_prompt + 1)
+        die("a prompt of %zu tokens leaves no room in a context of %zu (see --max-context, --max-gen-toks)", longest_prompt, ctx);
+    return ctx;
+}
+
+// One generation from an encoded prompt (ending in "<|im_start|>think") into
+// a caller-owned KV cache. Reads g only, so threads with their own caches and
+// samplers can run it side by side.
+static void generate(const Generator *g, KVCache *kv, const SampleSettings *s, long budget, Sampler *sampler,
+                     const IdList *prompt, Generation *out) {
+    if (prompt->len + 1 >= kv->max_len) die("a prompt of %zu tokens does not fit the context of %zu", prompt->len, kv->max_len);
+    kvcache_truncate(kv, 0);
+    CpuDecoder cd = {(Qwen2 *)&g->model, kv, sampler, {NULL, 0, 0}, NULL};
+    cpu_decoder_feed(&cd, prompt->data, prompt->len);
+    const Delimiters *d = &g->delim;
+    BudgetConfig c;
+    memset(&c, 0, sizeof c);
+    c.max_thinking = budget;
+    c.n_ignore = s->waits > 0 ? s->waits : -1;
+    c.ignore_str = (IdSpan){d->ignore.data, d->ignore.len};
+    c.think_stop = (IdSpan){d->think_stop, 2};
+    c.thinking_end = (IdSpan){d->thinking_end.data, d->thinking_end.len};
+    c.thinking_end_max = (IdSpan){d->thinking_end_max.data, d->thinking_end_max.len};
+    c.newline = (IdSpan){d->newline.data, d->newline.len};
+    c.answer_stop = (IdSpan){d->answer_stop, d->n_answer_stop};
+    c.max_answer = s->max_gen_toks;
+    c.context_limit = kv->max_len;
+    c.readme_variant = s->readme_variant;
+    c.ends_with_newline = text_ends_with_newline;
+    c.text_ctx = g->tok;
+    Decoder dec = {&cd, cpu_decoder_feed, cpu_decoder_next, cpu_decoder_length, cpu_decoder_rewind};
+    BudgetResult r;
+    budget_run(&dec, &c, &r);
+    // the scored text: thinking_start + thinking + delimiter + answer, special tokens of the
+    // generated parts skipped as vLLM's detokenizer does (the harness appends the delimiters as text)
+    ByteBuf text = {NULL, 0, 0}, answer = {NULL, 0, 0};
+    bytebuf_puts(&text, "<|im_start|>think");
+    tokenizer_decode(g->tok, r.thinking.data, r.thinking.len, !s->readme_variant, &text);
+    tokenizer_decode(g->tok, r.transition.data, r.transition.len, 0, &text);
+    tokenizer_decode(g->tok, r.answer.data, r.answer.len, !s->readme_variant, &answer);
+    bytebuf_append(&text, answer.data, answer.len);
+    out->text = text.data;
+    out->answer_text = answer.data;
+    out->thinking_tokens = r.thinking.len;
+    out->prompt_tokens = prompt->len;
+    out->waits = r.waits;
+    out->forced_exit = r.forced_exit;
+    out->think_finish = r.think_finish;
+    out->answer_finish = r.answer_finish;
+    budget_result_free(&r);
+    idlist_free(&cd.ids);
+}
+
+// ----------------------------------------------------------------------------
+// JSONL problems
+
+typedef struct {
+    char *question, *answer;   // answer may be NULL (sample needs none)
+    IdList prompt;             // the s1 chat prompt, encoded (problems_encode)
+} Problem;
+
+typedef struct {
+    Problem *items;
+    size_t n;
+} ProblemSet;
+
+// the first of keys that is a string field of obj
+static const char *json_string_field(const JsonValue *obj, const char *const *keys) {
+    for (size_t k = 0; keys[k]; k++) {
+        const JsonValue *v = json_get(obj, keys[k]);
+        if (v && v->type == JSON_STRING) return v->str;
+    }
+    return NULL;
+}
+
+// Reads a JSONL file of objects with a "question" (or "problem"/"prompt") string and,
+// when need_answer, an "answer" (string or integer; else "solution").
+static void problems_read(ProblemSet *ps, const char *path, int need_answer) {
+    static const char *const question_keys[] = {"question", "problem", "prompt", NULL};
+    size_t len;
+    char *text = read_file_check(path, &len);
+    memset(ps, 0, sizeof *ps);
+    size_t cap = 0, line_no = 0;
+    for (char *line = text; line < text + len;) {
+        char *end = memchr(line, '\n', (size_t)(text + len - line));
+        size_t n = end ? (size_t)(end - line) : (size_t)(text + len - line);
+        line_no++;
+        int blank = 1;
+        for (size_t i = 0; i < n; i++) if (!isspace((unsigned char)line[i])) blank = 0;
+        if (!blank) {
+            JsonDoc doc;
+            char err[256];
+            if (json_parse(line, n, &doc, err, sizeof err) != 0) die("%s:%zu: %s", path, line_no, err);
+            if (doc.root->type != JSON_OBJECT) die("%s:%zu: expected a JSON object", path, line_no);
+            const char *q = json_string_field(doc.root, question_keys);
+            if (q == NULL) die("%s:%zu: no \"question\" string", path, line_no);
+            char *answer = NULL;
+            const JsonValue *a = json_get(doc.root, "answer");
+            if (a == NULL || a->type == JSON_NULL) a = json_get(doc.root, "solution");
+            if (a && a->type == JSON_STRING) answer = strdup(a->str);
+            else if (a && a->type == JSON_NUMBER && a->is_integer) {
+                char buf[32];
+                snprintf(buf, sizeof buf, "%lld", (long long)a->integer);
+                answer = strdup(buf);
+            }
+            if (need_answer && answer == NULL) die("%s:%zu: no \"answer\" (string or integer)", path, line_no);
+            if (ps->n == cap) { cap = cap ? 2 * cap : 64; ps->items = (Problem *)reallocCheck(ps->items, cap * sizeof(Problem)); }
+            memset(&ps->items[ps->n], 0, sizeof(Problem));
+            ps->items[ps->n].question = strdup(q);
+            ps->items[ps->n].answer = answer;
+            ps->n++;
+            json_free(&doc);
+        }
+        line = end ? end + 1 : text + len;
+    }
+    free(text);
+    if (ps->n == 0) die("%s: no problems in the file", path);
+}
+
+static void problems_free(ProblemSet *ps) {
+    for (size_t i = 0; i < ps->n; i++) { free(ps->items[i].question); free(ps->items[i].answer); idlist_free(&ps->items[i].prompt); }
+    free(ps->items);
+}
+
+// Encodes every problem's prompt: the chat template with the default system
+// prompt, then "<|im_start|>think" (s1-spec 5.1). Returns the longest.
+static size_t problems_encode(ProblemSet *ps, Tokenizer *tok) {
+    size_t longest = 0;
+    for (size_t i = 0; i < ps->n; i++) {
+        char *prompt = chat_s1_prompt(ps->items[i].question);
+        encode_text(tok, prompt, &ps->items[i].prompt);
+        if (ps->items[i].prompt.len > longest) longest = ps->items[i].prompt.len;
+        free(prompt);
+    }
+    return longest;
+}
+
+// The budget a setting runs with; 'auto' as the harness computes it from the
+// longest prompt (the harness's prompts do not include thinking_start yet, ours do).
+static long resolve_budget(const Generator *g, long max_thinking, long max_gen_toks, size_t longest_prompt) {
+    size_t n_start = g->delim.thinking_start.len;
+    long b = max_thinking >= 0 ? max_thinking
+                               : budget_auto(max_gen_toks, longest_prompt - n_start, n_start, g->delim.thinking_end_max.len);
+    if (b < 1) die("the thinking budget comes out at %ld tokens; raise --max-gen-toks", b);
+    return b;
+}
+
+// "what: done/total, ETA": redrawn in place on a terminal, every 5% in a log
+static void print_progress(const char *what, size_t done, size_t total, double t0) {
+    int tty = isatty(fileno(stderr));
+    size_t every = total >= 20 ? total / 20 : 1;
+    if (!tty && done != total && done % every != 0) return;
+    char eta[32];
+    double el = now_seconds() - t0;
+    fprintf(stderr, "%s%s: %zu/%zu, ETA %s%s", tty ? "\r" : "", what, done, total,
+            format_duration(done ? el / (double)done * (double)(total - done) : 0, eta, sizeof eta),
+            !tty || done == total ? "\n" : "   ");
+}
+
+// Generates problems [start, end) into gens[0 .. end-start), in parallel: each
+// thread has its own KV cache, problem i draws from seed + i, so the results
+// are the same for any thread count. Progress goes to stderr when total > 0.
+static void generate_batch(Generator *g, const SampleSettings *s, long budget, size_t context, const ProblemSet *ps,
+                           size_t start, size_t end, Generation *gens, size_t *done, size_t total, double t0) {
+    rope_table_ensure(&g->model, context);   // grown here, read-only inside the threads
+    #pragma omp parallel
+    {
+        KVCache *kv = kvcache_create(&g->model.config, context);
+        #pragma omp for schedule(dynamic, 1)
+        for (size_t i = start; i < end; i++) {
+            Sampler sampler;
+            sampler_init(&sampler, tokenizer_size(g->tok), s->temperature, s->topp, s->seed + i);
+            generate(g, kv, s, budget, &sampler, &ps->items[i].prompt, &gens[i - start]);
+            sampler_free(&sampler);
+            if (total) {
+                #pragma omp critical
+                print_progress("generate", ++*done, total, t0);
+            }
+        }
+        kvcache_free(kv);
+    }
+}
+
+// ----------------------------------------------------------------------------
+// shared flags of sample and eval
+
+static long arg_budget(int argc, char **argv, int *i) {
+    const char *flag = argv[*i], *v = arg_value(argc, argv, i);
+    if (strcmp(v, "auto") == 0) return -1;
+    char *end;
+    long b = strtol(v, &end, 10);
+    if (*end != '\0' || end == v || b < 1) die("%s: '%s' is neither a positive integer nor 'auto'", flag, v);
+    return b;
+}
+
+// 1 if argv[*i] is a sampling flag (consumed into s), else 0
+static int parse_sample_flag(int argc, char **argv, int *i, SampleSettings *s) {
+    const char *a = argv[*i];
+    if (arg_is(a, "--ignore-str")) s->ignore_str = arg_value(argc, argv, i);
+    else if (arg_is(a, "--temperature")) s->temperature = (float)arg_double(argc, argv, i);
+    else if (arg_is(a, "--top-p")) s->topp = (float)arg_double(argc, argv, i);
+    else if (arg_is(a, "--seed")) s->seed = arg_size(argc, argv, i, 1);
+    else if (arg_is(a, "--max-gen-toks")) s->max_gen_toks = (long)arg_size(argc, argv, i, 0);
+    else if (arg_is(a, "--max-context")) s->max_context = arg_size(argc, argv, i, 0);
+    else if (arg_is(a, "--readme-variant")) s->readme_variant = 1;
+    else if (arg_is(a, "--threads")) omp_set_num_threads((int)arg_size(argc, argv, i, 0));
+    else return 0;
+    return 1;
+}
+
+#define SAMPLE_FLAGS_HELP \
+    "  --ignore-str S       the string appended on each ignored stop (default \"Wait\")\n" \
+    "  --temperature T      0 = greedy, as s1's evaluation (default 0)\n" \
+    "  --top-p P            nucleus mass for T > 0 (default 1)\n" \
+    "  --seed N             sampling seed (default 1234)\n" \
+    "  --max-gen-toks N     the harness's max_gen_toks: the answer limit and the 'auto' budget (default 32768)\n" \
+    "  --max-context N      the context in tokens, prompt included (vLLM's max_model_len; default\n" \
+    "                       max-gen-toks, at most the model's max_position_embeddings); reaching it ends a\n" \
+    "                       phase like a length limit\n" \
+    "  --readme-variant     the README example's forcing instead of the harness's: each Wait round gets the\n" \
+    "                       remaining budget, no truncation to B, no delimiter, no \"Final Answer:\"\n" \
+    "  --threads N          OpenMP threads (default: all cores)\n"
+
+// ----------------------------------------------------------------------------
+// ./s1 sample
+
+static void usage_sample(void) {
+    printf("usage: ./s1 sample --model DIR --tokenizer DIR --prompts FILE.jsonl [--out FILE.jsonl] [options]\n"
+           "\n"
+           "Generates an answer for each prompt (JSONL objects with a \"question\") with budget forcing exactly\n"
+           "as the s1 evaluation harness does it: thinking after \"<|im_start|>think\", capped at B tokens\n"
+           "(then \"<|im_start|>answer\\nFinal Answer:\" is forced), each early end of thinking replaced by\n"
+           "\"Wait\" up to N times. Writes one JSON object per prompt: the full text, the thinking-token count,\n"
+           "the answer text, the waits inserted and why each phase stopped (\"stop\" or \"length\").\n"
+           "\n"
+           "  --max-thinking B     thinking budget in tokens, or 'auto' = max-gen-toks - longest prompt - 108\n"
+           "                       (s1-spec 5.2; default auto)\n"
+           "  --wait N             ignore the end of thinking N times, appending \"Wait\" (default 0 = never)\n"
+           SAMPLE_FLAGS_HELP);
+}
+
+// the fields of one generation, without braces
+static void write_generation_fields(FILE *fp, size_t index, const Generation *gen) {
+    fprintf(fp, "\"index\": %zu, \"text\": ", index);
+    json_write_string(fp, gen->text, strlen(gen->text));
+    fprintf(fp, ", \"answer\": ");
+    json_write_string(fp, gen->answer_text, strlen(gen->answer_text));
+    fprintf(fp, ", \"thinking_tokens\": %zu, \"waits\": %d, \"forced_exit\": %s, \"thinking_stop\": \"%s\", \"stop\": \"%s\"",
+            gen->thinking_tokens, gen->waits, gen->forced_exit ? "true" : "false", finish_reason_name(gen->think_finish),
+            finish_reason_name(gen->answer_finish));
+}
+
+static int main_sample(int argc, char **argv) {
+    const char *model_dir = NULL, *tok_dir = NULL, *prompts_path = NULL, *out_path = NULL;
+    SampleSettings s;
+    sample_settings_default(&s);
+    for (int i = 0; i < argc; i++) {
+        const char *a = argv[i];
+        if (arg_is(a, "--help") || arg_is(a, "-h")) { usage_sample(); return 0; }
+        else if (arg_is(a, "--model")) model_dir = arg_value(argc, argv, &i);
+        else if (arg_is(a, "--tokenizer")) tok_dir = arg_value(argc, argv, &i);
+        else if (arg_is(a, "--prompts")) prompts_path = arg_value(argc, argv, &i);
+        else if (arg_is(a, "--out")) out_path = arg_value(argc, argv, &i);
+        else if (arg_is(a, "--max-thinking")) s.max_thinking = arg_budget(argc, argv, &i);
+        else if (arg_is(a, "--wait")) s.waits = (int)arg_size(argc, argv, &i, 1);
+        else if (!parse_sample_flag(argc, argv, &i, &s)) die("sample: unknown argument '%s' (see ./s1 sample --help)", a);
+    }
+    if (!model_dir || !tok_dir || !prompts_path) die("sample: --model, --tokenizer and --prompts are required (see ./s1 sample --help)");
+    ProblemSet ps;
+    problems_read(&ps, prompts_path, 0);
+    Generator g;
+    generator_init(&g, model_dir, tok_dir, s.ignore_str);
+    size_t longest = problems_encode(&ps, g.tok);
+    long budget = resolve_budget(&g, s.max_thinking, s.max_gen_toks, longest);
+    AtomicFile af;
+    FILE *fp = stdout;
+    if (out_path) { af = atomic_open(out_path); fp = af.fp; }
+    // a chunk at a time, so that the output streams in order
+    const size_t chunk = 4 * (size_t)omp_get_max_threads();
+    Generation *gens = (Generation *)callocCheck(chunk, sizeof(Generation));
+    size_t context = generator_context(&g, &s, longest), done = 0;
+    double t0 = now_seconds();
+    for (size_t start = 0; start < ps.n; start += chunk) {
+        size_t end = start + chunk < ps.n ? start + chunk : ps.n;
+        generate_batch(&g, &s, budget, context, &ps, start, end, gens, &done, out_path ? ps.n : 0, t0);
+        for (size_t i = start; i < end; i++) {
+            fputc('{', fp);
+            write_generation_fields(fp, i, &gens[i - start]);
+            fprintf(fp, "}\n");
+            generation_free(&gens[i - start]);
+        }
+        fflush(fp);
+    }
+    free(gens);
+    if (out_path) atomic_commit(&af);
+    generator_free(&g);
+    problems_free(&ps);
+    return 0;
+}
+
+// ----------------------------------------------------------------------------
+// ./s1 eval: the test-time scaling table
+
+typedef struct {
+    long budget;              // as given; -1 = auto
+    long resolved;            // the budget used
+    int waits;
+    size_t correct, n, defaulted;
+    double thinking_tokens;   // mean
+    size_t max_thinking_seen; // for the Control metric
+    double waits_mean, forced_exits;
+} SettingResult;
+
+static size_t parse_list(const char *v, const char *flag, long *out, size_t max, int allow_auto) {
+    size_t n = 0;
+    char *copy = strdup(v), *save = NULL;
+    for (char *t = strtok_r(copy, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
+        if (n == max) die("%s: at most %zu values", flag, max);
+        if (allow_auto && strcmp(t, "auto") == 0) { out[n++] = -1; continue; }
+        char *end;
+        long x = strtol(t, &end, 10);
+        if (*end != '\0' || end == t || x < (allow_auto ? 1 : 0)) die("%s: '%s' is not a valid value", flag, t);
+        out[n++] = x;
+    }
+    free(copy);
+    if (n == 0) die("%s: empty list", flag);
+    return n;
+}
+
+// The answer check for one problem: multiple choice when the ground truth is a letter A-D,
+// else AIME/MATH rules (digit strings as integers, else the normaliser).
+static int score_output(const char *output, const char *gt, int *defaulted, char **candidate_out) {
+    ExtractKind kind;
+    char *cand = score_extract(output, &kind);
+    int ok;
+    *defaulted = 0;
+    if (strlen(gt) == 1 && gt[0] >= 'A' && gt[0] <= 'D') ok = score_choice(cand, defaulted) == gt[0];
+    else ok = score_math_equal(cand, gt);
+    *candidate_out = cand;
+    return ok;
+}
+
+// Control, Scaling and Performance (s1-spec 7.4) over the settings, with a in
+// mean thinking tokens and f(a) in accuracy points.
+static void scaling_metrics(const SettingResult *r, size_t n, double *control, double *scaling, double *performance) {
+    size_t within = 0, pairs = 0;
+    double slopes = 0.0;
+    *performance = 0.0;
+    for (size_t i = 0; i < n; i++) {
+        within += r[i].max_thinking_seen <= (size_t)r[i].resolved;   // a_min = 0, a_max = the setting's budget
+        double fi = 100.0 * (double)r[i].correct / (double)r[i].n;
+        if (fi > *performance) *performance = fi;
+        for (size_t j = 0; j < n; j++) {
+            double fj = 100.0 * (double)r[j].correct / (double)r[j].n;
+            if (r[j].thinking_tokens > r[i].thinking_tokens) {
+                slopes += (fj - fi) / (r[j].thinking_tokens - r[i].thinking_tokens);
+                pairs++;
+            }
+        }
+    }
+    *control = 100.0 * (double)within / (double)n;
+    *scaling = pairs ? 100.0 * slopes / (double)pairs : 0.0;   // per 100 thinking tokens
+}
+
+static void usage_eval(void) {
+    printf("usage: ./s1 eval --model DIR --tokenizer DIR --problems FILE.jsonl [--budgets LIST] [--waits LIST]\n"
+           "                 [--out DIR] [--limit N] [options]\n"
+           "\n"
+           "Sweeps thinking budgets and Wait counts over held-out problems (JSONL with \"question\" and\n"
+           "\"answer\") and prints the test-time scaling table: accuracy and mean thinking tokens per setting,\n"
+           "then Control / Scaling / Performance (s1-spec 7.4). Answers are extracted and compared as the s1\n"
+           "harness does, with a deterministic normaliser instead of the LLM judge (common/score.h).\n"
+           "\n"
+           "  --budgets LIST       thinking budgets, e.g. 32,64,128,auto (default auto)\n"
+           "  --waits LIST         Wait counts, e.g. 0,1,2 (default 0); every budget is run with every count\n"
+           "  --out DIR            writes DIR/eval.jsonl (every output and its score), DIR/scaling.md (the\n"
+           "                       table) and DIR/scaling.svg (accuracy against mean thinking tokens)\n"
+           "  --limit N            only the first N problems\n"
+           SAMPLE_FLAGS_HELP);
+}
+
+static int main_eval(int argc, char **argv) {
+    const char *model_dir = NULL, *tok_dir = NULL, *problems_path = NULL, *out_dir = NULL;
+    long budgets[32] = {-1}, waits[32] = {0};
+    size_t n_budgets = 1, n_waits = 1, limit = 0;
+    SampleSettings s;
+    sample_settings_default(&s);
+    for (int i = 0; i < argc; i++) {
+        const char *a = argv[i];
+        if (arg_is(a, "--help") || arg_is(a, "-h")) { usage_eval(); return 0; }
+        else if (arg_is(a, "--model")) model_dir = arg_value(argc, argv, &i);
+        else if (arg_is(a, "--tokenizer")) tok_dir = arg_value(argc, argv, &i);
+        else if (arg_is(a, "--problems")) problems_path = arg_value(argc, argv, &i);
+        else if (arg_is(a, "--out")) out_dir = arg_value(argc, argv, &i);
+        else if (arg_is(a, "--limit")) limit = arg_size(argc, argv, &i, 0);
+        else if (arg_is(a, "--budgets")) { const char *f = a; n_budgets = parse_list(arg_value(argc, argv, &i), f, budgets, 32, 1); }
+        else if (arg_is(a, "--waits")) { const char *f = a; n_waits = parse_list(arg_value(argc, argv, &i), f, waits, 32, 0); }
+        else if (!parse_sample_flag(argc, argv, &i, &s)) die("eval: unknown argument '%s' (see ./s1 eval --help)", a);
+    }
+    if (!model_dir || !tok_dir || !problems_path) die("eval: --model, --tokenizer and --problems are required (see ./s1 eval --help)");
+    ProblemSet ps;
+    problems_read(&ps, problems_path, 1);
+    const size_t n_eval = limit && limit < ps.n ? limit : ps.n;
+    Generator g;
+    generator_init(&g, model_dir, tok_dir, s.ignore_str);
+    size_t longest = problems_encode(&ps, g.tok), n_settings = n_budgets * n_waits;
+    SettingResult *res = (SettingResult *)callocCheck(n_settings, sizeof(SettingResult));
+    FILE *detail = NULL;
+    AtomicFile detail_af;
+    char path[4096];
+    if (out_dir) {
+        make_dir(out_dir);
+        snprintf(path, sizeof path, "%s/eval.jsonl", out_dir);
+        detail_af = atomic_open(path);
+        detail = detail_af.fp;
+    }
+    printf("eval: %zu problems x %zu settings, %s decoding, %d threads\n", n_eval, n_settings,
+           s.temperature == 0.0f ? "greedy" : "sampled", omp_get_max_threads());
+    fflush(stdout);
+    Generation *gens = (Generation *)callocCheck(n_eval, sizeof(Generation));
+    double t0 = now_seconds();
+    size_t done = 0;
+    for (size_t w = 0; w < n_waits; w++)
+        for (size_t b = 0; b < n_budgets; b++) {
+            SettingResult *r = &res[w * n_budgets + b];
+            SampleSettings st = s;
+            st.max_thinking = budgets[b];
+            st.waits = (int)waits[w];
+            r->budget = budgets[b];
+            r->waits = st.waits;
+            r->resolved = resolve_budget(&g, st.max_thinking, st.max_gen_toks, longest);
+            size_t context = generator_context(&g, &st, longest);
+            generate_batch(&g, &st, r->resolved, context, &ps, 0, n_eval, gens, &done, n_settings * n_eval, t0);
+            for (size_t i = 0; i < n_eval; i++) {
+                Generation *gen = &gens[i];
+                int defaulted;
+                char *cand;
+                int ok = score_output(gen->text, ps.items[i].answer, &defaulted, &cand);
+                r->correct += ok;
+                r->defaulted += defaulted;
+                r->n++;
+                r->thinking_tokens += (double)gen->thinking_tokens;
+                if (gen->thinking_tokens > r->max_thinking_seen) r->max_thinking_seen = gen->thinking_tokens;
+                r->waits_mean += gen->waits;
+                r->forced_exits += gen->forced_exit;
+                if (detail) {
+                    fprintf(detail, "{\"budget\": %ld, \"wait\": %d, ", r->resolved, r->waits);
+                    write_generation_fields(detail, i, gen);
+                    fprintf(detail, ", \"extracted\": ");
+                    json_write_string(detail, cand, strlen(cand));
+                    fprintf(detail, ", \"gt\": ");
+                    json_write_string(detail, ps.items[i].answer, strlen(ps.items[i].answer));
+                    fprintf(detail, ", \"correct\": %s}\n", ok ? "true" : "false");
+                }
+                free(cand);
+                generation_free(gen);
+            }
+            r->thinking_tokens /= (double)r->n;
+            r->waits_mean /= (double)r->n;
+            r->forced_exits /= (double)r->n;
+        }
+    free(gens);
+    if (detail) atomic_commit(&detail_af);
+
+    // the table, on stdout and in DIR/scaling.md
+    ByteBuf table = {NULL, 0, 0};
+    char line[512];
+    snprintf(line, sizeof line, "| budget | Wait | accuracy | mean thinking tokens | mean Waits | forced exits |\n"
+                                "|---|---|---|---|---|---|\n");
+    bytebuf_puts(&table, line);
+    for (size_t k = 0; k < n_settings; k++) {
+        const SettingResult *r = &res[k];
+        char bud[32];
+        if (r->budget < 0) snprintf(bud, sizeof bud, "auto (%ld)", r->resolved);
+        else snprintf(bud, sizeof bud, "%ld", r->resolved);
+        snprintf(line, sizeof line, "| %s | %d | %.1f%% (%zu/%zu) | %.1f | %.2f | %.0f%% |\n", bud, r->waits,
+                 100.0 * (double)r->correct / (double)r->n, r->correct, r->n, r->thinking_tokens, r->waits_mean, 100.0 * r->forced_exits);
+        bytebuf_puts(&table, line);
+    }
+    double control, scaling, performance;
+    scaling_metrics(res, n_settings, &control, &scaling, &performance);
+    snprintf(line, sizeof line, "\nControl %.0f%% | Scaling %.2f accuracy points per 100 thinking tokens | Performance %.1f%%\n",
+             control, scaling, performance);
+    bytebuf_puts(&table, line);
+    size_t defaulted = 0;
+    for (size_t k = 0; k < n_settings; k++) defaulted += res[k].defaulted;
+    if (defaulted) {
+        snprintf(line, sizeof line, "multiple choice: %zu answers defaulted to \"A\" (nothing recognised)\n", defaulted);
+        bytebuf_puts(&table, line);
+    }
+    fputs(table.data, stdout);
+    if (out_dir) {
+        snprintf(path, sizeof path, "%s/scaling.md", out_dir);
+        AtomicFile af = atomic_open(path);
+        fwriteCheck(table.data, 1, table.len, af.fp, path);
+        atomic_commit(&af);
+        // one curve per Wait count, its points in budget order
+        double *xs = (double *)mallocCheck(n_settings * sizeof(double)), *ys = (double *)mallocCheck(n_settings * sizeof(double));
+        char **labels = (char **)callocCheck(n_settings, sizeof(char *));
+        char (*names)[48] = (char (*)[48])mallocCheck(n_waits * 48);
+        SvgSeries *series = (SvgSeries *)callocCheck(n_waits, sizeof(SvgSeries));
+        for (size_t w = 0; w < n_waits; w++) {
+            for (size_t b = 0; b < n_budgets; b++) {
+                size_t k = w * n_budgets + b;
+                xs[k] = res[k].thinking_tokens;
+                ys[k] = 100.0 * (double)res[k].correct / (double)res[k].n;
+                labels[k] = (char *)mallocCheck(32);
+                snprintf(labels[k], 32, "B=%ld", res[k].resolved);
+            }
+            snprintf(names[w], 48, res[w * n_budgets].waits ? "Wait x%d" : "no forcing (cap only)", res[w * n_budgets].waits);
+            series[w] = (SvgSeries){names[w], xs + w * n_budgets, ys + w * n_budgets, n_budgets, (const char *const *)(labels + w * n_budgets)};
+        }
+        snprintf(path, sizeof path, "%s/scaling.svg", out_dir);
+        svg_line_plot_file(path, "Test-time scaling with budget forcing", "mean thinking tokens", "accuracy (%)", series, n_waits);
+        printf("wrote %s/eval.jsonl, %s/scaling.md, %s/scaling.svg\n", out_dir, out_dir, out_dir);
+        for (size_t k = 0; k < n_settings; k++) free(labels[k]);
+        free(labels); free(names); free(series); free(xs); free(ys);
+    }
+    bytebuf_free(&table);
+    free(res);
+    generator_free(&g);
+    problems_free(&ps);
+    return 0;
+}
+
+// ----------------------------------------------------------------------------
+// ./s1 demo: s1 in miniature. Each stage runs a sibling program as a
+// subprocess and prints the command first, so any stage can be re-run by hand.
+
+typedef struct {
+    const char *out_dir;
+    size_t pool, train, eval, vocab, hidden, layers, heads, kv_heads, intermediate, epochs, batch, max_digits;
+    double lr;
+    const char *budgets, *waits;
+    uint64_t seed;
+    int threads;
+} DemoSettings;
+
+static void demo_defaults(DemoSettings *d, int quick) {
+    memset(d, 0, sizeof *d);
+    d->out_dir = "out/demo";
+    d->seed = 1;
+    d->max_digits = 3;
+    d->lr = 3e-3;
+    d->batch = 16;
+    d->heads = 4;
+    d->kv_heads = 2;
+    if (!quick) {
+        d->pool = 4000; d->train = 1500; d->eval = 100; d->vocab = 400;
+        d->hidden = 64; d->layers = 2; d->intermediate = 192; d->epochs = 3;
+        d->budgets = "32,64,96,128,auto"; d->waits = "0,1,2";
+    } else {   // the CI version: every stage, a fraction of the work
+        d->pool = 600; d->train = 150; d->eval = 12; d->vocab = 300;
+        d->hidden = 32; d->layers = 1; d->intermediate = 64; d->epochs = 1; d->batch = 8;
+        d->budgets = "16,auto"; d->waits = "0,1";
+    }
+}
+
+// appends s to b, single-quoted for the shell where needed
+static void shell_quote(ByteBuf *b, const char *s) {
+    int plain = *s != '\0';
+    for (const char *p = s; *p; p++)
+        if (!isalnum((unsigned char)*p) && !strchr("/._-,=:+", *p)) plain = 0;
+    if (plain) { bytebuf_puts(b, s); return; }
+    bytebuf_puts(b, "'");
+    for (const char *p = s; *p; p++) {
+        if (*p == '\'') bytebuf_puts(b, "'\\''");
+        else bytebuf_append(b, p, 1);
+    }
+    bytebuf_puts(b, "'");
+}
+
+// The command line of a stage: program, then arguments (NULL-terminated), each quoted.
+static char *demo_command(const char *bin_prefix, const char *program, ...) {
+    ByteBuf b = {NULL, 0, 0};
+    bytebuf_puts(&b, bin_prefix);
+    bytebuf_puts(&b, program);
+    va_list ap;
+    va_start(ap, program);
+    for (const char *arg; (arg = va_arg(ap, const char *)) != NULL;) {
+        bytebuf_puts(&b, " ");
+        shell_quote(&b, arg);
+    }
+    va_end(ap);
+    return b.data;
+}
+
+typedef struct {
+    double *x, *y;   // the training loss by step
+    size_t n, cap;
+} LossCurve;
+
+// Runs one stage: prints its header and command, streams its output (training
+// steps thinned to about 20 lines; the full log goes to log_path), and dies if it fails.
+static void demo_stage(int k, int n_stages, const char *title, const char *cmd, const char *log_path, LossCurve *curve,
+                       double t_start) {
+    char el[32];
+    printf("\n[%d/%d] %s   (demo time so far %s)\n$ %s\n", k, n_stages, title,
+           format_duration(now_seconds() - t_start, el, sizeof el), cmd);
+    fflush(stdout);
+    ByteBuf full = {NULL, 0, 0};
+    bytebuf_puts(&full, cmd);
+    bytebuf_puts(&full, " 2>&1");
+    FILE *p = popen(full.data, "r");
+    if (p == NULL) die("demo: cannot run: %s: %s", cmd, strerror(errno));
+    FILE *log = log_path ? fopenCheck(log_path, "w") : NULL;
+    char line[4096];
+    while (fgets(line, sizeof line, p)) {
+        if (log) fputs(line, log);
+        size_t step, total;
+        double loss;
+        if (sscanf(line, "step %zu/%zu | loss %lf", &step, &total, &loss) == 3) {
+            if (curve) {
+                if (curve->n == curve->cap) {
+                    curve->cap = curve->cap ? 2 * curve->cap : 256;
+                    curve->x = (double *)reallocCheck(curve->x, curve->cap * sizeof(double));
+                    curve->y = (double *)reallocCheck(curve->y, curve->cap * sizeof(double));
+                }
+                curve->x[curve->n] = (double)step;
+                curve->y[curve->n++] = loss;
+            }
+            size_t every = total >= 20 ? total / 20 : 1;
+            if (step % every != 0 && step != total) continue;
+        }
+        fputs("  ", stdout);
+        fputs(line, stdout);
+        fflush(stdout);
+    }
+    if (log) fcloseCheck(log, log_path);
+    int status = pclose(p);
+    if (status != 0) die("demo: stage %d (%s) failed with status %d: %s", k, title, status, cmd);
+    bytebuf_free(&full);
+}
+
+// s1's training text for every selected row, as the corpus of the demo's BPE
+static size_t demo_write_corpus(const char *train_path, const char *corpus_path) {
+    size_t len, rows = 0, line_no = 0;
+    char *text = read_file_check(train_path, &len);
+    AtomicFile af = atomic_open(corpus_path);
+    for (char *line = text; line < text + len;) {
+        char *end = memchr(line, '\n', (size_t)(text + len - line));
+        size_t n = end ? (size_t)(end - line) : (size_t)(text + len - line);
+        line_no++;
+        if (n > 0) {
+            JsonDoc doc;
+            char err[256];
+            if (json_parse(line, n, &doc, err, sizeof err) != 0) die("%s:%zu: %s", train_path, line_no, err);
+            const JsonValue *q = json_get(doc.root, "question"), *t = json_get(doc.root, "thinking_trajectories"),
+                            *a = json_get(doc.root, "attempt");
+            if (!q || q->type != JSON_STRING || !t || t->type != JSON_ARRAY || !a || a->type != JSON_STRING)
+                die("%s:%zu: expected question, thinking_trajectories and attempt", train_path, line_no);
+            ByteBuf thinking = {NULL, 0, 0};
+            for (size_t i = 0; i < t->len; i++) {
+                if (t->items[i].type != JSON_STRING) die("%s:%zu: thinking_trajectories must hold strings", train_path, line_no);
+                if (i) bytebuf_puts(&thinking, "\n");
+                bytebuf_append(&thinking, t->items[i].str, t->items[i].len);
+            }
+            char *sample = chat_s1_train(q->str, thinking.data ? thinking.data : "", a->str);
+            fputs(sample, af.fp);
+            free(sample);
+            bytebuf_free(&thinking);
+            json_free(&doc);
+            rows++;
+        }
+        line = end ? end + 1 : text + len;
+    }
+    atomic_commit(&af);
+    free(text);
+    return rows;
+}
+
+static void usage_demo(void) {
+    printf("usage: ./s1 demo [--out DIR] [--quick] [options]\n"
+           "\n"
+           "s1 in miniature, on the CPU, end to end: a synthetic pool of arithmetic problems with thinking\n"
+           "traces that sometimes slip and fix themselves after \"Wait\" (./data synth), the s1K selection\n"
+           "(./data select), a small BPE (./tokenizer train), s1's training layout (./data tokenize), a small\n"
+           "Qwen2.5-architecture model trained from scratch (./s1 train), then held-out problems at several\n"
+           "thinking budgets and Wait counts (./s1 eval). Each command is printed before it runs. Writes, in DIR:\n"
+           "loss.svg (the training loss), scaling.svg and scaling.md (the test-time scaling table), and every\n"
+           "intermediate file.\n"
+           "\n"
+           "  --out DIR            output folder (default out/demo)\n"
+           "  --quick              a much smaller run that only checks that every stage works (CI)\n"
+           "  --pool N --train N --eval N   pool rows, selected training rows, held-out problems (4000, 1500, 100)\n"
+           "  --max-digits N       operand digits of the synthetic problems (3)\n"
+           "  --vocab N            BPE vocabulary before the 3 added tokens (400)\n"
+           "  --hidden N --layers N --intermediate N   model size (64, 2, 192; 4 query and 2 KV heads)\n"
+           "  --epochs N --batch N --lr X                training (3, 16, 3e-3)\n"
+           "  --budgets LIST --waits LIST                the sweep (32,64,96,128,auto and 0,1,2)\n"
+           "  --seed N             data seed (1)\n"
+           "  --threads N          threads for each stage (default: all cores)\n");
+}
+
+static int main_demo(int argc, char **argv) {
+    int quick = 0;
+    for (int i = 0; i < argc; i++) if (arg_is(argv[i], "--quick")) quick = 1;
+    DemoSettings d;
+    demo_defaults(&d, quick);
+    for (int i = 0; i < argc; i++) {
+        const char *a = argv[i];
+        if (arg_is(a, "--help") || arg_is(a, "-h")) { usage_demo(); return 0; }
+        else if (arg_is(a, "--quick")) continue;
+        else if (arg_is(a, "--out")) d.out_dir = arg_value(argc, argv, &i);
+        else if (arg_is(a, "--pool")) d.pool = arg_size(argc, argv, &i, 0);
+        else if (arg_is(a, "--train")) d.train = arg_size(argc, argv, &i, 0);
+        else if (arg_is(a, "--eval")) d.eval = arg_size(argc, argv, &i, 0);
+        else if (arg_is(a, "--max-digits")) d.max_digits = arg_size(argc, argv, &i, 0);
+        else if (arg_is(a, "--vocab")) d.vocab = arg_size(argc, argv, &i, 0);
+        else if (arg_is(a, "--hidden")) d.hidden = arg_size(argc, argv, &i, 0);
+        else if (arg_is(a, "--layers")) d.layers = arg_size(argc, argv, &i, 0);
+        else if (arg_is(a, "--intermediate")) d.intermediate = arg_size(argc, argv, &i, 0);
+        else if (arg_is(a, "--epochs")) d.epochs = arg_size(argc, argv, &i, 0);
+        else if (arg_is(a, "--batch")) d.batch = arg_size(argc, argv, &i, 0);
+        else if (arg_is(a, "--lr")) d.lr = arg_double(argc, argv, &i);
+        else if (arg_is(a, "--budgets")) d.budgets = arg_value(argc, argv, &i);
+        else if (arg_is(a, "--waits")) d.waits = arg_value(argc, argv, &i);
+        else if (arg_is(a, "--seed")) d.seed = arg_size(argc, argv, &i, 1);
+        else if (arg_is(a, "--threads")) d.threads = (int)arg_size(argc, argv, &i, 0);
+        else die("demo: unknown argument '%s' (see ./s1 demo --help)", a);
+    }
+    if (d.hidden % d.heads != 0) die("demo: --hidden %zu must be a multiple of the %zu heads", d.hidden, d.heads);
+    // the sibling programs live next to this one
+    char exe[4096], bin_prefix[4200], cwd[4096];
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    if (n <= 0) die("demo: cannot find this program's folder (/proc/self/exe)");
+    exe[n] = '\0';
+    *strrchr(exe, '/') = '\0';
+    if (getcwd(cwd, sizeof cwd) && strcmp(cwd, exe) == 0) snprintf(bin_prefix, sizeof bin_prefix, "./");
+    else {
+        ByteBuf q = {NULL, 0, 0};
+        shell_quote(&q, exe);
+        snprintf(bin_prefix, sizeof bin_prefix, "%s/", q.data);
+        bytebuf_free(&q);
+    }
+    for (const char *prog = "data"; prog; prog = strcmp(prog, "data") == 0 ? "tokenizer" : NULL) {
+        char path[4200];
+        snprintf(path, sizeof path, "%s/%s", exe, prog);
+        if (access(path, X_OK) != 0) die("demo: %s is missing; run make first", path);
+    }
+    make_dir(d.out_dir);
+    char pool[4200], evalp[4200], train[4200], corpus[4200], tok[4200], shard[4200], config[4200], model[4200], log[4200],
+         num[8][32], svg[4200];
+    snprintf(pool, sizeof pool, "%s/pool.jsonl", d.out_dir);
+    snprintf(evalp, sizeof evalp, "%s/heldout.jsonl", d.out_dir);
+    snprintf(train, sizeof train, "%s/train.jsonl", d.out_dir);
+    snprintf(corpus, sizeof corpus, "%s/corpus.txt", d.out_dir);
+    snprintf(tok, sizeof tok, "%s/tokenizer", d.out_dir);
+    snprintf(shard, sizeof shard, "%s/train.shard", d.out_dir);
+    snprintf(config, sizeof config, "%s/config.json", d.out_dir);
+    snprintf(model, sizeof model, "%s/model", d.out_dir);
+    snprintf(log, sizeof log, "%s/train.log", d.out_dir);
+    char threads[32];
+    snprintf(threads, sizeof threads, "%d", d.threads > 0 ? d.threads : omp_get_max_threads());
+    const int S = 9;
+    double t0 = now_seconds();
+    printf("s1 demo: the whole s1 recipe in miniature, into %s (%s run)\n", d.out_dir, quick ? "quick" : "full");
+
+    snprintf(num[0], 32, "%zu", d.pool); snprintf(num[1], 32, "%llu", (unsigned long long)d.seed); snprintf(num[2], 32, "%zu", d.max_digits);
+    char *cmd = demo_command(bin_prefix, "data", "synth", "--out", pool, "--n", num[0], "--seed", num[1], "--max-digits", num[2], NULL);
+    demo_stage(1, S, "a synthetic pool of problems with thinking traces", cmd, NULL, NULL, t0);
+    free(cmd);
+
+    snprintf(num[0], 32, "%zu", d.eval);
+    cmd = demo_command(bin_prefix, "data", "synth", "--eval-set", "--out", evalp, "--n", num[0], "--seed", num[1], "--max-digits", num[2], NULL);
+    demo_stage(2, S, "held-out evaluation problems (never in a pool)", cmd, NULL, NULL, t0);
+    free(cmd);
+
+    snprintf(num[0], 32, "%zu", d.train);
+    cmd = demo_command(bin_prefix, "data", "select", pool, "--out", train, "--eval", evalp, "--n", num[0], "--seed", num[1], NULL);
+    demo_stage(3, S, "the s1K selection: quality, difficulty, diversity", cmd, NULL, NULL, t0);
+    free(cmd);
+
+    char el[32];
+    printf("\n[4/%d] the training texts (s1's chat layout) as the tokenizer's corpus   (demo time so far %s)\n", S,
+           format_duration(now_seconds() - t0, el, sizeof el));
+    size_t rows = demo_write_corpus(train, corpus);
+    printf("  wrote %s: %zu training texts\n", corpus, rows);
+    snprintf(num[0], 32, "%zu", d.vocab);
+    cmd = demo_command(bin_prefix, "tokenizer", "train", "--vocab-size", num[0], "--out", tok, corpus, NULL);
+    demo_stage(5, S, "a small byte-level BPE", cmd, NULL, NULL, t0);
+    free(cmd);
+
+    cmd = demo_command(bin_prefix, "data", "tokenize", train, "--tokenizer", tok, "--out", shard, NULL);
+    demo_stage(6, S, "s1's training layout and loss mask, as a token shard", cmd, NULL, NULL, t0);
+    free(cmd);
+
+    // the model: Qwen2.5's architecture at a laptop's size; the embedding is padded past the
+    // tokenizer to a multiple of 16 rows, as Qwen2.5 pads its own, so eval meets unused rows too
+    Tokenizer *t = tokenizer_load(tok);
+    size_t V = ((size_t)tokenizer_size(t) + 16) / 16 * 16;
+    tokenizer_free(t);
+    printf("\n[7/%d] a Qwen2.5-architecture model from scratch: %s\n", S, config);
+    AtomicFile af = atomic_open(config);
+    fprintf(af.fp, "{\"architectures\": [\"Qwen2ForCausalLM\"], \"model_type\": \"qwen2\", \"hidden_act\": \"silu\",\n"
+                   " \"vocab_size\": %zu, \"hidden_size\": %zu, \"intermediate_size\": %zu, \"num_hidden_layers\": %zu,\n"
+                   " \"num_attention_heads\": %zu, \"num_key_value_heads\": %zu, \"max_position_embeddings\": 1024,\n"
+                   " \"rope_theta\": 10000.0, \"rms_norm_eps\": 1e-06, \"tie_word_embeddings\": true, \"torch_dtype\": \"float32\"}\n",
+            V, d.hidden, d.intermediate, d.layers, d.heads, d.kv_heads);
+    atomic_commit(&af);
+    snprintf(num[0], 32, "%zu", d.epochs); snprintf(num[3], 32, "%zu", d.batch); snprintf(num[4], 32, "%g", d.lr);
+    cmd = demo_command(bin_prefix, "s1", "train", "--init-config", config, "--data", shard, "--out", model, "--epochs", num[0],
+                       "--batch", num[3], "--lr", num[4], "--threads", threads, NULL);
+    LossCurve curve = {NULL, NULL, 0, 0};
+    demo_stage(8, S, "training (s1's recipe: AdamW, cosine schedule, masked loss)", cmd, log, &curve, t0);
+    free(cmd);
+    snprintf(svg, sizeof svg, "%s/loss.svg", d.out_dir);
+    SvgSeries ls = {"training loss (per step)", curve.x, curve.y, curve.n, NULL};
+    svg_line_plot_file(svg, "Training loss", "optimizer step", "loss (nats per target token)", &ls, 1);
+    printf("  wrote %s\n", svg);
+    free(curve.x);
+    free(curve.y);
+
+    cmd = demo_command(bin_prefix, "s1", "eval", "--model", model, "--tokenizer", tok, "--problems", evalp, "--budgets", d.budgets,
+                       "--waits", d.waits, "--max-gen-toks", "512", "--out", d.out_dir, "--threads", threads, NULL);
+    demo_stage(9, S, "held-out accuracy at several thinking budgets and Wait counts", cmd, NULL, NULL, t0);
+    free(cmd);
+    printf("\ndemo done in %s. Plots: %s/loss.svg, %s/scaling.svg; table: %s/scaling.md\n",
+           format_duration(now_seconds() - t0, el, sizeof el), d.out_dir, d.out_dir, d.out_dir);
+    return 0;
+}
+
 // Subcommands: add a row here (and its main_ function) to extend ./s1.
 static const struct { const char *name; int (*run)(int, char **); const char *help; } commands[] = {
     {"train", main_train, "train or fine-tune on a token shard (resumable)"},
     {"loss", main_loss, "masked loss of a checkpoint on a shard"},
     {"bench", main_bench, "tokens/s of full training steps on a random model"},
+    {"sample", main_sample, "generate with budget forcing (thinking budget, Wait) from JSONL prompts"},
+    {"eval", main_eval, "test-time scaling table: accuracy over thinking budgets and Wait counts"},
+    {"demo", main_demo, "s1 in miniature: data, tokenizer, training, scaling table (start here)"},
 };
 
 static void usage(void) {

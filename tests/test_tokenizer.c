@@ -402,6 +402,46 @@ static void test_chat(Tokenizer *tok) {
     TEST_END();
 }
 
+// tests/fixtures/s1-layout.jsonl (scripts/gen_s1_layout_fixture.py): s1 samples that
+// transformers' apply_chat_template rendered and tokenised.
+static void test_s1_layout_fixture(Tokenizer *tok) {
+    TEST_BEGIN("chat_s1_train() == HF apply_chat_template text and ids (tests/fixtures/s1-layout.jsonl)");
+    size_t len;
+    char *text = read_file_check("tests/fixtures/s1-layout.jsonl", &len);
+    int n = 0;
+    for (size_t i = 0; i < len;) {
+        size_t end = i;
+        while (end < len && text[end] != '\n') end++;
+        JsonDoc doc;
+        char err[256];
+        if (json_parse(text + i, end - i, &doc, err, sizeof err) != 0) die("s1-layout.jsonl: %s", err);
+        const JsonValue *traj = json_get(doc.root, "thinking_trajectories");
+        ByteBuf thinking = {0};
+        for (size_t k = 0; k < traj->len; k++) {
+            if (k) bytebuf_append(&thinking, "\n", 1);
+            bytebuf_append(&thinking, traj->items[k].str, traj->items[k].len);
+        }
+        char *got = chat_s1_train(json_get(doc.root, "question")->str, thinking.len ? thinking.data : "",
+                                  json_get(doc.root, "attempt")->str);
+        const char *name = json_get(doc.root, "name")->str;
+        CHECK(strcmp(got, json_get(doc.root, "text")->str) == 0, "%s: text differs", name);
+        IdList ids = {0}, want = {0};
+        tokenizer_encode(tok, got, strlen(got), 1, &ids);
+        read_ids(json_get(doc.root, "ids"), &want);
+        CHECK(ids_equal(&ids, want.data, want.len), "%s: ids differ", name);
+        n++;
+        free(got);
+        bytebuf_free(&thinking);
+        idlist_free(&ids);
+        idlist_free(&want);
+        json_free(&doc);
+        i = end + 1;
+    }
+    CHECK(n >= 10, "only %d samples", n);
+    free(text);
+    TEST_END();
+}
+
 static void test_trained(void) {
     Tokenizer *tok = tokenizer_load(TRAINED_DIR);
     size_t n;
@@ -514,6 +554,7 @@ int main(void) {
     test_hf_fixture(from_json);
     test_stream_decode(from_json);
     test_chat(from_json);
+    test_s1_layout_fixture(from_json);
     test_trained();
     test_train_reproducible();
     tokenizer_free(from_json);

@@ -8,6 +8,8 @@ Writes (run from anywhere; paths are relative to the repo root):
                                         edge cases; {"text", "pretokens"}: HF's pre-tokenizer pieces
                                         of NFC(text); {"ids", "decoded"}: HF's decoding of seeded
                                         random id sequences (many broken UTF-8 byte runs)
+  tests/fixtures/tok_chat_hf.jsonl      {"roles", "contents", "add_generation_prompt", "text"}: Qwen2.5's
+                                        chat template rendered by transformers' apply_chat_template
   tests/fixtures/tok_trained/tokenizer.json
                                         `./tokenizer train --vocab-size 768` on the vectors' texts
                                         (each followed by "\\n"), with the default added tokens
@@ -32,6 +34,17 @@ VECTORS = os.path.join(ROOT, "tests/fixtures/qwen2.5-vectors.jsonl")
 OUT_QWEN = os.path.join(ROOT, "tests/fixtures/tok_hf_qwen.jsonl")
 TRAINED_DIR = os.path.join(ROOT, "tests/fixtures/tok_trained")
 OUT_TRAINED = os.path.join(ROOT, "tests/fixtures/tok_trained_hf.jsonl")
+OUT_CHAT = os.path.join(ROOT, "tests/fixtures/tok_chat_hf.jsonl")
+
+CHATS = [
+    ([("user", "Hi!")], True),
+    ([("user", "Hi!")], False),
+    ([("system", "You are a cat."), ("user", "hello"), ("assistant", "Meow!"), ("user", "Why?")], True),
+    ([("system", "")], False),
+    ([("user", "  spaces kept \n"), ("assistant", "ünïcödé 你好 😀\n\n")], False),
+    ([("user", "q1"), ("assistant", "a1"), ("system", "late system turn"), ("user", "q2")], True),
+    ([("user", "What is 1+1?"), ("assistant", "<|im_start|>think\n1+1=2.\n<|im_start|>answer\nAnswer: 2")], False),
+]
 
 ADDED = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<tool_call>", "</tool_call>", "<|fim_pad|>", "<|file_sep|>"]
 
@@ -133,6 +146,18 @@ def main():
         rows.append({"ids": ids, "decoded": qwen.decode(ids, skip_special_tokens=False)})
     write_jsonl(OUT_QWEN, rows)
     print(f"wrote {OUT_QWEN}: {len(texts)} encode cases, {len(EDGE_CASES) + 300} pre-token cases, {len(broken) + 300} decode cases")
+
+    # the chat template, rendered by transformers from tokenizer_config.json
+    from transformers import AutoTokenizer
+    hf_tok = AutoTokenizer.from_pretrained(os.path.dirname(QWEN_JSON))
+    rows = []
+    for messages, gen in CHATS:
+        text = hf_tok.apply_chat_template([{"role": r, "content": c} for r, c in messages], tokenize=False,
+                                          add_generation_prompt=gen)
+        rows.append({"roles": [r for r, _ in messages], "contents": [c for _, c in messages],
+                     "add_generation_prompt": gen, "text": text})
+    write_jsonl(OUT_CHAT, rows)
+    print(f"wrote {OUT_CHAT}: {len(rows)} chats")
 
     # the small trained tokenizer, trained by our trainer on the vectors' texts
     with open(VECTORS, encoding="utf-8") as f:

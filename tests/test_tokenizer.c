@@ -5,7 +5,9 @@
 //     and id sequences (tests/fixtures/tok_hf_qwen.jsonl, scripts/gen_tokenizer_fixtures.py);
 //   - a small trained tokenizer (tests/fixtures/tok_trained/tokenizer.json) and the ids
 //     HF gives with it (tests/fixtures/tok_trained_hf.jsonl);
-//   - the chat layouts' token vectors of qwen2.5.md section 6 and s1-spec.md 2.2.
+//   - the chat layouts' token vectors of qwen2.5.md section 6 and s1-spec.md 2.2, and
+//     texts that transformers' apply_chat_template rendered (tests/fixtures/tok_chat_hf.jsonl,
+//     tests/fixtures/s1-layout.jsonl).
 // Run from the repo root: build/tests/test_tokenizer
 #define TOKENIZER_NO_MAIN
 #include "../tokenizer.c"
@@ -402,6 +404,33 @@ static void test_chat(Tokenizer *tok) {
     TEST_END();
 }
 
+// tests/fixtures/tok_chat_hf.jsonl: transformers' apply_chat_template renderings.
+static void test_chat_fixture(void) {
+    TEST_BEGIN("chat_qwen() == transformers apply_chat_template (tests/fixtures/tok_chat_hf.jsonl)");
+    size_t len;
+    char *text = read_file_check("tests/fixtures/tok_chat_hf.jsonl", &len);
+    int n = 0;
+    for (size_t i = 0; i < len;) {
+        size_t end = i;
+        while (end < len && text[end] != '\n') end++;
+        JsonDoc doc;
+        char err[256];
+        if (json_parse(text + i, end - i, &doc, err, sizeof err) != 0) die("tok_chat_hf.jsonl: %s", err);
+        const JsonValue *roles = json_get(doc.root, "roles"), *contents = json_get(doc.root, "contents");
+        const char *r[16], *c[16];
+        for (size_t k = 0; k < roles->len && k < 16; k++) { r[k] = roles->items[k].str; c[k] = contents->items[k].str; }
+        char *got = chat_qwen(NULL, r, c, (int)roles->len, json_get(doc.root, "add_generation_prompt")->type == JSON_TRUE);
+        CHECK(strcmp(got, json_get(doc.root, "text")->str) == 0, "chat %d: got \"%s\"", n + 1, got);
+        free(got);
+        json_free(&doc);
+        n++;
+        i = end + 1;
+    }
+    CHECK(n >= 7, "only %d chats", n);
+    free(text);
+    TEST_END();
+}
+
 // tests/fixtures/s1-layout.jsonl (scripts/gen_s1_layout_fixture.py): s1 samples that
 // transformers' apply_chat_template rendered and tokenised.
 static void test_s1_layout_fixture(Tokenizer *tok) {
@@ -554,6 +583,7 @@ int main(void) {
     test_hf_fixture(from_json);
     test_stream_decode(from_json);
     test_chat(from_json);
+    test_chat_fixture();
     test_s1_layout_fixture(from_json);
     test_trained();
     test_train_reproducible();

@@ -329,10 +329,16 @@ struct Fiber {
     alignas(16) unsigned char res[16];
 };
 
+struct WarpGroup {         // lanes waiting in one warp operation over `mask`
+    uint32_t mask, arrived;
+};
+
 struct Warp {
     uint32_t exist_mask;  // lanes that exist in this block
     uint32_t done_mask;   // lanes that exited
     uint32_t wait_mask;   // lanes waiting in a warp operation
+    int ngroups;          // the operations in progress: usually one, more when parts of the warp use their own masks
+    WarpGroup groups[32];
 };
 
 struct Job {                       // one launch, type-erased
@@ -385,9 +391,19 @@ struct Worker {
     }
 };
 
+// The OS thread's scheduler state, made on first use and deleted when the thread ends.
+// The hot paths read a plain thread-local pointer (no TLS wrapper call).
+inline thread_local Worker *this_worker = nullptr;
+struct WorkerOwner {
+    ~WorkerOwner() { delete this_worker; this_worker = nullptr; }
+};
 inline Worker &worker() {
-    static thread_local Worker w;
-    return w;
+    if (__builtin_expect(!this_worker, 0)) {
+        static thread_local WorkerOwner owner;
+        (void)owner;
+        this_worker = new Worker;
+    }
+    return *this_worker;
 }
 
 inline void *dynamic_smem() { return worker().dyn_smem; }
@@ -461,7 +477,7 @@ inline void release_syncthreads(Worker &w) {
         Fiber *f = w.pool[t];
         if (f->state == DONE) continue;
         if (!first) first = f;
-        else if (f->line != first->line || strcmp(f->file, first->file) != 0) {
+        else if (f->line != first->line || (f->file != first->file && strcmp(f->file, first->file) != 0)) {
             char b[64];
             block_location(b, sizeof b);
             cuemu_fail("divergent __syncthreads() in %s: %s waits at %s:%d, %s at %s:%d", b,
@@ -508,14 +524,13 @@ inline void fiber_main() {
         Warp &wp = w.warps[self->tid >> 5];
         uint32_t bit = 1u << (self->tid & 31);
         wp.done_mask |= bit;
-        for (uint32_t waiting = wp.wait_mask; waiting; waiting &= waiting - 1) {
-            Fiber *g = w.pool[(self->tid & ~31) + __builtin_ctz(waiting)];
-            if (g->mask & bit) {
-                char b[64];
-                block_location(b, sizeof b);
-                cuemu_fail("%s: %s exited while %s waits for it in %s(mask 0x%08x) at %s:%d", b,
-                           ThreadName(self).s, ThreadName(g).s, warp_op_name(g->op), g->mask, g->file, g->line);
-            }
+        for (int i = 0; i < wp.ngroups; i++) {
+            if (!(wp.groups[i].mask & bit)) continue;
+            Fiber *g = w.pool[(self->tid & ~31) + __builtin_ctz(wp.groups[i].arrived)];
+            char b[64];
+            block_location(b, sizeof b);
+            cuemu_fail("%s: %s exited while %s waits for it in %s(mask 0x%08x) at %s:%d", b, ThreadName(self).s,
+                       ThreadName(g).s, warp_op_name(g->op), g->mask, g->file, g->line);
         }
         schedule_next(w, self);
     }
@@ -567,7 +582,11 @@ inline void run_block(Worker &w, int nthreads) {
     dim3 bd = blockDim;
     w.nthreads = nthreads;
     w.ndone = w.nsync = 0;
-    for (int i = 0; i < 32; i++) w.warps[i] = Warp{0, 0, 0};
+    for (int i = 0; i < 32; i++) {
+        Warp &wp = w.warps[i];
+        wp.exist_mask = wp.done_mask = wp.wait_mask = 0;
+        wp.ngroups = 0;
+    }
     for (int t = 0; t < nthreads; t++) {
         Fiber *f = w.pool[t];
         f->tid = t;
@@ -699,23 +718,39 @@ inline void warp_op(int op, unsigned mask, const void *val, int size, int arg, i
     f->file = file;
     f->line = line;
     f->state = AT_WARP_OP;
-    // A waiting lane that includes this one in its mask must be in the same operation (else both
-    // wait for each other: undefined in CUDA). One that excludes it is in another group of the warp.
-    bool complete = true;
-    for (uint32_t m = mask & ~bit; m; m &= m - 1) {
-        Fiber *g = w.pool[base + __builtin_ctz(m)];
-        bool waiting = (wp.wait_mask >> (g->tid & 31)) & 1;
-        bool same = waiting && g->mask == mask && g->op == op && g->width == width && g->size == size;
-        if (waiting && !same && (g->mask & bit)) {
+    // Lanes that wait for each other must be in the same operation: undefined in CUDA otherwise. A
+    // group whose mask leaves this lane out, or that waits for it while it waits for none of them,
+    // is another, independent operation of the warp.
+    WarpGroup *mine = nullptr;
+    for (int i = 0; i < wp.ngroups; i++) {
+        WarpGroup &g = wp.groups[i];
+        Fiber *other = nullptr;
+        if (g.mask == mask) {
+            mine = &g;
+            Fiber *r = w.pool[base + __builtin_ctz(g.arrived)];
+            if (r->op != op || r->width != width || r->size != size) other = r;
+        } else if ((g.mask & bit) && (g.arrived & mask)) {
+            other = w.pool[base + __builtin_ctz(g.arrived & mask)];
+        }
+        if (other) {
             block_location(b, sizeof b);
             cuemu_fail("%s: mismatched warp operations: %s calls %s(mask 0x%08x, width %d) at %s:%d, %s calls "
-                       "%s(mask 0x%08x, width %d) at %s:%d", b, ThreadName(g).s, warp_op_name(g->op), g->mask,
-                       g->width, g->file, g->line, ThreadName(f).s, warp_op_name(op), mask, width, file, line);
+                       "%s(mask 0x%08x, width %d) at %s:%d", b, ThreadName(other).s, warp_op_name(other->op),
+                       other->mask, other->width, other->file, other->line, ThreadName(f).s, warp_op_name(op), mask,
+                       width, file, line);
         }
-        complete = complete && same;
     }
+    if (!mine) {
+        mine = &wp.groups[wp.ngroups++];
+        mine->mask = mask;
+        mine->arrived = 0;
+    }
+    mine->arrived |= bit;
     wp.wait_mask |= bit;
-    if (complete) complete_warp_op(w, base, mask);
+    if (mine->arrived == mask) {
+        *mine = wp.groups[--wp.ngroups];
+        complete_warp_op(w, base, mask);
+    }
     schedule_next(w, f);
 }
 

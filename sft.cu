@@ -1,0 +1,92 @@
+/*
+ * sft.cu: supervised fine-tuning of Qwen2.5 on the GPU, as s1 did it.
+ *
+ * STATUS: forward pass only. This program loads a Hugging Face checkpoint into
+ * bf16 GPU memory and computes s1's masked loss over a token shard with the
+ * hand-written kernels of common/kernels.cuh (cuBLAS for the GEMMs): the same
+ * contract as `./s1 loss`, which it must match. Training (the backward
+ * kernels, AdamW, NCCL data parallelism) is a later issue and is NOT here.
+ *
+ *   make cuda   -> build/cuda/sft (nvcc, sm_90)
+ *   make emu    -> build/emu/sft  (the same source on the CPU, through common/cuemu.h)
+ *   build/cuda/sft --model Qwen2.5-0.5B-Instruct --data train.shard   # last line "loss: <float>"
+ *
+ * The loss is s1's (s1-spec.md section 3.2): each sequence's mean cross-entropy
+ * over its target tokens, averaged over sequences. Sequences run one at a
+ * time (s1's per-device batch is 1), each truncated to --max-seq-len tokens.
+ */
+#include "common/kernels.cuh"
+#include "common/shard.h"
+#include <unistd.h>
+
+static void usage(void) {
+    printf("usage: sft --model DIR --data SHARD [--max-seq-len N] [--chunk-rows N]\n"
+           "\n"
+           "Loads a Hugging Face Qwen2 checkpoint folder (config.json + model.safetensors or a sharded\n"
+           "index; F32, F16 or BF16) into bf16 GPU memory and prints the masked loss of the shard,\n"
+           "normalised as s1 trains: the mean over sequences of each sequence's mean target-token\n"
+           "cross-entropy. The last line is \"loss: <float>\" (the same contract as ./s1 loss).\n"
+           "\n"
+           "  --max-seq-len N  truncate longer sequences to N tokens (default 32768)\n"
+           "  --chunk-rows N   tokens per LM-head chunk: the logits buffer is N x vocab fp32\n"
+           "                   (default 1024: 623 MB at Qwen2.5's 152064 rows)\n"
+           "\n"
+           "Forward only for now: training (backward kernels, AdamW, NCCL data parallel) is not\n"
+           "implemented yet; use ./s1 train on the CPU.\n");
+}
+
+static size_t parse_size(const char *flag, const char *value) {
+    char *end;
+    errno = 0;
+    unsigned long long v = strtoull(value, &end, 10);
+    if (errno != 0 || end == value || *end != '\0' || v == 0 || value[0] == '-')
+        die("sft: %s needs a positive integer, got '%s'", flag, value);
+    return (size_t)v;
+}
+
+int main(int argc, char **argv) {
+    const char *model_dir = NULL, *data_path = NULL;
+    size_t max_seq_len = 32768, chunk_rows = 1024;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) { usage(); return 0; }
+        int has_value = i + 1 < argc;
+        if (strcmp(a, "--model") == 0 && has_value) model_dir = argv[++i];
+        else if (strcmp(a, "--data") == 0 && has_value) data_path = argv[++i];
+        else if (strcmp(a, "--max-seq-len") == 0 && has_value) max_seq_len = parse_size(a, argv[++i]);
+        else if (strcmp(a, "--chunk-rows") == 0 && has_value) chunk_rows = parse_size(a, argv[++i]);
+        else die("sft: unknown argument or missing value '%s' (see sft --help)", a);
+    }
+    if (model_dir == NULL || data_path == NULL) die("sft: --model and --data are required (see sft --help)");
+    if (chunk_rows > (1u << 20)) die("sft: --chunk-rows %zu is too large", chunk_rows);
+
+    Shard shard;
+    shard_read(&shard, data_path);
+    GpuModel model;
+    gpu_model_load(&model, model_dir, (int)chunk_rows);
+    if (shard.header.vocab_size > model.config.vocab_size)
+        die("%s: shard vocab_size %u exceeds the model's %zu embedding rows", data_path, shard.header.vocab_size, model.config.vocab_size);
+    fprintf(stderr, "sft: %s, %zu parameters (bf16 on the GPU), %zu layers; %s: %llu sequences\n", model_dir,
+            model.num_parameters, model.config.num_layers, data_path, (unsigned long long)shard.header.num_sequences);
+
+    size_t S = (size_t)shard.header.num_sequences, targets = 0;
+    double sum = 0.0, t0 = now_seconds();
+    for (size_t i = 0; i < S; i++) {
+        size_t start = (size_t)shard.offsets[i], len = shard_seq_len(&shard, i);
+        if (len > max_seq_len) len = max_seq_len;
+        size_t offs[2] = {0, len};
+        sum += gpu_forward(&model, shard.ids + start, shard.mask + start, offs, 1);
+        for (size_t t = 1; t < len; t++) targets += shard.mask[start + t];
+        if (isatty(fileno(stderr))) {
+            char eta[32];
+            double el = now_seconds() - t0;
+            fprintf(stderr, "\r%zu/%zu sequences, ETA %s   ", i + 1, S, format_duration(el / (double)(i + 1) * (double)(S - i - 1), eta, sizeof eta));
+        }
+    }
+    if (isatty(fileno(stderr))) fprintf(stderr, "\n");
+    printf("sequences: %zu, target tokens: %zu\n", S, targets);
+    printf("loss: %.6f\n", S ? sum / (double)S : 0.0);
+    gpu_model_free(&model);
+    shard_free(&shard);
+    return 0;
+}

@@ -96,6 +96,28 @@ static void test_quality_rules(void) {
     TEST_END();
 }
 
+static void test_quality_fixture(void) {
+    TEST_BEGIN("quality: 2000 random strings agree with Python (tests/fixtures/data-quality-cases.jsonl)");
+    JsonlReader r;
+    jsonl_open(&r, "tests/fixtures/data-quality-cases.jsonl", 0);
+    const JsonValue *obj;
+    size_t cases = 0, positives = 0;
+    while ((obj = jsonl_next(&r)) != NULL) {
+        const JsonValue *q = json_get(obj, "q");
+        const char *src = json_get(obj, "source_type")->str;
+        int bold = has_bold_with_digit(q->str, q->len), pnum = has_p_number_dot(q->str, q->len);
+        int keep = passes_quality(q->str, q->len, src);
+        CHECK(bold == (int)json_get(obj, "bold")->integer, "line %zu: bold %d, Python %lld", r.line_no, bold, (long long)json_get(obj, "bold")->integer);
+        CHECK(pnum == (int)json_get(obj, "pnum")->integer, "line %zu: p-number %d", r.line_no, pnum);
+        CHECK(keep == (int)json_get(obj, "keep")->integer, "line %zu: keep %d", r.line_no, keep);
+        cases++;
+        positives += (size_t)bold;
+    }
+    CHECK(cases == 2000 && positives > 50, "%zu cases, %zu bold positives", cases, positives);
+    jsonl_close(&r);
+    TEST_END();
+}
+
 static void test_na_and_difficulty(void) {
     TEST_BEGIN("na: any missing feature drops the row");
     PoolRow ok = mkrow("q", "Algebra", "MATH", 0, 0, 1, 10);
@@ -620,6 +642,7 @@ static void test_synth(void) {
 
 int main(void) {
     test_quality_rules();
+    test_quality_fixture();
     test_na_and_difficulty();
     test_decontaminate_and_dedup();
     test_draw_rank();

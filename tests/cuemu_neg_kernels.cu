@@ -3,8 +3,10 @@
 // tests/test_cuemu.sh runs each mode and checks the message (and that "ok"
 // runs clean under ASan and Valgrind). Also compiles with nvcc.
 #include "common/cuemu.h"
+#include <nccl.h>
 #include <stdio.h>
 #include <string.h>
+#include <thread>
 
 #define N 256
 
@@ -109,6 +111,21 @@ __global__ void block_sum_kernel(float *out, const float *in) {
     }
 }
 
+// Two ranks whose collective sequences differ: rank 1 skips the all-reduce, so rank 0
+// waits for it forever on a GPU. The emulator gives up after CUEMU_NCCL_TIMEOUT seconds.
+static void nccl_mismatch(float *buf) {
+    ncclUniqueId id;
+    ncclCheck(ncclGetUniqueId(&id));
+    std::thread rank1([&] {
+        ncclComm_t comm;
+        ncclCheck(ncclCommInitRank(&comm, 2, id, 1));
+    });
+    ncclComm_t comm;
+    ncclCheck(ncclCommInitRank(&comm, 2, id, 0));
+    rank1.join();
+    ncclCheck(ncclAllReduce(buf, buf, 16, ncclFloat, ncclSum, comm, 0));
+}
+
 int main(int argc, char **argv) {
     const char *mode = argc > 1 ? argv[1] : "";
     int *d_in, *d_out;
@@ -155,6 +172,8 @@ int main(int argc, char **argv) {
     } else if (!strcmp(mode, "host_pointer_arg")) {
         static float host_array[32];  // not from cudaMalloc: the GPU would fault on it
         CU_LAUNCH(scale_kernel, 1, 32, 0, 0)(host_array, 2.0f);
+    } else if (!strcmp(mode, "nccl_mismatch")) {
+        nccl_mismatch(f_out);
     } else if (!strcmp(mode, "big_locals")) {
         CU_LAUNCH(big_locals_kernel, 1, 2, 0, 0)(f_out);
         cudaCheck(cudaGetLastError());
@@ -178,7 +197,7 @@ int main(int argc, char **argv) {
         printf("ok: 8 block sums right\n");
     } else {
         fprintf(stderr, "usage: %s missing_barrier|divergent_barrier|mask_excludes_caller|mismatched_ops|"
-                        "mismatched_masks|launch_in_kernel|warp_deadlock|shuffle_after_exit|dynamic_smem_overflow|static_smem_overflow|host_pointer_arg|big_locals|ok\n", argv[0]);
+                        "mismatched_masks|launch_in_kernel|warp_deadlock|shuffle_after_exit|dynamic_smem_overflow|static_smem_overflow|host_pointer_arg|nccl_mismatch|big_locals|ok\n", argv[0]);
         return 2;
     }
     cudaCheck(cudaDeviceSynchronize());

@@ -41,26 +41,20 @@
 // ----------------------------------------------------------------------------
 // vector helpers
 //
-// Every dot product in the file goes through dot(): LANES independent partial
-// sums, then a fixed reduction. The fixed order makes every result independent
-// of the thread count and of matmul tiling (so a resumed run is bit-identical
-// and the KV-cache decoder matches the batched forward), and the lane-wise
-// accumulation lets the compiler vectorise without -ffast-math.
+// Every sum in the file runs in a fixed order that does not depend on the
+// number of threads, so a resumed run is bit-identical to an uninterrupted one.
+// dot() keeps LANES independent partial sums and adds them up at the end: the
+// lane-wise accumulation lets the compiler vectorise without -ffast-math.
 
 #define LANES 16
-
-static inline float lanes_sum(const float *acc) {
-    float s = 0.0f;
-    for (int j = 0; j < LANES; j++) s += acc[j];
-    return s;
-}
 
 static inline float dot(const float *a, const float *b, size_t n) {
     float acc[LANES] = {0};
     size_t i = 0;
     for (; i + LANES <= n; i += LANES)
         for (int j = 0; j < LANES; j++) acc[j] += a[i + j] * b[i + j];
-    float s = lanes_sum(acc);
+    float s = 0.0f;
+    for (int j = 0; j < LANES; j++) s += acc[j];
     for (; i < n; i++) s += a[i] * b[i];
     return s;
 }
@@ -121,52 +115,8 @@ static void rmsnorm_backward(float *dinp, float *dweight, const float *dout, con
 }
 
 // Linear layer y = x W^T + b with W stored (OC, C) as in HF checkpoints.
-// Forward: tiles of 4 tokens x 4 output features, 16 dot products whose LANES
-// partial sums stay in registers while the rows stream by. Every element is
-// the same reduction as dot(), so tiling never changes a result.
-static void matmul_tile4x4(float *out, const float *inp, const float *weight, size_t C, size_t OC) {
-    float acc[16][LANES] = {{0}};
-    const float *x0 = inp, *x1 = inp + C, *x2 = inp + 2 * C, *x3 = inp + 3 * C;
-    const float *w0 = weight, *w1 = weight + C, *w2 = weight + 2 * C, *w3 = weight + 3 * C;
-    size_t i = 0;
-    for (; i + LANES <= C; i += LANES)
-        for (int j = 0; j < LANES; j++) {
-            float a0 = x0[i + j], a1 = x1[i + j], a2 = x2[i + j], a3 = x3[i + j];
-            float b0 = w0[i + j], b1 = w1[i + j], b2 = w2[i + j], b3 = w3[i + j];
-            acc[0][j] += a0 * b0;  acc[1][j] += a0 * b1;  acc[2][j] += a0 * b2;  acc[3][j] += a0 * b3;
-            acc[4][j] += a1 * b0;  acc[5][j] += a1 * b1;  acc[6][j] += a1 * b2;  acc[7][j] += a1 * b3;
-            acc[8][j] += a2 * b0;  acc[9][j] += a2 * b1;  acc[10][j] += a2 * b2; acc[11][j] += a2 * b3;
-            acc[12][j] += a3 * b0; acc[13][j] += a3 * b1; acc[14][j] += a3 * b2; acc[15][j] += a3 * b3;
-        }
-    for (int r = 0; r < 4; r++)
-        for (int c = 0; c < 4; c++) {
-            float s = lanes_sum(acc[4 * r + c]);
-            for (size_t k = i; k < C; k++) s += inp[r * C + k] * weight[c * C + k];
-            out[r * OC + c] = s;
-        }
-}
-
-static void matmul_forward(float *out, const float *inp, const float *weight, const float *bias, size_t N, size_t C, size_t OC) {
-    // out (N,OC) = inp (N,C) . weight (OC,C)^T + bias (OC,) [bias may be NULL]
-    size_t NB = (N + 3) / 4, OB = (OC + 3) / 4;
-    #pragma omp parallel for collapse(2) schedule(static)
-    for (size_t nb = 0; nb < NB; nb++) {
-        for (size_t ob = 0; ob < OB; ob++) {
-            size_t n0 = nb * 4, o0 = ob * 4;
-            if (n0 + 4 <= N && o0 + 4 <= OC) {
-                matmul_tile4x4(out + n0 * OC + o0, inp + n0 * C, weight + o0 * C, C, OC);
-            } else {
-                for (size_t n = n0; n < N && n < n0 + 4; n++)
-                    for (size_t o = o0; o < OC && o < o0 + 4; o++) out[n * OC + o] = dot(inp + n * C, weight + o * C, C);
-            }
-            if (bias != NULL)
-                for (size_t n = n0; n < N && n < n0 + 4; n++)
-                    for (size_t o = o0; o < OC && o < o0 + 4; o++) out[n * OC + o] += bias[o];
-        }
-    }
-}
-
-// Backward: out[r, c] += sum_k a[r*a_row + k*a_k] * b[k*ldb + c] for a block of
+// Both directions run on one register-tiled kernel:
+// out[r, c] += sum_k a[r*a_row + k*a_k] * b[k*ldb + c] for a block of
 // nr <= TILE_ROWS rows and nc <= TILE_COLS columns. The TILE_ROWS x TILE_COLS
 // accumulators stay in registers while k runs: each step broadcasts TILE_ROWS
 // scalars of a and multiplies one contiguous row of b. Each element sums over k in order.
@@ -191,6 +141,42 @@ static void matmul_accumulate_tile(float *out, size_t ldo, const float *a, size_
     }
     for (size_t r = 0; r < nr; r++)
         for (size_t c = 0; c < nc; c++) out[r * ldo + c] += acc[r][c];
+}
+
+// Forward. A batch: each work item packs a TILE_COLS-wide block of W^T
+// (C, TILE_COLS) so its rows are contiguous, then runs the tile kernel over
+// up to PACK_ROWS tokens (the packing costs ~1/(2*PACK_ROWS) of the multiply).
+// A handful of tokens (decoding, N = 1): one dot() per output, straight down
+// the weight rows, where packing would cost as much as the product.
+#define PACK_ROWS 64
+static void matmul_forward(float *out, const float *inp, const float *weight, const float *bias, size_t N, size_t C, size_t OC) {
+    // out (N,OC) = inp (N,C) . weight (OC,C)^T + bias (OC,) [bias may be NULL]
+    if (N < TILE_ROWS) {
+        #pragma omp parallel for collapse(2) schedule(static)
+        for (size_t n = 0; n < N; n++)
+            for (size_t o = 0; o < OC; o++) out[n * OC + o] = dot(inp + n * C, weight + o * C, C) + (bias ? bias[o] : 0.0f);
+        return;
+    }
+    size_t OB = (OC + TILE_COLS - 1) / TILE_COLS, NG = (N + PACK_ROWS - 1) / PACK_ROWS;
+    #pragma omp parallel
+    {
+        float *packed = (float *)mallocCheck(C * TILE_COLS * sizeof(float));  // (C, TILE_COLS)
+        #pragma omp for collapse(2) schedule(static)
+        for (size_t ob = 0; ob < OB; ob++)
+            for (size_t g = 0; g < NG; g++) {
+                size_t o0 = ob * TILE_COLS, nc = OC - o0 < TILE_COLS ? OC - o0 : TILE_COLS;
+                for (size_t j = 0; j < nc; j++)
+                    for (size_t c = 0; c < C; c++) packed[c * TILE_COLS + j] = weight[(o0 + j) * C + c];
+                size_t n_end = (g + 1) * PACK_ROWS < N ? (g + 1) * PACK_ROWS : N;
+                for (size_t n0 = g * PACK_ROWS; n0 < n_end; n0 += TILE_ROWS) {
+                    size_t nr = n_end - n0 < TILE_ROWS ? n_end - n0 : TILE_ROWS;
+                    for (size_t r = 0; r < nr; r++)
+                        for (size_t j = 0; j < nc; j++) out[(n0 + r) * OC + o0 + j] = bias ? bias[o0 + j] : 0.0f;
+                    matmul_accumulate_tile(out + n0 * OC + o0, OC, inp + n0 * C, C, 1, packed, TILE_COLS, C, nr, nc);
+                }
+            }
+        free(packed);
+    }
 }
 
 static void matmul_backward(float *dinp, float *dweight, float *dbias, const float *dout, const float *inp,

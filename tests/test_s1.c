@@ -430,8 +430,9 @@ static void test_decode(const char *dir) {
     float *full = (float *)mallocCheck(T * V * sizeof(float));
     memcpy(full, m.acts.logits, T * V * sizeof(float));
     KVCache *kv = kvcache_create(&m.config, T);
-    // same layer functions and the same dot() order: expected equal to rounding of the
-    // attention's online softmax, which sees the same keys in the same order; allow 1e-6 relative
+    // the same layer functions, but a batch's matmuls sum each output sequentially over the inputs
+    // while a single token's use dot()'s 16 lanes: fp32 rounding differs by ~sqrt(H) ulps
+    // (measured 5e-7 of the largest logit); allow 1e-5, far below any real error (>= 1e-3)
     double worst = 0;
     for (size_t t = 0; t < T; t++) {
         const float *lg = qwen2_decode_step(&m, kv, ids[t]);
@@ -439,7 +440,7 @@ static void test_decode(const char *dir) {
         worst = d > worst ? d : worst;
     }
     printf("  decode vs forward: max rel diff %.2e\n", worst);
-    CHECK(worst <= 1e-6, "decode logits differ from the forward pass by %.3e", worst);
+    CHECK(worst <= 1e-5, "decode logits differ from the forward pass by %.3e", worst);
     CHECK(kv->len == T, "len %zu", kv->len);
     kvcache_truncate(kv, 8);
     double worst2 = 0;
@@ -448,7 +449,7 @@ static void test_decode(const char *dir) {
         double d = rel_max_diff(lg, full + t * V, V);
         worst2 = d > worst2 ? d : worst2;
     }
-    CHECK(worst2 <= 1e-6, "after truncate, decode logits differ by %.3e", worst2);
+    CHECK(worst2 <= 1e-5, "after truncate, decode logits differ by %.3e", worst2);
     kvcache_free(kv);
     free(full);
     qwen2_free(&m);

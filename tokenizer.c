@@ -1495,7 +1495,7 @@ static const char *USAGE_ENCODE =
     "by spaces, on one line. Nothing is added: no BOS, no EOS.\n"
     "  --jsonl          read lines {\"text\": \"...\"}, write one line {\"ids\": [...]} each, in order\n"
     "  --added-as-text  treat added tokens such as <|im_start|> as plain text (untrusted input)\n"
-    "  --stats          print the encoding time and speed on stderr (loading excluded)\n"
+    "  --stats          print the encoding time and speed (wall and CPU) on stderr, loading excluded\n"
     "Input that is not valid UTF-8 is rejected: \"stdin: byte N: invalid UTF-8\", exit 1.\n";
 
 static const char *USAGE_DECODE =
@@ -1520,6 +1520,13 @@ static char *read_stdin(size_t *len) {
     char *text = read_file_or_null("/dev/stdin", len);
     if (text == NULL) die("stdin: cannot read: %s", strerror(errno));
     return text;
+}
+
+// CPU time of this process: unlike wall time, other load on the machine does not inflate it.
+static double cpu_seconds(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
 static int has_help(int argc, char **argv) {
@@ -1555,7 +1562,7 @@ static int cmd_encode(int argc, char **argv) {
     char *text = read_stdin(&len);
     IdList ids = {NULL, 0, 0};
     ByteBuf out = {NULL, 0, 0};
-    double start = now_seconds();
+    double start = now_seconds(), cpu_start = cpu_seconds();
     if (!jsonl) {
         size_t bad;
         if (!utf8_validate(text, len, &bad)) die("stdin: byte %zu: invalid UTF-8", bad);
@@ -1582,12 +1589,12 @@ static int cmd_encode(int argc, char **argv) {
             i = end + 1;
         }
     }
-    double seconds = now_seconds() - start;
+    double seconds = now_seconds() - start, cpu = cpu_seconds() - cpu_start;
     fwriteCheck(out.data, 1, out.len, stdout, "stdout");
     if (fflush(stdout) != 0) die("stdout: write failed");
     if (stats)
-        fprintf(stderr, "encoded %zu bytes into %zu ids in %.3f s (%.2f MB/s)\n", len, ids.len, seconds,
-                seconds > 0 ? len / seconds / 1e6 : 0.0);
+        fprintf(stderr, "encoded %zu bytes into %zu ids in %.3f s, %.3f s CPU (%.2f MB/s, %.2f MB/s CPU)\n", len, ids.len,
+                seconds, cpu, seconds > 0 ? len / seconds / 1e6 : 0.0, cpu > 0 ? len / cpu / 1e6 : 0.0);
     free(text);
     idlist_free(&ids);
     bytebuf_free(&out);

@@ -10,6 +10,8 @@ expect_eq "encode splits added tokens" "$(printf 'Hi  <|im_end|>' | ./tokenizer 
 got=$(printf '<|im_end|>' | ./tokenizer encode $Q --added-as-text)
 expect_eq "--added-as-text: plain text, same bytes back" "$(echo "$got" | ./tokenizer decode $Q)" "<|im_end|>"
 [ "$got" != "151645" ] && pass "--added-as-text gives no added-token id" || fail "--added-as-text gives no added-token id" "$got"
+printf 'Hello' | ./tokenizer encode $T --stats >/dev/null 2>"$TMP/stats"
+grep -qE '^encoded 5 bytes into [0-9]+ ids in [0-9.]+ s, [0-9.]+ s CPU \([0-9.]+ MB/s, [0-9.]+ MB/s CPU\)$' "$TMP/stats" && pass "--stats line" || fail "--stats line" "$(cat "$TMP/stats")"
 expect_eq "encode of empty input" "$(./tokenizer encode $Q </dev/null)" ""
 expect_eq "decode" "$(echo '151644 872 198 13048 0 151645' | ./tokenizer decode $Q)" "<|im_start|>user
 Hi!<|im_end|>"

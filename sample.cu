@@ -9,9 +9,9 @@
  *   make emu    -> build/emu/sample  (the same source on the CPU, through common/cuemu.h)
  *   build/cuda/sample --model Qwen2.5-0.5B-Instruct --prompt-ids 151644,8948,198 --max-new 64
  *
- * Every token, prompt included, goes through gpu_decode_step() of
- * common/kernels.cuh: the layer kernels of the training forward pass with one
- * token, K and V appended to the cache, attention over the cached keys. The
+ * The prompt goes through gpu_decode() of common/kernels.cuh in one pass, then
+ * each generated token on its own: the layer kernels of the training forward
+ * pass, K and V appended to the cache, attention over the cached keys. The
  * next token is the argmax over the real token ids (sample_argmax() of
  * common/sampler.h: the padding rows of the embedding are never chosen).
  * Prints the generated ids on one line, separated by spaces.
@@ -84,8 +84,7 @@ int main(int argc, char **argv) {
 
     GpuKVCache kv;
     gpu_kvcache_create(&kv, &model, ids.len + max_new);
-    const float *logits = NULL;
-    for (size_t i = 0; i < ids.len; i++) logits = gpu_decode_step(&model, &kv, ids.data[i]);
+    const float *logits = gpu_decode(&model, &kv, ids.data, ids.len);   // the prompt, in one pass
     for (size_t n = 0; n < max_new; n++) {
         uint32_t next = sample_argmax(logits, (uint32_t)vocab, NULL, 0);
         printf(n ? " %u" : "%u", next);
@@ -93,7 +92,7 @@ int main(int argc, char **argv) {
         int stop = 0;
         for (size_t s = 0; s < stops.len; s++) stop |= stops.data[s] == next;
         if (stop || n + 1 == max_new) break;
-        logits = gpu_decode_step(&model, &kv, next);
+        logits = gpu_decode(&model, &kv, &next, 1);
     }
     printf("\n");
     gpu_kvcache_free(&kv);

@@ -10,6 +10,7 @@
  *   matmul_forward()        cublasGemmEx + bias_fill_kernel   s1.c matmul_forward()
  *   rope_forward()          rope_forward_kernel               s1.c rope_forward()
  *   attention_forward()     attention_forward_kernel (flash)  s1.c attention_forward()
+ *   attention_decode()      attention_decode_kernel           s1.c attention_row() (one token, KV cache)
  *   swiglu_forward()        swiglu_forward_kernel             s1.c swiglu_forward()
  *   lm_head_loss()          cublasGemmEx per chunk of rows +  s1.c matmul_forward() (the head)
  *                           crossentropy_forward_kernel +       + crossentropy_forward()
@@ -17,7 +18,7 @@
  *
  * then the model: gpu_model_load() (a HF checkpoint folder into bf16 GPU
  * memory), gpu_forward() (the masked s1 loss of a batch, as s1.c's
- * qwen2_forward()) and gpu_decode_step() (one token with a KV cache, as s1.c's
+ * qwen2_forward()) and gpu_decode() (tokens appended to a KV cache, as s1.c's
  * qwen2_decode_step()).
  *
  * Precision, as Hugging Face runs a bf16 Qwen2 (docs/qwen2.5.md section 3):
@@ -290,6 +291,85 @@ static void attention_forward(floatX *out, const floatX *q, const floatX *k, con
     dim3 grid((unsigned)((Tq + ATT_BQ - 1) / ATT_BQ), (unsigned)NQ);
     float scale = 1.0f / sqrtf((float)HD);
     CU_LAUNCH(attention_forward_kernel, grid, ATT_WARPS * WARP_SIZE, attention_smem_bytes(HD), 0)(out, q, k, v, Tq, past, NQ, NKV, HD, scale);
+    cudaCheck(cudaGetLastError());
+}
+
+// Decoding: one new query token per head against the ntok cached keys (itself
+// included). A single query row would leave 3 of attention_forward_kernel's 4
+// warps idle, so here a block takes one query head and its DEC_WARPS warps split
+// the keys: warp w walks key tiles w, w + DEC_WARPS, ... with the same online
+// softmax (lane j scores key j of the tile), then the warps' (max, sum, output)
+// triples are merged in shared memory, each rescaled to the common max.
+// (Flash-decoding would also split the keys across blocks for long caches.)
+#define DEC_WARPS 8
+
+__global__ void attention_decode_kernel(floatX *out, const floatX *q, const floatX *k, const floatX *v, int ntok,
+                                        int NQ, int NKV, int HD, float scale) {
+    // out q (NQ,HD), k v (ntok,NKV,HD)
+    CU_EXTERN_SHARED(float, smem);
+    float *qs = smem;                      // (HD,)
+    float *ps = qs + HD;                   // (WARPS, 32) one tile's probabilities, per warp
+    float *warp_m = ps + DEC_WARPS * WARP_SIZE, *warp_l = warp_m + DEC_WARPS;   // (WARPS,) each
+    float *warp_acc = warp_l + DEC_WARPS;  // (WARPS, HD)
+    int warp = threadIdx.x / WARP_SIZE, lane = threadIdx.x % WARP_SIZE;
+    int h = blockIdx.x, kvh = h / (NQ / NKV);
+    size_t KD = (size_t)NKV * HD;
+    for (int d = threadIdx.x; d < HD; d += blockDim.x) qs[d] = __bfloat162float(q[h * HD + d]);
+    __syncthreads();
+    float m = -INFINITY, l = 0.0f, acc[ATT_DIMS] = {0.0f};
+    for (int k0 = warp * WARP_SIZE; k0 < ntok; k0 += DEC_WARPS * WARP_SIZE) {
+        int u = k0 + lane;
+        float s = -INFINITY;
+        if (u < ntok) {
+            const floatX *kr = k + u * KD + kvh * HD;
+            float dot = 0.0f;
+            for (int d = 0; d < HD; d++) dot += qs[d] * __bfloat162float(kr[d]);
+            s = dot * scale;
+        }
+        float m_new = fmaxf(m, warp_max(s));   // finite: key k0 < ntok is scored by lane 0
+        float c = expf(m - m_new);
+        float p = u < ntok ? expf(s - m_new) : 0.0f;
+        m = m_new;
+        l = l * c + p;
+        __syncwarp();   // the warp's previous tile is done reading ps
+        ps[warp * WARP_SIZE + lane] = p;
+        __syncwarp();
+        int keys = min(WARP_SIZE, ntok - k0);
+        for (int i = 0; i < ATT_DIMS; i++) {
+            int d = lane + WARP_SIZE * i;
+            if (d >= HD) break;
+            float a = acc[i] * c;
+            for (int j = 0; j < keys; j++) a += ps[warp * WARP_SIZE + j] * __bfloat162float(v[(k0 + j) * KD + kvh * HD + d]);
+            acc[i] = a;
+        }
+    }
+    l = warp_sum(l);
+    if (lane == 0) { warp_m[warp] = m; warp_l[warp] = l; }
+    for (int i = 0; i < ATT_DIMS; i++) {
+        int d = lane + WARP_SIZE * i;
+        if (d < HD) warp_acc[warp * HD + d] = acc[i];
+    }
+    __syncthreads();
+    float mx = -INFINITY;   // warp 0 always saw key 0, so mx is finite; warps without keys weigh exp(-inf) = 0
+    for (int w = 0; w < DEC_WARPS; w++) mx = fmaxf(mx, warp_m[w]);
+    for (int d = threadIdx.x; d < HD; d += blockDim.x) {
+        float num = 0.0f, den = 0.0f;
+        for (int w = 0; w < DEC_WARPS; w++) {
+            float scale_w = expf(warp_m[w] - mx);
+            num += scale_w * warp_acc[w * HD + d];
+            den += scale_w * warp_l[w];
+        }
+        out[h * HD + d] = round_bf16(num / den);
+    }
+}
+
+// out (NQ,HD) = attention of one new token's queries q (NQ,HD) over the ntok
+// keys/values of the cache (k, v: (ntok, NKV, HD), the new token's included).
+static void attention_decode(floatX *out, const floatX *q, const floatX *k, const floatX *v, int ntok, int NQ, int NKV, int HD) {
+    if (HD > ATT_MAX_HD || HD % 2 != 0) die("attention_decode: head_dim %d is not supported (even, at most %d)", HD, ATT_MAX_HD);
+    if (NQ % NKV != 0) die("attention_decode: %d query heads are not a multiple of %d KV heads", NQ, NKV);
+    size_t smem = (size_t)(HD + DEC_WARPS * WARP_SIZE + 2 * DEC_WARPS + DEC_WARPS * HD) * sizeof(float);
+    CU_LAUNCH(attention_decode_kernel, NQ, DEC_WARPS * WARP_SIZE, smem, 0)(out, q, k, v, ntok, NQ, NKV, HD, 1.0f / sqrtf((float)HD));
     cudaCheck(cudaGetLastError());
 }
 
@@ -567,7 +647,8 @@ static void gpu_activations_ensure(GpuModel *m, size_t N) {
 
 // One transformer layer l over N tokens whose keys/values go to kc, vc
 // (rows [past, past+N) of a (past+N, KD) buffer): attention of each of the S
-// sequences (seq_offsets, or NULL for one sequence after `past` cached tokens).
+// sequences (seq_offsets), or, with seq_offsets NULL, of N new tokens of one
+// sequence after `past` cached ones.
 static void gpu_layer_forward(GpuModel *m, size_t l, int N, const size_t *seq_offsets, size_t S, floatX *kc, floatX *vc, int past) {
     const Qwen2Config *c = &m->config;
     int H = (int)c->hidden_size, I = (int)c->intermediate_size, NQ = (int)c->num_heads, NKV = (int)c->num_kv_heads;
@@ -581,7 +662,9 @@ static void gpu_layer_forward(GpuModel *m, size_t l, int N, const size_t *seq_of
     matmul_forward(m->cublas, v, m->ln, p[GP_VW] + l * KD * H, p[GP_VB] + l * KD, N, H, KD, 0);
     rope_forward(m->q, m->pos, N, NQ, HD, theta);
     rope_forward(k, m->pos, N, NKV, HD, theta);
-    if (seq_offsets == NULL) {
+    if (seq_offsets == NULL && N == 1) {
+        attention_decode(m->att, m->q, kc, vc, past + 1, NQ, NKV, HD);
+    } else if (seq_offsets == NULL) {
         attention_forward(m->att, m->q, kc, vc, N, past, NQ, NKV, HD);
     } else {
         for (size_t s = 0; s < S; s++) {
@@ -665,26 +748,34 @@ static void gpu_kvcache_free(GpuKVCache *kv) {
     memset(kv, 0, sizeof *kv);
 }
 
-// Appends token at position kv->len and returns the logits (V,) for the next
-// token (host memory, valid until the next call). The same layer kernels as
-// gpu_forward() with N = 1: K/V go straight into the cache row, and the
-// attention kernel reads the cached keys as `past`.
-static const float *gpu_decode_step(GpuModel *m, GpuKVCache *kv, uint32_t token) {
+// Appends n tokens at positions kv->len.. (a prompt in one pass, or one
+// generated token) and returns the logits (V,) that follow the last of them
+// (host memory, valid until the next call). The layer kernels of gpu_forward():
+// K/V go straight into the cache rows, and attention reads the cached keys as
+// `past` (attention_decode() when n = 1, attention_forward() for a prompt).
+// Only the last token goes through the LM head.
+static const float *gpu_decode(GpuModel *m, GpuKVCache *kv, const uint32_t *ids, size_t n) {
     const Qwen2Config *c = &m->config;
     size_t H = c->hidden_size, V = c->vocab_size, L = c->num_layers, KD = c->num_kv_heads * c->head_dim;
-    if (kv->len >= kv->max_len) die("gpu_decode_step: KV cache is full (%zu tokens)", kv->max_len);
-    if (token >= V) die("gpu_decode_step: token id %u is outside the %zu-row embedding", token, V);
-    gpu_activations_ensure(m, 1);
-    int pos = (int)kv->len;
-    cudaCheck(cudaMemcpy(m->ids, &token, sizeof token, cudaMemcpyHostToDevice));
-    cudaCheck(cudaMemcpy(m->pos, &pos, sizeof pos, cudaMemcpyHostToDevice));
-    embedding_forward(m->res, m->ids, m->param[GP_EMBED], 1, (int)H);
+    if (n == 0) die("gpu_decode: no tokens to feed");
+    if (kv->len + n > kv->max_len) die("gpu_decode: KV cache is full (%zu tokens, %zu more requested)", kv->max_len, n);
+    gpu_activations_ensure(m, n);
+    int *pos = (int *)mallocCheck(n * sizeof(int));
+    for (size_t i = 0; i < n; i++) {
+        if (ids[i] >= V) die("gpu_decode: token id %u is outside the %zu-row embedding", ids[i], V);
+        pos[i] = (int)(kv->len + i);
+    }
+    cudaCheck(cudaMemcpy(m->ids, ids, n * sizeof(uint32_t), cudaMemcpyHostToDevice));
+    cudaCheck(cudaMemcpy(m->pos, pos, n * sizeof(int), cudaMemcpyHostToDevice));
+    free(pos);
+    embedding_forward(m->res, m->ids, m->param[GP_EMBED], (int)n, (int)H);
     for (size_t l = 0; l < L; l++)
-        gpu_layer_forward(m, l, 1, NULL, 1, kv->k + l * kv->max_len * KD, kv->v + l * kv->max_len * KD, pos);
-    rmsnorm_forward(m->ln, m->res, m->param[GP_NORMW], 1, (int)H, (float)c->rms_norm_eps);
+        gpu_layer_forward(m, l, (int)n, NULL, 1, kv->k + l * kv->max_len * KD, kv->v + l * kv->max_len * KD, (int)kv->len);
+    const floatX *last = m->res + (n - 1) * H;
+    rmsnorm_forward(m->ln, last, m->param[GP_NORMW], 1, (int)H, (float)c->rms_norm_eps);
     gemm_nt(m->cublas, m->logits, CUDA_R_32F, m->ln, gpu_lm_head(m), 1, (int)H, (int)V, 0.0f);
     cudaCheck(cudaMemcpy(kv->logits, m->logits, V * sizeof(float), cudaMemcpyDeviceToHost));
-    kv->len++;
+    kv->len += n;
     return kv->logits;
 }
 

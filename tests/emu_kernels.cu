@@ -208,6 +208,25 @@ static void test_attention(size_t T, size_t past, size_t NQ, size_t NKV, size_t 
     TEST_END();
 }
 
+// One new token against ntok cached keys (its own included): the last row of s1.c's attention.
+static void test_attention_decode(size_t ntok, size_t NQ, size_t NKV, size_t HD) {
+    char name[160];
+    snprintf(name, sizeof name, "attention_decode vs s1.c, 1 token over %zu keys, NQ=%zu, NKV=%zu, HD=%zu", ntok, NQ, NKV, HD);
+    TEST_BEGIN(name);
+    size_t QD = NQ * HD, KD = NKV * HD;
+    float *q = host_random(ntok * QD, 2.0f), *k = host_random(ntok * KD, 2.0f), *v = host_random(ntok * KD, 1.0f);
+    float *ref = (float *)mallocCheck(ntok * QD * sizeof(float));
+    s1ref_attention(ref, q, k, v, ntok, NQ, NKV, HD);
+    floatX *d_q = to_device(q + (ntok - 1) * QD, QD), *d_k = to_device(k, ntok * KD), *d_v = to_device(v, ntok * KD), *d_out;
+    cudaCheck(cudaMalloc((void **)&d_out, QD * sizeof(floatX)));
+    attention_decode(d_out, d_q, d_k, d_v, (int)ntok, (int)NQ, (int)NKV, (int)HD);
+    float *got = from_device(d_out, QD);
+    check_close("attention_decode", got, ref + (ntok - 1) * QD, QD, U, 1e-5f, NULL);   // max|v| = 1
+    free(q); free(k); free(v); free(ref); free(got);
+    cudaCheck(cudaFree(d_q)); cudaCheck(cudaFree(d_k)); cudaCheck(cudaFree(d_v)); cudaCheck(cudaFree(d_out));
+    TEST_END();
+}
+
 static void test_swiglu(void) {
     const size_t n = 1000;
     TEST_BEGIN("swiglu_forward vs s1.c, n=1000, gate in [-8, 8] (bound u|ref| + 1e-6)");
@@ -319,11 +338,13 @@ static void test_model_loss(const char *dir) {
     TEST_END();
 }
 
-// Decoding token by token with the KV cache vs s1.c's batched logits of the
-// same sequence (the second one of the fixture batch), same logit bound.
+// Decoding with the KV cache vs s1.c's batched logits of the same sequence
+// (the second one of the fixture batch), same logit bound. The tokens go in as
+// a 7-token prompt, 4 single tokens, a 5-token chunk after 11 cached (the
+// prompt path with past > 0), then single tokens: every path of gpu_decode().
 static void test_decode(const char *dir) {
     char name[256];
-    snprintf(name, sizeof name, "gpu_decode_step logits == s1.c batched logits at every position, %s", dir);
+    snprintf(name, sizeof name, "gpu_decode logits == s1.c batched logits (prompt, single tokens, chunk after cache), %s", dir);
     TEST_BEGIN(name);
     uint32_t *ids;
     uint8_t *mask;
@@ -341,15 +362,20 @@ static void test_decode(const char *dir) {
     gpu_model_load(&m, dir, 4);
     GpuKVCache kv;
     gpu_kvcache_create(&kv, &m, T);
-    for (size_t t = 0; t < T; t++) {
-        const float *got = gpu_decode_step(&m, &kv, seq[t]);
+    size_t steps = 0;
+    for (size_t t = 0; t < T; steps++) {
+        size_t n = t == 0 ? 7 : t == 11 ? 5 : 1;
+        if (n > T - t) n = T - t;
+        const float *got = gpu_decode(&m, &kv, seq + t, n);
+        t += n;
         for (size_t i = 0; i < V; i++) {
-            float err = fabsf(got[i] - ref[t * V + i]);
+            float err = fabsf(got[i] - ref[(t - 1) * V + i]);
             worst = fmaxf(worst, err);
-            CHECK(err <= bound, "position %zu, logit %zu: got %.7g, want %.7g (bound %.3g)", t, i, got[i], ref[t * V + i], bound);
+            CHECK(err <= bound, "position %zu, logit %zu: got %.7g, want %.7g (bound %.3g)", t - 1, i, got[i], ref[(t - 1) * V + i], bound);
         }
     }
-    printf("note: %s: decode logits max error %.3g over %zu positions, bound %.3g\n", dir, worst, T, bound);
+    CHECK(kv.len == T, "cache holds %zu tokens, fed %zu", kv.len, T);
+    printf("note: %s: decode logits max error %.3g over %zu calls, bound %.3g\n", dir, worst, steps, bound);
     gpu_kvcache_free(&kv);
     gpu_model_free(&m);
     s1ref_model_free(ref_model);
@@ -373,6 +399,10 @@ int main(void) {
     test_attention(37, 0, 2, 1, 128);    // the largest head dim (4 dims per lane)
     test_attention(41, 40, 4, 2, 16);    // decode: 1 new row after 40 cached keys
     test_attention(70, 63, 4, 2, 12);    // 7 new rows after 63 cached: they straddle key tiles
+    test_attention_decode(1, 2, 1, 16);       // the first token: one key
+    test_attention_decode(33, 4, 2, 12);      // two warps busy, the second with one key
+    test_attention_decode(300, 14, 2, 64);    // GQA 7:1 as Qwen2.5-0.5B; every warp walks 1-2 tiles
+    test_attention_decode(70, 2, 1, 128);     // the largest head dim
     test_swiglu();
     test_lm_head_loss(16);
     test_lm_head_loss(37);

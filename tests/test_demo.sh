@@ -15,7 +15,7 @@ for f in pool.jsonl heldout.jsonl train.jsonl corpus.txt tokenizer/tokenizer.jso
     if [ -s "$D/$f" ]; then pass "demo stage output $f"; else fail "demo stage output $f" "missing or empty"; fi
 done
 expect_eq "demo prints all 9 stage headers" "$(grep -cE '^\[[1-9]/9\]' "$TMP/demo.log")" "9"
-expect_eq "every stage command is printed for re-running" "$(grep -c '^\$ ' "$TMP/demo.log")" "7"
+expect_eq "every stage command is printed for re-running" "$(grep -c '^\$ ' "$TMP/demo.log")" "8"
 expect_eq "the scaling table has one row per setting (2 budgets x 2 Wait counts)" \
     "$(grep -cE '^\| (16|auto \([0-9]+\)) \| [01] \|' "$D/scaling.md")" "4"
 expect_eq "eval.jsonl has one line per problem and setting" "$(wc -l <"$D/eval.jsonl")" "$((12 * 4))"

@@ -2600,43 +2600,6 @@ static void demo_stage(int k, int n_stages, const char *title, const char *cmd, 
     bytebuf_free(&full);
 }
 
-// s1's training text for every selected row, as the corpus of the demo's BPE
-static size_t demo_write_corpus(const char *train_path, const char *corpus_path) {
-    size_t len, rows = 0, line_no = 0;
-    char *text = read_file_check(train_path, &len);
-    AtomicFile af = atomic_open(corpus_path);
-    for (char *line = text; line < text + len;) {
-        char *end = memchr(line, '\n', (size_t)(text + len - line));
-        size_t n = end ? (size_t)(end - line) : (size_t)(text + len - line);
-        line_no++;
-        if (n > 0) {
-            JsonDoc doc;
-            char err[256];
-            if (json_parse(line, n, &doc, err, sizeof err) != 0) die("%s:%zu: %s", train_path, line_no, err);
-            const JsonValue *q = json_get(doc.root, "question"), *t = json_get(doc.root, "thinking_trajectories"),
-                            *a = json_get(doc.root, "attempt");
-            if (!q || q->type != JSON_STRING || !t || t->type != JSON_ARRAY || !a || a->type != JSON_STRING)
-                die("%s:%zu: expected question, thinking_trajectories and attempt", train_path, line_no);
-            ByteBuf thinking = {NULL, 0, 0};
-            for (size_t i = 0; i < t->len; i++) {
-                if (t->items[i].type != JSON_STRING) die("%s:%zu: thinking_trajectories must hold strings", train_path, line_no);
-                if (i) bytebuf_puts(&thinking, "\n");
-                bytebuf_append(&thinking, t->items[i].str, t->items[i].len);
-            }
-            char *sample = chat_s1_train(q->str, thinking.data ? thinking.data : "", a->str);
-            fputs(sample, af.fp);
-            free(sample);
-            bytebuf_free(&thinking);
-            json_free(&doc);
-            rows++;
-        }
-        line = end ? end + 1 : text + len;
-    }
-    atomic_commit(&af);
-    free(text);
-    return rows;
-}
-
 static void usage_demo(void) {
     printf("usage: ./s1 demo [--out DIR] [--quick] [options]\n"
            "\n"
@@ -2739,11 +2702,10 @@ static int main_demo(int argc, char **argv) {
     demo_stage(3, S, "the s1K selection: quality, difficulty, diversity", cmd, NULL, NULL, t0);
     free(cmd);
 
-    char el[32];
-    printf("\n[4/%d] the training texts (s1's chat layout) as the tokenizer's corpus   (demo time so far %s)\n", S,
-           format_duration(now_seconds() - t0, el, sizeof el));
-    size_t rows = demo_write_corpus(train, corpus);
-    printf("  wrote %s: %zu training texts\n", corpus, rows);
+    cmd = demo_command(bin_prefix, "data", "render", train, "--out", corpus, NULL);
+    demo_stage(4, S, "the training texts in s1's chat layout, as the tokenizer's corpus", cmd, NULL, NULL, t0);
+    free(cmd);
+
     snprintf(num[0], 32, "%zu", d.vocab);
     cmd = demo_command(bin_prefix, "tokenizer", "train", "--vocab-size", num[0], "--out", tok, corpus, NULL);
     demo_stage(5, S, "a small byte-level BPE", cmd, NULL, NULL, t0);
@@ -2783,6 +2745,7 @@ static int main_demo(int argc, char **argv) {
                        "--waits", d.waits, "--max-gen-toks", "512", "--out", d.out_dir, "--threads", threads, NULL);
     demo_stage(9, S, "held-out accuracy at several thinking budgets and Wait counts", cmd, NULL, NULL, t0);
     free(cmd);
+    char el[32];
     printf("\ndemo done in %s. Plots: %s/loss.svg, %s/scaling.svg; table: %s/scaling.md\n",
            format_duration(now_seconds() - t0, el, sizeof el), d.out_dir, d.out_dir, d.out_dir);
     return 0;

@@ -38,9 +38,10 @@ EMU_PROGRAMS := $(addprefix build/emu/,$(CU_PROGRAMS))
 CUDA_PROGRAMS := $(addprefix build/cuda/,$(CU_PROGRAMS))
 # The emulator's own checks, run by tests/test_cuemu.sh: kernels with bugs it must
 # catch (tests/cuemu_neg_*.cu), also built with ASan+UBSan in single-thread mode
-# (static __shared__ then gets redzones), and a kernel test with the ucontext switch.
+# (static __shared__ then gets redzones) and with TSan, and a kernel test with the ucontext switch.
 EMU_NEG := $(patsubst tests/%.cu,build/tests/%,$(wildcard tests/cuemu_neg_*.cu))
 EMU_NEG_ASAN := $(patsubst tests/%.cu,build/tests/asan/%,$(wildcard tests/cuemu_neg_*.cu))
+EMU_NEG_TSAN := $(patsubst tests/%.cu,build/tests/tsan/%,$(wildcard tests/cuemu_neg_*.cu))
 EMU_UCONTEXT := $(patsubst tests/%.cu,build/tests/ucontext/%,$(wildcard tests/emu_cuemu_kernels.cu))
 EMU_ASAN_FLAGS = -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -DCUEMU_SINGLE_THREAD
 # `make cuda` also compiles every test .cu with nvcc (-c: running them needs a GPU)
@@ -79,6 +80,10 @@ build/tests/asan/cuemu_neg_%: tests/cuemu_neg_%.cu $(SOURCES)
 	@mkdir -p build/tests/asan
 	$(CXX) $(EMU_CXXFLAGS) $(EMU_ASAN_FLAGS) -o $@ $< $(EMU_LDLIBS)
 
+build/tests/tsan/cuemu_neg_%: tests/cuemu_neg_%.cu $(SOURCES)
+	@mkdir -p build/tests/tsan
+	$(CXX) $(EMU_CXXFLAGS) -O1 -g -fsanitize=thread -o $@ $< $(EMU_LDLIBS)
+
 build/tests/ucontext/emu_%: tests/emu_%.cu tests/test.h $(SOURCES)
 	@mkdir -p build/tests/ucontext
 	$(CXX) $(EMU_CXXFLAGS) -DCUEMU_UCONTEXT -o $@ $< $(EMU_LDLIBS)
@@ -95,7 +100,7 @@ build/cuda/%.o: tests/%.cu tests/test.h $(SOURCES)
 	@mkdir -p build/cuda
 	$(NVCC) $(NVCCFLAGS) -c -o $@ $<
 
-emu: $(EMU_PROGRAMS) $(EMU_TESTS) $(EMU_NEG) $(EMU_NEG_ASAN) $(EMU_UCONTEXT)
+emu: $(EMU_PROGRAMS) $(EMU_TESTS) $(EMU_NEG) $(EMU_NEG_ASAN) $(EMU_NEG_TSAN) $(EMU_UCONTEXT)
 
 cuda: $(CUDA_PROGRAMS) $(CUDA_TEST_OBJECTS)
 

@@ -10,7 +10,7 @@
  *
  * How it works (the design is /work/shared/docs/cuda-emulation.md, tutorial/cuda.md
  * walks through it):
- *   - a block runs on one OS thread, to completion; blocks are handed out to
+ *   - a block runs on one OS thread, to completion; blocks are dealt out to
  *     CUEMU_THREADS OS threads (default 1, which makes every run deterministic);
  *   - each CUDA thread of a block is a fiber: its own mmap'd stack with a guard
  *     page, switched by a 15-instruction x86-64 routine (swapcontext elsewhere);
@@ -849,8 +849,9 @@ inline void check_pointer_args(const Tuple &params, const char *kernel, const ch
 // ----------------------------------------------------------------------------
 // Launch
 
-// Runs blocks from the shared counter until none is left, on this OS thread.
-inline void run_blocks(const Job *job, std::atomic<uint64_t> *next_block) {
+// Runs blocks first, first + stride, ... of the grid on this OS thread: a fixed share,
+// so that which OS thread runs which block does not depend on timing.
+inline void run_blocks(const Job *job, uint64_t first, uint64_t stride) {
     Worker &w = worker();
 #ifdef CUEMU_ASAN
     if (!w.main_stack_lo) {
@@ -877,9 +878,7 @@ inline void run_blocks(const Job *job, std::atomic<uint64_t> *next_block) {
     uint64_t gx = job->grid.x, gy = job->grid.y;
     uint64_t nblocks = gx * gy * job->grid.z;
     int nthreads = (int)(job->block.x * job->block.y * job->block.z);
-    for (;;) {
-        uint64_t b = next_block->fetch_add(1);
-        if (b >= nblocks) break;
+    for (uint64_t b = first; b < nblocks; b += stride) {
         blockIdx = uint3{(unsigned)(b % gx), (unsigned)(b / gx % gy), (unsigned)(b / (gx * gy))};
         run_block(w, nthreads);
     }
@@ -898,13 +897,12 @@ inline cudaError_t launch(const Job &job) {
         (uint64_t)b.x * b.y * b.z > 1024 || g.x > 2147483647u || g.y > 65535 || g.z > 65535)
         return set_error(cudaErrorInvalidConfiguration);
     if (job.smem > smem_limit(job.kernel)) return set_error(cudaErrorInvalidValue);
-    std::atomic<uint64_t> next_block{0};
     uint64_t nblocks = (uint64_t)g.x * g.y * g.z;
     int nos = settings().os_threads;
     if ((uint64_t)nos > nblocks) nos = (int)nblocks;
     std::vector<std::thread> helpers;
-    for (int i = 1; i < nos; i++) helpers.emplace_back(run_blocks, &job, &next_block);
-    run_blocks(&job, &next_block);
+    for (int i = 1; i < nos; i++) helpers.emplace_back(run_blocks, &job, (uint64_t)i, (uint64_t)nos);
+    run_blocks(&job, 0, (uint64_t)nos);
     for (std::thread &t : helpers) t.join();
     return cudaSuccess;
 }

@@ -1,7 +1,7 @@
 // Kernels with the bugs the CUDA emulation must catch, one per mode:
 //   build/tests/cuemu_neg_kernels MODE
 // tests/test_cuemu.sh runs each mode and checks the message (and that "ok"
-// runs clean under ASan and Valgrind). Also compiles with nvcc.
+// runs clean under ASan, TSan and Valgrind). Also compiles with nvcc.
 #include "common/cuemu.h"
 #include <nccl.h>
 #include <stdio.h>
@@ -94,6 +94,14 @@ __global__ void big_locals_kernel(float *out) {
     out[threadIdx.x] = local[threadIdx.x * 1000];
 }
 
+// Every block adds to one counter without an atomic: a race *between* blocks, which
+// ThreadSanitizer sees when blocks run on 2 OS threads (CUEMU_THREADS=2).
+__global__ void cross_block_race_kernel(float *counter, const float *in) {
+    float s = 0.0f;
+    for (int i = 0; i < 256; i++) s += in[(blockIdx.x * 256 + i) % (8 * N)];
+    if (threadIdx.x == 0) *counter += s;  // not atomicAdd
+}
+
 __global__ void scale_kernel(float *x, float a) { x[threadIdx.x] *= a; }
 
 // A clean kernel that uses everything (barriers, shuffles, dynamic shared
@@ -172,6 +180,10 @@ int main(int argc, char **argv) {
     } else if (!strcmp(mode, "host_pointer_arg")) {
         static float host_array[32];  // not from cudaMalloc: the GPU would fault on it
         CU_LAUNCH(scale_kernel, 1, 32, 0, 0)(host_array, 2.0f);
+    } else if (!strcmp(mode, "cross_block_race")) {
+        cudaCheck(cudaMemset(f_in, 0, 8 * N * sizeof(float)));
+        CU_LAUNCH(cross_block_race_kernel, 256, 32, 0, 0)(f_out, f_in);
+        cudaCheck(cudaGetLastError());
     } else if (!strcmp(mode, "nccl_mismatch")) {
         nccl_mismatch(f_out);
     } else if (!strcmp(mode, "big_locals")) {
@@ -197,7 +209,7 @@ int main(int argc, char **argv) {
         printf("ok: 8 block sums right\n");
     } else {
         fprintf(stderr, "usage: %s missing_barrier|divergent_barrier|mask_excludes_caller|mismatched_ops|"
-                        "mismatched_masks|launch_in_kernel|warp_deadlock|shuffle_after_exit|dynamic_smem_overflow|static_smem_overflow|host_pointer_arg|nccl_mismatch|big_locals|ok\n", argv[0]);
+                        "mismatched_masks|launch_in_kernel|warp_deadlock|shuffle_after_exit|dynamic_smem_overflow|static_smem_overflow|host_pointer_arg|cross_block_race|nccl_mismatch|big_locals|ok\n", argv[0]);
         return 2;
     }
     cudaCheck(cudaDeviceSynchronize());

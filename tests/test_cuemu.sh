@@ -6,11 +6,12 @@
 . tests/lib.sh
 NEG=build/tests/cuemu_neg_kernels
 NEG_ASAN=build/tests/asan/cuemu_neg_kernels
+NEG_TSAN=build/tests/tsan/cuemu_neg_kernels
 SRC=tests/cuemu_neg_kernels.cu
 SEED=${CUEMU_SEED:-1234}
 SCHEDULES="forward reverse random:$SEED"
 
-for bin in $NEG $NEG_ASAN build/tests/ucontext/emu_cuemu_kernels build/tests/emu_cuemu_kernels; do
+for bin in $NEG $NEG_ASAN $NEG_TSAN build/tests/ucontext/emu_cuemu_kernels build/tests/emu_cuemu_kernels; do
     [ -x "$bin" ] || { fail "$bin is built" "run make emu first"; summary; exit; }
 done
 
@@ -84,6 +85,14 @@ for s in $SCHEDULES; do
         env ASAN_OPTIONS=detect_stack_use_after_return=1:halt_on_error=1 UBSAN_OPTIONS=halt_on_error=1 \
         CUEMU_SCHEDULE=$s $NEG_ASAN ok
 done
+
+# ThreadSanitizer (fibers announced to it): clean with blocks on 2 OS threads, and it sees a race between blocks.
+expect_ok "TSan: clean kernel with CUEMU_THREADS=2, no report" env TSAN_OPTIONS=halt_on_error=1 CUEMU_THREADS=2 $NEG_TSAN ok
+env TSAN_OPTIONS=exitcode=66 CUEMU_THREADS=2 $NEG_TSAN cross_block_race >"$TMP/out" 2>"$TMP/err"
+rc=$?
+if [ $rc -eq 66 ] && grep -q "WARNING: ThreadSanitizer: data race" "$TMP/err" && grep -qE "cross_block_race_kernel.* $SRC:$(line_of "not atomicAdd")" "$TMP/err"
+then pass "TSan: a race between blocks on 2 OS threads is reported at the kernel line"
+else fail "TSan: a race between blocks on 2 OS threads is reported at the kernel line" "exit $rc: $(head -c 400 "$TMP/err")"; fi
 
 # Valgrind: fiber stacks are registered, so a clean kernel gives no error.
 if command -v valgrind >/dev/null 2>&1; then

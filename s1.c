@@ -53,9 +53,59 @@ static inline float dot(const float *a, const float *b, size_t n) {
     size_t i = 0;
     for (; i + LANES <= n; i += LANES)
         for (int j = 0; j < LANES; j++) acc[j] += a[i + j] * b[i + j];
-    float s = 0.0f;
-    for (int j = 0; j < LANES; j++) s += acc[j];
+    for (int w = LANES / 2; w > 0; w /= 2)  // pairwise, in a fixed order
+        for (int j = 0; j < w; j++) acc[j] += acc[j + w];
+    float s = acc[0];
     for (; i < n; i++) s += a[i] * b[i];
+    return s;
+}
+
+// e^x in a form the compiler can vectorise (a call to libm's expf blocks that
+// without -ffast-math). Cephes' expf: e^x = 2^k e^r with k = round(x log2(e)),
+// r = x - k ln(2) (ln 2 split in two parts so r is exact), e^r from a degree-7
+// polynomial; relative error about 1e-7 (1-2 ulp) on [-87, 88]. Below -87 the
+// result is 0, above 88 it saturates: far outside anything a softmax or a
+// sigmoid here can tell apart.
+static inline float exp_fast(float x) {
+    x = x > 88.0f ? 88.0f : x;
+    float k = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;  // round to nearest: 1.5 * 2^23 shifts the fraction out
+    float r = x - k * 0.693359375f + k * 2.12194440e-4f;
+    float p = 1.9875691500e-4f;
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    float y = p * r * r + r + 1.0f;
+    int32_t bits = ((int32_t)k + 127) << 23;   // 2^k
+    float scale;
+    memcpy(&scale, &bits, 4);
+    return x < -87.0f ? 0.0f : y * scale;
+}
+
+// max_i x[i] (n >= 1), lane-wise so that it vectorises
+static inline float max_lanes(const float *x, size_t n) {
+    float acc[LANES];
+    for (int j = 0; j < LANES; j++) acc[j] = x[0];
+    size_t i = 0;
+    for (; i + LANES <= n; i += LANES)
+        for (int j = 0; j < LANES; j++) acc[j] = x[i + j] > acc[j] ? x[i + j] : acc[j];
+    float mx = acc[0];
+    for (int j = 1; j < LANES; j++) mx = acc[j] > mx ? acc[j] : mx;
+    for (; i < n; i++) mx = x[i] > mx ? x[i] : mx;
+    return mx;
+}
+
+// sum_i e^(x[i] - shift), with LANES partial sums in a fixed order
+static inline float sum_exp(const float *x, float shift, size_t n) {
+    float acc[LANES] = {0};
+    size_t i = 0;
+    for (; i + LANES <= n; i += LANES)
+        for (int j = 0; j < LANES; j++) acc[j] += exp_fast(x[i + j] - shift);
+    for (int w = LANES / 2; w > 0; w /= 2)
+        for (int j = 0; j < w; j++) acc[j] += acc[j + w];
+    float s = acc[0];
+    for (; i < n; i++) s += exp_fast(x[i] - shift);
     return s;
 }
 
@@ -236,31 +286,40 @@ static void rope_backward(float *dx, const size_t *pos, const float *cos_t, cons
     rope_rotate(dx, pos, cos_t, sin_t, N, NH, HD, -1.0f);
 }
 
-// One query row of causal attention with an online softmax (no T x T buffer):
-// out (HD,) = softmax(q.k_u * scale) . v_u over u < ntok; *lse = log-sum-exp of the scaled scores.
-// k and v rows are kv_stride floats apart (the other KV heads sit in between).
-static void attention_row(float *out, float *lse, const float *q, const float *k, const float *v, size_t ntok,
-                          size_t kv_stride, size_t HD, float scale) {
-    float mx = -INFINITY, sum = 0.0f;
-    for (size_t i = 0; i < HD; i++) out[i] = 0.0f;
-    for (size_t u = 0; u < ntok; u++) {
-        float s = dot(q, k + u * kv_stride, HD) * scale;
-        if (s > mx) {  // new running max: rescale what was accumulated so far
-            float c = expf(mx - s);
-            sum *= c;
-            for (size_t i = 0; i < HD; i++) out[i] *= c;
-            mx = s;
-        }
-        float p = expf(s - mx);
-        sum += p;
-        axpy(out, v + u * kv_stride, p, HD);
-    }
-    for (size_t i = 0; i < HD; i++) out[i] /= sum;
+// Attention works on K, V (and in the backward pass Q, dout) transposed to
+// (heads, HD, T) per sequence: scores and output sums then run along the token
+// axis, long loops the compiler vectorises, instead of one short dot product
+// per key. x (T, NH, HD) rows -> xt (NH, HD, ld) with ld >= T.
+static void transpose_heads(float *xt, const float *x, size_t T, size_t NH, size_t HD, size_t ld) {
+    #pragma omp parallel for collapse(2) schedule(static)
+    for (size_t h = 0; h < NH; h++)
+        for (size_t i = 0; i < HD; i++)
+            for (size_t t = 0; t < T; t++) xt[(h * HD + i) * ld + t] = x[(t * NH + h) * HD + i];
+}
+
+// scores[u] = scale * q . k_u for u < ntok, with kt (HD, ld) one KV head's keys
+// transposed: a sum over the head dimension, in order, of whole token rows.
+static void attention_scores(float *scores, const float *q, const float *kt, size_t ntok, size_t ld, size_t HD, float scale) {
+    for (size_t u = 0; u < ntok; u++) scores[u] = 0.0f;
+    for (size_t i = 0; i < HD; i++) axpy(scores, kt + i * ld, q[i], ntok);
+    for (size_t u = 0; u < ntok; u++) scores[u] *= scale;
+}
+
+// One query row of causal attention: out (HD,) = softmax(scores) . V over the
+// first ntok keys, *lse = log-sum-exp of the scores (saved for the backward
+// pass). kt, vt (HD, ld): the KV head transposed. scores: scratch for ntok
+// floats, one row, never a T x T matrix.
+static void attention_row(float *out, float *lse, const float *q, const float *kt, const float *vt, size_t ntok,
+                          size_t ld, size_t HD, float scale, float *scores) {
+    attention_scores(scores, q, kt, ntok, ld, HD, scale);
+    float mx = max_lanes(scores, ntok), sum = sum_exp(scores, mx, ntok);
+    for (size_t u = 0; u < ntok; u++) scores[u] = exp_fast(scores[u] - mx) / sum;
+    for (size_t i = 0; i < HD; i++) out[i] = dot(scores, vt + i * ld, ntok);
     *lse = mx + logf(sum);
 }
 
 // Causal GQA attention over a batch of sequences stored back to back
-// (seq_offsets (S+1,)). Query head h reads KV head h / G; K/V are never copied.
+// (seq_offsets (S+1,)). Query head h reads KV head h / G; K/V are never repeated.
 static void attention_forward(float *out, float *lse, const float *q, const float *k, const float *v,
                               const size_t *seq_offsets, size_t S, size_t NQ, size_t NKV, size_t HD) {
     // out (N,NQ,HD), lse (N,NQ), q (N,NQ,HD), k v (N,NKV,HD)
@@ -268,20 +327,29 @@ static void attention_forward(float *out, float *lse, const float *q, const floa
     float scale = 1.0f / sqrtf((float)HD);
     for (size_t s = 0; s < S; s++) {
         size_t n0 = seq_offsets[s], T = seq_offsets[s + 1] - n0;
-        #pragma omp parallel for collapse(2) schedule(static)
-        for (size_t t = 0; t < T; t++)
-            for (size_t h = 0; h < NQ; h++) {
-                size_t n = n0 + t, kvh = h / G;
-                attention_row(out + n * QD + h * HD, lse + n * NQ + h, q + n * QD + h * HD, k + n0 * KD + kvh * HD,
-                              v + n0 * KD + kvh * HD, t + 1, KD, HD, scale);
-            }
+        float *kt = (float *)mallocCheck(2 * KD * T * sizeof(float)), *vt = kt + KD * T;  // (NKV, HD, T) each
+        transpose_heads(kt, k + n0 * KD, T, NKV, HD, T);
+        transpose_heads(vt, v + n0 * KD, T, NKV, HD, T);
+        #pragma omp parallel
+        {
+            float *scores = (float *)mallocCheck(T * sizeof(float));
+            #pragma omp for collapse(2) schedule(static)
+            for (size_t t = 0; t < T; t++)
+                for (size_t h = 0; h < NQ; h++) {
+                    size_t n = n0 + t, kvh = h / G;
+                    attention_row(out + n * QD + h * HD, lse + n * NQ + h, q + n * QD + h * HD, kt + kvh * HD * T,
+                                  vt + kvh * HD * T, t + 1, T, HD, scale, scores);
+                }
+            free(scores);
+        }
+        free(kt);
     }
 }
 
 // With p = softmax(s), dp_u = dout . v_u and D = dout . out = sum_u p_u dp_u:
 //   ds_u = p_u (dp_u - D),  dq = scale sum_u ds_u k_u,  dk_u += scale ds_u q,  dv_u += p_u dout.
 // Probabilities are recomputed from the saved lse. Two passes keep every
-// gradient element owned by one thread: queries (dq), then keys (dk, dv).
+// gradient element owned by one thread: query rows (dq), then key rows (dk, dv).
 static void attention_backward(float *dq, float *dk, float *dv, float *dsum, const float *dout, const float *out,
                                const float *lse, const float *q, const float *k, const float *v,
                                const size_t *seq_offsets, size_t S, size_t NQ, size_t NKV, size_t HD) {
@@ -290,50 +358,66 @@ static void attention_backward(float *dq, float *dk, float *dv, float *dsum, con
     float scale = 1.0f / sqrtf((float)HD);
     for (size_t s = 0; s < S; s++) {
         size_t n0 = seq_offsets[s], T = seq_offsets[s + 1] - n0;
-        #pragma omp parallel for collapse(2) schedule(static)
-        for (size_t t = 0; t < T; t++)
-            for (size_t h = 0; h < NQ; h++) {
-                size_t n = n0 + t, kvh = h / G;
-                const float *qr = q + n * QD + h * HD, *dor = dout + n * QD + h * HD;
-                float D = dot(dor, out + n * QD + h * HD, HD);
-                dsum[n * NQ + h] = D;
-                float *dqr = dq + n * QD + h * HD;
-                for (size_t u = 0; u <= t; u++) {
-                    const float *kr = k + (n0 + u) * KD + kvh * HD, *vr = v + (n0 + u) * KD + kvh * HD;
-                    float p = expf(dot(qr, kr, HD) * scale - lse[n * NQ + h]);
-                    float ds = p * (dot(dor, vr, HD) - D);
-                    axpy(dqr, kr, scale * ds, HD);
+        // this sequence transposed: q, dout (NQ, HD, T); k, v (NKV, HD, T); lse, D (NQ, T)
+        float *qt = (float *)mallocCheck((2 * QD + 2 * KD + 2 * NQ) * T * sizeof(float));
+        float *dt = qt + QD * T, *kt = dt + QD * T, *vt = kt + KD * T, *lset = vt + KD * T, *Dt = lset + NQ * T;
+        transpose_heads(qt, q + n0 * QD, T, NQ, HD, T);
+        transpose_heads(dt, dout + n0 * QD, T, NQ, HD, T);
+        transpose_heads(kt, k + n0 * KD, T, NKV, HD, T);
+        transpose_heads(vt, v + n0 * KD, T, NKV, HD, T);
+        transpose_heads(lset, lse + n0 * NQ, T, NQ, 1, T);
+        #pragma omp parallel
+        {
+            float *p = (float *)mallocCheck(2 * T * sizeof(float)), *dp = p + T;  // one row of p (then ds) and dp
+            #pragma omp for collapse(2) schedule(static)
+            for (size_t t = 0; t < T; t++)
+                for (size_t h = 0; h < NQ; h++) {  // pass 1: dq of query row (t, h), over keys u <= t
+                    size_t n = n0 + t, kvh = h / G;
+                    const float *dor = dout + n * QD + h * HD, *kth = kt + kvh * HD * T;
+                    float D = dot(dor, out + n * QD + h * HD, HD), L = lse[n * NQ + h];
+                    dsum[n * NQ + h] = D;
+                    attention_scores(p, q + n * QD + h * HD, kth, t + 1, T, HD, scale);
+                    attention_scores(dp, dor, vt + kvh * HD * T, t + 1, T, HD, 1.0f);
+                    for (size_t u = 0; u <= t; u++) p[u] = exp_fast(p[u] - L) * (dp[u] - D);
+                    float *dqr = dq + n * QD + h * HD;
+                    for (size_t i = 0; i < HD; i++) dqr[i] += scale * dot(p, kth + i * T, t + 1);
                 }
-            }
-        #pragma omp parallel for collapse(2) schedule(static)
-        for (size_t u = 0; u < T; u++)
-            for (size_t kvh = 0; kvh < NKV; kvh++) {
-                const float *kr = k + (n0 + u) * KD + kvh * HD, *vr = v + (n0 + u) * KD + kvh * HD;
-                float *dkr = dk + (n0 + u) * KD + kvh * HD, *dvr = dv + (n0 + u) * KD + kvh * HD;
-                for (size_t h = kvh * G; h < (kvh + 1) * G; h++)
-                    for (size_t t = u; t < T; t++) {
-                        size_t n = n0 + t;
-                        const float *qr = q + n * QD + h * HD, *dor = dout + n * QD + h * HD;
-                        float p = expf(dot(qr, kr, HD) * scale - lse[n * NQ + h]);
-                        float ds = p * (dot(dor, vr, HD) - dsum[n * NQ + h]);
-                        axpy(dvr, dor, p, HD);
-                        axpy(dkr, qr, scale * ds, HD);
+            #pragma omp single
+            transpose_heads(Dt, dsum + n0 * NQ, T, NQ, 1, T);
+            #pragma omp for collapse(2) schedule(static)
+            for (size_t u = 0; u < T; u++)
+                for (size_t kvh = 0; kvh < NKV; kvh++) {  // pass 2: dk, dv of key row (u, kvh), over queries t >= u
+                    size_t m = T - u;
+                    const float *kr = k + (n0 + u) * KD + kvh * HD, *vr = v + (n0 + u) * KD + kvh * HD;
+                    float *dkr = dk + (n0 + u) * KD + kvh * HD, *dvr = dv + (n0 + u) * KD + kvh * HD;
+                    for (size_t h = kvh * G; h < (kvh + 1) * G; h++) {
+                        const float *qth = qt + h * HD * T + u, *dth = dt + h * HD * T + u;
+                        attention_scores(p, kr, qth, m, T, HD, scale);
+                        attention_scores(dp, vr, dth, m, T, HD, 1.0f);
+                        const float *Lh = lset + h * T + u, *Dh = Dt + h * T + u;
+                        for (size_t j = 0; j < m; j++) p[j] = exp_fast(p[j] - Lh[j]);
+                        for (size_t i = 0; i < HD; i++) dvr[i] += dot(p, dth + i * T, m);
+                        for (size_t j = 0; j < m; j++) p[j] *= dp[j] - Dh[j];
+                        for (size_t i = 0; i < HD; i++) dkr[i] += scale * dot(p, qth + i * T, m);
                     }
-            }
+                }
+            free(p);
+        }
+        free(qt);
     }
 }
 
 // SwiGLU: out = silu(gate) * up, silu(z) = z * sigmoid(z).
 static void swiglu_forward(float *out, const float *gate, const float *up, size_t n) {
     #pragma omp parallel for schedule(static)
-    for (size_t i = 0; i < n; i++) out[i] = gate[i] / (1.0f + expf(-gate[i])) * up[i];
+    for (size_t i = 0; i < n; i++) out[i] = gate[i] / (1.0f + exp_fast(-gate[i])) * up[i];
 }
 
 static void swiglu_backward(float *dgate, float *dup, const float *dout, const float *gate, const float *up, size_t n) {
     // d silu(z)/dz = sigmoid(z) * (1 + z * (1 - sigmoid(z)))
     #pragma omp parallel for schedule(static)
     for (size_t i = 0; i < n; i++) {
-        float sig = 1.0f / (1.0f + expf(-gate[i]));
+        float sig = 1.0f / (1.0f + exp_fast(-gate[i]));
         dgate[i] += dout[i] * up[i] * sig * (1.0f + gate[i] * (1.0f - sig));
         dup[i] += dout[i] * gate[i] * sig;
     }
@@ -348,11 +432,8 @@ static float crossentropy_forward(float *lse, const float *logits, const uint32_
     for (size_t n = 0; n < N; n++) {
         if (weights[n] == 0.0f) { lse[n] = 0.0f; continue; }
         const float *l = logits + n * V;
-        float mx = -INFINITY;
-        for (size_t i = 0; i < V; i++) mx = l[i] > mx ? l[i] : mx;
-        float sum = 0.0f;
-        for (size_t i = 0; i < V; i++) sum += expf(l[i] - mx);
-        lse[n] = mx + logf(sum);
+        float mx = max_lanes(l, V);
+        lse[n] = mx + logf(sum_exp(l, mx, V));
     }
     double loss = 0.0;
     for (size_t n = 0; n < N; n++)
@@ -369,7 +450,7 @@ static void crossentropy_backward(float *dlogits, const float *logits, const flo
         float *d = dlogits + n * V;
         const float *l = logits + n * V;
         if (w == 0.0f) { memset(d, 0, V * sizeof(float)); continue; }
-        for (size_t i = 0; i < V; i++) d[i] = w * expf(l[i] - lse[n]);
+        for (size_t i = 0; i < V; i++) d[i] = w * exp_fast(l[i] - lse[n]);
         d[targets[n]] -= w;
     }
 }
@@ -1249,20 +1330,24 @@ static void qwen2_free(Qwen2 *m) {
 
 typedef struct {
     size_t max_len, len;   // capacity and tokens cached (the next token's position)
-    float *k, *v;          // (L, max_len, KD) keys after RoPE, values
+    float *kt, *vt;        // (L, NKV, HD, max_len) keys after RoPE, values: transposed, as attention_row() reads them
     float *x, *xn, *tmp;   // (H,) residual stream, normed, branch output
     float *q, *att;        // (QD,)
+    float *k, *v;          // (KD,) the new token's key and value
     float *gate, *up;      // (I,)
     float *logits;         // (V,)
-    float rstd, lse;
+    float *scores;         // (NQ, max_len) attention scratch, one row per head
+    float rstd;
 } KVCache;
 
 __attribute__((unused)) static KVCache *kvcache_create(const Qwen2Config *c, size_t max_len) {
     KVCache *kv = (KVCache *)callocCheck(1, sizeof(KVCache));
     size_t KD = c->num_kv_heads * c->head_dim, QD = c->num_heads * c->head_dim;
     kv->max_len = max_len;
-    kv->k = (float *)mallocCheck(c->num_layers * max_len * KD * sizeof(float));
-    kv->v = (float *)mallocCheck(c->num_layers * max_len * KD * sizeof(float));
+    kv->kt = (float *)mallocCheck(c->num_layers * max_len * KD * sizeof(float));
+    kv->vt = (float *)mallocCheck(c->num_layers * max_len * KD * sizeof(float));
+    kv->k = (float *)mallocCheck(KD * sizeof(float));
+    kv->v = (float *)mallocCheck(KD * sizeof(float));
     kv->x = (float *)mallocCheck(c->hidden_size * sizeof(float));
     kv->xn = (float *)mallocCheck(c->hidden_size * sizeof(float));
     kv->tmp = (float *)mallocCheck(c->hidden_size * sizeof(float));
@@ -1271,6 +1356,7 @@ __attribute__((unused)) static KVCache *kvcache_create(const Qwen2Config *c, siz
     kv->gate = (float *)mallocCheck(c->intermediate_size * sizeof(float));
     kv->up = (float *)mallocCheck(c->intermediate_size * sizeof(float));
     kv->logits = (float *)mallocCheck(c->vocab_size * sizeof(float));
+    kv->scores = (float *)mallocCheck(c->num_heads * max_len * sizeof(float));
     return kv;
 }
 
@@ -1281,8 +1367,8 @@ __attribute__((unused)) static void kvcache_truncate(KVCache *kv, size_t len) {
 
 __attribute__((unused)) static void kvcache_free(KVCache *kv) {
     if (kv == NULL) return;
-    free(kv->k); free(kv->v); free(kv->x); free(kv->xn); free(kv->tmp);
-    free(kv->q); free(kv->att); free(kv->gate); free(kv->up); free(kv->logits);
+    free(kv->kt); free(kv->vt); free(kv->k); free(kv->v); free(kv->x); free(kv->xn); free(kv->tmp);
+    free(kv->q); free(kv->att); free(kv->gate); free(kv->up); free(kv->logits); free(kv->scores);
     free(kv);
 }
 
@@ -1301,17 +1387,22 @@ __attribute__((unused)) static const float *qwen2_decode_step(Qwen2 *m, KVCache 
     float scale = 1.0f / sqrtf((float)HD);
     embedding_forward(kv->x, &token, p->embed, 1, H);
     for (size_t l = 0; l < L; l++) {
-        float *kc = kv->k + l * kv->max_len * KD, *vc = kv->v + l * kv->max_len * KD;
+        float *kt = kv->kt + l * KD * kv->max_len, *vt = kv->vt + l * KD * kv->max_len;  // (NKV, HD, max_len)
         rmsnorm_forward(kv->xn, &kv->rstd, kv->x, p->ln1w + l * H, 1, H, (float)c->rms_norm_eps);
         matmul_forward(kv->q, kv->xn, p->qw + l * QD * H, p->qb + l * QD, 1, H, QD);
-        matmul_forward(kc + pos * KD, kv->xn, p->kw + l * KD * H, p->kb + l * KD, 1, H, KD);
-        matmul_forward(vc + pos * KD, kv->xn, p->vw + l * KD * H, p->vb + l * KD, 1, H, KD);
+        matmul_forward(kv->k, kv->xn, p->kw + l * KD * H, p->kb + l * KD, 1, H, KD);
+        matmul_forward(kv->v, kv->xn, p->vw + l * KD * H, p->vb + l * KD, 1, H, KD);
         rope_forward(kv->q, &pos, m->rope_cos, m->rope_sin, 1, NQ, HD);
-        rope_forward(kc + pos * KD, &pos, m->rope_cos, m->rope_sin, 1, NKV, HD);
+        rope_forward(kv->k, &pos, m->rope_cos, m->rope_sin, 1, NKV, HD);
+        for (size_t j = 0; j < KD; j++) {  // append as column pos of the transposed cache
+            kt[j * kv->max_len + pos] = kv->k[j];
+            vt[j * kv->max_len + pos] = kv->v[j];
+        }
         #pragma omp parallel for schedule(static)
         for (size_t h = 0; h < NQ; h++) {
             float lse;
-            attention_row(kv->att + h * HD, &lse, kv->q + h * HD, kc + (h / G) * HD, vc + (h / G) * HD, pos + 1, KD, HD, scale);
+            attention_row(kv->att + h * HD, &lse, kv->q + h * HD, kt + (h / G) * HD * kv->max_len, vt + (h / G) * HD * kv->max_len,
+                          pos + 1, kv->max_len, HD, scale, kv->scores + h * kv->max_len);
         }
         matmul_forward(kv->tmp, kv->att, p->ow + l * H * QD, NULL, 1, QD, H);
         residual_forward(kv->x, kv->tmp, H);

@@ -844,6 +844,7 @@ inline void check_pointer_args(const Tuple &params, const char *kernel, const ch
         }
     };
     (check(std::get<I>(params), I), ...);
+    (void)check;  // a kernel without arguments
 }
 
 // ----------------------------------------------------------------------------
@@ -1183,11 +1184,30 @@ inline cudaError_t cudaMemset(void *dst, int value, size_t count) {
 inline cudaError_t cudaMemsetAsync(void *dst, int value, size_t count, cudaStream_t) {
     return cudaMemset(dst, value, count);
 }
-// __constant__ is empty, so a symbol is an ordinary variable (cuda_runtime.h's template passes its address)
+// __constant__ and __device__ are empty, so a symbol is an ordinary variable (cuda_runtime.h's
+// templates pass its address)
 inline cudaError_t cudaMemcpyToSymbol(const void *symbol, const void *src, size_t count, size_t offset,
                                       cudaMemcpyKind) {
     memcpy((char *)symbol + offset, src, count);
     return cudaSuccess;
+}
+inline cudaError_t cudaMemcpyFromSymbol(void *dst, const void *symbol, size_t count, size_t offset,
+                                        cudaMemcpyKind) {
+    memcpy(dst, (const char *)symbol + offset, count);
+    return cudaSuccess;
+}
+// cuda_runtime.h defines the by-reference templates only for nvcc; here they also check the size
+template <class T>
+inline cudaError_t cudaMemcpyToSymbol(const T &symbol, const void *src, size_t count, size_t offset = 0,
+                                      cudaMemcpyKind kind = cudaMemcpyHostToDevice) {
+    if (offset > sizeof(T) || count > sizeof(T) - offset) return cuemu::set_error(cudaErrorInvalidValue);
+    return cudaMemcpyToSymbol((const void *)&symbol, src, count, offset, kind);
+}
+template <class T>
+inline cudaError_t cudaMemcpyFromSymbol(void *dst, const T &symbol, size_t count, size_t offset = 0,
+                                        cudaMemcpyKind kind = cudaMemcpyDeviceToHost) {
+    if (offset > sizeof(T) || count > sizeof(T) - offset) return cuemu::set_error(cudaErrorInvalidValue);
+    return cudaMemcpyFromSymbol(dst, (const void *)&symbol, count, offset, kind);
 }
 inline cudaError_t cudaMemGetInfo(size_t *free_bytes, size_t *total_bytes) {
     *free_bytes = (size_t)sysconf(_SC_AVPHYS_PAGES) * (size_t)sysconf(_SC_PAGESIZE);

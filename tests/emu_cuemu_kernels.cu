@@ -370,6 +370,37 @@ static void test_launch_limits(void) {
 }
 
 // ----------------------------------------------------------------------------
+// Kernels without arguments, templates with several parameters, __device__ and __constant__ symbols
+
+__device__ int launches_seen;
+__constant__ float coefficients[4];
+
+__global__ void count_launch_kernel() { atomicAdd(&launches_seen, 1); }
+
+template <typename T, int SCALE>
+__global__ void scaled_coefficients_kernel(T *out) { out[threadIdx.x] = (T)(SCALE * coefficients[threadIdx.x]); }
+
+static void test_symbols_and_templates(void) {
+    TEST_BEGIN("zero-argument kernel, two-parameter template kernel, __device__ and __constant__ symbols");
+    int zero = 0, seen = -1;
+    cudaCheck(cudaMemcpyToSymbol(launches_seen, &zero, sizeof zero));
+    CU_LAUNCH(count_launch_kernel, 3, 5, 0, 0)();
+    cudaCheck(cudaGetLastError());
+    cudaCheck(cudaMemcpyFromSymbol(&seen, launches_seen, sizeof seen));
+    CHECK(seen == 15, "3 blocks of 5 threads counted %d", seen);
+    const float c[4] = {1.0f, 2.0f, 3.0f, 4.0f};
+    cudaCheck(cudaMemcpyToSymbol(coefficients, c, sizeof c));
+    int *d_out, out[4];
+    cudaCheck(cudaMalloc(&d_out, sizeof out));
+    CU_LAUNCH(CU_T(scaled_coefficients_kernel<int, 3>), 1, 4, 0, 0)(d_out);
+    cudaCheck(cudaGetLastError());
+    cudaCheck(cudaMemcpy(out, d_out, sizeof out, cudaMemcpyDeviceToHost));
+    for (int i = 0; i < 4; i++) CHECK(out[i] == 3 * (i + 1), "out[%d] = %d, want %d", i, out[i], 3 * (i + 1));
+    cudaCheck(cudaFree(d_out));
+    TEST_END();
+}
+
+// ----------------------------------------------------------------------------
 // The emulator's memory checks: cudaMalloc blocks are recorded, so host pointers and
 // overflowing copies fail as on a GPU instead of silently working on the CPU.
 
@@ -414,6 +445,7 @@ int main(void) {
     test_shuffle_rules();
     test_votes();
     test_launch_limits();
+    test_symbols_and_templates();
     test_memory_checks();
     return test_summary();
 }

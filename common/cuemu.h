@@ -664,7 +664,7 @@ inline void complete_warp_op(Worker &w, int base, uint32_t mask) {
         case OP_SHFL_IDX: src = seg + (b & (width - 1)); break;
         case OP_SHFL_UP: src = lane - b; if (src < seg) src = lane; break;
         case OP_SHFL_DOWN: src = lane + b; if (src > seg + width - 1) src = lane; break;
-        case OP_SHFL_XOR: src = lane ^ (b & 31); if (src > seg + width - 1) src = lane; break;
+        case OP_SHFL_XOR: src = lane ^ b; if (src > seg + width - 1) src = lane; break;
         default: break;
         }
         if (src < 0 || src > 31 || !(mask & (1u << src))) src = lane;  // a lane that takes no part: own value

@@ -117,3 +117,5 @@ size_t s1ref_fixture_batch(const char *dir, uint32_t **ids, uint8_t **mask, size
 void *s1ref_kvcache_create(void *model, size_t max_len) { return kvcache_create(&((Qwen2 *)model)->config, max_len); }
 const float *s1ref_decode_step(void *model, void *kv, uint32_t token) { return qwen2_decode_step((Qwen2 *)model, (KVCache *)kv, token); }
 void s1ref_kvcache_free(void *kv) { kvcache_free((KVCache *)kv); }
+size_t s1ref_kvcache_len(void *kv) { return ((KVCache *)kv)->len; }
+void s1ref_kvcache_truncate(void *kv, size_t len) { kvcache_truncate((KVCache *)kv, len); }

@@ -1,6 +1,6 @@
 # tests/test_sft.sh: the GPU programs' command lines, run through the CUDA
 # emulator (build/emu/sft, build/emu/sample: the same sources `make cuda` builds):
-# sft's loss against ./s1 loss on the HF fixtures, greedy sampling, help and
+# sft's loss against ./s1 loss on the HF fixtures, greedy sampling, budget forcing, help and
 # one-line errors for bad input.
 . tests/lib.sh
 SFT=build/emu/sft
@@ -42,7 +42,29 @@ first=${out%% *}
 expect_eq "sample stops after a --stop id" "$($SAMPLE --model $GQA --prompt-ids 5,17,250,3 --max-new 10 --stop $first 2>/dev/null)" "$first"
 expect_eq "--vocab 1 can only produce id 0" "$($SAMPLE --model $GQA --prompt-ids 5 --max-new 3 --vocab 1 2>/dev/null)" "0 0 0"
 
+# ---- budget forcing and text, on a random model whose embedding covers the trained test
+# tokenizer (771 ids; made by ./s1 from a config, learning rate 0 so the weights stay random).
+# tests/emu_kernels_budget.cu checks the decoding itself against s1.c; this checks the command line.
+TOK=tests/fixtures/tok_trained
+cat >"$TMP/bf.json" <<'JSON'
+{"model_type": "qwen2", "hidden_act": "silu", "vocab_size": 800, "hidden_size": 32, "intermediate_size": 48,
+ "num_hidden_layers": 1, "num_attention_heads": 4, "num_key_value_heads": 2, "max_position_embeddings": 512,
+ "rope_theta": 1000000.0, "rms_norm_eps": 1e-06, "tie_word_embeddings": true}
+JSON
+$S1 train --init-config "$TMP/bf.json" --data "$TMP/gqa.shard" --out "$TMP/bf" --epochs 1 --batch 4 --lr 0 --threads 1 >/dev/null 2>&1
+$SAMPLE --model "$TMP/bf" --tokenizer $TOK --question "What is 2+2?" --think 5 --ignore 1 --max-answer 8 >"$TMP/bf.out" 2>"$TMP/bf.err"
+expect_eq "budget forcing: the text starts with the thinking delimiter" "$(head -c 17 "$TMP/bf.out")" "<|im_start|>think"
+expect_eq "budget forcing: the answer delimiter follows" "$(grep -c '<|im_start|>answer' "$TMP/bf.out")" "1"
+n_think=$(grep -oE 'thinking [0-9]+ tokens' "$TMP/bf.err" | grep -oE '[0-9]+')
+expect_eq "budget forcing: the thinking is cut to the budget of 5 ($n_think tokens)" "$([ -n "$n_think" ] && [ "$n_think" -le 5 ] && echo yes)" "yes"
+expect_eq "budget forcing is deterministic" \
+    "$($SAMPLE --model "$TMP/bf" --tokenizer $TOK --question "What is 2+2?" --think 5 --ignore 1 --max-answer 8 2>/dev/null)" "$(cat "$TMP/bf.out")"
+expect_ok "greedy text continuation of a question" $SAMPLE --model "$TMP/bf" --tokenizer $TOK --question "Hi" --max-new 5
+
 # ---- errors: one line, non-zero exit
+expect_error "sample --think without --question" "--think needs --question" $SAMPLE --model $GQA --prompt-ids 5 --think 4
+expect_error "sample --question without --tokenizer" "--question needs --tokenizer" $SAMPLE --model $GQA --question "Hi"
+expect_error "sample --ignore without --think" "--ignore and --readme need --think" $SAMPLE --model $GQA --prompt-ids 5 --ignore 2
 expect_error "sft without --data" "--model and --data are required" $SFT --model $GQA
 expect_error "sft with a missing model" "no-such-dir/config.json: cannot read model config" $SFT --model "$TMP/no-such-dir" --data "$TMP/gqa.shard"
 mkdir -p "$TMP/trunc"

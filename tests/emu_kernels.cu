@@ -387,6 +387,7 @@ int main(void) {
     test_embedding();
     test_rmsnorm(7, 100);
     test_rmsnorm(3, 33);
+    test_rmsnorm(5, 896);                 // Qwen2.5-0.5B's hidden size
     test_matmul(1, 0);
     test_matmul(0, 1);
     test_matmul(0, 0);
@@ -397,6 +398,7 @@ int main(void) {
     test_attention(16, 0, 4, 1, 16);     // exactly one query tile
     test_attention(50, 0, 8, 2, 12);     // 4 query tiles (last partial), 2 key tiles
     test_attention(37, 0, 2, 1, 128);    // the largest head dim (4 dims per lane)
+    test_attention(200, 0, 14, 2, 64);   // Qwen2.5-0.5B's heads (GQA 7:1, HD 64), 13 query tiles x 7 key tiles
     test_attention(41, 40, 4, 2, 16);    // decode: 1 new row after 40 cached keys
     test_attention(70, 63, 4, 2, 12);    // 7 new rows after 63 cached: they straddle key tiles
     test_attention_decode(1, 2, 1, 16);       // the first token: one key

@@ -35,6 +35,12 @@ static void usage(void) {
            "implemented yet; use ./s1 train on the CPU.\n");
 }
 
+static const char *format_bytes(double bytes, char *buf, size_t n) {
+    if (bytes >= 1e9) snprintf(buf, n, "%.2f GB", bytes / 1e9);
+    else snprintf(buf, n, "%.2f MB", bytes / 1e6);
+    return buf;
+}
+
 static size_t parse_size(const char *flag, const char *value) {
     char *end;
     errno = 0;
@@ -66,8 +72,23 @@ int main(int argc, char **argv) {
     gpu_model_load(&model, model_dir, (int)chunk_rows);
     if (shard.header.vocab_size > model.config.vocab_size)
         die("%s: shard vocab_size %u exceeds the model's %zu embedding rows", data_path, shard.header.vocab_size, model.config.vocab_size);
-    fprintf(stderr, "sft: %s, %zu parameters (bf16 on the GPU), %zu layers; %s: %llu sequences\n", model_dir,
-            model.num_parameters, model.config.num_layers, data_path, (unsigned long long)shard.header.num_sequences);
+    // the memory plan (s1-spec section 8): weights, the activations of the longest sequence, one LM-head chunk
+    size_t longest = 0;
+    for (size_t i = 0; i < (size_t)shard.header.num_sequences; i++) {
+        size_t len = shard_seq_len(&shard, i);
+        longest = len > longest ? len : longest;
+    }
+    if (longest > max_seq_len) longest = max_seq_len;
+    double weights = (double)model.num_parameters * sizeof(floatX), acts = (double)gpu_activation_bytes(&model.config, longest);
+    double chunk = (double)chunk_rows * (double)model.config.vocab_size * sizeof(float);
+    double full_logits = (double)longest * (double)model.config.vocab_size * sizeof(float);
+    char b1[32], b2[32], b3[32], b4[32], b5[32];
+    fprintf(stderr, "sft: %s, %zu parameters, %zu layers; %s: %llu sequences, the longest %zu tokens\n", model_dir,
+            model.num_parameters, model.config.num_layers, data_path, (unsigned long long)shard.header.num_sequences, longest);
+    fprintf(stderr, "sft: GPU memory: weights %s (bf16) + activations %s + LM-head chunk %s (%zu rows; the logits of "
+            "all %zu rows would take %s) = %s\n", format_bytes(weights, b1, sizeof b1), format_bytes(acts, b2, sizeof b2),
+            format_bytes(chunk, b3, sizeof b3), chunk_rows, longest, format_bytes(full_logits, b4, sizeof b4),
+            format_bytes(weights + acts + chunk, b5, sizeof b5));
 
     size_t S = (size_t)shard.header.num_sequences, targets = 0;
     double sum = 0.0, t0 = now_seconds();

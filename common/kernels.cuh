@@ -618,16 +618,32 @@ static void gpu_model_load(GpuModel *m, const char *dir, int chunk_rows) {
     m->chunk_rows = chunk_rows > 0 ? chunk_rows : 1;
 }
 
+// Elements per token of the bf16 activation buffers res, ln, q, att, k, v, gate, up.
+#define GPU_ACT_BUFFERS 8
+static void gpu_activation_widths(const Qwen2Config *c, size_t widths[GPU_ACT_BUFFERS]) {
+    size_t H = c->hidden_size, I = c->intermediate_size, QD = c->num_heads * c->head_dim, KD = c->num_kv_heads * c->head_dim;
+    size_t w[GPU_ACT_BUFFERS] = {H, H, QD, QD, KD, KD, I, I};
+    memcpy(widths, w, sizeof w);
+}
+
+// GPU bytes of the activations of an N-token forward pass (the LM-head chunk aside).
+static size_t gpu_activation_bytes(const Qwen2Config *c, size_t N) {
+    size_t widths[GPU_ACT_BUFFERS], per_token = 2 * sizeof(float) + 2 * sizeof(uint32_t) + sizeof(int);   // losses weights ids targets pos
+    gpu_activation_widths(c, widths);
+    for (int i = 0; i < GPU_ACT_BUFFERS; i++) per_token += widths[i] * sizeof(floatX);
+    return N * per_token;
+}
+
 // Grows the activation buffers to hold N tokens.
 static void gpu_activations_ensure(GpuModel *m, size_t N) {
     if (N <= m->capacity) return;
     const Qwen2Config *c = &m->config;
-    size_t H = c->hidden_size, I = c->intermediate_size, QD = c->num_heads * c->head_dim, KD = c->num_kv_heads * c->head_dim;
-    floatX **bf[] = {&m->res, &m->ln, &m->q, &m->att, &m->k, &m->v, &m->gate, &m->up};
-    size_t bf_sizes[] = {H, H, QD, QD, KD, KD, I, I};   // per token
-    for (size_t i = 0; i < sizeof bf / sizeof bf[0]; i++) {
+    floatX **bf[GPU_ACT_BUFFERS] = {&m->res, &m->ln, &m->q, &m->att, &m->k, &m->v, &m->gate, &m->up};
+    size_t widths[GPU_ACT_BUFFERS];
+    gpu_activation_widths(c, widths);
+    for (int i = 0; i < GPU_ACT_BUFFERS; i++) {
         cudaCheck(cudaFree(*bf[i]));
-        cudaCheck(cudaMalloc((void **)bf[i], N * bf_sizes[i] * sizeof(floatX)));
+        cudaCheck(cudaMalloc((void **)bf[i], N * widths[i] * sizeof(floatX)));
     }
     float **fl[] = {&m->losses, &m->weights};
     for (size_t i = 0; i < 2; i++) {

@@ -24,7 +24,8 @@
  * Precision, as Hugging Face runs a bf16 Qwen2 (docs/qwen2.5.md section 3):
  * weights and activations are bf16 (floatX), every sum and statistic is fp32
  * (RMSNorm's mean square, the GEMMs' accumulation, the softmax and the
- * cross-entropy), and each kernel rounds its output to bf16 once. Logits are
+ * cross-entropy), and each kernel rounds its output to bf16 once (RMSNorm twice,
+ * at HF's cast point before the weight multiply). Logits are
  * fp32 (HF upcasts them before the loss).
  *
  * Two memory rules make 32K-token sequences fit (s1-spec.md section 8): the

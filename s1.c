@@ -37,6 +37,8 @@
 #include "common/util.h"
 #include "common/json.h"
 #include "common/shard.h"
+#include "common/qwen2_config.h"   // Qwen2Config, config_read()
+#include "common/safetensors.h"   // safetensors_open() and the dtype conversions
 
 // ----------------------------------------------------------------------------
 // vector helpers
@@ -468,21 +470,9 @@ static void residual_forward(float *out, const float *inp, size_t n) {
 
 // ----------------------------------------------------------------------------
 // Qwen2 model definition
-
-typedef struct {
-    size_t vocab_size;            // V, embedding rows (>= the tokenizer's size)
-    size_t hidden_size;           // H
-    size_t intermediate_size;     // I
-    size_t num_layers;            // L
-    size_t num_heads;             // NQ
-    size_t num_kv_heads;          // NKV
-    size_t head_dim;              // HD ("head_dim" in config.json, else H/NQ)
-    size_t max_position_embeddings;
-    double rope_theta;
-    double rms_norm_eps;
-    int tie_word_embeddings;
-    long long bos_token_id, eos_token_id;   // -1 when absent; copied to the saved config
-} Qwen2Config;
+//
+// The config (Qwen2Config, config_read()) lives in common/qwen2_config.h,
+// shared with the GPU programs: any Qwen2.5 size, tied or untied, any GQA ratio.
 
 enum { P_EMBED, P_LN1W, P_QW, P_QB, P_KW, P_KB, P_VW, P_VB, P_OW, P_LN2W, P_GATEW, P_UPW, P_DOWNW, P_NORMW, P_LMW,
        NUM_PARAMETER_TENSORS };
@@ -610,17 +600,6 @@ typedef struct {
 
 static float *lm_head(const ParameterTensors *p, const Qwen2Config *c) { return c->tie_word_embeddings ? p->embed : p->lmw; }
 
-static void config_validate(const Qwen2Config *c, const char *what) {
-    if (c->vocab_size == 0 || c->hidden_size == 0 || c->intermediate_size == 0 || c->num_layers == 0 ||
-        c->num_heads == 0 || c->num_kv_heads == 0 || c->head_dim == 0)
-        die("%s: every model size must be positive", what);
-    if (c->num_heads % c->num_kv_heads != 0)
-        die("%s: num_attention_heads %zu is not a multiple of num_key_value_heads %zu", what, c->num_heads, c->num_kv_heads);
-    if (c->head_dim % 2 != 0) die("%s: head_dim %zu must be even for RoPE", what, c->head_dim);
-    if (c->vocab_size > (1ull << 32)) die("%s: vocab_size %zu does not fit 32-bit token ids", what, c->vocab_size);
-    if (!(c->rope_theta > 0) || !(c->rms_norm_eps > 0)) die("%s: rope_theta and rms_norm_eps must be positive", what);
-}
-
 // Builds the model's tensors for a config and allocates the parameters (uninitialised).
 static void qwen2_build(Qwen2 *m, const Qwen2Config *c) {
     memset(m, 0, sizeof *m);
@@ -682,73 +661,7 @@ static void qwen2_init_random(Qwen2 *m, const Qwen2Config *c, uint64_t seed) {
 }
 
 // ----------------------------------------------------------------------------
-// config.json in and out
-
-static const JsonValue *config_field(const JsonValue *root, const char *key, JsonType type, const char *path, int required) {
-    const JsonValue *v = json_get(root, key);
-    if (v == NULL || v->type == JSON_NULL) {
-        if (required) die("%s: missing field \"%s\"", path, key);
-        return NULL;
-    }
-    if (v->type != type && !(type == JSON_TRUE && v->type == JSON_FALSE))
-        die("%s: field \"%s\" is a %s, expected a %s", path, key, json_type_name(v->type), type == JSON_TRUE ? "boolean" : json_type_name(type));
-    return v;
-}
-
-static size_t config_size(const JsonValue *root, const char *key, const char *path, int required, size_t fallback) {
-    const JsonValue *v = config_field(root, key, JSON_NUMBER, path, required);
-    if (v == NULL) return fallback;
-    if (!v->is_integer || v->integer <= 0) die("%s: field \"%s\" must be a positive integer", path, key);
-    return (size_t)v->integer;
-}
-
-static void config_read(Qwen2Config *c, const char *path) {
-    size_t len;
-    char *text = read_file_or_null(path, &len);
-    if (text == NULL) die("%s: cannot read model config: %s", path, strerror(errno));
-    JsonDoc doc;
-    char err[256];
-    if (json_parse(text, len, &doc, err, sizeof err) != 0) die("%s: invalid JSON: %s", path, err);
-    const JsonValue *root = doc.root;
-    if (root->type != JSON_OBJECT) die("%s: expected a JSON object", path);
-    const JsonValue *v = config_field(root, "model_type", JSON_STRING, path, 0);
-    if (v != NULL && strcmp(v->str, "qwen2") != 0) die("%s: model_type \"%s\" is not qwen2", path, v->str);
-    v = config_field(root, "hidden_act", JSON_STRING, path, 0);
-    if (v != NULL && strcmp(v->str, "silu") != 0) die("%s: hidden_act \"%s\" is not supported (silu only)", path, v->str);
-    v = config_field(root, "use_sliding_window", JSON_TRUE, path, 0);
-    if (v != NULL && v->type == JSON_TRUE) die("%s: use_sliding_window=true is not supported", path);
-    if (json_get(root, "rope_scaling") != NULL && json_get(root, "rope_scaling")->type != JSON_NULL)
-        die("%s: rope_scaling is not supported (plain RoPE only)", path);
-    memset(c, 0, sizeof *c);
-    c->vocab_size = config_size(root, "vocab_size", path, 1, 0);
-    c->hidden_size = config_size(root, "hidden_size", path, 1, 0);
-    c->intermediate_size = config_size(root, "intermediate_size", path, 1, 0);
-    c->num_layers = config_size(root, "num_hidden_layers", path, 1, 0);
-    c->num_heads = config_size(root, "num_attention_heads", path, 1, 0);
-    c->num_kv_heads = config_size(root, "num_key_value_heads", path, 0, c->num_heads);
-    c->head_dim = config_size(root, "head_dim", path, 0, c->hidden_size / c->num_heads);
-    c->max_position_embeddings = config_size(root, "max_position_embeddings", path, 0, 32768);
-    v = config_field(root, "rope_theta", JSON_NUMBER, path, 0);
-    const JsonValue *rope = config_field(root, "rope_parameters", JSON_OBJECT, path, 0);  // transformers 5 moved it here
-    if (v == NULL && rope != NULL) {
-        const JsonValue *type = config_field(rope, "rope_type", JSON_STRING, path, 0);
-        if (type != NULL && strcmp(type->str, "default") != 0) die("%s: rope_type \"%s\" is not supported (plain RoPE only)", path, type->str);
-        v = config_field(rope, "rope_theta", JSON_NUMBER, path, 0);
-    }
-    c->rope_theta = v ? v->number : 10000.0;  // Qwen2Config's default
-    v = config_field(root, "rms_norm_eps", JSON_NUMBER, path, 0);
-    c->rms_norm_eps = v ? v->number : 1e-6;
-    v = config_field(root, "tie_word_embeddings", JSON_TRUE, path, 0);
-    c->tie_word_embeddings = v != NULL && v->type == JSON_TRUE;
-    v = config_field(root, "bos_token_id", JSON_NUMBER, path, 0);
-    c->bos_token_id = v && v->is_integer ? v->integer : -1;
-    v = config_field(root, "eos_token_id", JSON_NUMBER, path, 0);
-    c->eos_token_id = v && v->is_integer ? v->integer : -1;
-    if (c->head_dim == 0) die("%s: hidden_size %zu is smaller than num_attention_heads %zu", path, c->hidden_size, c->num_heads);
-    json_free(&doc);
-    free(text);
-    config_validate(c, path);
-}
+// config.json out (config_read() is in common/qwen2_config.h)
 
 static void config_write(const Qwen2Config *c, const char *path) {
     AtomicFile af = atomic_open(path);
@@ -767,169 +680,10 @@ static void config_write(const Qwen2Config *c, const char *path) {
 }
 
 // ----------------------------------------------------------------------------
-// safetensors in and out (format: docs/qwen2.5.md section 4.1)
-
-static float half_to_float(uint16_t h) {
-    uint32_t sign = (uint32_t)(h >> 15) << 31, exp = (h >> 10) & 0x1f, mant = h & 0x3ff, bits;
-    if (exp == 0x1f) bits = sign | 0x7f800000u | (mant << 13);          // inf, nan
-    else if (exp != 0) bits = sign | ((exp + 112) << 23) | (mant << 13); // normal: rebias 15 -> 127
-    else if (mant == 0) bits = sign;                                     // zero
-    else {                                                               // subnormal: normalise
-        int e = -1;
-        do { e++; mant <<= 1; } while ((mant & 0x400) == 0);
-        bits = sign | ((uint32_t)(112 - e) << 23) | ((mant & 0x3ff) << 13);
-    }
-    float f;
-    memcpy(&f, &bits, 4);
-    return f;
-}
-
-static float bf16_to_float(uint16_t b) {
-    uint32_t bits = (uint32_t)b << 16;
-    float f;
-    memcpy(&f, &bits, 4);
-    return f;
-}
-
-// One tensor of a safetensors header, validated against the file.
-typedef struct {
-    const char *name;
-    const char *dtype;     // "F32", "BF16", "I64", ...
-    size_t dtype_size;
-    size_t dims[8];
-    size_t ndim;
-    size_t numel;
-    size_t begin, end;     // byte range in the data buffer
-} SafetensorsEntry;
-
-typedef struct {
-    const char *path;
-    FILE *fp;
-    size_t data_start;     // 8 + header length
-    char *header;
-    JsonDoc doc;
-    const JsonValue *metadata;   // the "__metadata__" object or NULL
-    SafetensorsEntry *entries;
-    size_t num_entries;
-} SafetensorsFile;
-
-static size_t safetensors_dtype_size(const char *dtype) {
-    static const struct { const char *name; size_t size; } dtypes[] = {
-        {"F32", 4}, {"BF16", 2}, {"F16", 2}, {"F64", 8}, {"I64", 8}, {"U64", 8}, {"I32", 4}, {"U32", 4}, {"I16", 2},
-        {"U16", 2}, {"I8", 1}, {"U8", 1}, {"BOOL", 1}, {"F8_E5M2", 1}, {"F8_E4M3", 1}};
-    for (size_t i = 0; i < sizeof dtypes / sizeof dtypes[0]; i++)
-        if (strcmp(dtype, dtypes[i].name) == 0) return dtypes[i].size;
-    return 0;
-}
-
-static int compare_entries(const void *a, const void *b) {
-    const SafetensorsEntry *x = *(const SafetensorsEntry *const *)a, *y = *(const SafetensorsEntry *const *)b;
-    return x->begin < y->begin ? -1 : x->begin > y->begin ? 1 : (x->end > y->end) - (x->end < y->end);
-}
-
-// Opens a safetensors file and validates its whole header: the length, the
-// JSON, every entry's dtype, shape and byte range (inside the file, matching
-// the shape, no two tensors overlapping). Any problem is a one-line error.
-static void safetensors_open(SafetensorsFile *f, const char *path) {
-    memset(f, 0, sizeof *f);
-    f->path = path;
-    f->fp = fopen(path, "rb");
-    if (f->fp == NULL) die("%s: cannot open: %s", path, strerror(errno));
-    if (fseeko(f->fp, 0, SEEK_END) != 0) die("%s: cannot seek", path);
-    size_t file_size = (size_t)ftello(f->fp);
-    rewind(f->fp);
-    if (file_size < 8) die("%s: truncated safetensors file: %zu bytes, shorter than the 8-byte header length", path, file_size);
-    uint8_t lenbuf[8];
-    freadCheck(lenbuf, 1, 8, f->fp, path);
-    uint64_t header_len = 0;
-    for (int i = 7; i >= 0; i--) header_len = header_len << 8 | lenbuf[i];
-    if (header_len > 100000000ull) die("%s: safetensors header length %llu is implausible (over 100 MB)", path, (unsigned long long)header_len);
-    if (8 + header_len > file_size)
-        die("%s: truncated safetensors file: header length %llu exceeds the file size %zu", path, (unsigned long long)header_len, file_size);
-    f->data_start = 8 + (size_t)header_len;
-    size_t data_size = file_size - f->data_start;
-    f->header = (char *)mallocCheck((size_t)header_len + 1);
-    freadCheck(f->header, 1, (size_t)header_len, f->fp, path);
-    f->header[header_len] = '\0';
-    char err[256];
-    if (json_parse(f->header, (size_t)header_len, &f->doc, err, sizeof err) != 0) die("%s: safetensors header is not valid JSON: %s", path, err);
-    const JsonValue *root = f->doc.root;
-    if (root->type != JSON_OBJECT) die("%s: safetensors header is not a JSON object", path);
-    f->entries = (SafetensorsEntry *)callocCheck(root->len, sizeof(SafetensorsEntry));
-    for (size_t i = 0; i < root->len; i++) {
-        const char *name = root->keys[i];
-        const JsonValue *e = &root->items[i];
-        if (strcmp(name, "__metadata__") == 0) { f->metadata = e; continue; }
-        for (size_t j = 0; j < f->num_entries; j++)
-            if (strcmp(f->entries[j].name, name) == 0) die("%s: tensor %s appears twice in the header", path, name);
-        const JsonValue *dtype = json_get(e, "dtype"), *shape = json_get(e, "shape"), *offs = json_get(e, "data_offsets");
-        if (dtype == NULL || dtype->type != JSON_STRING || shape == NULL || shape->type != JSON_ARRAY || offs == NULL ||
-            offs->type != JSON_ARRAY || offs->len != 2)
-            die("%s: tensor %s: header entry needs dtype, shape and data_offsets [begin, end]", path, name);
-        SafetensorsEntry *se = &f->entries[f->num_entries++];
-        se->name = name;
-        se->dtype = dtype->str;
-        se->dtype_size = safetensors_dtype_size(dtype->str);
-        if (se->dtype_size == 0) die("%s: tensor %s has unknown dtype %s", path, name, dtype->str);
-        if (shape->len > 8) die("%s: tensor %s has %zu dimensions", path, name, shape->len);
-        se->ndim = shape->len;
-        se->numel = 1;
-        for (size_t d = 0; d < shape->len; d++) {
-            const JsonValue *x = &shape->items[d];
-            if (x->type != JSON_NUMBER || !x->is_integer || x->integer < 0 || x->integer > (1ll << 40))
-                die("%s: tensor %s: shape entries must be non-negative integers", path, name);
-            se->dims[d] = (size_t)x->integer;
-            se->numel *= se->dims[d];
-        }
-        for (int j = 0; j < 2; j++)
-            if (offs->items[j].type != JSON_NUMBER || !offs->items[j].is_integer || offs->items[j].integer < 0)
-                die("%s: tensor %s: data_offsets must be non-negative integers", path, name);
-        se->begin = (size_t)offs->items[0].integer;
-        se->end = (size_t)offs->items[1].integer;
-        if (se->begin > se->end) die("%s: tensor %s: data_offsets [%zu, %zu) run backwards", path, name, se->begin, se->end);
-        if (se->end > data_size)
-            die("%s: tensor %s: data_offsets [%zu, %zu) lie outside the %zu-byte data buffer (truncated file?)", path, name, se->begin, se->end, data_size);
-        if (se->end - se->begin != se->numel * se->dtype_size)
-            die("%s: tensor %s: data_offsets span %zu bytes, but shape and dtype need %zu", path, name, se->end - se->begin, se->numel * se->dtype_size);
-    }
-    SafetensorsEntry **sorted = (SafetensorsEntry **)mallocCheck(f->num_entries * sizeof(SafetensorsEntry *));
-    for (size_t i = 0; i < f->num_entries; i++) sorted[i] = &f->entries[i];
-    qsort(sorted, f->num_entries, sizeof(SafetensorsEntry *), compare_entries);
-    for (size_t i = 1; i < f->num_entries; i++)
-        if (sorted[i]->begin < sorted[i - 1]->end) die("%s: tensors %s and %s overlap in the data buffer", path, sorted[i - 1]->name, sorted[i]->name);
-    free(sorted);
-}
-
-__attribute__((unused)) static const SafetensorsEntry *safetensors_find(const SafetensorsFile *f, const char *name) {
-    for (size_t i = 0; i < f->num_entries; i++)
-        if (strcmp(f->entries[i].name, name) == 0) return &f->entries[i];
-    return NULL;
-}
-
-// Reads a tensor's bytes as stored (any dtype).
-static void safetensors_read_raw(SafetensorsFile *f, const SafetensorsEntry *e, void *dst) {
-    if (fseeko(f->fp, (off_t)(f->data_start + e->begin), SEEK_SET) != 0) die("%s: cannot seek to tensor %s", f->path, e->name);
-    freadCheck(dst, 1, e->end - e->begin, f->fp, f->path);
-}
-
-// Reads a F32, F16 or BF16 tensor as fp32.
-static void safetensors_read_f32(SafetensorsFile *f, const SafetensorsEntry *e, float *dst) {
-    int f32 = strcmp(e->dtype, "F32") == 0, bf16 = strcmp(e->dtype, "BF16") == 0;
-    if (!f32 && !bf16 && strcmp(e->dtype, "F16") != 0) die("%s: tensor %s has dtype %s; only F32, F16 and BF16 are supported", f->path, e->name, e->dtype);
-    if (f32) { safetensors_read_raw(f, e, dst); return; }
-    uint16_t *raw = (uint16_t *)mallocCheck(e->numel * sizeof(uint16_t));
-    safetensors_read_raw(f, e, raw);
-    for (size_t j = 0; j < e->numel; j++) dst[j] = bf16 ? bf16_to_float(raw[j]) : half_to_float(raw[j]);
-    free(raw);
-}
-
-static void safetensors_close(SafetensorsFile *f) {
-    fclose(f->fp);
-    json_free(&f->doc);
-    free(f->header);
-    free(f->entries);
-    memset(f, 0, sizeof *f);
-}
+// safetensors in and out (format: docs/qwen2.5.md section 4.1). The file-level
+// reader (safetensors_open(): full header validation, dtype conversion) is
+// common/safetensors.h, shared with the GPU programs; here the model's tensors
+// are matched by name and shape against the config.
 
 static TensorInfo *find_tensor(Qwen2 *m, const char *name) {
     for (size_t i = 0; i < m->num_tensors; i++)
@@ -1028,14 +782,6 @@ static void qwen2_load(Qwen2 *m, const char *dir) {
 
 static void make_dir(const char *dir) {
     if (mkdir(dir, 0755) != 0 && errno != EEXIST) die("%s: cannot create directory: %s", dir, strerror(errno));
-}
-
-static uint16_t float_to_bf16(float f) {  // round to nearest even, as torch's .to(bfloat16)
-    uint32_t bits;
-    memcpy(&bits, &f, 4);
-    if ((bits & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((bits >> 16) | 0x40);  // keep NaN a NaN
-    bits += 0x7fffu + ((bits >> 16) & 1);
-    return (uint16_t)(bits >> 16);
 }
 
 // Writes the model tensors [first, first + count) to a safetensors file, as F32

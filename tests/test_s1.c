@@ -340,6 +340,44 @@ static void test_checkpoint_formats(void) {
 }
 
 // ----------------------------------------------------------------------------
+// 4b. results do not depend on the thread count (what makes resume bit-exact)
+
+static void test_thread_independence(void) {
+    TEST_BEGIN("loss, logits and gradients are bitwise identical with 1 and 3 threads");
+    // big enough that every layer, attention included, crosses MIN_PARALLEL_WORK
+    Qwen2Config c = {.vocab_size = 300, .hidden_size = 256, .intermediate_size = 384, .num_layers = 2, .num_heads = 8,
+                     .num_kv_heads = 2, .head_dim = 32, .max_position_embeddings = 256, .rope_theta = 1e6,
+                     .rms_norm_eps = 1e-6, .tie_word_embeddings = 1, .bos_token_id = -1, .eos_token_id = -1};
+    size_t offs[3] = {0, 70, 150}, N = 150;
+    uint32_t ids[150];
+    uint8_t mask[150];
+    uint64_t state = 5;
+    for (size_t t = 0; t < N; t++) { ids[t] = (uint32_t)(rng_next(&state) % 300); mask[t] = t != 0 && t != 70; }
+    Qwen2 m;
+    init_spread(&m, &c, 3);
+    float *first = NULL, loss[2];
+    for (int run = 0; run < 2; run++) {
+        omp_set_num_threads(run == 0 ? 1 : 3);
+        qwen2_zero_grad(&m);
+        loss[run] = qwen2_forward(&m, ids, mask, offs, 2);
+        if (run == 1) CHECK(memcmp(first + m.num_parameters, m.acts.logits, N * c.vocab_size * sizeof(float)) == 0, "logits differ");
+        qwen2_backward(&m, 1.0f);
+        if (run == 0) {
+            first = (float *)mallocCheck((m.num_parameters + N * c.vocab_size) * sizeof(float));
+            memcpy(first, m.grads_memory, m.num_parameters * sizeof(float));
+            qwen2_forward(&m, ids, mask, offs, 2);  // the logits again (backward overwrote them)
+            memcpy(first + m.num_parameters, m.acts.logits, N * c.vocab_size * sizeof(float));
+        }
+    }
+    CHECK(memcmp(&loss[0], &loss[1], sizeof(float)) == 0, "loss %.9g vs %.9g", loss[0], loss[1]);
+    CHECK(memcmp(first, m.grads_memory, m.num_parameters * sizeof(float)) == 0, "gradients differ");
+    omp_set_num_threads(2);
+    free(first);
+    qwen2_free(&m);
+    TEST_END();
+}
+
+// ----------------------------------------------------------------------------
 // 4. resume gives bit-identical weights
 
 static int files_equal(const char *a, const char *b) {
@@ -463,6 +501,7 @@ int main(void) {
     test_finite_differences(0);
     test_finite_differences(1);
     test_checkpoint_formats();
+    test_thread_independence();
     test_resume();
     test_decode("tests/fixtures/qwen-tiny-gqa");
     return test_summary();

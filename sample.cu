@@ -14,13 +14,13 @@
  * The prompt goes through gpu_decode() of common/kernels.cuh in one pass, then
  * each generated token on its own: the layer kernels of the training forward
  * pass, K and V appended to the cache, attention over the cached keys. The
- * next token is the argmax over the real token ids (sample_argmax() of
- * common/sampler.h: the padding rows of the embedding are never chosen).
+ * next token comes from sampler_sample() of common/sampler.h: the argmax (s1
+ * evaluates greedily) or temperature / top-p sampling, over the real token
+ * ids only (the padding rows of the embedding are never chosen).
  * Budget forcing is common/budget.h's controller, the one the CPU decoder
  * uses, driving the GPU through its Decoder interface (gpu_decoder_*() below).
  *
- * Not here yet: temperature / top-p sampling (greedy only, as s1 evaluates),
- * batching several prompts.
+ * Not here yet: batching several prompts.
  */
 #define TOKENIZER_NO_MAIN
 #include "tokenizer.c"
@@ -37,7 +37,7 @@ typedef struct {
     GpuModel *model;
     GpuKVCache *kv;
     const float *logits;   // after the last fed id; NULL after a rewind (a feed must come first)
-    uint32_t n_valid;      // ids >= n_valid are never generated
+    Sampler *sampler;      // greedy, or temperature / top-p; its n_valid keeps the padding rows out
 } GpuDecoder;
 
 static void gpu_decoder_feed(void *ctx, const uint32_t *ids, size_t n) {
@@ -48,7 +48,7 @@ static void gpu_decoder_feed(void *ctx, const uint32_t *ids, size_t n) {
 static uint32_t gpu_decoder_next(void *ctx, const uint32_t *banned, size_t n_banned) {
     GpuDecoder *g = (GpuDecoder *)ctx;
     if (g->logits == NULL) die("gpu_decoder_next: no logits (nothing fed since the start or a rewind)");
-    return sample_argmax(g->logits, g->n_valid, banned, n_banned);
+    return sampler_sample(g->sampler, g->logits, g->model->config.vocab_size, banned, n_banned);
 }
 
 static size_t gpu_decoder_length(void *ctx) { return ((GpuDecoder *)ctx)->kv->len; }
@@ -131,7 +131,7 @@ static void print_text(const Tokenizer *tok, const uint32_t *ids, size_t n) {
 static void usage(void) {
     printf("usage: sample --model DIR (--prompt-ids ID,ID,... | --tokenizer DIR --question TEXT) [options]\n"
            "\n"
-           "Greedy decoding with a KV cache on the GPU.\n"
+           "Decoding with a KV cache on the GPU: greedy by default, as s1 evaluates.\n"
            "\n"
            "  --prompt-ids IDS   the prompt as comma-separated token ids; prints the generated ids\n"
            "  --tokenizer DIR    a Qwen2.5 tokenizer folder (tokenizer.json, or vocab.json + merges.txt)\n"
@@ -142,6 +142,9 @@ static void usage(void) {
            "                     config's eos_token_id)\n"
            "  --vocab N          only ids below N are generated (default: the tokenizer's size, else the\n"
            "                     embedding rows but at most %d; the padding rows are never chosen)\n"
+           "  --temperature T    sample from softmax(logits / T) instead of the argmax (default 0: greedy)\n"
+           "  --topp P           with a temperature: sample within the top-p nucleus (default 1: all)\n"
+           "  --seed N           the sampler's seed (default 1234)\n"
            "\n"
            "Budget forcing (s1-spec section 5, the evaluation harness's semantics; needs --question):\n"
            "  --think B          thinking budget in tokens; the thinking is cut at B\n"
@@ -150,9 +153,7 @@ static void usage(void) {
            "  --max-answer N     answer-phase limit in tokens (default 32768)\n"
            "  --readme           the README example's semantics instead (remaining budget per round)\n"
            "  --context N        KV-cache length, prompt included (default: the config's\n"
-           "                     max_position_embeddings); running out ends the phase, as vLLM's max_model_len\n"
-           "\n"
-           "Greedy only: temperature and top-p sampling are not wired in yet.\n",
+           "                     max_position_embeddings); running out ends the phase, as vLLM's max_model_len\n",
            QWEN25_TOKENIZER_SIZE);
 }
 
@@ -165,9 +166,18 @@ static size_t parse_size(const char *flag, const char *value, int allow_zero) {
     return (size_t)v;
 }
 
+static float parse_float(const char *flag, const char *value) {
+    char *end;
+    errno = 0;
+    float v = strtof(value, &end);
+    if (errno != 0 || end == value || *end != '\0') die("sample: %s needs a number, got '%s'", flag, value);
+    return v;
+}
+
 int main(int argc, char **argv) {
     const char *model_dir = NULL, *prompt = NULL, *tok_dir = NULL, *question = NULL, *wait = "Wait";
-    size_t max_new = 32, vocab = 0, think = 0, max_answer = 32768, context = 0;
+    size_t max_new = 32, vocab = 0, think = 0, max_answer = 32768, context = 0, seed = 1234;
+    float temperature = 0.0f, topp = 1.0f;
     long n_ignore = -1;
     int readme = 0;
     IdList stops = {NULL, 0, 0};
@@ -188,6 +198,9 @@ int main(int argc, char **argv) {
         else if (strcmp(a, "--ignore") == 0 && has_value) n_ignore = (long)parse_size(a, argv[++i], 1);
         else if (strcmp(a, "--max-answer") == 0 && has_value) max_answer = parse_size(a, argv[++i], 1);
         else if (strcmp(a, "--context") == 0 && has_value) context = parse_size(a, argv[++i], 1);
+        else if (strcmp(a, "--seed") == 0 && has_value) seed = parse_size(a, argv[++i], 0);
+        else if (strcmp(a, "--temperature") == 0 && has_value) temperature = parse_float(a, argv[++i]);
+        else if (strcmp(a, "--topp") == 0 && has_value) topp = parse_float(a, argv[++i]);
         else die("sample: unknown argument or missing value '%s' (see sample --help)", a);
     }
     if (model_dir == NULL) die("sample: --model is required (see sample --help)");
@@ -225,9 +238,11 @@ int main(int argc, char **argv) {
     if (context == 0) context = think ? model.config.max_position_embeddings : ids.len + max_new;
     if (context <= ids.len) die("sample: the prompt has %zu tokens, no room left in a %zu-token context", ids.len, context);
 
+    Sampler sampler;
+    sampler_init(&sampler, (uint32_t)vocab, temperature, topp, seed);
     GpuKVCache kv;
     gpu_kvcache_create(&kv, &model, context);
-    GpuDecoder g = {&model, &kv, NULL, (uint32_t)vocab};
+    GpuDecoder g = {&model, &kv, NULL, &sampler};
     Decoder d = gpu_decoder(&g);
     d.feed(d.ctx, ids.data, ids.len);   // the prompt, in one pass
     if (think == 0) {
@@ -288,6 +303,7 @@ int main(int argc, char **argv) {
         s1_delimiters_free(&s1);
     }
     gpu_kvcache_free(&kv);
+    sampler_free(&sampler);
     gpu_model_free(&model);
     if (tok) tokenizer_free(tok);
     idlist_free(&ids);

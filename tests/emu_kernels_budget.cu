@@ -130,7 +130,9 @@ static void test_budget(const char *dir, const uint32_t think_stop[2]) {
 
         GpuKVCache kv;
         gpu_kvcache_create(&kv, &m, context);
-        GpuDecoder g = {&m, &kv, NULL, n_valid};
+        Sampler greedy;
+        sampler_init(&greedy, n_valid, 0.0f, 1.0f, 1);
+        GpuDecoder g = {&m, &kv, NULL, &greedy};
         Lockstep L;
         memset(&L, 0, sizeof L);
         L.gpu = gpu_decoder(&g);
@@ -154,6 +156,7 @@ static void test_budget(const char *dir, const uint32_t think_stop[2]) {
         worst = fmaxf(worst, L.worst_logit);
         budget_result_free(&r);
         gpu_kvcache_free(&kv);
+        sampler_free(&greedy);
         s1ref_kvcache_free(L.cpu.kv);
     }
     printf("note: %s: GPU logits within %.3g of s1.c's at every step\n", dir, worst);

@@ -59,6 +59,11 @@ n_think=$(grep -oE 'thinking [0-9]+ tokens' "$TMP/bf.err" | grep -oE '[0-9]+')
 expect_eq "budget forcing: the thinking is cut to the budget of 5 ($n_think tokens)" "$([ -n "$n_think" ] && [ "$n_think" -le 5 ] && echo yes)" "yes"
 expect_eq "budget forcing is deterministic" \
     "$($SAMPLE --model "$TMP/bf" --tokenizer $TOK --question "What is 2+2?" --think 5 --ignore 1 --max-answer 8 2>/dev/null)" "$(cat "$TMP/bf.out")"
+t1=$($SAMPLE --model "$TMP/bf" --tokenizer $TOK --question "Hi" --max-new 12 --temperature 1 --seed 7 2>/dev/null)
+expect_eq "temperature sampling is reproducible with a seed" "$($SAMPLE --model "$TMP/bf" --tokenizer $TOK --question "Hi" --max-new 12 --temperature 1 --seed 7 2>/dev/null)" "$t1"
+t2=$($SAMPLE --model "$TMP/bf" --tokenizer $TOK --question "Hi" --max-new 12 --temperature 1 --seed 8 2>/dev/null)
+expect_eq "another seed samples another text (a random model: ~771 near-equal choices per token)" "$([ "$t1" != "$t2" ] && echo differ)" "differ"
+expect_eq "temperature 0 is greedy" "$($SAMPLE --model $GQA --prompt-ids 5,17,250,3 --max-new 10 --temperature 0 --seed 9 2>/dev/null)" "$out"
 expect_ok "greedy text continuation of a question" $SAMPLE --model "$TMP/bf" --tokenizer $TOK --question "Hi" --max-new 5
 
 # ---- errors: one line, non-zero exit

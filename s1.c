@@ -1385,10 +1385,22 @@ static float train_run(TrainOptions *o) {
     size_t total = (size_t)s->epochs * dataloader_steps_per_epoch(&loader), warmup = schedule_warmup_steps(total, s->warmup_ratio);
     size_t end = o->stop_at > 0 && o->stop_at < total ? o->stop_at : total;
     AdamWConfig adamw = {(float)s->beta1, (float)s->beta2, (float)s->eps, (float)s->weight_decay, (float)s->max_grad_norm, (int)s->decay_norm_weights};
-    if (!o->quiet)
-        printf("model: %zu parameters, %zu layers | data: %llu sequences, %zu steps/epoch | %zu steps, %zu warmup | threads %d\n",
-               model.num_parameters, model.config.num_layers, (unsigned long long)s->num_sequences,
+    if (!o->quiet) {
+        size_t truncated = 0, longest = 0;
+        for (size_t i = 0; i < (size_t)s->num_sequences; i++) {
+            size_t len = shard_seq_len(&loader.shard, i);
+            truncated += len > s->max_seq_len;
+            longest = len > longest ? len : longest;
+        }
+        printf("model: %zu parameters, %zu layers | data: %llu sequences (longest %zu tokens), %zu steps/epoch | %zu steps, %zu warmup | threads %d\n",
+               model.num_parameters, model.config.num_layers, (unsigned long long)s->num_sequences, longest,
                dataloader_steps_per_epoch(&loader), total, warmup, omp_get_max_threads());
+        printf("memory: weights, gradients and AdamW moments %.1f MB (16 bytes per parameter), plus activations\n",
+               16.0 * (double)model.num_parameters / 1e6);
+        if (truncated > 0)  // s1-spec 3.3: a short block drops answers; say so
+            printf("warning: %zu sequences are longer than --max-seq-len %llu and are right-truncated (their ends are not trained on)\n",
+                   truncated, (unsigned long long)s->max_seq_len);
+    }
     float loss = 0.0f;
     double t_start = now_seconds();
     size_t tokens_done = 0, first_step = model.step;

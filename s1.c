@@ -14,7 +14,7 @@
  *   ./s1 train --model Qwen2.5-0.5B-Instruct --data train.shard --out ckpt
  *   ./s1 train --resume ckpt --data train.shard --out ckpt             # after a kill
  *   ./s1 loss --model ckpt --data val.shard                            # last line "loss: <float>"
- *   ./s1 bench --hidden 256 --layers 4 ...                             # "s1 tokens/s: <float>"
+ *   ./s1 bench [--hidden 256 --layers 4 ...]                           # "s1 tokens/s: <float>"
  *   ./s1 <command> --help
  *
  * Dimension letters used in the shape comments:

@@ -26,8 +26,8 @@
  *     same for the cuBLAS and NCCL subsets.
  *
  * Not emulated: speed, bit-exact GPU floating point, inline PTX, textures,
- * dynamic parallelism, graphs, cooperative launch, asynchronous streams (every
- * launch and copy is synchronous).
+ * dynamic parallelism, graphs, cooperative launch. Work on created streams is
+ * queued and runs when something waits for it (see "Streams").
  *
  * Knobs: env CUEMU_THREADS, CUEMU_SCHEDULE, CUEMU_STACK_KB, CUEMU_POISON,
  * CUEMU_NCCL_TIMEOUT; macros CUEMU_UCONTEXT, CUEMU_SINGLE_THREAD,
@@ -97,6 +97,9 @@
 #include <time.h>
 #include <unistd.h>
 #include <atomic>
+#include <deque>
+#include <functional>
+#include <memory>
 #include <map>
 #include <mutex>
 #include <thread>
@@ -848,6 +851,82 @@ inline void check_pointer_args(const Tuple &params, const char *kernel, const ch
 }
 
 // ----------------------------------------------------------------------------
+// Streams: work given to a stream runs later, as on a GPU
+//
+// A launch, copy, GEMM or collective on a created stream is queued and runs only
+// when something waits for it: cudaStreamSynchronize, cudaDeviceSynchronize, an
+// event wait, cudaFree, or any work on the legacy default stream (stream 0),
+// which waits for every blocking stream of its device first. So a host read
+// without the synchronisation it needs sees stale data here, as it could on the
+// GPU, and a missing event between two streams gives wrong results.
+// Work on stream 0 runs at once. Flushes run on the thread that waits, so a
+// thread only flushes the streams it created (threads that share a device are
+// rare: NCCL ranks each have their own).
+
+// Eight devices, like an HGX node, so that NCCL code can give each rank thread its own;
+// they all are this CPU.
+constexpr int EMULATED_DEVICES = 8;
+inline thread_local int current_device = 0;
+
+}  // namespace cuemu
+
+struct CUstream_st {
+    int device;
+    bool blocking;  // waits for (and is waited for by) the legacy default stream
+    std::thread::id owner;
+    std::mutex running;
+    std::deque<std::function<void()>> work;
+};
+
+struct CUevent_st {
+    double seconds = 0.0;
+    cudaStream_t stream = nullptr;  // where it was last recorded
+    bool done = false;              // that record has run
+};
+
+namespace cuemu {
+
+inline std::mutex &stream_mutex() { static std::mutex m; return m; }
+inline std::vector<cudaStream_t> &streams() { static std::vector<cudaStream_t> v; return v; }
+
+inline bool is_default_stream(cudaStream_t s) { return s == nullptr || s == cudaStreamLegacy || s == cudaStreamPerThread; }
+
+// Runs everything queued on `s`, in order.
+inline void flush_stream(cudaStream_t s) {
+    std::lock_guard<std::mutex> lock(s->running);
+    while (!s->work.empty()) {
+        std::function<void()> item = std::move(s->work.front());
+        s->work.pop_front();
+        item();
+    }
+}
+
+// Runs the queued work of this thread's streams on the current device (only the
+// blocking ones, for the default stream's implicit wait).
+inline void flush_device(bool blocking_only) {
+    std::vector<cudaStream_t> mine;
+    {
+        std::lock_guard<std::mutex> lock(stream_mutex());
+        for (cudaStream_t s : streams())
+            if (s->device == current_device && s->owner == std::this_thread::get_id() && (s->blocking || !blocking_only))
+                mine.push_back(s);
+    }
+    for (cudaStream_t s : mine) flush_stream(s);
+}
+
+// Runs `work` in stream order: now on the default stream (after the blocking
+// streams), or queued on a created one.
+inline void on_stream(cudaStream_t s, std::function<void()> work) {
+    if (is_default_stream(s)) {
+        flush_device(true);
+        work();
+    } else {
+        std::lock_guard<std::mutex> lock(s->running);
+        s->work.push_back(std::move(work));
+    }
+}
+
+// ----------------------------------------------------------------------------
 // Launch
 
 // Runs blocks first, first + stride, ... of the grid on this OS thread: a fixed share,
@@ -886,7 +965,8 @@ inline void run_blocks(const Job *job, uint64_t first, uint64_t stride) {
     w.job = nullptr;
 }
 
-inline cudaError_t launch(const Job &job) {
+// The checks a GPU makes when the kernel is launched (not when it runs).
+inline cudaError_t check_launch(const Job &job) {
     if (Fiber *f = worker().current) {
         char b[64];
         block_location(b, sizeof b);
@@ -898,6 +978,12 @@ inline cudaError_t launch(const Job &job) {
         (uint64_t)b.x * b.y * b.z > 1024 || g.x > 2147483647u || g.y > 65535 || g.z > 65535)
         return set_error(cudaErrorInvalidConfiguration);
     if (job.smem > smem_limit(job.kernel)) return set_error(cudaErrorInvalidValue);
+    return cudaSuccess;
+}
+
+// Runs every block of a checked launch.
+inline void launch(const Job &job) {
+    const dim3 &g = job.grid;
     uint64_t nblocks = (uint64_t)g.x * g.y * g.z;
     int nos = settings().os_threads;
     if ((uint64_t)nos > nblocks) nos = (int)nblocks;
@@ -905,7 +991,6 @@ inline cudaError_t launch(const Job &job) {
     for (int i = 1; i < nos; i++) helpers.emplace_back(run_blocks, &job, (uint64_t)i, (uint64_t)nos);
     run_blocks(&job, 0, (uint64_t)nos);
     for (std::thread &t : helpers) t.join();
-    return cudaSuccess;
 }
 
 // CU_LAUNCH(kernel, grid, block, smem, stream)(args...): converts the
@@ -916,6 +1001,7 @@ struct Launcher {
     void (*kernel)(P...);
     dim3 grid, block;
     size_t smem;
+    cudaStream_t stream;
     const char *name, *file;  // the kernel as written in CU_LAUNCH, and where
     int line;
 
@@ -923,26 +1009,27 @@ struct Launcher {
     void operator()(A &&...args) const {
         static_assert(sizeof...(A) == sizeof...(P), "CU_LAUNCH: wrong number of kernel arguments");
         using Params = std::tuple<std::decay_t<P>...>;
-        Params params(std::forward<A>(args)...);
-        check_pointer_args(params, name, file, line, std::index_sequence_for<P...>{});
+        auto params = std::make_shared<Params>(std::forward<A>(args)...);  // kept alive while queued
+        check_pointer_args(*params, name, file, line, std::index_sequence_for<P...>{});
         Job job;
         job.run_thread = [](const Job *j) {
             auto k = reinterpret_cast<void (*)(P...)>(const_cast<void *>(j->kernel));
             std::apply(k, *static_cast<const Params *>(j->params));
         };
         job.kernel = reinterpret_cast<const void *>(kernel);
-        job.params = &params;
+        job.params = params.get();
         job.grid = grid;
         job.block = block;
         job.smem = smem;
-        launch(job);
+        if (check_launch(job) != cudaSuccess) return;  // the kernel does not run; cudaGetLastError says why
+        on_stream(stream, [job, params] { launch(job); });
     }
 };
 
 template <typename... P>
-inline Launcher<P...> launcher(void (*kernel)(P...), dim3 grid, dim3 block, size_t smem, cudaStream_t,
+inline Launcher<P...> launcher(void (*kernel)(P...), dim3 grid, dim3 block, size_t smem, cudaStream_t stream,
                                const char *name, const char *file = __builtin_FILE(), int line = __builtin_LINE()) {
-    return Launcher<P...>{kernel, grid, block, smem, name, file, line};
+    return Launcher<P...>{kernel, grid, block, smem, stream, name, file, line};
 }
 
 }  // namespace cuemu
@@ -1137,9 +1224,6 @@ inline int __bfloat162int_rn(__nv_bfloat16 h) { return (int)nearbyintf(__bfloat1
 // ----------------------------------------------------------------------------
 // The runtime API subset: definitions of the toolkit's own declarations
 
-struct CUstream_st { int unused; };
-struct CUevent_st { double seconds; };
-
 inline double cuemu_now() {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -1154,6 +1238,7 @@ inline cudaError_t allocate(void **ptr, size_t size, bool pinned_host) {
     return cudaSuccess;
 }
 inline cudaError_t release(void *ptr, bool pinned_host) {
+    flush_device(false);  // cudaFree waits for the device: queued work may still use the memory
     if (!ptr) return cudaSuccess;
     if (!forget_allocation(ptr, pinned_host)) return set_error(cudaErrorInvalidValue);  // not ours, or freed twice
     free(ptr);
@@ -1165,25 +1250,23 @@ inline cudaError_t cudaFree(void *ptr) { return cuemu::release(ptr, false); }
 inline cudaError_t cudaMallocHost(void **ptr, size_t size) { return cuemu::allocate(ptr, size, true); }
 inline cudaError_t cudaFreeHost(void *ptr) { return cuemu::release(ptr, true); }
 // The device side of a copy must lie inside one cudaMalloc block (cudaMemcpyDefault is not checked).
-inline cudaError_t cudaMemcpy(void *dst, const void *src, size_t count, cudaMemcpyKind kind) {
+inline cudaError_t cudaMemcpyAsync(void *dst, const void *src, size_t count, cudaMemcpyKind kind, cudaStream_t stream) {
     bool dst_device = kind == cudaMemcpyHostToDevice || kind == cudaMemcpyDeviceToDevice;
     bool src_device = kind == cudaMemcpyDeviceToHost || kind == cudaMemcpyDeviceToDevice;
     if ((dst_device && !cuemu::in_allocation(dst, count, false)) || (src_device && !cuemu::in_allocation(src, count, false)))
         return cuemu::set_error(cudaErrorInvalidValue);
-    if (count) memmove(dst, src, count);
+    if (count) cuemu::on_stream(stream, [=] { memmove(dst, src, count); });
     return cudaSuccess;
 }
-inline cudaError_t cudaMemcpyAsync(void *dst, const void *src, size_t count, cudaMemcpyKind kind, cudaStream_t) {
-    return cudaMemcpy(dst, src, count, kind);
+inline cudaError_t cudaMemcpy(void *dst, const void *src, size_t count, cudaMemcpyKind kind) {
+    return cudaMemcpyAsync(dst, src, count, kind, nullptr);
 }
-inline cudaError_t cudaMemset(void *dst, int value, size_t count) {
+inline cudaError_t cudaMemsetAsync(void *dst, int value, size_t count, cudaStream_t stream) {
     if (!cuemu::in_allocation(dst, count, false)) return cuemu::set_error(cudaErrorInvalidValue);
-    if (count) memset(dst, value, count);
+    if (count) cuemu::on_stream(stream, [=] { memset(dst, value, count); });
     return cudaSuccess;
 }
-inline cudaError_t cudaMemsetAsync(void *dst, int value, size_t count, cudaStream_t) {
-    return cudaMemset(dst, value, count);
-}
+inline cudaError_t cudaMemset(void *dst, int value, size_t count) { return cudaMemsetAsync(dst, value, count, nullptr); }
 // __constant__ and __device__ are empty, so a symbol is an ordinary variable (cuda_runtime.h's
 // templates pass its address)
 inline cudaError_t cudaMemcpyToSymbol(const void *symbol, const void *src, size_t count, size_t offset,
@@ -1214,28 +1297,63 @@ inline cudaError_t cudaMemGetInfo(size_t *free_bytes, size_t *total_bytes) {
     *total_bytes = (size_t)sysconf(_SC_PHYS_PAGES) * (size_t)sysconf(_SC_PAGESIZE);
     return cudaSuccess;
 }
-inline cudaError_t cudaDeviceSynchronize(void) { return cudaSuccess; }
-inline cudaError_t cudaDeviceReset(void) { return cudaSuccess; }
-inline cudaError_t cudaStreamCreate(cudaStream_t *stream) { *stream = new CUstream_st{0}; return cudaSuccess; }
-inline cudaError_t cudaStreamCreateWithFlags(cudaStream_t *stream, unsigned int) { return cudaStreamCreate(stream); }
-inline cudaError_t cudaStreamDestroy(cudaStream_t stream) { delete stream; return cudaSuccess; }
-inline cudaError_t cudaStreamSynchronize(cudaStream_t) { return cudaSuccess; }
-inline cudaError_t cudaStreamWaitEvent(cudaStream_t, cudaEvent_t, unsigned int) { return cudaSuccess; }
-inline cudaError_t cudaEventCreate(cudaEvent_t *event) { *event = new CUevent_st{0.0}; return cudaSuccess; }
+inline cudaError_t cudaDeviceSynchronize(void) {
+    cuemu::flush_device(false);
+    return cudaSuccess;
+}
+inline cudaError_t cudaDeviceReset(void) { return cudaDeviceSynchronize(); }
+inline cudaError_t cudaStreamCreateWithFlags(cudaStream_t *stream, unsigned int flags) {
+    cudaStream_t s = new CUstream_st();
+    s->device = cuemu::current_device;
+    s->blocking = !(flags & cudaStreamNonBlocking);
+    s->owner = std::this_thread::get_id();
+    std::lock_guard<std::mutex> lock(cuemu::stream_mutex());
+    cuemu::streams().push_back(s);
+    *stream = s;
+    return cudaSuccess;
+}
+inline cudaError_t cudaStreamCreate(cudaStream_t *stream) { return cudaStreamCreateWithFlags(stream, cudaStreamDefault); }
+inline cudaError_t cudaStreamSynchronize(cudaStream_t stream) {
+    if (cuemu::is_default_stream(stream)) cuemu::flush_device(true);
+    else cuemu::flush_stream(stream);
+    return cudaSuccess;
+}
+inline cudaError_t cudaStreamDestroy(cudaStream_t stream) {
+    if (cuemu::is_default_stream(stream)) return cuemu::set_error(cudaErrorInvalidResourceHandle);
+    cuemu::flush_stream(stream);  // queued work still completes, as on the GPU
+    {
+        std::lock_guard<std::mutex> lock(cuemu::stream_mutex());
+        std::vector<cudaStream_t> &v = cuemu::streams();
+        for (size_t i = 0; i < v.size(); i++)
+            if (v[i] == stream) { v.erase(v.begin() + (long)i); break; }
+    }
+    delete stream;
+    return cudaSuccess;
+}
+inline cudaError_t cudaEventCreate(cudaEvent_t *event) { *event = new CUevent_st(); return cudaSuccess; }
 inline cudaError_t cudaEventCreateWithFlags(cudaEvent_t *event, unsigned int) { return cudaEventCreate(event); }
 inline cudaError_t cudaEventDestroy(cudaEvent_t event) { delete event; return cudaSuccess; }
-inline cudaError_t cudaEventRecord(cudaEvent_t event, cudaStream_t) { event->seconds = cuemu_now(); return cudaSuccess; }
-inline cudaError_t cudaEventSynchronize(cudaEvent_t) { return cudaSuccess; }
+// The event completes when the stream's work before it has run; its time is the host's wall clock then.
+inline cudaError_t cudaEventRecord(cudaEvent_t event, cudaStream_t stream) {
+    event->stream = cuemu::is_default_stream(stream) ? nullptr : stream;
+    event->done = false;
+    cuemu::on_stream(stream, [event] { event->seconds = cuemu_now(); event->done = true; });
+    return cudaSuccess;
+}
+inline cudaError_t cudaEventSynchronize(cudaEvent_t event) {
+    if (event->stream) cuemu::flush_stream(event->stream);
+    return cudaSuccess;
+}
+// Running the event's stream now, before anything later on `stream`, is one order a GPU may take too.
+inline cudaError_t cudaStreamWaitEvent(cudaStream_t stream, cudaEvent_t event, unsigned int) {
+    if (event->stream && event->stream != stream) cuemu::flush_stream(event->stream);
+    return cudaSuccess;
+}
 inline cudaError_t cudaEventElapsedTime(float *ms, cudaEvent_t start, cudaEvent_t end) {
+    if (!start->done || !end->done) return cuemu::set_error(cudaErrorNotReady);
     *ms = (float)((end->seconds - start->seconds) * 1e3);
     return cudaSuccess;
 }
-// Eight devices, like an HGX node, so that NCCL code can give each rank thread its own;
-// they all are this CPU.
-namespace cuemu {
-constexpr int EMULATED_DEVICES = 8;
-inline thread_local int current_device = 0;
-}  // namespace cuemu
 inline cudaError_t cudaSetDevice(int device) {
     if (device < 0 || device >= cuemu::EMULATED_DEVICES) return cuemu::set_error(cudaErrorInvalidDevice);
     cuemu::current_device = device;
@@ -1256,6 +1374,8 @@ inline const char *cudaGetErrorName(cudaError_t e) {
     case cudaErrorMemoryAllocation: return "cudaErrorMemoryAllocation";
     case cudaErrorInvalidConfiguration: return "cudaErrorInvalidConfiguration";
     case cudaErrorInvalidDevice: return "cudaErrorInvalidDevice";
+    case cudaErrorInvalidResourceHandle: return "cudaErrorInvalidResourceHandle";
+    case cudaErrorNotReady: return "cudaErrorNotReady";
     default: return "cudaErrorUnknown";
     }
 }
@@ -1266,6 +1386,8 @@ inline const char *cudaGetErrorString(cudaError_t e) {
     case cudaErrorMemoryAllocation: return "out of memory";
     case cudaErrorInvalidConfiguration: return "invalid configuration argument";
     case cudaErrorInvalidDevice: return "invalid device ordinal";
+    case cudaErrorInvalidResourceHandle: return "invalid resource handle";
+    case cudaErrorNotReady: return "device not ready";
     default: return "unknown error";
     }
 }

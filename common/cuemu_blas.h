@@ -74,13 +74,16 @@ inline cublasStatus_t gemm(cublasHandle_t handle, cublasOperation_t transa, cubl
     if (lda < (a_rows > 1 ? a_rows : 1) || ldb < (b_rows > 1 ? b_rows : 1) || ldc < (m > 1 ? m : 1))
         return CUBLAS_STATUS_INVALID_VALUE;
     if (!alpha || !beta) return CUBLAS_STATUS_INVALID_VALUE;
+    // alpha and beta are read now (host pointer mode); the product runs in the handle's stream order
     float a = *static_cast<const float *>(alpha), b = *static_cast<const float *>(beta);
-    size_t asz = atype == CUDA_R_32F ? 4 : 2, bsz = btype == CUDA_R_32F ? 4 : 2, csz = ctype == CUDA_R_32F ? 4 : 2;
-    std::vector<float> a_tmp, b_tmp;
-    for (int i = 0; i < batch; i++)
-        gemm_one(transa, transb, m, n, k, a, static_cast<const char *>(A) + (size_t)(i * stride_a) * asz, atype, lda,
-                 static_cast<const char *>(B) + (size_t)(i * stride_b) * bsz, btype, ldb, b,
-                 static_cast<char *>(C) + (size_t)(i * stride_c) * csz, ctype, ldc, a_tmp, b_tmp);
+    on_stream(handle->stream, [=] {
+        size_t asz = atype == CUDA_R_32F ? 4 : 2, bsz = btype == CUDA_R_32F ? 4 : 2, csz = ctype == CUDA_R_32F ? 4 : 2;
+        std::vector<float> a_tmp, b_tmp;
+        for (int i = 0; i < batch; i++)
+            gemm_one(transa, transb, m, n, k, a, static_cast<const char *>(A) + (size_t)(i * stride_a) * asz, atype,
+                     lda, static_cast<const char *>(B) + (size_t)(i * stride_b) * bsz, btype, ldb, b,
+                     static_cast<char *>(C) + (size_t)(i * stride_c) * csz, ctype, ldc, a_tmp, b_tmp);
+    });
     return CUBLAS_STATUS_SUCCESS;
 }
 
@@ -102,7 +105,7 @@ inline cublasStatus_t cublasDestroy_v2(cublasHandle_t handle) {
 }
 inline cublasStatus_t cublasSetStream_v2(cublasHandle_t handle, cudaStream_t stream) {
     if (!handle) return CUBLAS_STATUS_NOT_INITIALIZED;
-    handle->stream = stream;  // every call is synchronous anyway
+    handle->stream = stream;
     return CUBLAS_STATUS_SUCCESS;
 }
 inline cublasStatus_t cublasSetMathMode(cublasHandle_t handle, cublasMath_t mode) {

@@ -11,10 +11,11 @@
  * ncclCommInitRank(); it is unlinked as soon as every rank has mapped it, so a
  * killed run leaves nothing behind in /dev/shm.
  *
- * A collective is synchronous, in chunks: every rank copies its chunk into its
- * slot of the segment, all wait at a barrier, every rank computes its result
- * from the slots, all wait again (the second barrier is what makes in-place
- * calls safe). Sums run in float in rank order: deterministic, but bf16 results
+ * A collective runs in its stream's order (like a kernel: queued on a created
+ * stream until something waits for it), in chunks: every rank copies its chunk
+ * into its slot of the segment, all wait at a barrier, every rank computes its
+ * result from the slots, all wait again (the second barrier is what makes
+ * in-place calls safe). Sums run in float in rank order: deterministic, but bf16 results
  * are not bitwise NCCL's (ring or tree order). Counts are elements, as in NCCL.
  *
  * ncclGroupStart/End are no-ops, so one thread driving several ranks inside a
@@ -244,30 +245,33 @@ namespace cuemu {
 // The shape of every collective: for each chunk of `count` elements (at most
 // `chunk`), publish this rank's part into its slot, wait for all ranks, read the
 // result out of the slots, wait again so no slot is overwritten while read.
+// It runs in the stream's order, like a kernel.
 template <typename Publish, typename Collect>
-inline void nccl_chunks(const ncclComm *comm, size_t count, size_t chunk, const char *what, Publish publish,
-                        Collect collect) {
-    for (size_t i0 = 0; i0 < count; i0 += chunk) {
-        size_t n = count - i0 < chunk ? count - i0 : chunk;
-        publish(i0, n);
-        nccl_barrier(comm, what);
-        collect(i0, n);
-        nccl_barrier(comm, what);
-    }
+inline void nccl_chunks(const ncclComm *comm, cudaStream_t stream, size_t count, size_t chunk, const char *what,
+                        Publish publish, Collect collect) {
+    on_stream(stream, [=] {
+        for (size_t i0 = 0; i0 < count; i0 += chunk) {
+            size_t n = count - i0 < chunk ? count - i0 : chunk;
+            publish(i0, n);
+            nccl_barrier(comm, what);
+            collect(i0, n);
+            nccl_barrier(comm, what);
+        }
+    });
 }
 }  // namespace cuemu
 
 // recv[i] = op over ranks of send[i], for i < count
 inline ncclResult_t ncclAllReduce(const void *sendbuff, void *recvbuff, size_t count, ncclDataType_t datatype,
-                                  ncclRedOp_t op, ncclComm_t comm, cudaStream_t) {
+                                  ncclRedOp_t op, ncclComm_t comm, cudaStream_t stream) {
     ncclResult_t r = cuemu::nccl_check_args(comm, datatype, op);
     if (r != ncclSuccess) return r;
     size_t esz = cuemu::nccl_type_size(datatype);
     const char *send = (const char *)sendbuff;
     char *recv = (char *)recvbuff;
-    cuemu::nccl_chunks(comm, count, cuemu::NCCL_SLOT_BYTES / esz, "ncclAllReduce",
-        [&](size_t i0, size_t n) { memcpy(comm->slot(comm->rank), send + i0 * esz, n * esz); },
-        [&](size_t i0, size_t n) {
+    cuemu::nccl_chunks(comm, stream, count, cuemu::NCCL_SLOT_BYTES / esz, "ncclAllReduce",
+        [=](size_t i0, size_t n) { memcpy(comm->slot(comm->rank), send + i0 * esz, n * esz); },
+        [=](size_t i0, size_t n) {
             for (size_t i = 0; i < n; i++) cuemu::nccl_reduce_element(comm, 0, i, recv + i0 * esz, datatype, op);
         });
     return ncclSuccess;
@@ -275,18 +279,18 @@ inline ncclResult_t ncclAllReduce(const void *sendbuff, void *recvbuff, size_t c
 
 // recv[i] = op over ranks of send[rank * recvcount + i], for i < recvcount
 inline ncclResult_t ncclReduceScatter(const void *sendbuff, void *recvbuff, size_t recvcount,
-                                      ncclDataType_t datatype, ncclRedOp_t op, ncclComm_t comm, cudaStream_t) {
+                                      ncclDataType_t datatype, ncclRedOp_t op, ncclComm_t comm, cudaStream_t stream) {
     ncclResult_t r = cuemu::nccl_check_args(comm, datatype, op);
     if (r != ncclSuccess) return r;
     size_t esz = cuemu::nccl_type_size(datatype), chunk = cuemu::NCCL_SLOT_BYTES / esz / (size_t)comm->nranks;
     const char *send = (const char *)sendbuff;
     char *recv = (char *)recvbuff;
-    cuemu::nccl_chunks(comm, recvcount, chunk, "ncclReduceScatter",
-        [&](size_t i0, size_t n) {  // the slot holds the part of every destination rank q, n elements each
+    cuemu::nccl_chunks(comm, stream, recvcount, chunk, "ncclReduceScatter",
+        [=](size_t i0, size_t n) {  // the slot holds the part of every destination rank q, n elements each
             for (int q = 0; q < comm->nranks; q++)
                 memcpy(comm->slot(comm->rank) + (size_t)q * n * esz, send + ((size_t)q * recvcount + i0) * esz, n * esz);
         },
-        [&](size_t i0, size_t n) {
+        [=](size_t i0, size_t n) {
             for (size_t i = 0; i < n; i++)
                 cuemu::nccl_reduce_element(comm, (size_t)comm->rank * n * esz, i, recv + i0 * esz, datatype, op);
         });
@@ -295,15 +299,15 @@ inline ncclResult_t ncclReduceScatter(const void *sendbuff, void *recvbuff, size
 
 // recv[q * sendcount + i] = send of rank q [i]
 inline ncclResult_t ncclAllGather(const void *sendbuff, void *recvbuff, size_t sendcount, ncclDataType_t datatype,
-                                  ncclComm_t comm, cudaStream_t) {
+                                  ncclComm_t comm, cudaStream_t stream) {
     ncclResult_t r = cuemu::nccl_check_args(comm, datatype, ncclSum);
     if (r != ncclSuccess) return r;
     size_t esz = cuemu::nccl_type_size(datatype);
     const char *send = (const char *)sendbuff;
     char *recv = (char *)recvbuff;
-    cuemu::nccl_chunks(comm, sendcount, cuemu::NCCL_SLOT_BYTES / esz, "ncclAllGather",
-        [&](size_t i0, size_t n) { memcpy(comm->slot(comm->rank), send + i0 * esz, n * esz); },
-        [&](size_t i0, size_t n) {
+    cuemu::nccl_chunks(comm, stream, sendcount, cuemu::NCCL_SLOT_BYTES / esz, "ncclAllGather",
+        [=](size_t i0, size_t n) { memcpy(comm->slot(comm->rank), send + i0 * esz, n * esz); },
+        [=](size_t i0, size_t n) {
             for (int q = 0; q < comm->nranks; q++) memcpy(recv + ((size_t)q * sendcount + i0) * esz, comm->slot(q), n * esz);
         });
     return ncclSuccess;
@@ -311,16 +315,16 @@ inline ncclResult_t ncclAllGather(const void *sendbuff, void *recvbuff, size_t s
 
 // recv[i] = send of rank root [i]
 inline ncclResult_t ncclBroadcast(const void *sendbuff, void *recvbuff, size_t count, ncclDataType_t datatype,
-                                  int root, ncclComm_t comm, cudaStream_t) {
+                                  int root, ncclComm_t comm, cudaStream_t stream) {
     ncclResult_t r = cuemu::nccl_check_args(comm, datatype, ncclSum);
     if (r != ncclSuccess) return r;
     if (root < 0 || root >= comm->nranks) return ncclInvalidArgument;
     size_t esz = cuemu::nccl_type_size(datatype);
     const char *send = (const char *)sendbuff;
     char *recv = (char *)recvbuff;
-    cuemu::nccl_chunks(comm, count, cuemu::NCCL_SLOT_BYTES / esz, "ncclBroadcast",
-        [&](size_t i0, size_t n) { if (comm->rank == root) memcpy(comm->slot(root), send + i0 * esz, n * esz); },
-        [&](size_t i0, size_t n) { memcpy(recv + i0 * esz, comm->slot(root), n * esz); });
+    cuemu::nccl_chunks(comm, stream, count, cuemu::NCCL_SLOT_BYTES / esz, "ncclBroadcast",
+        [=](size_t i0, size_t n) { if (comm->rank == root) memcpy(comm->slot(root), send + i0 * esz, n * esz); },
+        [=](size_t i0, size_t n) { memcpy(recv + i0 * esz, comm->slot(root), n * esz); });
     return ncclSuccess;
 }
 

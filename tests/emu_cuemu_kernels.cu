@@ -1,5 +1,5 @@
 // Tests of the CUDA emulation itself (common/cuemu.h): kernels against plain C
-// references, the warp-shuffle rules, launch limits. Runs under every schedule
+// references, the warp-shuffle rules, launch limits, streams, memory checks. Runs under every schedule
 // (tests/run.sh); also compiles with nvcc (make cuda-tests).
 #include "common/cuemu.h"
 #include "tests/test.h"
@@ -401,6 +401,97 @@ static void test_symbols_and_templates(void) {
 }
 
 // ----------------------------------------------------------------------------
+// Streams: work on a created stream runs when something waits for it, so missing
+// synchronisation shows as stale data. The stale reads are checked only in the
+// emulator (on a GPU they are races that may or may not show).
+
+__global__ void fill_kernel(float *x, float value, int n) {
+    int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n) x[i] = value;
+}
+
+__global__ void copy_kernel(float *dst, const float *src, int n) {
+    int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n) dst[i] = src[i];
+}
+
+static void test_streams(void) {
+    TEST_BEGIN("streams: queued work, event dependencies, default-stream waits, event timing");
+    const int n = 64;
+    float *x, *y, host[n];
+    cudaCheck(cudaMalloc(&x, n * sizeof(float)));
+    cudaCheck(cudaMalloc(&y, n * sizeof(float)));
+    cudaCheck(cudaMemset(x, 0, n * sizeof(float)));
+    cudaCheck(cudaMemset(y, 0, n * sizeof(float)));
+    cudaStream_t a, b, free_running;
+    cudaCheck(cudaStreamCreate(&a));
+    cudaCheck(cudaStreamCreate(&b));
+    cudaCheck(cudaStreamCreateWithFlags(&free_running, cudaStreamNonBlocking));
+    cudaEvent_t written, start, stop;
+    cudaCheck(cudaEventCreate(&written));
+    cudaCheck(cudaEventCreate(&start));
+    cudaCheck(cudaEventCreate(&stop));
+
+    // an asynchronous copy to the host is there only after the stream is synchronised
+    for (int i = 0; i < n; i++) host[i] = -1.0f;
+    cudaCheck(cudaEventRecord(start, a));
+    CU_LAUNCH(fill_kernel, 1, n, 0, a)(x, 1.0f, n);
+    cudaCheck(cudaMemcpyAsync(host, x, n * sizeof(float), cudaMemcpyDeviceToHost, a));
+    cudaCheck(cudaEventRecord(stop, a));
+#ifndef __CUDACC__
+    float ms;
+    CHECK(host[0] == -1.0f, "an unsynchronised copy already arrived (%g)", host[0]);
+    CHECK(cudaEventElapsedTime(&ms, start, stop) == cudaErrorNotReady, "events not reached yet must be NotReady");
+    (void)cudaGetLastError();
+#endif
+    cudaCheck(cudaStreamSynchronize(a));
+    CHECK(host[0] == 1.0f && host[n - 1] == 1.0f, "after cudaStreamSynchronize: %g %g", host[0], host[n - 1]);
+    float elapsed = -1.0f;
+    cudaCheck(cudaEventElapsedTime(&elapsed, start, stop));
+    CHECK(elapsed >= 0.0f, "elapsed time %g ms", elapsed);
+
+    // stream b reads what stream a writes: right with the event, stale without it
+    CU_LAUNCH(fill_kernel, 1, n, 0, a)(x, 2.0f, n);
+    cudaCheck(cudaEventRecord(written, a));
+    cudaCheck(cudaStreamWaitEvent(b, written, 0));
+    CU_LAUNCH(copy_kernel, 1, n, 0, b)(y, x, n);
+    cudaCheck(cudaStreamSynchronize(b));
+    cudaCheck(cudaMemcpy(host, y, n * sizeof(float), cudaMemcpyDeviceToHost));
+    CHECK(host[5] == 2.0f, "with the event, b read %g, want 2", host[5]);
+#ifndef __CUDACC__
+    CU_LAUNCH(fill_kernel, 1, n, 0, a)(x, 3.0f, n);
+    CU_LAUNCH(copy_kernel, 1, n, 0, b)(y, x, n);  // the missing cudaStreamWaitEvent
+    cudaCheck(cudaStreamSynchronize(b));
+    cudaCheck(cudaMemcpy(host, y, n * sizeof(float), cudaMemcpyDeviceToHost));
+    CHECK(host[5] == 2.0f, "without the event b must read the old value 2 here, read %g", host[5]);
+#endif
+    cudaCheck(cudaDeviceSynchronize());
+
+    // the default stream waits for blocking streams, not for non-blocking ones
+    CU_LAUNCH(fill_kernel, 1, n, 0, a)(x, 4.0f, n);
+    cudaCheck(cudaMemcpy(host, x, n * sizeof(float), cudaMemcpyDeviceToHost));
+    CHECK(host[7] == 4.0f, "cudaMemcpy after work on a blocking stream read %g, want 4", host[7]);
+    CU_LAUNCH(fill_kernel, 1, n, 0, free_running)(x, 5.0f, n);
+#ifndef __CUDACC__
+    cudaCheck(cudaMemcpy(host, x, n * sizeof(float), cudaMemcpyDeviceToHost));
+    CHECK(host[7] == 4.0f, "cudaMemcpy must not wait for a non-blocking stream: read %g", host[7]);
+#endif
+    cudaCheck(cudaStreamSynchronize(free_running));
+    cudaCheck(cudaMemcpy(host, x, n * sizeof(float), cudaMemcpyDeviceToHost));
+    CHECK(host[7] == 5.0f, "after synchronising the non-blocking stream: %g", host[7]);
+
+    cudaCheck(cudaEventDestroy(written));
+    cudaCheck(cudaEventDestroy(start));
+    cudaCheck(cudaEventDestroy(stop));
+    cudaCheck(cudaStreamDestroy(a));
+    cudaCheck(cudaStreamDestroy(b));
+    cudaCheck(cudaStreamDestroy(free_running));
+    cudaCheck(cudaFree(x));
+    cudaCheck(cudaFree(y));
+    TEST_END();
+}
+
+// ----------------------------------------------------------------------------
 // The emulator's memory checks: cudaMalloc blocks are recorded, so host pointers and
 // overflowing copies fail as on a GPU instead of silently working on the CPU.
 
@@ -446,6 +537,7 @@ int main(void) {
     test_votes();
     test_launch_limits();
     test_symbols_and_templates();
+    test_streams();
     test_memory_checks();
     return test_summary();
 }

@@ -22,7 +22,8 @@ expect_eq "eval.jsonl has one line per problem and setting" "$(wc -l <"$D/eval.j
 steps=$(grep -c '^step ' "$D/train.log")
 points=$(grep -o '<circle' "$D/loss.svg" | wc -l)
 expect_eq "the loss plot has one point per training step" "$points" "$steps"
-grep -q 'Control [0-9]*% | Scaling' "$D/scaling.md" && pass "Control/Scaling/Performance reported" || fail "Control/Scaling/Performance reported"
+expect_eq "Control/Scaling/Performance per Wait count and overall; Control is 100% by construction" \
+    "$(grep -cE '^\| (Wait x[01], all budgets|all settings) \| 100% \| -?[0-9.]+ \| [0-9.]+% \|$' "$D/scaling.md")" "3"
 
 # budget forcing through the real decoder, on the demo's model
 M="--model $D/model --tokenizer $D/tokenizer --prompts $D/heldout.jsonl"

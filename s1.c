@@ -2300,11 +2300,19 @@ static int main_eval(int argc, char **argv) {
                  100.0 * (double)r->correct / (double)r->n, r->correct, r->n, r->thinking_tokens, r->waits_mean, 100.0 * r->forced_exits);
         bytebuf_puts(&table, line);
     }
-    double control, scaling, performance;
-    scaling_metrics(res, n_settings, &control, &scaling, &performance);
-    snprintf(line, sizeof line, "\nControl %.0f%% | Scaling %.2f accuracy points per 100 thinking tokens | Performance %.1f%%\n",
-             control, scaling, performance);
-    bytebuf_puts(&table, line);
+    // the metrics per curve (one Wait count, every budget), then over every setting
+    bytebuf_puts(&table, "\n| settings | Control | Scaling (accuracy points per 100 thinking tokens) | Performance |\n"
+                         "|---|---|---|---|\n");
+    for (size_t w = 0; w <= n_waits; w++) {
+        double control, scaling, performance;
+        const SettingResult *first = w < n_waits ? res + w * n_budgets : res;
+        scaling_metrics(first, w < n_waits ? n_budgets : n_settings, &control, &scaling, &performance);
+        char name[32];
+        if (w < n_waits) snprintf(name, sizeof name, "Wait x%ld, all budgets", waits[w]);
+        else snprintf(name, sizeof name, "all settings");
+        snprintf(line, sizeof line, "| %s | %.0f%% | %.2f | %.1f%% |\n", name, control, scaling, performance);
+        bytebuf_puts(&table, line);
+    }
     size_t defaulted = 0;
     for (size_t k = 0; k < n_settings; k++) defaulted += res[k].defaulted;
     if (defaulted) {
@@ -2363,18 +2371,18 @@ static void demo_defaults(DemoSettings *d, int quick) {
     memset(d, 0, sizeof *d);
     d->out_dir = "out/demo";
     d->seed = 1;
-    d->max_digits = 3;
-    d->lr = 3e-3;
-    d->batch = 16;
+    d->max_digits = 2;
+    d->lr = 2e-3;
+    d->batch = 8;
     d->heads = 4;
     d->kv_heads = 2;
     if (!quick) {
-        d->pool = 4000; d->train = 1500; d->eval = 100; d->vocab = 400;
-        d->hidden = 64; d->layers = 2; d->intermediate = 192; d->epochs = 3;
-        d->budgets = "32,64,96,128,auto"; d->waits = "0,1,2";
+        d->pool = 7500; d->train = 2500; d->eval = 100; d->vocab = 400;
+        d->hidden = 64; d->layers = 2; d->intermediate = 192; d->epochs = 8;
+        d->budgets = "32,48,64,96,auto"; d->waits = "0,1,2";
     } else {   // the CI version: every stage, a fraction of the work
         d->pool = 600; d->train = 150; d->eval = 12; d->vocab = 300;
-        d->hidden = 32; d->layers = 1; d->intermediate = 64; d->epochs = 1; d->batch = 8;
+        d->hidden = 32; d->layers = 1; d->intermediate = 64; d->epochs = 1;
         d->budgets = "16,auto"; d->waits = "0,1";
     }
 }
@@ -2468,14 +2476,15 @@ static void usage_demo(void) {
            "\n"
            "  --out DIR            output folder (default out/demo)\n"
            "  --quick              a much smaller run that only checks that every stage works (CI)\n"
-           "  --pool N --train N --eval N   pool rows, selected training rows, held-out problems (4000, 1500, 100)\n"
-           "  --max-digits N       operand digits of the synthetic problems (3)\n"
+           "  --pool N --train N --eval N   pool rows, selected training rows, held-out problems (7500, 2500, 100)\n"
+           "  --max-digits N       operand digits of the synthetic problems (2)\n"
            "  --vocab N            BPE vocabulary before the 3 added tokens (400)\n"
            "  --hidden N --layers N --intermediate N   model size (64, 2, 192; 4 query and 2 KV heads)\n"
-           "  --epochs N --batch N --lr X                training (3, 16, 3e-3)\n"
-           "  --budgets LIST --waits LIST                the sweep (32,64,96,128,auto and 0,1,2)\n"
+           "  --epochs N --batch N --lr X                training (8, 8, 2e-3)\n"
+           "  --budgets LIST --waits LIST                the sweep (32,48,64,96,auto and 0,1,2)\n"
            "  --seed N             data seed (1)\n"
-           "  --threads N          threads for each stage (default: all cores)\n");
+           "  --threads N          threads for training and evaluation (default: 1 for training, whose\n"
+           "                       matrices are too small to share; all cores for evaluation)\n");
 }
 
 static int main_demo(int argc, char **argv) {
@@ -2536,8 +2545,13 @@ static int main_demo(int argc, char **argv) {
     snprintf(config, sizeof config, "%s/config.json", d.out_dir);
     snprintf(model, sizeof model, "%s/model", d.out_dir);
     snprintf(log, sizeof log, "%s/train.log", d.out_dir);
-    char threads[32];
-    snprintf(threads, sizeof threads, "%d", d.threads > 0 ? d.threads : omp_get_max_threads());
+    // Training runs on one thread unless --threads says otherwise: the demo's matrices are so small
+    // that OpenMP's barriers cost more than the work, and with another busy process on a 2-core
+    // machine two threads ran 15x slower than one. Evaluation splits the problems across threads
+    // (no barriers inside a generation), so it uses every core.
+    char train_threads[32], eval_threads[32];
+    snprintf(train_threads, sizeof train_threads, "%d", d.threads > 0 ? d.threads : 1);
+    snprintf(eval_threads, sizeof eval_threads, "%d", d.threads > 0 ? d.threads : omp_get_max_threads());
     const int S = 9;
     double t0 = now_seconds();
     printf("s1 demo: the whole s1 recipe in miniature, into %s (%s run)\n", d.out_dir, quick ? "quick" : "full");
@@ -2585,7 +2599,7 @@ static int main_demo(int argc, char **argv) {
     atomic_commit(&af);
     snprintf(num[0], 32, "%zu", d.epochs); snprintf(num[3], 32, "%zu", d.batch); snprintf(num[4], 32, "%g", d.lr);
     cmd = demo_command(bin_prefix, "s1", "train", "--init-config", config, "--data", shard, "--out", model, "--epochs", num[0],
-                       "--batch", num[3], "--lr", num[4], "--threads", threads, NULL);
+                       "--batch", num[3], "--lr", num[4], "--threads", train_threads, NULL);
     LossCurve curve = {NULL, NULL, 0, 0};
     demo_stage(8, S, "training (s1's recipe: AdamW, cosine schedule, masked loss)", cmd, log, &curve, t0);
     free(cmd);
@@ -2597,7 +2611,7 @@ static int main_demo(int argc, char **argv) {
     free(curve.y);
 
     cmd = demo_command(bin_prefix, "s1", "eval", "--model", model, "--tokenizer", tok, "--problems", evalp, "--budgets", d.budgets,
-                       "--waits", d.waits, "--max-gen-toks", "512", "--out", d.out_dir, "--threads", threads, NULL);
+                       "--waits", d.waits, "--max-gen-toks", "512", "--out", d.out_dir, "--threads", eval_threads, NULL);
     demo_stage(9, S, "held-out accuracy at several thinking budgets and Wait counts", cmd, NULL, NULL, t0);
     free(cmd);
     char el[32];

@@ -1344,6 +1344,9 @@ inline cudaError_t cudaEventSynchronize(cudaEvent_t event) {
     if (event->stream) cuemu::flush_stream(event->stream);
     return cudaSuccess;
 }
+// A query runs the queued work, so a polling loop ends: the GPU would have finished it some time.
+inline cudaError_t cudaEventQuery(cudaEvent_t event) { return cudaEventSynchronize(event); }
+inline cudaError_t cudaStreamQuery(cudaStream_t stream) { return cudaStreamSynchronize(stream); }
 // Running the event's stream now, before anything later on `stream`, is one order a GPU may take too.
 inline cudaError_t cudaStreamWaitEvent(cudaStream_t stream, cudaEvent_t event, unsigned int) {
     if (event->stream && event->stream != stream) cuemu::flush_stream(event->stream);

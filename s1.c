@@ -201,11 +201,12 @@ static void matmul_accumulate_tile(float *out, size_t ldo, const float *a, size_
 }
 
 // Forward. A batch: each work item packs a TILE_COLS-wide block of W^T
-// (C, TILE_COLS) so its rows are contiguous, then runs the tile kernel over
-// up to PACK_ROWS tokens (the packing costs ~1/(2*PACK_ROWS) of the multiply).
-// A handful of tokens (decoding, N = 1): one dot() per output, straight down
-// the weight rows, where packing would cost as much as the product.
-#define PACK_ROWS 64
+// (C, TILE_COLS) so its rows are contiguous, then runs the tile kernel over a
+// group of tokens. Tokens are split into just enough groups to give every
+// thread work, so a block is packed as few times as possible. Who computes an
+// element never changes its value. A handful of tokens (decoding, N = 1): one
+// dot() per output, straight down the weight rows, where packing would cost as
+// much as the product.
 static void matmul_forward(float *out, const float *inp, const float *weight, const float *bias, size_t N, size_t C, size_t OC) {
     // out (N,OC) = inp (N,C) . weight (OC,C)^T + bias (OC,) [bias may be NULL]
     if (N < TILE_ROWS) {
@@ -214,7 +215,10 @@ static void matmul_forward(float *out, const float *inp, const float *weight, co
             for (size_t o = 0; o < OC; o++) out[n * OC + o] = dot(inp + n * C, weight + o * C, C) + (bias ? bias[o] : 0.0f);
         return;
     }
-    size_t OB = (OC + TILE_COLS - 1) / TILE_COLS, NG = (N + PACK_ROWS - 1) / PACK_ROWS;
+    size_t OB = (OC + TILE_COLS - 1) / TILE_COLS, row_blocks = (N + TILE_ROWS - 1) / TILE_ROWS;
+    size_t NG = (2 * (size_t)omp_get_max_threads() + OB - 1) / OB;
+    NG = NG < row_blocks ? NG : row_blocks;
+    size_t group_rows = (row_blocks + NG - 1) / NG * TILE_ROWS;
     #pragma omp parallel if(N * C * OC >= MIN_PARALLEL_WORK)
     {
         float *packed = (float *)mallocCheck(C * TILE_COLS * sizeof(float));  // (C, TILE_COLS)
@@ -222,10 +226,11 @@ static void matmul_forward(float *out, const float *inp, const float *weight, co
         for (size_t ob = 0; ob < OB; ob++)
             for (size_t g = 0; g < NG; g++) {
                 size_t o0 = ob * TILE_COLS, nc = OC - o0 < TILE_COLS ? OC - o0 : TILE_COLS;
+                size_t n_begin = g * group_rows, n_end = n_begin + group_rows < N ? n_begin + group_rows : N;
+                if (n_begin >= N) continue;
                 for (size_t j = 0; j < nc; j++)
                     for (size_t c = 0; c < C; c++) packed[c * TILE_COLS + j] = weight[(o0 + j) * C + c];
-                size_t n_end = (g + 1) * PACK_ROWS < N ? (g + 1) * PACK_ROWS : N;
-                for (size_t n0 = g * PACK_ROWS; n0 < n_end; n0 += TILE_ROWS) {
+                for (size_t n0 = n_begin; n0 < n_end; n0 += TILE_ROWS) {
                     size_t nr = n_end - n0 < TILE_ROWS ? n_end - n0 : TILE_ROWS;
                     for (size_t r = 0; r < nr; r++)
                         for (size_t j = 0; j < nc; j++) out[(n0 + r) * OC + o0 + j] = bias ? bias[o0 + j] : 0.0f;

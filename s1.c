@@ -1021,10 +1021,17 @@ typedef struct {
     int decay_norm_weights;     // 1: transformers 4.46.1, which decays RMSNorm weights too (s1-spec 1.3)
 } AdamWConfig;
 
-// Global L2 norm of all gradients (in double, serially, so it never depends on the thread count).
+// Global L2 norm of all gradients: in double, on one thread, with LANES
+// partial sums in a fixed order, so it never depends on the thread count.
 static float qwen2_grad_norm(const Qwen2 *m) {
+    double acc[LANES] = {0};
+    const float *g = m->grads_memory;
+    size_t i = 0, n = m->num_parameters;
+    for (; i + LANES <= n; i += LANES)
+        for (int j = 0; j < LANES; j++) acc[j] += (double)g[i + j] * (double)g[i + j];
     double sumsq = 0.0;
-    for (size_t i = 0; i < m->num_parameters; i++) sumsq += (double)m->grads_memory[i] * (double)m->grads_memory[i];
+    for (int j = 0; j < LANES; j++) sumsq += acc[j];
+    for (; i < n; i++) sumsq += (double)g[i] * (double)g[i];
     return (float)sqrt(sumsq);
 }
 

@@ -7,6 +7,7 @@
 #                                    stderr, that line matches PATTERN (grep -E),
 #                                    and it did not crash (no signal, no sanitizer report)
 #   expect_eq NAME GOT WANT          two strings are equal
+#   make_shard FIXTURE_DIR OUT       the fixture's reference batch as a token shard
 
 _passed=0
 _failed=0
@@ -38,6 +39,29 @@ expect_eq() {
     if [ "$2" = "$3" ]; then pass "$1"; else fail "$1" "got '$(printf %s "$2" | head -c 300)', want '$(printf %s "$3" | head -c 300)'"; fi
 }
 
+# Fixture helpers (tests/fixtures/qwen-tiny-*): a shard made from the reference batch.
+# The shard layout (common/shard.h) is
+# header, uint64 offsets, uint32 ids, uint8 mask: exactly the bytes of the reference's
+# seq_offsets (I64), input_ids (I32, all >= 0) and target_mask (U8) tensors.
+st_header() { # st_header FILE: the JSON header of a safetensors file
+    local n; n=$(od -An -t u8 -N8 "$1" | tr -d ' ')
+    dd if="$1" bs=1 skip=8 count="$n" 2>/dev/null
+}
+st_bytes() { # st_bytes FILE NAME: the raw bytes of one tensor
+    local n hdr range b e
+    n=$(od -An -t u8 -N8 "$1" | tr -d ' ')
+    hdr=$(st_header "$1")
+    range=$(printf '%s' "$hdr" | grep -oE "\"$2\":\{[^}]*\}" | grep -oE '"data_offsets":\[[0-9]+,[0-9]+\]' | grep -oE '[0-9]+,[0-9]+')
+    b=${range%,*}; e=${range#*,}
+    tail -c +$((8 + n + b + 1)) "$1" | head -c $((e - b))
+}
+le32() { printf "\\x$(printf %02x $(($1 & 255)))\\x$(printf %02x $((($1 >> 8) & 255)))\\x$(printf %02x $((($1 >> 16) & 255)))\\x$(printf %02x $((($1 >> 24) & 255)))"; }
+make_shard() { # make_shard FIXTURE_DIR OUT: the fixture's 4 sequences as a shard (vocab 300)
+    local ref=$1/reference.safetensors ntok
+    ntok=$(($(st_bytes "$ref" target_mask | wc -c)))
+    { printf 'S1C1'; le32 1; le32 4; le32 0; le32 "$ntok"; le32 0; le32 300; head -c 36 /dev/zero
+      st_bytes "$ref" seq_offsets; st_bytes "$ref" input_ids; st_bytes "$ref" target_mask; } >"$2"
+}
 summary() {
     echo "$_passed passed, $_failed failed"
     [ $_failed -eq 0 ]

@@ -9,9 +9,6 @@ S1=./s1
 GQA=tests/fixtures/qwen-tiny-gqa
 TIED=tests/fixtures/qwen-tiny-tied
 
-# the fixture-to-shard helpers (st_header, st_bytes, le32, make_shard) have one
-# definition, in tests/test_s1.sh: take them from there
-eval "$(sed -n '/^st_header() {/,/^}/p; /^st_bytes() {/,/^}/p; /^le32() {/p; /^make_shard() {/,/^}/p' tests/test_s1.sh)"
 make_shard $GQA "$TMP/gqa.shard"
 make_shard $TIED "$TMP/tied.shard"
 

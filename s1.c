@@ -1992,6 +1992,15 @@ static void print_progress(const char *what, size_t done, size_t total, double t
             !tty || done == total ? "\n" : "   ");
 }
 
+// mkdir -p: every missing folder on the path
+static void make_dirs(const char *path) {
+    char *p = strdup(path);
+    for (char *q = p + 1; *q; q++)
+        if (*q == '/') { *q = '\0'; make_dir(p); *q = '/'; }
+    make_dir(p);
+    free(p);
+}
+
 // Generates problems [start, end) into gens[0 .. end-start), in parallel: each
 // thread has its own KV cache, problem i draws from seed + i, so the results
 // are the same for any thread count. Progress goes to stderr when total > 0.
@@ -2244,7 +2253,7 @@ static int main_eval(int argc, char **argv) {
     AtomicFile detail_af;
     char path[4096];
     if (out_dir) {
-        make_dir(out_dir);
+        make_dirs(out_dir);
         snprintf(path, sizeof path, "%s/eval.jsonl", out_dir);
         detail_af = atomic_open(path);
         detail = detail_af.fp;
@@ -2545,7 +2554,7 @@ static int main_demo(int argc, char **argv) {
         snprintf(path, sizeof path, "%s/%s", exe, prog);
         if (access(path, X_OK) != 0) die("demo: %s is missing; run make first", path);
     }
-    make_dir(d.out_dir);
+    make_dirs(d.out_dir);
     char pool[4200], evalp[4200], train[4200], corpus[4200], tok[4200], shard[4200], config[4200], model[4200], log[4200],
          num[8][32], svg[4200];
     snprintf(pool, sizeof pool, "%s/pool.jsonl", d.out_dir);

@@ -45,6 +45,13 @@ expect_eq "sample: a model that never stops by itself is cut at B every time" \
     "$(grep -c '"forced_exit": true' "$TMP/b7.jsonl")"
 ./s1 sample $M --max-thinking 40 --wait 3 --out "$TMP/w3.jsonl" 2>/dev/null
 check_jsonl "sample: B=40 with Wait x3 stays within B and 3 Waits" "$TMP/w3.jsonl" 40 3
+./s1 sample $M --max-thinking 12 --wait 2 --readme-variant --out "$TMP/readme.jsonl" 2>/dev/null
+expect_eq "sample --readme-variant: no forced delimiter, no Final Answer" \
+    "$(grep -c '"forced_exit": false' "$TMP/readme.jsonl") $(grep -c 'Final Answer:' "$TMP/readme.jsonl")" "12 0"
+./s1 sample $M --max-gen-toks 300 --out "$TMP/auto.jsonl" 2>/dev/null
+# auto = max_gen_toks - longest prompt - 2 - len(forced-exit delimiter) - 100; eval ran at 512, so here it is 212 less
+auto300=$(( $(grep -o 'auto ([0-9]*)' "$D/scaling.md" | head -1 | tr -dc 0-9) - 212 ))
+check_jsonl "sample: the auto budget (max_gen_toks - longest prompt - delimiters - 100) caps thinking" "$TMP/auto.jsonl" "$auto300" 0
 ./s1 sample $M --max-thinking 20 --temperature 1 --top-p 0.9 --seed 7 --out "$TMP/s7a.jsonl" 2>/dev/null
 ./s1 sample $M --max-thinking 20 --temperature 1 --top-p 0.9 --seed 7 --threads 1 --out "$TMP/s7b.jsonl" 2>/dev/null
 ./s1 sample $M --max-thinking 20 --temperature 1 --top-p 0.9 --seed 8 --out "$TMP/s8.jsonl" 2>/dev/null

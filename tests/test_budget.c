@@ -368,6 +368,18 @@ int main(void) {
         TEST_END();
     }
     {
+        TEST_BEGIN("context limit: no room for Wait ends thinking as 'length', nothing overflows");
+        const uint32_t s[] = {A, B_, IM_END, C, IM_END};
+        BudgetConfig c = base_config(10, 1);
+        c.context_limit = 4 + 3;
+        Run r = run_script(&c, s, LEN(s));
+        CHECK_IDS(r.res.thinking, A, B_);
+        CHECK(r.res.waits == 0 && r.res.forced_exit && r.res.answer.len == 0, "waits %d forced %d", r.res.waits, r.res.forced_exit);
+        CHECK(r.fake.context.len <= 7, "the context grew to %zu ids, beyond the limit 7", r.fake.context.len);
+        run_free(&r);
+        TEST_END();
+    }
+    {
         TEST_BEGIN("README variant: remaining budget per round, no truncation, no delimiter");
         const uint32_t s[] = {A, B_, IM_END, C, IM_END, D, E, IM_END};
         BudgetConfig c = base_config(6, 2);

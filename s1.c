@@ -1778,7 +1778,7 @@ typedef struct {
     float temperature, topp;
     uint64_t seed;
     long max_gen_toks;         // the harness's max_gen_toks: auto budget and answer limit
-    size_t max_context;        // KV-cache length; 0 = min(max_position_embeddings, max_gen_toks + longest prompt)
+    size_t max_context;        // the whole context (vLLM's max_model_len); 0 = max_gen_toks, at most the model's positions
     int readme_variant;
 } SampleSettings;
 
@@ -2089,8 +2089,8 @@ static void write_generation_fields(FILE *fp, size_t index, const Generation *ge
     json_write_string(fp, gen->text, strlen(gen->text));
     fprintf(fp, ", \"answer\": ");
     json_write_string(fp, gen->answer_text, strlen(gen->answer_text));
-    fprintf(fp, ", \"thinking_tokens\": %zu, \"waits\": %d, \"forced_exit\": %s, \"thinking_stop\": \"%s\", \"stop\": \"%s\"",
-            gen->thinking_tokens, gen->waits, gen->forced_exit ? "true" : "false", finish_reason_name(gen->think_finish),
+    fprintf(fp, ", \"prompt_tokens\": %zu, \"thinking_tokens\": %zu, \"waits\": %d, \"forced_exit\": %s, \"thinking_stop\": \"%s\", \"stop\": \"%s\"",
+            gen->prompt_tokens, gen->thinking_tokens, gen->waits, gen->forced_exit ? "true" : "false", finish_reason_name(gen->think_finish),
             finish_reason_name(gen->answer_finish));
 }
 

@@ -2077,9 +2077,10 @@ static void usage_sample(void) {
            "\"Wait\" up to N times. Writes one JSON object per prompt: the full text, the thinking-token count,\n"
            "the answer text, the waits inserted and why each phase stopped (\"stop\" or \"length\").\n"
            "\n"
-           "  --max-thinking B     thinking budget in tokens, or 'auto' = max-gen-toks - longest prompt - 108\n"
-           "                       (s1-spec 5.2; default auto)\n"
-           "  --wait N             ignore the end of thinking N times, appending \"Wait\" (default 0 = never)\n"
+           "  --max-thinking B     thinking budget in tokens, or 'auto' = max-gen-toks - longest prompt -\n"
+           "                       the two delimiters - 100 (s1-spec 5.2: 108 tokens with Qwen2.5's; default auto)\n"
+           "  --wait N             ignore the end of thinking up to N times, appending \"Wait\"; each round gets\n"
+           "                       the full budget B again, then the thinking is cut to B (default 0 = never)\n"
            SAMPLE_FLAGS_HELP);
 }
 

@@ -1143,7 +1143,12 @@ typedef struct {
     int64_t a, b, c;             // ADD/SUB/MUL/CMP: a op b; LIN: a*x + b = c
 } Problem;
 
-typedef enum { STYLE_PLAIN, STYLE_CHECKED, STYLE_FIXED, STYLE_WRONG } TraceStyle;
+// How often a trace checks its first answer after "Wait", and how often that
+// first answer (the glance) has a slip, in percent. The two are drawn
+// independently, so nothing a model can see says whether a trace will check;
+// checks stay a minority, so a model trained on these traces prefers to end
+// its thinking after the glance, as s1's models end theirs too early.
+enum { SYNTH_CHECK_PERCENT = 35, SYNTH_SLIP_PERCENT = 40 };
 
 static void bprintf(ByteBuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static void bprintf(ByteBuf *b, const char *fmt, ...) {
@@ -1223,103 +1228,109 @@ static void problem_question(const Problem *p, ByteBuf *q) {
 
 static const char *op_symbol(SynthOp op) { return op == OP_ADD ? "+" : op == OP_SUB ? "-" : "*"; }
 
+// The glance's slip: a wrong answer near the right one, as a hurried reader
+// makes it. Arithmetic answers get one digit off by one (a carry or borrow
+// misjudged), a comparison names the smaller number, an equation's x is off
+// by one. Never the right answer, never negative.
+static int64_t slipped_answer(const Problem *p, Rng *rng) {
+    int64_t right = problem_answer(p);
+    if (p->op == OP_CMP) return p->a + p->b - right;
+    if (p->op == OP_LIN) return rng_below(rng, 2) || right <= 1 ? right + 1 : right - 1;
+    int64_t place = pow10i((int)rng_below(rng, (uint64_t)num_digits(right)));
+    int digit = (int)(right / place % 10);
+    int up = digit == 0 ? 1 : digit == 9 ? 0 : (int)rng_below(rng, 2);
+    int64_t slipped = up ? right + place : right - place;
+    return slipped > 0 ? slipped : right + place;
+}
+
+// "47+38=85" for an arithmetic answer, "x=23" for an equation, "57 is larger" for a comparison
+static void state_answer(const Problem *p, int64_t answer, ByteBuf *t) {
+    long long a = p->a, b = p->b, v = answer;
+    if (p->op == OP_CMP) bprintf(t, "%lld is larger", v);
+    else if (p->op == OP_LIN) bprintf(t, "x=%lld", v);
+    else bprintf(t, "%lld%s%lld=%lld", a, op_symbol(p->op), b, v);
+}
+
 // The column-by-column work of an addition, subtraction or multiplication,
-// least significant digit first. Column slip_col (or none, -1) gets a sum
-// that is off by one in its last digit. Returns the number the work arrives at.
-static int64_t work_columns(const Problem *p, int slip_col, ByteBuf *t) {
-    int64_t a = p->a, b = p->b, result = 0, place = 1;
+// least significant digit first, one line per column; it always arrives at the
+// right answer.
+static void work_columns(const Problem *p, ByteBuf *t) {
+    int64_t a = p->a, b = p->b;
     int carry = 0;
     for (int col = 0; a > 0 || (p->op != OP_MUL && b > 0) || carry > 0; col++) {
-        int x = (int)(a % 10), y = p->op == OP_MUL ? (int)b : (int)(b % 10), digit;
+        int x = (int)(a % 10), y = p->op == OP_MUL ? (int)b : (int)(b % 10);
         if (p->op == OP_ADD || p->op == OP_MUL) {
             int s = p->op == OP_ADD ? x + y + carry : x * y + carry;
-            int shown = col == slip_col ? (s % 10 == 9 ? s - 1 : s + 1) : s;
-            bprintf(t, "%d%s%d+%d=%d: write %d, carry %d.\n", x, op_symbol(p->op), y, carry, shown, shown % 10, s / 10);
-            digit = shown % 10;
+            bprintf(t, "%d%s%d+%d=%d: write %d, carry %d.\n", x, op_symbol(p->op), y, carry, s, s % 10, s / 10);
             carry = s / 10;
         } else {
             int borrow = x - y - carry < 0, top = x + 10 * borrow, d = top - y - carry;
-            int shown = col == slip_col ? (d == 9 ? d - 1 : d + 1) : d;
-            bprintf(t, "%d-%d-%d=%d: write %d, borrow %d.\n", top, y, carry, shown, shown, borrow);
-            digit = shown;
+            bprintf(t, "%d-%d-%d=%d: write %d, borrow %d.\n", top, y, carry, d, d, borrow);
             carry = borrow;
         }
-        result += digit * place;
-        place *= 10;
         a /= 10;
         if (p->op != OP_MUL) b /= 10;
     }
-    return result;
 }
 
-static void trace_columns(const Problem *p, TraceStyle style, Rng *rng, ByteBuf *t, int64_t *final) {
-    long long a = p->a, b = p->b, right = problem_answer(p);
-    if (p->op == OP_ADD) bprintf(t, "Add %lld and %lld column by column from the right.\n", a, b);
-    else if (p->op == OP_SUB) bprintf(t, "Subtract %lld from %lld column by column from the right.\n", b, a);
-    else bprintf(t, "Multiply %lld by %lld column by column from the right.\n", a, b);
-    int columns = num_digits(p->a) > num_digits(p->b) ? num_digits(p->a) : num_digits(p->b);
-    int slip = (style == STYLE_FIXED || style == STYLE_WRONG) ? (int)rng_below(rng, (uint64_t)columns) : -1;
-    long long first = work_columns(p, slip, t);
-    bprintf(t, "So %lld%s%lld=%lld.\n", a, op_symbol(p->op), b, first);
-    *final = first;
-    if (style == STYLE_CHECKED || style == STYLE_FIXED) {
-        bprintf(t, "Wait, let me check each column again.\n");
-        work_columns(p, -1, t);
-        if (first == right) bprintf(t, "The check agrees: %lld.\n", right);
-        else bprintf(t, "The check finds a slip: %lld, not %lld. So %lld%s%lld=%lld.\n", right, first, a, op_symbol(p->op), b, right);
-        *final = right;
-    }
-}
-
-static void trace_compare(const Problem *p, TraceStyle style, ByteBuf *t, int64_t *final) {
-    long long a = p->a, b = p->b, big = problem_answer(p);
+// Comparison from the left, digit by digit (or by the number of digits).
+static void work_compare(const Problem *p, ByteBuf *t) {
+    long long a = p->a, b = p->b;
     int da = num_digits(p->a), db = num_digits(p->b);
-    if (da != db) {
-        bprintf(t, "%lld has %d digits and %lld has %d digits.\nMore digits means larger, so %lld is larger.\n", a, da, b, db, big);
-    } else {
-        bprintf(t, "Both numbers have %d digits. Compare from the left.\n", da);
-        for (int k = da - 1; k >= 0; k--) {
-            int x = (int)(p->a / pow10i(k) % 10), y = (int)(p->b / pow10i(k) % 10);
-            if (x == y) { bprintf(t, "%d and %d: equal.\n", x, y); continue; }
-            bprintf(t, "%d and %d: %d is larger.\nSo %lld is larger.\n", x, y, x > y ? x : y, big);
-            break;
-        }
+    if (da != db) { bprintf(t, "%lld has %d digits and %lld has %d digits. More digits means larger.\n", a, da, b, db); return; }
+    bprintf(t, "Both numbers have %d digits. Compare from the left.\n", da);
+    for (int k = da - 1; k >= 0; k--) {
+        int x = (int)(p->a / pow10i(k) % 10), y = (int)(p->b / pow10i(k) % 10);
+        if (x == y) { bprintf(t, "%d and %d: equal.\n", x, y); continue; }
+        bprintf(t, "%d and %d: %d is larger.\n", x, y, x > y ? x : y);
+        return;
     }
-    if (style == STYLE_CHECKED) bprintf(t, "Wait, check: %lld-%lld=%lld, which is positive. Yes.\n", big, a + b - big, 2 * big - a - b);
-    *final = big;
 }
 
-static void trace_linear(const Problem *p, TraceStyle style, ByteBuf *t, int64_t *final) {
+// The equation solved step by step, then the solution put back in.
+static void work_linear(const Problem *p, ByteBuf *t) {
     long long k = p->a, c = p->b, r = p->c, m = r - c, x = problem_answer(p);
-    long long first = (style == STYLE_FIXED || style == STYLE_WRONG) ? x + 1 : x;
-    bprintf(t, "Subtract %lld from both sides: %lldx=%lld-%lld=%lld.\nDivide both sides by %lld: x=%lld.\n", c, k, r, c, m, k, first);
-    *final = first;
-    if (style == STYLE_CHECKED || style == STYLE_FIXED) {
-        bprintf(t, "Wait, check: %lld*%lld+%lld=%lld+%lld=%lld", k, first, c, k * first, c, k * first + c);
-        if (first == x) bprintf(t, ". Correct.\n");
-        else bprintf(t, ", not %lld. So x is not %lld.\n%lld*%lld=%lld, so x=%lld. Check: %lld*%lld+%lld=%lld. Correct.\n", r, first, k, x, m, x, k, x, c, r);
-        *final = x;
-    }
+    bprintf(t, "Subtract %lld from both sides: %lldx=%lld-%lld=%lld.\nDivide both sides by %lld: x=%lld.\n", c, k, r, c, m, k, x);
+    bprintf(t, "Put it back: %lld*%lld+%lld=%lld+%lld=%lld.\n", k, x, c, k * x, c, r);
 }
 
 // Trace and attempt for p; returns whether the final answer is right.
+//
+// Every trace starts with a glance: the answer written down at once, with no
+// work shown ("At a glance, 47+38=85."). It has a slip SYNTH_SLIP_PERCENT of
+// the time. Most traces end there, right or wrong. The others write "Wait",
+// then work the problem carefully (columns, digits from the left, or the
+// equation step by step) and state the result of that work, which is always
+// right: "So 47+38=85, as the glance said." or "So 47+38=85, not 86." The
+// attempt gives the last answer the thinking stated.
 static int synth_trace(const Problem *p, Rng *rng, ByteBuf *thinking, ByteBuf *attempt) {
     static const char *nouns[NUM_OPS] = {"sum", "difference", "product", "larger number", "value of x"};
-    uint64_t u = rng_below(rng, 100);
-    TraceStyle style = u < 55 ? STYLE_PLAIN : u < 75 ? STYLE_CHECKED : u < 95 ? STYLE_FIXED : STYLE_WRONG;
-    if (p->op == OP_CMP && (style == STYLE_FIXED || style == STYLE_WRONG)) style = STYLE_CHECKED;
+    static const char *careful[NUM_OPS] = {"add column by column from the right", "subtract column by column from the right",
+                                           "multiply column by column from the right", "compare digit by digit",
+                                           "solve it step by step"};
+    int checks = rng_below(rng, 100) < SYNTH_CHECK_PERCENT, slips = rng_below(rng, 100) < SYNTH_SLIP_PERCENT;
+    int64_t right = problem_answer(p), glance = slips ? slipped_answer(p, rng) : right, final = glance;
     thinking->len = 0;
     bytebuf_append(thinking, "", 0);
-    int64_t final;
-    if (p->op == OP_CMP) trace_compare(p, style, thinking, &final);
-    else if (p->op == OP_LIN) trace_linear(p, style, thinking, &final);
-    else trace_columns(p, style, rng, thinking, &final);
-    while (thinking->len > 0 && thinking->data[thinking->len - 1] == '\n') thinking->data[--thinking->len] = '\0';
+    bprintf(thinking, "At a glance, ");
+    state_answer(p, glance, thinking);
+    bprintf(thinking, ".");
+    if (checks) {
+        bprintf(thinking, "\nWait, let me %s.\n", careful[p->op]);
+        if (p->op == OP_CMP) work_compare(p, thinking);
+        else if (p->op == OP_LIN) work_linear(p, thinking);
+        else work_columns(p, thinking);
+        bprintf(thinking, "So ");
+        state_answer(p, right, thinking);
+        if (glance == right) bprintf(thinking, ", as the glance said.");
+        else bprintf(thinking, ", not %lld.", (long long)glance);
+        final = right;
+    }
     attempt->len = 0;
     bytebuf_append(attempt, "", 0);
     if (rng_below(rng, 2)) bprintf(attempt, "The %s is %lld.\nAnswer: %lld", nouns[p->op], (long long)final, (long long)final);
     else bprintf(attempt, "The %s is \\boxed{%lld}.", nouns[p->op], (long long)final);
-    return final == problem_answer(p);
+    return final == right;
 }
 
 static int is_eval_question(const ByteBuf *q) { return fnv1a(q->data, q->len) % 8 == 0; }

@@ -603,30 +603,68 @@ static void test_shard_roundtrip(void) {
 // ----------------------------------------------------------------------------
 // the synthetic pool
 
+// The number after the last '=' or before " is larger" in the line that starts at s (a glance or a "So" line).
+static long long stated_answer(const char *s) {
+    const char *eol = strchr(s, '\n'), *end = eol ? eol : s + strlen(s), *eq = NULL;
+    for (const char *c = s; c < end; c++) if (*c == '=') eq = c;
+    if (eq) return atoll(eq + 1);
+    const char *num = s;
+    while (num < end && (*num < '0' || *num > '9')) num++;
+    return atoll(num);
+}
+
 static void test_synth(void) {
-    TEST_BEGIN("synth: traces are right (or marked wrong), eval questions never in the train class");
+    TEST_BEGIN("synth: a glance, then (sometimes) Wait and careful work that ends right; flags match; eval class");
     Rng rng;
     rng_init(&rng, 11);
     ByteBuf q = {0}, thinking = {0}, attempt = {0};
     StringSet seen = {0};
-    size_t wrong = 0, waits = 0;
+    size_t wrong = 0, checks = 0, slips = 0, fixed = 0;
     for (int i = 0; i < 2000; i++) {
-        Problem p = next_problem(&rng, 5, i % 2, &seen, &q);
+        Problem p = next_problem(&rng, 2 + i % 4, i % 2, &seen, &q);
         CHECK(is_eval_question(&q) == i % 2, "class of \"%s\"", q.data);
         int correct = synth_trace(&p, &rng, &thinking, &attempt);
+        long long right = (long long)problem_answer(&p);
         char want[64];
-        snprintf(want, sizeof want, "%lld", (long long)problem_answer(&p));
-        int says_right = strstr(attempt.data, want) != NULL;
-        CHECK(says_right == correct, "\"%s\": attempt \"%s\", answer %s, correct flag %d", q.data, attempt.data, want, correct);
+        snprintf(want, sizeof want, "%lld", right);
+        // the attempt gives the thinking's last stated answer, and the flag says whether that is right
+        const char *last = strrchr(thinking.data, '\n');
+        last = last ? last + 1 : thinking.data;
+        long long final = stated_answer(last);
+        const char *given = strstr(attempt.data, "\\boxed{") ? strstr(attempt.data, "\\boxed{") + 7 : strstr(attempt.data, "Answer: ");
+        CHECK(given && atoll(given + (given[0] == 'A' ? 8 : 0)) == final, "attempt \"%s\" after \"%s\"", attempt.data, last);
+        CHECK(correct == (final == right), "\"%s\": flag %d, final %lld, answer %s", q.data, correct, final, want);
         wrong += !correct;
-        waits += strstr(thinking.data, "Wait") != NULL;
+        // every trace opens with a glance at the answer; it is right or off (never negative)
+        CHECK(!strncmp(thinking.data, "At a glance, ", 13), "no glance: \"%s\"", thinking.data);
+        long long glance = stated_answer(thinking.data);
+        CHECK(glance > 0, "glance %lld in \"%s\"", glance, thinking.data);
+        slips += glance != right;
+        // a trace checks at most once, and a check always ends in the right answer, naming the glance's slip
+        const char *wait = strstr(thinking.data, "\nWait, let me ");
+        CHECK(wait == strstr(thinking.data, "Wait") - 1 || (!wait && !strstr(thinking.data, "Wait")), "\"%s\"", thinking.data);
+        if (wait) {
+            checks++;
+            CHECK(strstr(wait + 2, "Wait") == NULL, "two checks in \"%s\"", thinking.data);
+            CHECK(correct && !strncmp(last, "So ", 3), "a check that does not end right: \"%s\"", thinking.data);
+            char tail[64];
+            if (glance == right) snprintf(tail, sizeof tail, ", as the glance said.");
+            else snprintf(tail, sizeof tail, ", not %lld.", glance);
+            CHECK(strlen(last) > strlen(tail) && !strcmp(last + strlen(last) - strlen(tail), tail), "\"%s\" after glance %lld", last, glance);
+            fixed += glance != right;
+        } else {
+            CHECK(strchr(thinking.data, '\n') == NULL && correct == (glance == right), "a trace without a check: \"%s\"", thinking.data);
+        }
         for (size_t k = 0; k < q.len + thinking.len; k++) {
             unsigned char ch = k < q.len ? (unsigned char)q.data[k] : (unsigned char)thinking.data[k - q.len];
             CHECK(ch == '\n' || (ch >= 0x20 && ch < 0x7f), "non-ASCII byte in \"%s\"", q.data);
         }
     }
-    CHECK(wrong > 20 && wrong < 200, "%zu wrong traces of 2000", wrong);
-    CHECK(waits > 400 && waits < 1200, "%zu traces with Wait of 2000", waits);
+    // SYNTH_CHECK_PERCENT = 35 and SYNTH_SLIP_PERCENT = 40, each within 5 standard deviations of 2000 draws
+    CHECK(checks > 590 && checks < 810, "%zu traces with Wait of 2000", checks);
+    CHECK(slips > 690 && slips < 910, "%zu glances with a slip of 2000", slips);
+    CHECK(wrong == slips - fixed, "%zu wrong traces, %zu slips, %zu fixed by a check", wrong, slips, fixed);
+    CHECK(checks < 1000, "checking traces must stay a minority: %zu of 2000", checks);
     // linear-equation answers solve the equation
     for (int i = 0; i < 200; i++) {
         Problem p = random_problem(&rng, 4);

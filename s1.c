@@ -1669,16 +1669,18 @@ static int main_bench(int argc, char **argv) {
 //   ./s1 eval   --model DIR --tokenizer DIR --problems FILE.jsonl --budgets 32,64,auto --waits 0,1,2
 //   ./s1 demo   [--out DIR]        the whole miniature s1 run on a laptop
 //
-// The control logic of budget forcing lives in common/budget.h and is shared
-// with sample.cu; here it drives the CPU KV-cache decoder through the Decoder
-// interface. The delimiter and stop ids always come from the tokenizer (the
-// demo's small trained tokenizer numbers its added tokens differently from
-// Qwen2.5). Scoring (common/score.h) needs no LLM judge.
+// The control logic of budget forcing lives in common/budget.h, and what the
+// samplers do around it (flags, prompts, delimiters, one generation, the JSONL
+// line) in common/generate.h, both shared with sample.cu; here they drive the
+// CPU KV-cache decoder through the Decoder interface. The delimiter and stop ids
+// always come from the tokenizer (the demo's small trained tokenizer numbers its
+// added tokens differently from Qwen2.5). Scoring (common/score.h) needs no LLM judge.
 
 #define TOKENIZER_NO_MAIN
 #include "tokenizer.c"
 #include "common/sampler.h"
 #include "common/budget.h"
+#include "common/generate.h"
 #include "common/score.h"
 #include "common/svg.h"
 
@@ -1718,93 +1720,6 @@ static void cpu_decoder_rewind(void *ctx, size_t len) {
     cpu_decoder_feed(d, &last, 1);
 }
 
-// The ids budget forcing needs, looked up in (or encoded with) the tokenizer.
-typedef struct {
-    IdList ignore, thinking_end, thinking_end_max, newline, thinking_start;
-    uint32_t think_stop[2], answer_stop[2];
-    size_t n_answer_stop;
-} Delimiters;
-
-static uint32_t added_token_id(const Tokenizer *tok, const char *text, const char *dir) {
-    int id = tokenizer_token_id(tok, text);
-    if (id < 0) die("%s: the tokenizer has no %s token, which s1's chat format needs", dir, text);
-    return (uint32_t)id;
-}
-
-static void encode_text(Tokenizer *tok, const char *text, IdList *out) {
-    out->len = 0;
-    tokenizer_encode(tok, text, strlen(text), 1, out);
-}
-
-static void delimiters_init(Delimiters *d, Tokenizer *tok, const char *tok_dir, const char *ignore_str) {
-    memset(d, 0, sizeof *d);
-    d->think_stop[0] = added_token_id(tok, "<|im_start|>", tok_dir);
-    d->think_stop[1] = added_token_id(tok, "<|im_end|>", tok_dir);
-    d->answer_stop[d->n_answer_stop++] = d->think_stop[1];
-    int eot = tokenizer_token_id(tok, "<|endoftext|>");   // Qwen2.5's second eos id (generation_config.json)
-    if (eot >= 0) d->answer_stop[d->n_answer_stop++] = (uint32_t)eot;
-    encode_text(tok, ignore_str, &d->ignore);
-    encode_text(tok, "<|im_start|>answer", &d->thinking_end);
-    encode_text(tok, "<|im_start|>answer\nFinal Answer:", &d->thinking_end_max);
-    encode_text(tok, "\n", &d->newline);
-    encode_text(tok, "<|im_start|>think", &d->thinking_start);
-}
-
-static void delimiters_free(Delimiters *d) {
-    idlist_free(&d->ignore); idlist_free(&d->thinking_end); idlist_free(&d->thinking_end_max);
-    idlist_free(&d->newline); idlist_free(&d->thinking_start);
-}
-
-// The harness tests the detokenized thinking text (special tokens skipped) for
-// a final '\n'. A few ids before the last non-special one are decoded with it,
-// so a '\n' inside a merged token (".\n", "\n\n") counts too.
-static int text_ends_with_newline(void *tok_ctx, const uint32_t *ids, size_t n) {
-    const Tokenizer *tok = (const Tokenizer *)tok_ctx;
-    while (n > 0 && tokenizer_is_special(tok, ids[n - 1])) n--;
-    if (n == 0) return 0;
-    size_t from = n > 4 ? n - 4 : 0;
-    ByteBuf b = {NULL, 0, 0};
-    tokenizer_decode(tok, ids + from, n - from, 1, &b);
-    int nl = b.len > 0 && b.data[b.len - 1] == '\n';
-    bytebuf_free(&b);
-    return nl;
-}
-
-// Everything a generation needs besides the prompt.
-typedef struct {
-    long max_thinking;         // B; < 0 = auto
-    int waits;                 // N; 0 = no forcing (the harness's thinking_n_ignore unset)
-    const char *ignore_str;
-    float temperature, topp;
-    uint64_t seed;
-    long max_gen_toks;         // the harness's max_gen_toks: auto budget and answer limit
-    size_t max_context;        // the whole context (vLLM's max_model_len); 0 = max_gen_toks, at most the model's positions
-    int readme_variant;
-} SampleSettings;
-
-static void sample_settings_default(SampleSettings *s) {
-    s->max_thinking = -1;
-    s->waits = 0;
-    s->ignore_str = "Wait";
-    s->temperature = 0.0f;
-    s->topp = 1.0f;
-    s->seed = 1234;
-    s->max_gen_toks = 32768;
-    s->max_context = 0;
-    s->readme_variant = 0;
-}
-
-// One prompt's generation, decoded.
-typedef struct {
-    char *text;                // "<|im_start|>think" + thinking + transition + answer: what the harness scores
-    char *answer_text;         // the answer phase alone
-    size_t thinking_tokens, prompt_tokens;
-    int waits, forced_exit;
-    FinishReason think_finish, answer_finish;
-} Generation;
-
-static void generation_free(Generation *g) { free(g->text); free(g->answer_text); }
-
 // A model and tokenizer ready to generate.
 typedef struct {
     Qwen2 model;
@@ -1816,9 +1731,7 @@ static void generator_init(Generator *g, const char *model_dir, const char *tok_
     memset(g, 0, sizeof *g);
     qwen2_load(&g->model, model_dir);
     g->tok = tokenizer_load(tok_dir);
-    if (tokenizer_size(g->tok) > g->model.config.vocab_size)
-        die("%s: the tokenizer has %u ids but the model in %s only %zu embedding rows", tok_dir, tokenizer_size(g->tok),
-            model_dir, g->model.config.vocab_size);
+    check_tokenizer_fits(g->tok, tok_dir, g->model.config.vocab_size, model_dir);
     delimiters_init(&g->delim, g->tok, tok_dir, ignore_str);
 }
 
@@ -1828,168 +1741,16 @@ static void generator_free(Generator *g) {
     qwen2_free(&g->model);
 }
 
-// The KV-cache length of a run, the whole context prompt included (vLLM's max_model_len):
-// --max-context, else max_gen_toks (the harness runs both at 32768), at most the model's positions.
-static size_t generator_context(const Generator *g, const SampleSettings *s, size_t longest_prompt) {
-    size_t ctx = s->max_context ? s->max_context : (size_t)s->max_gen_toks;
-    if (ctx > g->model.config.max_position_embeddings) ctx = g->model.config.max_position_embeddings;
-    if (ctx <= longest_prompt + 1)
-        die("a prompt of %zu tokens leaves no room in a context of %zu (see --max-context, --max-gen-toks)", longest_prompt, ctx);
-    return ctx;
-}
-
 // One generation from an encoded prompt (ending in "<|im_start|>think") into
 // a caller-owned KV cache. Reads g only, so threads with their own caches and
 // samplers can run it side by side.
 static void generate(const Generator *g, KVCache *kv, const SampleSettings *s, long budget, Sampler *sampler,
                      const IdList *prompt, Generation *out) {
-    if (prompt->len + 1 >= kv->max_len) die("a prompt of %zu tokens does not fit the context of %zu", prompt->len, kv->max_len);
     kvcache_truncate(kv, 0);
     CpuDecoder cd = {(Qwen2 *)&g->model, kv, sampler, {NULL, 0, 0}, NULL};
-    cpu_decoder_feed(&cd, prompt->data, prompt->len);
-    const Delimiters *d = &g->delim;
-    BudgetConfig c;
-    memset(&c, 0, sizeof c);
-    c.max_thinking = budget;
-    c.n_ignore = s->waits > 0 ? s->waits : -1;
-    c.ignore_str = (IdSpan){d->ignore.data, d->ignore.len};
-    c.think_stop = (IdSpan){d->think_stop, 2};
-    c.thinking_end = (IdSpan){d->thinking_end.data, d->thinking_end.len};
-    c.thinking_end_max = (IdSpan){d->thinking_end_max.data, d->thinking_end_max.len};
-    c.newline = (IdSpan){d->newline.data, d->newline.len};
-    c.answer_stop = (IdSpan){d->answer_stop, d->n_answer_stop};
-    c.max_answer = s->max_gen_toks;
-    c.context_limit = kv->max_len;
-    c.readme_variant = s->readme_variant;
-    c.ends_with_newline = text_ends_with_newline;
-    c.text_ctx = g->tok;
     Decoder dec = {&cd, cpu_decoder_feed, cpu_decoder_next, cpu_decoder_length, cpu_decoder_rewind};
-    BudgetResult r;
-    budget_run(&dec, &c, &r);
-    // the scored text: thinking_start + thinking + delimiter + answer, special tokens of the
-    // generated parts skipped as vLLM's detokenizer does (the harness appends the delimiters as text)
-    ByteBuf text = {NULL, 0, 0}, answer = {NULL, 0, 0};
-    bytebuf_puts(&text, "<|im_start|>think");
-    tokenizer_decode(g->tok, r.thinking.data, r.thinking.len, !s->readme_variant, &text);
-    tokenizer_decode(g->tok, r.transition.data, r.transition.len, 0, &text);
-    tokenizer_decode(g->tok, r.answer.data, r.answer.len, !s->readme_variant, &answer);
-    bytebuf_append(&text, answer.data, answer.len);
-    out->text = text.data;
-    out->answer_text = answer.data;
-    out->thinking_tokens = r.thinking.len;
-    out->prompt_tokens = prompt->len;
-    out->waits = r.waits;
-    out->forced_exit = r.forced_exit;
-    out->think_finish = r.think_finish;
-    out->answer_finish = r.answer_finish;
-    budget_result_free(&r);
+    generation_run(&dec, g->tok, &g->delim, s, budget, kv->max_len, prompt, out);
     idlist_free(&cd.ids);
-}
-
-// ----------------------------------------------------------------------------
-// JSONL problems
-
-typedef struct {
-    char *question, *answer;   // answer may be NULL (sample needs none)
-    IdList prompt;             // the s1 chat prompt, encoded (problems_encode)
-} Problem;
-
-typedef struct {
-    Problem *items;
-    size_t n;
-} ProblemSet;
-
-// the first of keys that is a string field of obj
-static const char *json_string_field(const JsonValue *obj, const char *const *keys) {
-    for (size_t k = 0; keys[k]; k++) {
-        const JsonValue *v = json_get(obj, keys[k]);
-        if (v && v->type == JSON_STRING) return v->str;
-    }
-    return NULL;
-}
-
-// Reads a JSONL file of objects with a "question" (or "problem"/"prompt") string and,
-// when need_answer, an "answer" (string or integer; else "solution").
-static void problems_read(ProblemSet *ps, const char *path, int need_answer) {
-    static const char *const question_keys[] = {"question", "problem", "prompt", NULL};
-    size_t len;
-    char *text = read_file_check(path, &len);
-    memset(ps, 0, sizeof *ps);
-    size_t cap = 0, line_no = 0;
-    for (char *line = text; line < text + len;) {
-        char *end = memchr(line, '\n', (size_t)(text + len - line));
-        size_t n = end ? (size_t)(end - line) : (size_t)(text + len - line);
-        line_no++;
-        int blank = 1;
-        for (size_t i = 0; i < n; i++) if (!isspace((unsigned char)line[i])) blank = 0;
-        if (!blank) {
-            JsonDoc doc;
-            char err[256];
-            if (json_parse(line, n, &doc, err, sizeof err) != 0) die("%s:%zu: %s", path, line_no, err);
-            if (doc.root->type != JSON_OBJECT) die("%s:%zu: expected a JSON object", path, line_no);
-            const char *q = json_string_field(doc.root, question_keys);
-            if (q == NULL) die("%s:%zu: no \"question\" string", path, line_no);
-            char *answer = NULL;
-            const JsonValue *a = json_get(doc.root, "answer");
-            if (a == NULL || a->type == JSON_NULL) a = json_get(doc.root, "solution");
-            if (a && a->type == JSON_STRING) answer = strdup(a->str);
-            else if (a && a->type == JSON_NUMBER && a->is_integer) {
-                char buf[32];
-                snprintf(buf, sizeof buf, "%lld", (long long)a->integer);
-                answer = strdup(buf);
-            }
-            if (need_answer && answer == NULL) die("%s:%zu: no \"answer\" (string or integer)", path, line_no);
-            if (ps->n == cap) { cap = cap ? 2 * cap : 64; ps->items = (Problem *)reallocCheck(ps->items, cap * sizeof(Problem)); }
-            memset(&ps->items[ps->n], 0, sizeof(Problem));
-            ps->items[ps->n].question = strdup(q);
-            ps->items[ps->n].answer = answer;
-            ps->n++;
-            json_free(&doc);
-        }
-        line = end ? end + 1 : text + len;
-    }
-    free(text);
-    if (ps->n == 0) die("%s: no problems in the file", path);
-}
-
-static void problems_free(ProblemSet *ps) {
-    for (size_t i = 0; i < ps->n; i++) { free(ps->items[i].question); free(ps->items[i].answer); idlist_free(&ps->items[i].prompt); }
-    free(ps->items);
-}
-
-// Encodes every problem's prompt: the chat template with the default system
-// prompt, then "<|im_start|>think" (s1-spec 5.1). Returns the longest.
-static size_t problems_encode(ProblemSet *ps, Tokenizer *tok) {
-    size_t longest = 0;
-    for (size_t i = 0; i < ps->n; i++) {
-        char *prompt = chat_s1_prompt(ps->items[i].question);
-        encode_text(tok, prompt, &ps->items[i].prompt);
-        if (ps->items[i].prompt.len > longest) longest = ps->items[i].prompt.len;
-        free(prompt);
-    }
-    return longest;
-}
-
-// The budget a setting runs with; 'auto' as the harness computes it from the
-// longest prompt (the harness's prompts do not include thinking_start yet, ours do).
-static long resolve_budget(const Generator *g, long max_thinking, long max_gen_toks, size_t longest_prompt) {
-    size_t n_start = g->delim.thinking_start.len;
-    long b = max_thinking >= 0 ? max_thinking
-                               : budget_auto(max_gen_toks, longest_prompt - n_start, n_start, g->delim.thinking_end_max.len);
-    if (b < 1) die("the thinking budget comes out at %ld tokens; raise --max-gen-toks", b);
-    return b;
-}
-
-// "what: done/total, ETA": redrawn in place on a terminal, every 5% in a log
-static void print_progress(const char *what, size_t done, size_t total, double t0) {
-    int tty = isatty(fileno(stderr));
-    size_t every = total >= 20 ? total / 20 : 1;
-    if (!tty && done != total && done % every != 0) return;
-    char eta[32];
-    double el = now_seconds() - t0;
-    fprintf(stderr, "%s%s: %zu/%zu, ETA %s%s", tty ? "\r" : "", what, done, total,
-            format_duration(done ? el / (double)done * (double)(total - done) : 0, eta, sizeof eta),
-            !tty || done == total ? "\n" : "   ");
 }
 
 // mkdir -p: every missing folder on the path
@@ -2028,42 +1789,13 @@ static void generate_batch(Generator *g, const SampleSettings *s, long budget, s
 // ----------------------------------------------------------------------------
 // shared flags of sample and eval
 
-static long arg_budget(int argc, char **argv, int *i) {
-    const char *flag = argv[*i], *v = arg_value(argc, argv, i);
-    if (strcmp(v, "auto") == 0) return -1;
-    char *end;
-    long b = strtol(v, &end, 10);
-    if (*end != '\0' || end == v || b < 1) die("%s: '%s' is neither a positive integer nor 'auto'", flag, v);
-    return b;
+// 1 if argv[*i] is a sampling flag of common/generate.h or --threads (consumed), else 0
+static int parse_cpu_sample_flag(int argc, char **argv, int *i, SampleSettings *s) {
+    if (arg_is(argv[*i], "--threads")) { omp_set_num_threads((int)arg_size(argc, argv, i, 0)); return 1; }
+    return parse_sample_flag(argc, argv, i, s);
 }
 
-// 1 if argv[*i] is a sampling flag (consumed into s), else 0
-static int parse_sample_flag(int argc, char **argv, int *i, SampleSettings *s) {
-    const char *a = argv[*i];
-    if (arg_is(a, "--ignore-str")) s->ignore_str = arg_value(argc, argv, i);
-    else if (arg_is(a, "--temperature")) s->temperature = (float)arg_double(argc, argv, i);
-    else if (arg_is(a, "--top-p")) s->topp = (float)arg_double(argc, argv, i);
-    else if (arg_is(a, "--seed")) s->seed = arg_size(argc, argv, i, 1);
-    else if (arg_is(a, "--max-gen-toks")) s->max_gen_toks = (long)arg_size(argc, argv, i, 0);
-    else if (arg_is(a, "--max-context")) s->max_context = arg_size(argc, argv, i, 0);
-    else if (arg_is(a, "--readme-variant")) s->readme_variant = 1;
-    else if (arg_is(a, "--threads")) omp_set_num_threads((int)arg_size(argc, argv, i, 0));
-    else return 0;
-    return 1;
-}
-
-#define SAMPLE_FLAGS_HELP \
-    "  --ignore-str S       the string appended on each ignored stop (default \"Wait\")\n" \
-    "  --temperature T      0 = greedy, as s1's evaluation (default 0)\n" \
-    "  --top-p P            nucleus mass for T > 0 (default 1)\n" \
-    "  --seed N             sampling seed (default 1234)\n" \
-    "  --max-gen-toks N     the harness's max_gen_toks: the answer limit and the 'auto' budget (default 32768)\n" \
-    "  --max-context N      the context in tokens, prompt included (vLLM's max_model_len; default\n" \
-    "                       max-gen-toks, at most the model's max_position_embeddings); reaching it ends a\n" \
-    "                       phase like a length limit\n" \
-    "  --readme-variant     the README example's forcing instead of the harness's: each Wait round gets the\n" \
-    "                       remaining budget, no truncation to B, no delimiter, no \"Final Answer:\"\n" \
-    "  --threads N          OpenMP threads (default: all cores)\n"
+#define THREADS_FLAG_HELP "  --threads N          OpenMP threads (default: all cores)\n"
 
 // ----------------------------------------------------------------------------
 // ./s1 sample
@@ -2071,28 +1803,11 @@ static int parse_sample_flag(int argc, char **argv, int *i, SampleSettings *s) {
 static void usage_sample(void) {
     printf("usage: ./s1 sample --model DIR --tokenizer DIR --prompts FILE.jsonl [--out FILE.jsonl] [options]\n"
            "\n"
-           "Generates an answer for each prompt (JSONL objects with a \"question\") with budget forcing exactly\n"
-           "as the s1 evaluation harness does it: thinking after \"<|im_start|>think\", capped at B tokens\n"
-           "(then \"<|im_start|>answer\\nFinal Answer:\" is forced), each early end of thinking replaced by\n"
-           "\"Wait\" up to N times. Writes one JSON object per prompt: the full text, the thinking-token count,\n"
-           "the answer text, the waits inserted and why each phase stopped (\"stop\" or \"length\").\n"
+           SAMPLE_ABOUT_HELP
            "\n"
-           "  --max-thinking B     thinking budget in tokens, or 'auto' = max-gen-toks - longest prompt -\n"
-           "                       the two delimiters - 100 (s1-spec 5.2: 108 tokens with Qwen2.5's; default auto)\n"
-           "  --wait N             ignore the end of thinking up to N times, appending \"Wait\"; each round gets\n"
-           "                       the full budget B again, then the thinking is cut to B (default 0 = never)\n"
-           SAMPLE_FLAGS_HELP);
-}
-
-// the fields of one generation, without braces
-static void write_generation_fields(FILE *fp, size_t index, const Generation *gen) {
-    fprintf(fp, "\"index\": %zu, \"text\": ", index);
-    json_write_string(fp, gen->text, strlen(gen->text));
-    fprintf(fp, ", \"answer\": ");
-    json_write_string(fp, gen->answer_text, strlen(gen->answer_text));
-    fprintf(fp, ", \"prompt_tokens\": %zu, \"thinking_tokens\": %zu, \"waits\": %d, \"forced_exit\": %s, \"thinking_stop\": \"%s\", \"stop\": \"%s\"",
-            gen->prompt_tokens, gen->thinking_tokens, gen->waits, gen->forced_exit ? "true" : "false", finish_reason_name(gen->think_finish),
-            finish_reason_name(gen->answer_finish));
+           SAMPLE_BUDGET_FLAGS_HELP
+           SAMPLE_FLAGS_HELP
+           THREADS_FLAG_HELP);
 }
 
 static int main_sample(int argc, char **argv) {
@@ -2106,9 +1821,8 @@ static int main_sample(int argc, char **argv) {
         else if (arg_is(a, "--tokenizer")) tok_dir = arg_value(argc, argv, &i);
         else if (arg_is(a, "--prompts")) prompts_path = arg_value(argc, argv, &i);
         else if (arg_is(a, "--out")) out_path = arg_value(argc, argv, &i);
-        else if (arg_is(a, "--max-thinking")) s.max_thinking = arg_budget(argc, argv, &i);
-        else if (arg_is(a, "--wait")) s.waits = (int)arg_size(argc, argv, &i, 1);
-        else if (!parse_sample_flag(argc, argv, &i, &s)) die("sample: unknown argument '%s' (see ./s1 sample --help)", a);
+        else if (!parse_budget_flag(argc, argv, &i, &s) && !parse_cpu_sample_flag(argc, argv, &i, &s))
+            die("sample: unknown argument '%s' (see ./s1 sample --help)", a);
     }
     if (!model_dir || !tok_dir || !prompts_path) die("sample: --model, --tokenizer and --prompts are required (see ./s1 sample --help)");
     ProblemSet ps;
@@ -2116,22 +1830,20 @@ static int main_sample(int argc, char **argv) {
     Generator g;
     generator_init(&g, model_dir, tok_dir, s.ignore_str);
     size_t longest = problems_encode(&ps, g.tok);
-    long budget = resolve_budget(&g, s.max_thinking, s.max_gen_toks, longest);
+    long budget = resolve_budget(&g.delim, s.max_thinking, s.max_gen_toks, longest);
     AtomicFile af;
     FILE *fp = stdout;
     if (out_path) { af = atomic_open(out_path); fp = af.fp; }
     // a chunk at a time, so that the output streams in order
     const size_t chunk = 4 * (size_t)omp_get_max_threads();
     Generation *gens = (Generation *)callocCheck(chunk, sizeof(Generation));
-    size_t context = generator_context(&g, &s, longest), done = 0;
+    size_t context = sample_context(&s, g.model.config.max_position_embeddings, longest), done = 0;
     double t0 = now_seconds();
     for (size_t start = 0; start < ps.n; start += chunk) {
         size_t end = start + chunk < ps.n ? start + chunk : ps.n;
         generate_batch(&g, &s, budget, context, &ps, start, end, gens, &done, out_path ? ps.n : 0, t0);
         for (size_t i = start; i < end; i++) {
-            fputc('{', fp);
-            write_generation_fields(fp, i, &gens[i - start]);
-            fprintf(fp, "}\n");
+            write_generation(fp, i, &gens[i - start]);
             generation_free(&gens[i - start]);
         }
         fflush(fp);
@@ -2221,7 +1933,8 @@ static void usage_eval(void) {
            "  --out DIR            writes DIR/eval.jsonl (every output and its score), DIR/scaling.md (the\n"
            "                       table) and DIR/scaling.svg (accuracy against mean thinking tokens)\n"
            "  --limit N            only the first N problems\n"
-           SAMPLE_FLAGS_HELP);
+           SAMPLE_FLAGS_HELP
+           THREADS_FLAG_HELP);
 }
 
 static int main_eval(int argc, char **argv) {
@@ -2240,7 +1953,7 @@ static int main_eval(int argc, char **argv) {
         else if (arg_is(a, "--limit")) limit = arg_size(argc, argv, &i, 0);
         else if (arg_is(a, "--budgets")) { const char *f = a; n_budgets = parse_list(arg_value(argc, argv, &i), f, budgets, 32, 1); }
         else if (arg_is(a, "--waits")) { const char *f = a; n_waits = parse_list(arg_value(argc, argv, &i), f, waits, 32, 0); }
-        else if (!parse_sample_flag(argc, argv, &i, &s)) die("eval: unknown argument '%s' (see ./s1 eval --help)", a);
+        else if (!parse_cpu_sample_flag(argc, argv, &i, &s)) die("eval: unknown argument '%s' (see ./s1 eval --help)", a);
     }
     if (!model_dir || !tok_dir || !problems_path) die("eval: --model, --tokenizer and --problems are required (see ./s1 eval --help)");
     ProblemSet ps;
@@ -2273,8 +1986,8 @@ static int main_eval(int argc, char **argv) {
             st.waits = (int)waits[w];
             r->budget = budgets[b];
             r->waits = st.waits;
-            r->resolved = resolve_budget(&g, st.max_thinking, st.max_gen_toks, longest);
-            size_t context = generator_context(&g, &st, longest);
+            r->resolved = resolve_budget(&g.delim, st.max_thinking, st.max_gen_toks, longest);
+            size_t context = sample_context(&st, g.model.config.max_position_embeddings, longest);
             generate_batch(&g, &st, r->resolved, context, &ps, 0, n_eval, gens, &done, n_settings * n_eval, t0);
             for (size_t i = 0; i < n_eval; i++) {
                 Generation *gen = &gens[i];

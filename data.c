@@ -1148,7 +1148,7 @@ typedef struct {
 // independently, so nothing a model can see says whether a trace will check;
 // checks stay a minority, so a model trained on these traces prefers to end
 // its thinking after the glance, as s1's models end theirs too early.
-enum { SYNTH_CHECK_PERCENT = 35, SYNTH_SLIP_PERCENT = 40 };
+enum { SYNTH_CHECK_PERCENT = 45, SYNTH_SLIP_PERCENT = 65 };
 
 static void bprintf(ByteBuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static void bprintf(ByteBuf *b, const char *fmt, ...) {
@@ -1228,19 +1228,17 @@ static void problem_question(const Problem *p, ByteBuf *q) {
 
 static const char *op_symbol(SynthOp op) { return op == OP_ADD ? "+" : op == OP_SUB ? "-" : "*"; }
 
-// The glance's slip: a wrong answer near the right one, as a hurried reader
-// makes it. Arithmetic answers get one digit off by one (a carry or borrow
-// misjudged), a comparison names the smaller number, an equation's x is off
-// by one. Never the right answer, never negative.
+// The glance's slip: a wrong answer with as many digits as the right one,
+// drawn at random, so that a slipped glance says nothing about the right
+// answer's digits (a check that copies the glance's digits instead of working
+// them out gains nothing). A comparison names the smaller number.
 static int64_t slipped_answer(const Problem *p, Rng *rng) {
     int64_t right = problem_answer(p);
     if (p->op == OP_CMP) return p->a + p->b - right;
-    if (p->op == OP_LIN) return rng_below(rng, 2) || right <= 1 ? right + 1 : right - 1;
-    int64_t place = pow10i((int)rng_below(rng, (uint64_t)num_digits(right)));
-    int digit = (int)(right / place % 10);
-    int up = digit == 0 ? 1 : digit == 9 ? 0 : (int)rng_below(rng, 2);
-    int64_t slipped = up ? right + place : right - place;
-    return slipped > 0 ? slipped : right + place;
+    int digits = num_digits(right);
+    int64_t low = digits == 1 ? 1 : pow10i(digits - 1), span = pow10i(digits) - low;
+    int64_t slipped = low + (int64_t)rng_below(rng, (uint64_t)(span - 1));
+    return slipped >= right ? slipped + 1 : slipped;   // uniform over the other numbers of that length
 }
 
 // "47+38=85" for an arithmetic answer, "x=23" for an equation, "57 is larger" for a comparison
@@ -1409,9 +1407,11 @@ static void synth_eval_set(FILE *fp, const SynthConfig *cfg) {
 }
 
 static void synth_pool(FILE *fp, const SynthConfig *cfg) {
-    Rng rng, eval_rng;
+    Rng rng, eval_rng, trace_rng;
     rng_init(&rng, cfg->seed);
     rng_init(&eval_rng, cfg->seed ^ 0xe7a15e7e7a15e7e7ull);   // the stream synth_eval_set draws from
+    rng_init(&trace_rng, cfg->seed ^ 0x7ace7ace7ace7aceull);  // traces have their own stream, so the
+                                                                // questions do not depend on the trace design
     StringSet seen = {0}, eval_seen = {0};
     ByteBuf q = {0}, thinking = {0}, attempt = {0}, text = {0};
     Problem *made = (Problem *)mallocCheck((cfg->n ? cfg->n : 1) * sizeof(Problem));
@@ -1433,7 +1433,7 @@ static void synth_pool(FILE *fp, const SynthConfig *cfg) {
             default: break;
         }
         bytebuf_append(&text, q.data, q.len);
-        int correct = synth_trace(&p, &rng, &thinking, &attempt);
+        int correct = synth_trace(&p, &trace_rng, &thinking, &attempt);
         // how often the two Qwen models solve it falls with the operands' size;
         // bits of a hash of the question decide (independently for the two
         // models), so a duplicate gets the same grades

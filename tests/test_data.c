@@ -660,11 +660,24 @@ static void test_synth(void) {
             CHECK(ch == '\n' || (ch >= 0x20 && ch < 0x7f), "non-ASCII byte in \"%s\"", q.data);
         }
     }
-    // SYNTH_CHECK_PERCENT = 35 and SYNTH_SLIP_PERCENT = 40, each within 5 standard deviations of 2000 draws
-    CHECK(checks > 590 && checks < 810, "%zu traces with Wait of 2000", checks);
-    CHECK(slips > 690 && slips < 910, "%zu glances with a slip of 2000", slips);
+    // the two rates, each within 5 standard deviations of 2000 draws
+    double pc = SYNTH_CHECK_PERCENT / 100.0, ps = SYNTH_SLIP_PERCENT / 100.0;
+    CHECK(fabs((double)checks - 2000 * pc) < 5 * sqrt(2000 * pc * (1 - pc)), "%zu traces with Wait of 2000", checks);
+    CHECK(fabs((double)slips - 2000 * ps) < 5 * sqrt(2000 * ps * (1 - ps)), "%zu glances with a slip of 2000", slips);
     CHECK(wrong == slips - fixed, "%zu wrong traces, %zu slips, %zu fixed by a check", wrong, slips, fixed);
     CHECK(checks < 1000, "checking traces must stay a minority: %zu of 2000", checks);
+    // a slipped arithmetic glance has the right answer's length, but its digits are no guide to the right
+    // ones: each digit agrees with the right answer's digit in that place about 1 time in 10 (not 9 in 10)
+    size_t places = 0, agree = 0;
+    for (int i = 0; i < 2000; i++) {
+        Problem p = random_problem(&rng, 2 + i % 3);
+        if (p.op == OP_CMP) continue;
+        int64_t right = problem_answer(&p), slipped = slipped_answer(&p, &rng);
+        CHECK(slipped != right && slipped > 0 && num_digits(slipped) == num_digits(right), "slip %lld for %lld",
+              (long long)slipped, (long long)right);
+        for (int64_t r = right, s = slipped; r > 0; r /= 10, s /= 10, places++) agree += r % 10 == s % 10;
+    }
+    CHECK(agree < places / 5, "%zu of %zu digits of slipped glances agree with the right answer", agree, places);
     // linear-equation answers solve the equation
     for (int i = 0; i < 200; i++) {
         Problem p = random_problem(&rng, 4);

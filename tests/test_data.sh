@@ -25,12 +25,12 @@ expect_eq "synth: no other pool question is an eval question of any seed" \
 
 # --- select: one line per stage, in order, each doing visible work on the sample
 ./data select "$POOL" --eval "$EVAL" --n 100 --seed 7 --out "$TMP/sel.jsonl" >"$TMP/select.out" 2>"$TMP/select.err"
-expect_eq "select: stage lines" "$(grep -E '^[a-z]+: [0-9]+ -> [0-9]+$' "$TMP/select.out")" "na: 500 -> 471
-quality: 471 -> 447
-difficulty: 447 -> 254
-decontaminate: 254 -> 249
-dedup: 249 -> 241
-select: 241 -> 100"
+expect_eq "select: stage lines" "$(grep -E '^[a-z]+: [0-9]+ -> [0-9]+$' "$TMP/select.out")" "na: 500 -> 481
+quality: 481 -> 448
+difficulty: 448 -> 269
+decontaminate: 269 -> 264
+dedup: 264 -> 257
+select: 257 -> 100"
 expect_eq "select: exactly --n rows" "$(wc -l <"$TMP/sel.jsonl")" "100"
 expect_eq "select: every row is a pool line, verbatim" "$(grep -cvFxf "$POOL" "$TMP/sel.jsonl")" "0"
 expect_eq "select: no NA, no solved, no duplicate rows" \
@@ -42,22 +42,22 @@ expect_ok "select: the same seed gives the same rows" cmp "$TMP/sel.jsonl" "$TMP
 ./data select "$POOL" --eval "$EVAL" --n 100 --seed 8 --out "$TMP/sel3.jsonl" >/dev/null
 expect_eq "select: another seed gives other rows" "$(cmp -s "$TMP/sel.jsonl" "$TMP/sel3.jsonl" && echo same || echo differs)" "differs"
 # every seed-set row (Gemini-correct AIME/GPQA) that survives the filters is selected
-./data select "$POOL" --eval "$EVAL" --n 241 --seed 7 --out "$TMP/all.jsonl" >/dev/null
+./data select "$POOL" --eval "$EVAL" --n 257 --seed 7 --out "$TMP/all.jsonl" >/dev/null
 seeds=$(grep -E '"source_type": "(qq8933/AIME_1983_2024|Idavidrein/gpqa)"' "$TMP/all.jsonl" | grep -c '"isgeminicorrect": true')
 got=$(grep -E '"source_type": "(qq8933/AIME_1983_2024|Idavidrein/gpqa)"' "$TMP/sel.jsonl" | grep -c '"isgeminicorrect": true')
 expect_eq "select: the seed set ($seeds rows) is in the selection" "$got" "$seeds"
 expect_eq "select: all five domains covered" "$(grep -o '"domain": "[a-z ]*"' "$TMP/sel.jsonl" | sort -u | wc -l)" "5"
 ./data select "$POOL" --n 100 --out "$TMP/noeval.jsonl" | grep decontaminate >"$TMP/de.txt"
-expect_eq "select: without --eval nothing is decontaminated" "$(cat "$TMP/de.txt")" "decontaminate: 254 -> 254"
+expect_eq "select: without --eval nothing is decontaminated" "$(cat "$TMP/de.txt")" "decontaminate: 269 -> 269"
 for mode in random diverse longest; do
     ./data select "$POOL" --n 100 --mode $mode --out "$TMP/$mode.jsonl" >"$TMP/$mode.out"
     expect_eq "select --mode $mode: quality-filtered pool, no difficulty filter, n rows" \
         "$(grep -E '^(difficulty|select):' "$TMP/$mode.out" | tr '\n' ' ')$(wc -l <"$TMP/$mode.jsonl")" \
-        "difficulty: 447 -> 447 select: 430 -> 100 100"
+        "difficulty: 448 -> 448 select: 439 -> 100 100"
 done 2>/dev/null
 expect_eq "select --mode longest: the 100 longest traces" \
     "$(grep -o '"gemini_length": [0-9]*' "$TMP/longest.jsonl" | awk '{print $2}' | sort -n | head -1)" \
-    "$(./data select "$POOL" --n 430 --mode longest --out "$TMP/l2.jsonl" >/dev/null; grep -o '"gemini_length": [0-9]*' "$TMP/l2.jsonl" | awk '{print $2}' | sort -rn | sed -n 100p)"
+    "$(./data select "$POOL" --n 439 --mode longest --out "$TMP/l2.jsonl" >/dev/null; grep -o '"gemini_length": [0-9]*' "$TMP/l2.jsonl" | awk '{print $2}' | sort -rn | sed -n 100p)"
 expect_eq "select --mode random: solved questions are not filtered" "$(grep -c '"isqwen32bcorrect": true' "$TMP/random.jsonl" | awk '{print ($1 > 0)}')" "1"
 
 # --- tokenize and show
@@ -89,7 +89,7 @@ expect_eq "tokenize --traces deepseek: s1K-1.1 schema" "$(./data show "$TMP/s11.
 ./data render "$TMP/sel.jsonl" --out "$TMP/sel.txt" >/dev/null
 expect_eq "render: one training text per row" "$(grep -c '^<|im_start|>system$' "$TMP/sel.txt")" "100"
 expect_eq "render: the s1 layout" "$(head -c 200 "$TMP/sel.txt" | sed -n 3,4p)" "<|im_start|>user
-Which number is larger, 44 or 24? Give the larger one.<|im_end|>"
+Find the sum of 7192 and 6446 in base ten.<|im_end|>"
 if [ -x ./tokenizer ]; then
     ./tokenizer train --vocab-size 400 --out "$TMP/smalltok" "$TMP/sel.txt" 2>/dev/null
     ./data tokenize "$TMP/sel.jsonl" --tokenizer "$TMP/smalltok" --out "$TMP/small.bin" >/dev/null
@@ -120,8 +120,8 @@ expect_error "select: non-UTF-8 byte" "badtype.jsonl:1: " ./data select "$TMP/ba
 { cat "$TMP/bad.jsonl"; cat "$TMP/nodomain.jsonl"; printf '[1]\n\xff\n'; sed -n 5,40p "$POOL"; } >"$TMP/mixed.jsonl"
 ./data select "$TMP/mixed.jsonl" --skip-bad --n 5 --out "$TMP/skip.jsonl" >"$TMP/skip.out" 2>"$TMP/skip.err"
 expect_eq "select --skip-bad: bad lines skipped and counted" "$(grep -c '^warning: skipping' "$TMP/skip.err"), $(grep -o 'skipped [0-9]* bad lines' "$TMP/skip.err")" "4, skipped 4 bad lines"
-expect_eq "select --skip-bad: the good lines are used" "$(head -1 "$TMP/skip.out")" "na: 38 -> 37"
-expect_error "select: --n larger than what survives" "only 241 questions survive the filters, fewer than --n 1000" \
+expect_eq "select --skip-bad: the good lines are used" "$(head -1 "$TMP/skip.out")" "na: 38 -> 36"
+expect_error "select: --n larger than what survives" "only 257 questions survive the filters, fewer than --n 1000" \
     ./data select "$POOL" --eval "$EVAL" --out "$TMP/o.jsonl"
 echo '{"text": "no question here"}' >"$TMP/badeval.jsonl"
 expect_error "select: eval file without question" 'badeval.jsonl:1: missing field "question" \(or "problem"\)' \

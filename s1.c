@@ -752,34 +752,15 @@ static void qwen2_load(Qwen2 *m, const char *dir) {
     config_read(&c, path);
     qwen2_build(m, &c);
     char *loaded = (char *)callocCheck(m->num_tensors, 1);
-    snprintf(path, sizeof path, "%s/model.safetensors.index.json", dir);
-    size_t len;
-    char *index = read_file_or_null(path, &len);
-    if (index == NULL) {
-        snprintf(path, sizeof path, "%s/model.safetensors", dir);
-        qwen2_read_safetensors(m, path, NULL, NULL, loaded);
-    } else {
-        JsonDoc doc;
-        char err[256];
-        if (json_parse(index, len, &doc, err, sizeof err) != 0) die("%s: invalid JSON: %s", path, err);
-        const JsonValue *map = json_get(doc.root, "weight_map");
-        if (map == NULL || map->type != JSON_OBJECT) die("%s: no \"weight_map\" object", path);
-        for (size_t i = 0; i < map->len; i++) {
-            const JsonValue *f = &map->items[i];
-            if (f->type != JSON_STRING || strchr(f->str, '/') != NULL || f->len == 0)
-                die("%s: weight_map entry %s must be a file name in the same folder", path, map->keys[i]);
-            if (find_tensor(m, map->keys[i]) == NULL && !(c.tie_word_embeddings && strcmp(map->keys[i], "lm_head.weight") == 0))
-                die("%s: unexpected tensor %s in weight_map", path, map->keys[i]);
-            int seen = 0;  // read each shard once, at its first mention
-            for (size_t j = 0; j < i && !seen; j++) seen = strcmp(map->items[j].str, f->str) == 0;
-            if (seen) continue;
-            char shard[4096];
-            snprintf(shard, sizeof shard, "%s/%s", dir, f->str);
-            qwen2_read_safetensors(m, shard, map, f->str, loaded);
-        }
-        json_free(&doc);
-        free(index);
-    }
+    SafetensorsFolder files;
+    safetensors_folder_open(&files, dir);
+    const JsonValue *map = files.weight_map;
+    for (size_t i = 0; map != NULL && i < map->len; i++)
+        if (find_tensor(m, map->keys[i]) == NULL && !(c.tie_word_embeddings && strcmp(map->keys[i], "lm_head.weight") == 0))
+            die("%s: unexpected tensor %s in weight_map", files.index_path, map->keys[i]);
+    for (size_t i = 0; i < files.num_files; i++)
+        qwen2_read_safetensors(m, files.paths[i], map, files.names[i], loaded);
+    safetensors_folder_close(&files);
     for (size_t i = 0; i < m->num_tensors; i++)
         if (!loaded[i]) die("%s: missing tensor %s", dir, m->tensors[i].name);
     free(loaded);

@@ -582,32 +582,10 @@ static void gpu_model_load(GpuModel *m, const char *dir, int chunk_rows) {
 
     size_t L = c->num_layers;
     char *loaded = (char *)callocCheck(GP_NUM * L, 1);
-    snprintf(path, sizeof path, "%s/model.safetensors.index.json", dir);
-    size_t len;
-    char *index = read_file_or_null(path, &len);
-    if (index == NULL) {
-        snprintf(path, sizeof path, "%s/model.safetensors", dir);
-        gpu_read_safetensors(m, path, loaded);
-    } else {
-        JsonDoc doc;
-        char err[256];
-        if (json_parse(index, len, &doc, err, sizeof err) != 0) die("%s: invalid JSON: %s", path, err);
-        const JsonValue *map = json_get(doc.root, "weight_map");
-        if (map == NULL || map->type != JSON_OBJECT) die("%s: no \"weight_map\" object", path);
-        for (size_t i = 0; i < map->len; i++) {
-            const JsonValue *f = &map->items[i];
-            if (f->type != JSON_STRING || strchr(f->str, '/') != NULL || f->len == 0)
-                die("%s: weight_map entry %s must be a file name in the same folder", path, map->keys[i]);
-            int seen = 0;   // read each shard once, at its first mention
-            for (size_t j = 0; j < i && !seen; j++) seen = strcmp(map->items[j].str, f->str) == 0;
-            if (seen) continue;
-            char shard[4096];
-            snprintf(shard, sizeof shard, "%s/%s", dir, f->str);
-            gpu_read_safetensors(m, shard, loaded);
-        }
-        json_free(&doc);
-        free(index);
-    }
+    SafetensorsFolder files;
+    safetensors_folder_open(&files, dir);
+    for (size_t i = 0; i < files.num_files; i++) gpu_read_safetensors(m, files.paths[i], loaded);
+    safetensors_folder_close(&files);
     for (int i = 0; i < GP_NUM; i++)
         for (size_t l = 0; l < (gpu_param_info[i].per_layer ? L : 1); l++)
             if (!loaded[i * L + l] && !(i == GP_LMW && c->tie_word_embeddings)) {

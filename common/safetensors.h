@@ -188,6 +188,64 @@ static inline void safetensors_close(SafetensorsFile *f) {
 }
 
 
+// ----------------------------------------------------------------------------
+// a model folder's weight files: model.safetensors, or the shards named in
+// model.safetensors.index.json (docs/qwen2.5.md section 4.1)
+
+typedef struct {
+    char index_path[4096];        // DIR/model.safetensors.index.json, read or not
+    char *index_text;             // the index file, NULL for a single-file checkpoint
+    JsonDoc doc;
+    const JsonValue *weight_map;  // tensor name -> file name; NULL for a single-file checkpoint
+    size_t num_files;
+    const char **names;           // each weight file once, in order of first mention in the weight_map
+    char **paths;                 // DIR/name
+} SafetensorsFolder;
+
+// Lists the weight files of a model folder. Every weight_map entry must be a
+// plain file name in the same folder; a shard named by several tensors is
+// listed once, at its first mention, so each file is read once.
+static inline void safetensors_folder_open(SafetensorsFolder *w, const char *dir) {
+    memset(w, 0, sizeof *w);
+    snprintf(w->index_path, sizeof w->index_path, "%s/model.safetensors.index.json", dir);
+    size_t len;
+    w->index_text = read_file_or_null(w->index_path, &len);
+    size_t max_files = 1;
+    if (w->index_text != NULL) {
+        char err[256];
+        if (json_parse(w->index_text, len, &w->doc, err, sizeof err) != 0) die("%s: invalid JSON: %s", w->index_path, err);
+        w->weight_map = json_get(w->doc.root, "weight_map");
+        if (w->weight_map == NULL || w->weight_map->type != JSON_OBJECT) die("%s: no \"weight_map\" object", w->index_path);
+        max_files = w->weight_map->len;
+    }
+    w->names = (const char **)callocCheck(max_files, sizeof(char *));
+    w->paths = (char **)callocCheck(max_files, sizeof(char *));
+    if (w->index_text == NULL) w->names[w->num_files++] = "model.safetensors";
+    const JsonValue *map = w->weight_map;
+    for (size_t i = 0; map != NULL && i < map->len; i++) {
+        const JsonValue *f = &map->items[i];
+        if (f->type != JSON_STRING || strchr(f->str, '/') != NULL || f->len == 0)
+            die("%s: weight_map entry %s must be a file name in the same folder", w->index_path, map->keys[i]);
+        int seen = 0;
+        for (size_t j = 0; j < w->num_files && !seen; j++) seen = strcmp(w->names[j], f->str) == 0;
+        if (!seen) w->names[w->num_files++] = f->str;
+    }
+    for (size_t i = 0; i < w->num_files; i++) {
+        size_t n = strlen(dir) + strlen(w->names[i]) + 2;
+        w->paths[i] = (char *)mallocCheck(n);
+        snprintf(w->paths[i], n, "%s/%s", dir, w->names[i]);
+    }
+}
+
+static inline void safetensors_folder_close(SafetensorsFolder *w) {
+    for (size_t i = 0; i < w->num_files; i++) free(w->paths[i]);
+    free(w->paths);
+    free(w->names);
+    if (w->index_text != NULL) { json_free(&w->doc); free(w->index_text); }
+    memset(w, 0, sizeof *w);
+}
+
+
 static inline uint16_t float_to_bf16(float f) {  // round to nearest even, as torch's .to(bfloat16)
     uint32_t bits;
     memcpy(&bits, &f, 4);

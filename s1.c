@@ -2093,9 +2093,9 @@ static void demo_defaults(DemoSettings *d, int quick) {
     d->heads = 4;
     d->kv_heads = 2;
     if (!quick) {
-        d->pool = 7500; d->train = 2500; d->eval = 100; d->vocab = 400;
+        d->pool = 12000; d->train = 4000; d->eval = 100; d->vocab = 400;
         d->hidden = 64; d->layers = 2; d->intermediate = 192; d->epochs = 16;
-        d->budgets = "32,48,64,96,auto"; d->waits = "0,1,2";
+        d->budgets = "8,16,32,64,128,auto"; d->waits = "0,1,2";
     } else {   // the CI version: every stage, a fraction of the work
         d->pool = 600; d->train = 150; d->eval = 12; d->vocab = 300;
         d->hidden = 32; d->layers = 1; d->intermediate = 64; d->epochs = 1;
@@ -2182,8 +2182,9 @@ static void demo_stage(int k, int n_stages, const char *title, const char *cmd, 
 static void usage_demo(void) {
     printf("usage: ./s1 demo [--out DIR] [--quick] [options]\n"
            "\n"
-           "s1 in miniature, on the CPU, end to end: a synthetic pool of arithmetic problems with thinking\n"
-           "traces that sometimes slip and fix themselves after \"Wait\" (./data synth), the s1K selection\n"
+           "s1 in miniature, on the CPU, end to end: a synthetic pool of arithmetic problems whose thinking\n"
+           "traces give a quick, often wrong answer and sometimes, after \"Wait\", work it out carefully and\n"
+           "fix it (./data synth), the s1K selection\n"
            "(./data select), a small BPE (./tokenizer train), s1's training layout (./data tokenize), a small\n"
            "Qwen2.5-architecture model trained from scratch (./s1 train), then held-out problems at several\n"
            "thinking budgets and Wait counts (./s1 eval). Each command is printed before it runs. Writes, in DIR:\n"
@@ -2192,12 +2193,12 @@ static void usage_demo(void) {
            "\n"
            "  --out DIR            output folder (default out/demo)\n"
            "  --quick              a much smaller run that only checks that every stage works (CI)\n"
-           "  --pool N --train N --eval N   pool rows, selected training rows, held-out problems (7500, 2500, 100)\n"
+           "  --pool N --train N --eval N   pool rows, selected training rows, held-out problems (12000, 4000, 100)\n"
            "  --max-digits N       operand digits of the synthetic problems (2)\n"
            "  --vocab N            BPE vocabulary before the 3 added tokens (400)\n"
            "  --hidden N --layers N --intermediate N   model size (64, 2, 192; 4 query and 2 KV heads)\n"
            "  --epochs N --batch N --lr X                training (16, 8, 2e-3)\n"
-           "  --budgets LIST --waits LIST                the sweep (32,48,64,96,auto and 0,1,2)\n"
+           "  --budgets LIST --waits LIST                the sweep (8,16,32,64,128,auto and 0,1,2)\n"
            "  --seed N             data seed (1)\n"
            "  --threads N          threads for training and evaluation (default: 1 for training, whose\n"
            "                       matrices are too small to share; all cores for evaluation)\n");

@@ -1436,30 +1436,12 @@ static float train_run(TrainOptions *o) {
 
 #ifndef S1_NO_MAIN
 
-static int arg_is(const char *arg, const char *name) { return strcmp(arg, name) == 0; }
-
-// The value after a flag; dies with the flag's name when it is missing.
-static const char *arg_value(int argc, char **argv, int *i) {
-    if (*i + 1 >= argc) die("%s needs a value", argv[*i]);
-    return argv[++*i];
-}
-
-static size_t arg_size(int argc, char **argv, int *i, int allow_zero) {
-    const char *flag = argv[*i], *v = arg_value(argc, argv, i);
-    char *end;
-    errno = 0;
-    unsigned long long x = strtoull(v, &end, 10);
-    if (errno != 0 || *end != '\0' || v[0] == '-' || (!allow_zero && x == 0)) die("%s: '%s' is not a %s integer", flag, v, allow_zero ? "non-negative" : "positive");
-    return (size_t)x;
-}
-
-static double arg_double(int argc, char **argv, int *i) {
-    const char *flag = argv[*i], *v = arg_value(argc, argv, i);
-    char *end;
-    double x = strtod(v, &end);
-    if (*end != '\0' || end == v || !isfinite(x) || x < 0) die("%s: '%s' is not a non-negative number", flag, v);
-    return x;
-}
+// the flag parsers are common/util.h's flag_*(); main_demo still spells them
+// by their earlier names
+#define arg_is flag_is
+#define arg_value flag_value
+#define arg_size flag_count
+#define arg_double flag_number
 
 static void usage_train(void) {
     printf("usage: ./s1 train --data SHARD --out DIR (--model DIR | --init-config CONFIG.json | --resume DIR) [options]\n"
@@ -1500,28 +1482,28 @@ static int main_train(int argc, char **argv) {
     const char *settings_flag = NULL;
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i];
-        if (arg_is(a, "--help") || arg_is(a, "-h")) { usage_train(); return 0; }
-        else if (arg_is(a, "--data")) o.data_path = arg_value(argc, argv, &i);
-        else if (arg_is(a, "--model")) o.model_dir = arg_value(argc, argv, &i);
-        else if (arg_is(a, "--init-config")) o.init_config = arg_value(argc, argv, &i);
-        else if (arg_is(a, "--init-seed")) o.init_seed = arg_size(argc, argv, &i, 1);
-        else if (arg_is(a, "--resume")) o.resume_dir = arg_value(argc, argv, &i);
-        else if (arg_is(a, "--out")) o.out_dir = arg_value(argc, argv, &i);
-        else if (arg_is(a, "--micro-batch")) o.micro_batch = arg_size(argc, argv, &i, 0);
-        else if (arg_is(a, "--save-every")) o.save_every = arg_size(argc, argv, &i, 1);
-        else if (arg_is(a, "--stop-at")) o.stop_at = arg_size(argc, argv, &i, 0);
-        else if (arg_is(a, "--threads")) o.threads = (int)arg_size(argc, argv, &i, 0);
+        if (flag_is(a, "--help") || flag_is(a, "-h")) { usage_train(); return 0; }
+        else if (flag_is(a, "--data")) o.data_path = flag_value(argc, argv, &i);
+        else if (flag_is(a, "--model")) o.model_dir = flag_value(argc, argv, &i);
+        else if (flag_is(a, "--init-config")) o.init_config = flag_value(argc, argv, &i);
+        else if (flag_is(a, "--init-seed")) o.init_seed = flag_count(argc, argv, &i, 1);
+        else if (flag_is(a, "--resume")) o.resume_dir = flag_value(argc, argv, &i);
+        else if (flag_is(a, "--out")) o.out_dir = flag_value(argc, argv, &i);
+        else if (flag_is(a, "--micro-batch")) o.micro_batch = flag_count(argc, argv, &i, 0);
+        else if (flag_is(a, "--save-every")) o.save_every = flag_count(argc, argv, &i, 1);
+        else if (flag_is(a, "--stop-at")) o.stop_at = flag_count(argc, argv, &i, 0);
+        else if (flag_is(a, "--threads")) o.threads = (int)flag_count(argc, argv, &i, 0);
         else {
             settings_flag = a;
-            if (arg_is(a, "--epochs")) s->epochs = arg_size(argc, argv, &i, 0);
-            else if (arg_is(a, "--batch")) s->batch_size = arg_size(argc, argv, &i, 0);
-            else if (arg_is(a, "--lr")) s->lr = arg_double(argc, argv, &i);
-            else if (arg_is(a, "--warmup-ratio")) s->warmup_ratio = arg_double(argc, argv, &i);
-            else if (arg_is(a, "--weight-decay")) s->weight_decay = arg_double(argc, argv, &i);
-            else if (arg_is(a, "--decay-norms")) s->decay_norm_weights = 1;
-            else if (arg_is(a, "--clip")) s->max_grad_norm = arg_double(argc, argv, &i);
-            else if (arg_is(a, "--max-seq-len")) s->max_seq_len = arg_size(argc, argv, &i, 0);
-            else if (arg_is(a, "--seed")) s->seed = arg_size(argc, argv, &i, 1);
+            if (flag_is(a, "--epochs")) s->epochs = flag_count(argc, argv, &i, 0);
+            else if (flag_is(a, "--batch")) s->batch_size = flag_count(argc, argv, &i, 0);
+            else if (flag_is(a, "--lr")) s->lr = flag_number(argc, argv, &i);
+            else if (flag_is(a, "--warmup-ratio")) s->warmup_ratio = flag_number(argc, argv, &i);
+            else if (flag_is(a, "--weight-decay")) s->weight_decay = flag_number(argc, argv, &i);
+            else if (flag_is(a, "--decay-norms")) s->decay_norm_weights = 1;
+            else if (flag_is(a, "--clip")) s->max_grad_norm = flag_number(argc, argv, &i);
+            else if (flag_is(a, "--max-seq-len")) s->max_seq_len = flag_count(argc, argv, &i, 0);
+            else if (flag_is(a, "--seed")) s->seed = flag_count(argc, argv, &i, 1);
             else die("train: unknown argument '%s' (see ./s1 train --help)", a);
         }
     }
@@ -1548,11 +1530,11 @@ static int main_loss(int argc, char **argv) {
     size_t max_seq_len = 32768;
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i];
-        if (arg_is(a, "--help") || arg_is(a, "-h")) { usage_loss(); return 0; }
-        else if (arg_is(a, "--model")) model_dir = arg_value(argc, argv, &i);
-        else if (arg_is(a, "--data")) data_path = arg_value(argc, argv, &i);
-        else if (arg_is(a, "--max-seq-len")) max_seq_len = arg_size(argc, argv, &i, 0);
-        else if (arg_is(a, "--threads")) omp_set_num_threads((int)arg_size(argc, argv, &i, 0));
+        if (flag_is(a, "--help") || flag_is(a, "-h")) { usage_loss(); return 0; }
+        else if (flag_is(a, "--model")) model_dir = flag_value(argc, argv, &i);
+        else if (flag_is(a, "--data")) data_path = flag_value(argc, argv, &i);
+        else if (flag_is(a, "--max-seq-len")) max_seq_len = flag_count(argc, argv, &i, 0);
+        else if (flag_is(a, "--threads")) omp_set_num_threads((int)flag_count(argc, argv, &i, 0));
         else die("loss: unknown argument '%s' (see ./s1 loss --help)", a);
     }
     if (model_dir == NULL || data_path == NULL) die("loss: --model and --data are required (see ./s1 loss --help)");
@@ -1601,17 +1583,17 @@ static int main_bench(int argc, char **argv) {
     size_t T = 128, steps = 20;
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i];
-        if (arg_is(a, "--help") || arg_is(a, "-h")) { usage_bench(); return 0; }
-        else if (arg_is(a, "--hidden")) c.hidden_size = arg_size(argc, argv, &i, 0);
-        else if (arg_is(a, "--layers")) c.num_layers = arg_size(argc, argv, &i, 0);
-        else if (arg_is(a, "--heads")) c.num_heads = arg_size(argc, argv, &i, 0);
-        else if (arg_is(a, "--kv-heads")) c.num_kv_heads = arg_size(argc, argv, &i, 0);
-        else if (arg_is(a, "--intermediate")) c.intermediate_size = arg_size(argc, argv, &i, 0);
-        else if (arg_is(a, "--vocab")) c.vocab_size = arg_size(argc, argv, &i, 0);
-        else if (arg_is(a, "--tied")) c.tie_word_embeddings = 1;
-        else if (arg_is(a, "--seq-len")) T = arg_size(argc, argv, &i, 0);
-        else if (arg_is(a, "--steps")) steps = arg_size(argc, argv, &i, 0);
-        else if (arg_is(a, "--threads")) omp_set_num_threads((int)arg_size(argc, argv, &i, 0));
+        if (flag_is(a, "--help") || flag_is(a, "-h")) { usage_bench(); return 0; }
+        else if (flag_is(a, "--hidden")) c.hidden_size = flag_count(argc, argv, &i, 0);
+        else if (flag_is(a, "--layers")) c.num_layers = flag_count(argc, argv, &i, 0);
+        else if (flag_is(a, "--heads")) c.num_heads = flag_count(argc, argv, &i, 0);
+        else if (flag_is(a, "--kv-heads")) c.num_kv_heads = flag_count(argc, argv, &i, 0);
+        else if (flag_is(a, "--intermediate")) c.intermediate_size = flag_count(argc, argv, &i, 0);
+        else if (flag_is(a, "--vocab")) c.vocab_size = flag_count(argc, argv, &i, 0);
+        else if (flag_is(a, "--tied")) c.tie_word_embeddings = 1;
+        else if (flag_is(a, "--seq-len")) T = flag_count(argc, argv, &i, 0);
+        else if (flag_is(a, "--steps")) steps = flag_count(argc, argv, &i, 0);
+        else if (flag_is(a, "--threads")) omp_set_num_threads((int)flag_count(argc, argv, &i, 0));
         else die("bench: unknown argument '%s' (see ./s1 bench --help)", a);
     }
     if (c.num_heads == 0 || c.hidden_size % c.num_heads != 0) die("bench: --hidden must be a multiple of --heads");
@@ -1772,7 +1754,7 @@ static void generate_batch(Generator *g, const SampleSettings *s, long budget, s
 
 // 1 if argv[*i] is a sampling flag of common/generate.h or --threads (consumed), else 0
 static int parse_cpu_sample_flag(int argc, char **argv, int *i, SampleSettings *s) {
-    if (arg_is(argv[*i], "--threads")) { omp_set_num_threads((int)arg_size(argc, argv, i, 0)); return 1; }
+    if (flag_is(argv[*i], "--threads")) { omp_set_num_threads((int)flag_count(argc, argv, i, 0)); return 1; }
     return parse_sample_flag(argc, argv, i, s);
 }
 
@@ -1797,11 +1779,11 @@ static int main_sample(int argc, char **argv) {
     sample_settings_default(&s);
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i];
-        if (arg_is(a, "--help") || arg_is(a, "-h")) { usage_sample(); return 0; }
-        else if (arg_is(a, "--model")) model_dir = arg_value(argc, argv, &i);
-        else if (arg_is(a, "--tokenizer")) tok_dir = arg_value(argc, argv, &i);
-        else if (arg_is(a, "--prompts")) prompts_path = arg_value(argc, argv, &i);
-        else if (arg_is(a, "--out")) out_path = arg_value(argc, argv, &i);
+        if (flag_is(a, "--help") || flag_is(a, "-h")) { usage_sample(); return 0; }
+        else if (flag_is(a, "--model")) model_dir = flag_value(argc, argv, &i);
+        else if (flag_is(a, "--tokenizer")) tok_dir = flag_value(argc, argv, &i);
+        else if (flag_is(a, "--prompts")) prompts_path = flag_value(argc, argv, &i);
+        else if (flag_is(a, "--out")) out_path = flag_value(argc, argv, &i);
         else if (!parse_budget_flag(argc, argv, &i, &s) && !parse_cpu_sample_flag(argc, argv, &i, &s))
             die("sample: unknown argument '%s' (see ./s1 sample --help)", a);
     }
@@ -1926,14 +1908,14 @@ static int main_eval(int argc, char **argv) {
     sample_settings_default(&s);
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i];
-        if (arg_is(a, "--help") || arg_is(a, "-h")) { usage_eval(); return 0; }
-        else if (arg_is(a, "--model")) model_dir = arg_value(argc, argv, &i);
-        else if (arg_is(a, "--tokenizer")) tok_dir = arg_value(argc, argv, &i);
-        else if (arg_is(a, "--problems")) problems_path = arg_value(argc, argv, &i);
-        else if (arg_is(a, "--out")) out_dir = arg_value(argc, argv, &i);
-        else if (arg_is(a, "--limit")) limit = arg_size(argc, argv, &i, 0);
-        else if (arg_is(a, "--budgets")) { const char *f = a; n_budgets = parse_list(arg_value(argc, argv, &i), f, budgets, 32, 1); }
-        else if (arg_is(a, "--waits")) { const char *f = a; n_waits = parse_list(arg_value(argc, argv, &i), f, waits, 32, 0); }
+        if (flag_is(a, "--help") || flag_is(a, "-h")) { usage_eval(); return 0; }
+        else if (flag_is(a, "--model")) model_dir = flag_value(argc, argv, &i);
+        else if (flag_is(a, "--tokenizer")) tok_dir = flag_value(argc, argv, &i);
+        else if (flag_is(a, "--problems")) problems_path = flag_value(argc, argv, &i);
+        else if (flag_is(a, "--out")) out_dir = flag_value(argc, argv, &i);
+        else if (flag_is(a, "--limit")) limit = flag_count(argc, argv, &i, 0);
+        else if (flag_is(a, "--budgets")) { const char *f = a; n_budgets = parse_list(flag_value(argc, argv, &i), f, budgets, 32, 1); }
+        else if (flag_is(a, "--waits")) { const char *f = a; n_waits = parse_list(flag_value(argc, argv, &i), f, waits, 32, 0); }
         else if (!parse_cpu_sample_flag(argc, argv, &i, &s)) die("eval: unknown argument '%s' (see ./s1 eval --help)", a);
     }
     if (!model_dir || !tok_dir || !problems_path) die("eval: --model, --tokenizer and --problems are required (see ./s1 eval --help)");
@@ -2353,9 +2335,9 @@ static void usage(void) {
 }
 
 int main(int argc, char **argv) {
-    if (argc < 2 || arg_is(argv[1], "--help") || arg_is(argv[1], "-h")) { usage(); return argc < 2; }
+    if (argc < 2 || flag_is(argv[1], "--help") || flag_is(argv[1], "-h")) { usage(); return argc < 2; }
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
-        if (arg_is(argv[1], commands[i].name)) return commands[i].run(argc - 2, argv + 2);
+        if (flag_is(argv[1], commands[i].name)) return commands[i].run(argc - 2, argv + 2);
     die("unknown command '%s' (see ./s1 --help)", argv[1]);
 }
 

@@ -188,12 +188,12 @@ int main(int argc, char **argv) {
     int forcing = 0;   // a budget-forcing flag was given
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
-        if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) { usage(); return 0; }
-        else if (strcmp(a, "--model") == 0) model_dir = sample_flag_value(argc, argv, &i);
-        else if (strcmp(a, "--tokenizer") == 0) tok_dir = sample_flag_value(argc, argv, &i);
-        else if (strcmp(a, "--prompts") == 0) prompts_path = sample_flag_value(argc, argv, &i);
-        else if (strcmp(a, "--prompt-ids") == 0) prompt_ids = sample_flag_value(argc, argv, &i);
-        else if (strcmp(a, "--out") == 0) out_path = sample_flag_value(argc, argv, &i);
+        if (flag_is(a, "--help") || flag_is(a, "-h")) { usage(); return 0; }
+        else if (flag_is(a, "--model")) model_dir = flag_value(argc, argv, &i);
+        else if (flag_is(a, "--tokenizer")) tok_dir = flag_value(argc, argv, &i);
+        else if (flag_is(a, "--prompts")) prompts_path = flag_value(argc, argv, &i);
+        else if (flag_is(a, "--prompt-ids")) prompt_ids = flag_value(argc, argv, &i);
+        else if (flag_is(a, "--out")) out_path = flag_value(argc, argv, &i);
         else if (parse_budget_flag(argc, argv, &i, &s)) forcing = 1;
         else if (!parse_sample_flag(argc, argv, &i, &s)) die("sample: unknown argument '%s' (see sample --help)", a);
         forcing |= strcmp(a, "--ignore-str") == 0 || strcmp(a, "--readme-variant") == 0;

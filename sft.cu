@@ -41,27 +41,17 @@ static const char *format_bytes(double bytes, char *buf, size_t n) {
     return buf;
 }
 
-static size_t parse_size(const char *flag, const char *value) {
-    char *end;
-    errno = 0;
-    unsigned long long v = strtoull(value, &end, 10);
-    if (errno != 0 || end == value || *end != '\0' || v == 0 || value[0] == '-')
-        die("sft: %s needs a positive integer, got '%s'", flag, value);
-    return (size_t)v;
-}
-
 int main(int argc, char **argv) {
     const char *model_dir = NULL, *data_path = NULL;
     size_t max_seq_len = 32768, chunk_rows = 1024;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
-        if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) { usage(); return 0; }
-        int has_value = i + 1 < argc;
-        if (strcmp(a, "--model") == 0 && has_value) model_dir = argv[++i];
-        else if (strcmp(a, "--data") == 0 && has_value) data_path = argv[++i];
-        else if (strcmp(a, "--max-seq-len") == 0 && has_value) max_seq_len = parse_size(a, argv[++i]);
-        else if (strcmp(a, "--chunk-rows") == 0 && has_value) chunk_rows = parse_size(a, argv[++i]);
-        else die("sft: unknown argument or missing value '%s' (see sft --help)", a);
+        if (flag_is(a, "--help") || flag_is(a, "-h")) { usage(); return 0; }
+        else if (flag_is(a, "--model")) model_dir = flag_value(argc, argv, &i);
+        else if (flag_is(a, "--data")) data_path = flag_value(argc, argv, &i);
+        else if (flag_is(a, "--max-seq-len")) max_seq_len = flag_count(argc, argv, &i, 0);
+        else if (flag_is(a, "--chunk-rows")) chunk_rows = flag_count(argc, argv, &i, 0);
+        else die("sft: unknown argument '%s' (see sft --help)", a);
     }
     if (model_dir == NULL || data_path == NULL) die("sft: --model and --data are required (see sft --help)");
     if (chunk_rows > (1u << 20)) die("sft: --chunk-rows %zu is too large", chunk_rows);

@@ -1649,13 +1649,12 @@ static int cmd_train(int argc, char **argv) {
     char **files = (char **)mallocCheck((size_t)argc * sizeof(char *));
     int n_files = 0;
     for (int i = 0; i < argc; i++) {
-        int has_value = i + 1 < argc;
-        if (strcmp(argv[i], "--vocab-size") == 0 && has_value) {
-            char *end;
-            vocab_size = strtol(argv[++i], &end, 10);
-            if (*end || vocab_size < 257 || vocab_size > 1000000) die("train: --vocab-size must be in 257..1000000, got '%s'", argv[i]);
-        } else if (strcmp(argv[i], "--out") == 0 && has_value) out_dir = argv[++i];
-        else if (strcmp(argv[i], "--added-tokens") == 0 && has_value) added_list = argv[++i];
+        if (flag_is(argv[i], "--vocab-size")) {
+            size_t n = flag_count(argc, argv, &i, 1);
+            if (n < 257 || n > 1000000) die("train: --vocab-size must be in 257..1000000, got '%s'", argv[i]);
+            vocab_size = (long)n;
+        } else if (flag_is(argv[i], "--out")) out_dir = flag_value(argc, argv, &i);
+        else if (flag_is(argv[i], "--added-tokens")) added_list = flag_value(argc, argv, &i);
         else if (argv[i][0] == '-') die("train: unexpected argument '%s' (see --help)", argv[i]);
         else files[n_files++] = argv[i];
     }

@@ -66,41 +66,18 @@ static inline void sample_settings_default(SampleSettings *s) {
     s->readme_variant = 0;
 }
 
-// The value after a flag; dies with the flag's name when it is missing.
-static inline const char *sample_flag_value(int argc, char **argv, int *i) {
-    if (*i + 1 >= argc) die("%s needs a value", argv[*i]);
-    return argv[++*i];
-}
-
-static inline size_t sample_flag_count(int argc, char **argv, int *i, int allow_zero) {
-    const char *flag = argv[*i], *v = sample_flag_value(argc, argv, i);
-    char *end;
-    errno = 0;
-    unsigned long long x = strtoull(v, &end, 10);
-    if (errno != 0 || *end != '\0' || v[0] == '-' || (!allow_zero && x == 0)) die("%s: '%s' is not a %s integer", flag, v, allow_zero ? "non-negative" : "positive");
-    return (size_t)x;
-}
-
-static inline double sample_flag_number(int argc, char **argv, int *i) {
-    const char *flag = argv[*i], *v = sample_flag_value(argc, argv, i);
-    char *end;
-    double x = strtod(v, &end);
-    if (*end != '\0' || end == v || !isfinite(x) || x < 0) die("%s: '%s' is not a non-negative number", flag, v);
-    return x;
-}
-
 // 1 if argv[*i] is --max-thinking or --wait (consumed into s), else 0.
 // ./s1 eval sweeps lists of both instead (--budgets, --waits).
 static inline int parse_budget_flag(int argc, char **argv, int *i, SampleSettings *s) {
     const char *a = argv[*i];
-    if (strcmp(a, "--max-thinking") == 0) {
-        const char *v = sample_flag_value(argc, argv, i);
+    if (flag_is(a, "--max-thinking")) {
+        const char *v = flag_value(argc, argv, i);
         char *end;
         long b = strtol(v, &end, 10);
         if (strcmp(v, "auto") == 0) b = -1;
         else if (*end != '\0' || end == v || b < 1) die("%s: '%s' is neither a positive integer nor 'auto'", a, v);
         s->max_thinking = b;
-    } else if (strcmp(a, "--wait") == 0) s->waits = (int)sample_flag_count(argc, argv, i, 1);
+    } else if (flag_is(a, "--wait")) s->waits = (int)flag_count(argc, argv, i, 1);
     else return 0;
     return 1;
 }
@@ -108,13 +85,13 @@ static inline int parse_budget_flag(int argc, char **argv, int *i, SampleSetting
 // 1 if argv[*i] is one of the other sampling flags (consumed into s), else 0
 static inline int parse_sample_flag(int argc, char **argv, int *i, SampleSettings *s) {
     const char *a = argv[*i];
-    if (strcmp(a, "--ignore-str") == 0) s->ignore_str = sample_flag_value(argc, argv, i);
-    else if (strcmp(a, "--temperature") == 0) s->temperature = (float)sample_flag_number(argc, argv, i);
-    else if (strcmp(a, "--top-p") == 0) s->topp = (float)sample_flag_number(argc, argv, i);
-    else if (strcmp(a, "--seed") == 0) s->seed = sample_flag_count(argc, argv, i, 1);
-    else if (strcmp(a, "--max-gen-toks") == 0) s->max_gen_toks = (long)sample_flag_count(argc, argv, i, 0);
-    else if (strcmp(a, "--max-context") == 0) s->max_context = sample_flag_count(argc, argv, i, 0);
-    else if (strcmp(a, "--readme-variant") == 0) s->readme_variant = 1;
+    if (flag_is(a, "--ignore-str")) s->ignore_str = flag_value(argc, argv, i);
+    else if (flag_is(a, "--temperature")) s->temperature = (float)flag_number(argc, argv, i);
+    else if (flag_is(a, "--top-p")) s->topp = (float)flag_number(argc, argv, i);
+    else if (flag_is(a, "--seed")) s->seed = flag_count(argc, argv, i, 1);
+    else if (flag_is(a, "--max-gen-toks")) s->max_gen_toks = (long)flag_count(argc, argv, i, 0);
+    else if (flag_is(a, "--max-context")) s->max_context = flag_count(argc, argv, i, 0);
+    else if (flag_is(a, "--readme-variant")) s->readme_variant = 1;
     else return 0;
     return 1;
 }

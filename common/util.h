@@ -11,6 +11,7 @@
 #define S1C_UTIL_H
 
 #include <errno.h>
+#include <math.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -198,6 +199,38 @@ static inline void atomic_commit(AtomicFile *af) {
     free(af->path);
     free(af->tmp_path);
     af->fp = NULL;
+}
+
+// ----------------------------------------------------------------------------
+// command-line flags: `--flag value`, checked; a bad value is a one-line error
+// naming the flag. Each takes the index of the flag and steps it over the value.
+
+static inline int flag_is(const char *arg, const char *name) { return strcmp(arg, name) == 0; }
+
+// The value after a flag; dies with the flag's name when it is missing.
+static inline const char *flag_value(int argc, char **argv, int *i) {
+    if (*i + 1 >= argc) die("%s needs a value", argv[*i]);
+    return argv[++*i];
+}
+
+// A count: a positive integer, or a non-negative one with allow_zero.
+static inline size_t flag_count(int argc, char **argv, int *i, int allow_zero) {
+    const char *flag = argv[*i], *v = flag_value(argc, argv, i);
+    char *end;
+    errno = 0;
+    unsigned long long x = strtoull(v, &end, 10);
+    if (errno != 0 || end == v || *end != '\0' || v[0] == '-' || (!allow_zero && x == 0))
+        die("%s: '%s' is not a %s integer", flag, v, allow_zero ? "non-negative" : "positive");
+    return (size_t)x;
+}
+
+// A finite non-negative number.
+static inline double flag_number(int argc, char **argv, int *i) {
+    const char *flag = argv[*i], *v = flag_value(argc, argv, i);
+    char *end;
+    double x = strtod(v, &end);
+    if (*end != '\0' || end == v || !isfinite(x) || x < 0) die("%s: '%s' is not a non-negative number", flag, v);
+    return x;
 }
 
 // ----------------------------------------------------------------------------

@@ -23,6 +23,15 @@ expect_eq "synth: the pool copies some eval questions of its seed" "$(( contamin
 expect_eq "synth: no other pool question is an eval question of any seed" \
     "$(comm -23 <(questions "$TMP/pool3.jsonl") <(questions "$TMP/eval3.jsonl") | comm -12 - <(questions "$TMP/eval2.jsonl") | wc -l)" "0"
 
+# the demo's proportions (it selects nearly every row that survives the filters): although the 2^-rank draw
+# prefers long traces, which are the checking ones, checks stay under half of the selection, so a model trained
+# on it prefers to end its thinking after the glance (tutorial/demo.md)
+./data synth --n 3000 --max-digits 2 --out "$TMP/demo_pool.jsonl" >/dev/null
+survivors=$(./data select "$TMP/demo_pool.jsonl" --n 1000000 --out "$TMP/demo_sel.jsonl" 2>&1 | grep -o 'only [0-9]*' | tr -dc 0-9)
+./data select "$TMP/demo_pool.jsonl" --n $((survivors * 95 / 100)) --out "$TMP/demo_sel.jsonl" >/dev/null
+expect_eq "synth + select: checking traces are a minority of the demo-like selection (95% of $survivors survivors)" \
+    "$(awk -v w="$(grep -c 'Wait' "$TMP/demo_sel.jsonl")" -v n="$(wc -l <"$TMP/demo_sel.jsonl")" 'BEGIN { print (n > 900 && w > 0.3 * n && w < 0.5 * n) }')" "1"
+
 # --- select: one line per stage, in order, each doing visible work on the sample
 ./data select "$POOL" --eval "$EVAL" --n 100 --seed 7 --out "$TMP/sel.jsonl" >"$TMP/select.out" 2>"$TMP/select.err"
 expect_eq "select: stage lines" "$(grep -E '^[a-z]+: [0-9]+ -> [0-9]+$' "$TMP/select.out")" "na: 500 -> 481

@@ -1552,13 +1552,8 @@ static int main_loss(int argc, char **argv) {
         size_t offs[2] = {0, len};
         sum += qwen2_forward(&model, loader.shard.ids + start, loader.shard.mask + start, offs, 1);
         for (size_t t = 1; t < len; t++) targets += loader.shard.mask[start + t];
-        if (isatty(fileno(stderr))) {
-            char eta[32];
-            double el = now_seconds() - t0;
-            fprintf(stderr, "\r%zu/%zu sequences, ETA %s   ", i + 1, S, format_duration(el / (double)(i + 1) * (double)(S - i - 1), eta, sizeof eta));
-        }
+        print_progress("sequences", i + 1, S, t0);
     }
-    if (isatty(fileno(stderr))) fprintf(stderr, "\n");
     printf("sequences: %zu, target tokens: %zu\n", S, targets);
     printf("loss: %.6f\n", sum / (double)S);
     dataloader_free(&loader);

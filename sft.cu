@@ -17,7 +17,6 @@
  */
 #include "common/kernels.cuh"
 #include "common/shard.h"
-#include <unistd.h>
 
 static void usage(void) {
     printf("usage: sft --model DIR --data SHARD [--max-seq-len N] [--chunk-rows N]\n"
@@ -88,13 +87,8 @@ int main(int argc, char **argv) {
         size_t offs[2] = {0, len};
         sum += gpu_forward(&model, shard.ids + start, shard.mask + start, offs, 1);
         for (size_t t = 1; t < len; t++) targets += shard.mask[start + t];
-        if (isatty(fileno(stderr))) {
-            char eta[32];
-            double el = now_seconds() - t0;
-            fprintf(stderr, "\r%zu/%zu sequences, ETA %s   ", i + 1, S, format_duration(el / (double)(i + 1) * (double)(S - i - 1), eta, sizeof eta));
-        }
+        print_progress("sequences", i + 1, S, t0);
     }
-    if (isatty(fileno(stderr))) fprintf(stderr, "\n");
     printf("sequences: %zu, target tokens: %zu\n", S, targets);
     printf("loss: %.6f\n", S ? sum / (double)S : 0.0);
     gpu_model_free(&model);

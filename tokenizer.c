@@ -1378,15 +1378,10 @@ static inline Tokenizer *tokenizer_train(const char *const *texts, const size_t 
         }
         for (size_t k = 0; k < tr.touched.len; k++)
             if (tr.pair_count[tr.touched.data[k]] > 0) heap_push(heap, &nheap, trainer_cand(&tr, tr.touched.data[k]));
-        if (verbose && (tok->n_merges % 1000 == 0 || n_vocab == vocab_size)) {
-            double el = now_seconds() - start, eta = el / (n_vocab - 256) * (vocab_size - n_vocab);
-            char b1[32], b2[32];
-            fprintf(stderr, "\rtrain: vocab %u/%u, %s elapsed, ETA %s   ", n_vocab, vocab_size,
-                    format_duration(el, b1, sizeof b1), format_duration(eta, b2, sizeof b2));
-        }
+        if (verbose) print_progress("train: new tokens", n_vocab - 256, vocab_size - 256, start);
     }
-    if (verbose) fprintf(stderr, "\n");
-    if (verbose && n_vocab < vocab_size) fprintf(stderr, "train: no pair occurs twice any more; stopped at vocab %u\n", n_vocab);
+    if (verbose && n_vocab < vocab_size)   // on a terminal, first end the unfinished progress line
+        fprintf(stderr, "%strain: no pair occurs twice any more; stopped at vocab %u\n", isatty(fileno(stderr)) ? "\n" : "", n_vocab);
     // the added tokens take the ids after the vocabulary, in the order given
     uint32_t next_id = n_vocab;
     for (int k = 0; k < n_added; k++) {

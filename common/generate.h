@@ -380,16 +380,4 @@ static inline void write_generation(FILE *fp, size_t index, const Generation *ge
     fprintf(fp, "}\n");
 }
 
-// "what: done/total, ETA": redrawn in place on a terminal, every 5% in a log
-static inline void print_progress(const char *what, size_t done, size_t total, double t0) {
-    int tty = isatty(fileno(stderr));
-    size_t every = total >= 20 ? total / 20 : 1;
-    if (!tty && done != total && done % every != 0) return;
-    char eta[32];
-    double el = now_seconds() - t0;
-    fprintf(stderr, "%s%s: %zu/%zu, ETA %s%s", tty ? "\r" : "", what, done, total,
-            format_duration(done ? el / (double)done * (double)(total - done) : 0, eta, sizeof eta),
-            !tty || done == total ? "\n" : "   ");
-}
-
 #endif // S1C_GENERATE_H

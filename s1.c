@@ -702,12 +702,12 @@ static void format_shape(char *buf, size_t n, const size_t *dims, size_t ndim) {
     if (k < n) snprintf(buf + k, n - k, "]");
 }
 
-// Reads the model tensors of one safetensors file. index_file (NULL when the
-// checkpoint is a single file) is this file's name in the index, whose
-// weight_map must agree. loaded[i] marks m->tensors[i] as read.
-static void qwen2_read_safetensors(Qwen2 *m, const char *path, const JsonValue *weight_map, const char *index_file, char *loaded) {
+// Reads the model tensors of weight file `file` of a checkpoint folder.
+// loaded[i] marks m->tensors[i] as read.
+static void qwen2_read_safetensors(Qwen2 *m, const SafetensorsFolder *files, size_t file, char *loaded) {
     SafetensorsFile f;
-    safetensors_open(&f, path);
+    safetensors_folder_open_file(files, file, &f);
+    const char *path = f.path;
     const JsonValue *step = json_get(f.metadata, "s1c_step");
     if (step != NULL && step->type == JSON_STRING) m->step = (size_t)strtoull(step->str, NULL, 10);
     for (size_t i = 0; i < f.num_entries; i++) {  // check every entry before reading any data
@@ -719,11 +719,6 @@ static void qwen2_read_safetensors(Qwen2 *m, const char *path, const JsonValue *
         }
         size_t idx = (size_t)(t - m->tensors);
         if (loaded[idx]) die("%s: tensor %s appears in more than one file", path, e->name);
-        if (weight_map != NULL) {
-            const JsonValue *w = json_get(weight_map, e->name);
-            if (w == NULL || w->type != JSON_STRING || strcmp(w->str, index_file) != 0)
-                die("%s: tensor %s is in this file but the index maps it to %s", path, e->name, w && w->type == JSON_STRING ? w->str : "nothing");
-        }
         size_t ndim = t->dims[1] ? 2 : 1;
         if (e->ndim != ndim || e->dims[0] != t->dims[0] || (ndim == 2 && e->dims[1] != t->dims[1])) {
             char got[128], want[128];
@@ -759,7 +754,7 @@ static void qwen2_load(Qwen2 *m, const char *dir) {
         if (find_tensor(m, map->keys[i]) == NULL && !(c.tie_word_embeddings && strcmp(map->keys[i], "lm_head.weight") == 0))
             die("%s: unexpected tensor %s in weight_map", files.index_path, map->keys[i]);
     for (size_t i = 0; i < files.num_files; i++)
-        qwen2_read_safetensors(m, files.paths[i], map, files.names[i], loaded);
+        qwen2_read_safetensors(m, &files, i, loaded);
     safetensors_folder_close(&files);
     for (size_t i = 0; i < m->num_tensors; i++)
         if (!loaded[i]) die("%s: missing tensor %s", dir, m->tensors[i].name);

@@ -513,12 +513,14 @@ static const floatX *gpu_lm_head(const GpuModel *m) {
     return m->config.tie_word_embeddings ? m->param[GP_EMBED] : m->param[GP_LMW];
 }
 
-// Copies the tensors of one safetensors file into the GPU parameters.
-// loaded[i * L + l] marks tensor i (layer l) as read, so duplicates and gaps are caught.
-static void gpu_read_safetensors(GpuModel *m, const char *path, char *loaded) {
+// Copies the tensors of weight file `file` of a checkpoint folder into the GPU
+// parameters. loaded[i * L + l] marks tensor i (layer l) as read, so duplicates
+// and gaps are caught.
+static void gpu_read_safetensors(GpuModel *m, const SafetensorsFolder *files, size_t file, char *loaded) {
     size_t L = m->config.num_layers;
     SafetensorsFile f;
-    safetensors_open(&f, path);
+    safetensors_folder_open_file(files, file, &f);
+    const char *path = f.path;
     for (size_t e = 0; e < f.num_entries; e++) {
         const SafetensorsEntry *en = &f.entries[e];
         int found = -1;
@@ -584,7 +586,7 @@ static void gpu_model_load(GpuModel *m, const char *dir, int chunk_rows) {
     char *loaded = (char *)callocCheck(GP_NUM * L, 1);
     SafetensorsFolder files;
     safetensors_folder_open(&files, dir);
-    for (size_t i = 0; i < files.num_files; i++) gpu_read_safetensors(m, files.paths[i], loaded);
+    for (size_t i = 0; i < files.num_files; i++) gpu_read_safetensors(m, &files, i, loaded);
     safetensors_folder_close(&files);
     for (int i = 0; i < GP_NUM; i++)
         for (size_t l = 0; l < (gpu_param_info[i].per_layer ? L : 1); l++)

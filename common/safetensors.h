@@ -237,6 +237,18 @@ static inline void safetensors_folder_open(SafetensorsFolder *w, const char *dir
     }
 }
 
+// Opens weight file i of the folder. With an index, every tensor in the file
+// must be mapped to this file: a stale or hand-edited index is an error.
+static inline void safetensors_folder_open_file(const SafetensorsFolder *w, size_t i, SafetensorsFile *f) {
+    safetensors_open(f, w->paths[i]);
+    for (size_t k = 0; w->weight_map != NULL && k < f->num_entries; k++) {
+        const char *name = f->entries[k].name;
+        const JsonValue *v = json_get(w->weight_map, name);
+        if (v == NULL || v->type != JSON_STRING || strcmp(v->str, w->names[i]) != 0)
+            die("%s: tensor %s is in this file but the index maps it to %s", f->path, name, v && v->type == JSON_STRING ? v->str : "nothing");
+    }
+}
+
 static inline void safetensors_folder_close(SafetensorsFolder *w) {
     for (size_t i = 0; i < w->num_files; i++) free(w->paths[i]);
     free(w->paths);

@@ -18,9 +18,10 @@
  * select, printing one line "<stage>: <in> -> <out>" each. `tokenize` writes
  * the shard format of common/shard.h; `render` writes the same training texts
  * as plain text. `show` prints a shard back as JSONL.
- * `synth` writes a small synthetic pool (multi-digit arithmetic with
- * digit-by-digit thinking traces) on which every stage does visible work; its
- * default output is committed as tests/fixtures/data-sample-pool.jsonl.
+ * `synth` writes a small synthetic pool (multi-digit arithmetic; traces that
+ * answer at a glance and sometimes check after "Wait") on which every stage
+ * does visible work; its default output is committed as
+ * tests/fixtures/data-sample-pool.jsonl.
  *
  * Inputs are JSONL in one of three schemas (s1-spec.md 4.6): the featurised
  * pool (question, solution, cot_type, source_type, domain, isqwen7bcorrect,
@@ -1116,16 +1117,20 @@ static void progress_end(Progress *p) {
 }
 
 // ----------------------------------------------------------------------------
-// the synthetic pool: multi-digit arithmetic with digit-by-digit traces.
+// the synthetic pool: multi-digit arithmetic; traces that glance, then sometimes check.
 //
 // Five domains (addition, subtraction, multiplication by one digit,
 // comparison, linear equations). Every question has 8 or more words and each
 // of its word 8-grams holds all its numbers, so two questions share an 8-gram
-// only if they are the same question. A trace works column by column in a
-// fixed line format ("4+7+1=12: write 2, carry 1."); some end without a
-// check, some check after "Wait" (and agree), some make a slip in one column
-// that the check after "Wait" catches and fixes, and a few keep the slip (a
-// wrong answer, isgeminicorrect false). The attempt ends in "Answer: <n>" or
+// only if they are the same question. A trace opens with a glance, the answer
+// written down at once ("At a glance, 47+38=85."), often wrong; most traces
+// end there, the others write "Wait", work the problem out carefully in a
+// fixed line format ("7+8+0=15: write 5, carry 1.") and end with the right
+// answer (synth_trace() has the details). This is the behaviour s1's budget
+// forcing exploits, in miniature: a model trained on these traces ends its
+// thinking too early, and what it writes after a forced "Wait" is more
+// reliable than its glance (tutorial/demo.md). isgeminicorrect says whether
+// the trace's final answer is right. The attempt ends in "Answer: <n>" or
 // "\boxed{<n>}". Only ASCII letters, digits, space, newline and ".,:;=+-*/?!()[]{}\"
 // appear, so a small BPE vocabulary covers it. gemini_length is the trace's
 // length in bytes (a stand-in for its token count).

@@ -14,6 +14,12 @@ for f in pool.jsonl heldout.jsonl train.jsonl corpus.txt tokenizer/tokenizer.jso
          model/model.safetensors model/config.json train.log loss.svg eval.jsonl scaling.md scaling.svg; do
     if [ -s "$D/$f" ]; then pass "demo stage output $f"; else fail "demo stage output $f" "missing or empty"; fi
 done
+# the pool's traces: every one opens with a glance; every one that checks after "Wait" ends right
+expect_eq "demo pool: every trace opens with a glance" \
+    "$(grep -v '"thinking_trajectories": null' "$D/pool.jsonl" | grep -vc '"thinking_trajectories": \["At a glance, ')" "0"
+checked=$(grep '"thinking_trajectories": \["At a glance, [^"]*\\nWait, let me ' "$D/pool.jsonl" | grep -v '"isgeminicorrect": null')
+expect_ok "demo pool: some traces check after Wait" test "$(echo "$checked" | grep -c .)" -gt 100
+expect_eq "demo pool: every trace that checks after Wait is marked correct" "$(echo "$checked" | grep -vc '"isgeminicorrect": true')" "0"
 expect_eq "demo prints all 9 stage headers" "$(grep -cE '^\[[1-9]/9\]' "$TMP/demo.log")" "9"
 expect_eq "every stage command is printed for re-running" "$(grep -c '^\$ ' "$TMP/demo.log")" "8"
 expect_eq "the scaling table has one row per setting (2 budgets x 2 Wait counts)" \

@@ -1431,13 +1431,6 @@ static float train_run(TrainOptions *o) {
 
 #ifndef S1_NO_MAIN
 
-// the flag parsers are common/util.h's flag_*(); main_demo still spells them
-// by their earlier names
-#define arg_is flag_is
-#define arg_value flag_value
-#define arg_size flag_count
-#define arg_double flag_number
-
 static void usage_train(void) {
     printf("usage: ./s1 train --data SHARD --out DIR (--model DIR | --init-config CONFIG.json | --resume DIR) [options]\n"
            "\n"
@@ -2178,29 +2171,29 @@ static void usage_demo(void) {
 
 static int main_demo(int argc, char **argv) {
     int quick = 0;
-    for (int i = 0; i < argc; i++) if (arg_is(argv[i], "--quick")) quick = 1;
+    for (int i = 0; i < argc; i++) if (flag_is(argv[i], "--quick")) quick = 1;
     DemoSettings d;
     demo_defaults(&d, quick);
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i];
-        if (arg_is(a, "--help") || arg_is(a, "-h")) { usage_demo(); return 0; }
-        else if (arg_is(a, "--quick")) continue;
-        else if (arg_is(a, "--out")) d.out_dir = arg_value(argc, argv, &i);
-        else if (arg_is(a, "--pool")) d.pool = arg_size(argc, argv, &i, 0);
-        else if (arg_is(a, "--train")) d.train = arg_size(argc, argv, &i, 0);
-        else if (arg_is(a, "--eval")) d.eval = arg_size(argc, argv, &i, 0);
-        else if (arg_is(a, "--max-digits")) d.max_digits = arg_size(argc, argv, &i, 0);
-        else if (arg_is(a, "--vocab")) d.vocab = arg_size(argc, argv, &i, 0);
-        else if (arg_is(a, "--hidden")) d.hidden = arg_size(argc, argv, &i, 0);
-        else if (arg_is(a, "--layers")) d.layers = arg_size(argc, argv, &i, 0);
-        else if (arg_is(a, "--intermediate")) d.intermediate = arg_size(argc, argv, &i, 0);
-        else if (arg_is(a, "--epochs")) d.epochs = arg_size(argc, argv, &i, 0);
-        else if (arg_is(a, "--batch")) d.batch = arg_size(argc, argv, &i, 0);
-        else if (arg_is(a, "--lr")) d.lr = arg_double(argc, argv, &i);
-        else if (arg_is(a, "--budgets")) d.budgets = arg_value(argc, argv, &i);
-        else if (arg_is(a, "--waits")) d.waits = arg_value(argc, argv, &i);
-        else if (arg_is(a, "--seed")) d.seed = arg_size(argc, argv, &i, 1);
-        else if (arg_is(a, "--threads")) d.threads = (int)arg_size(argc, argv, &i, 0);
+        if (flag_is(a, "--help") || flag_is(a, "-h")) { usage_demo(); return 0; }
+        else if (flag_is(a, "--quick")) continue;
+        else if (flag_is(a, "--out")) d.out_dir = flag_value(argc, argv, &i);
+        else if (flag_is(a, "--pool")) d.pool = flag_count(argc, argv, &i, 0);
+        else if (flag_is(a, "--train")) d.train = flag_count(argc, argv, &i, 0);
+        else if (flag_is(a, "--eval")) d.eval = flag_count(argc, argv, &i, 0);
+        else if (flag_is(a, "--max-digits")) d.max_digits = flag_count(argc, argv, &i, 0);
+        else if (flag_is(a, "--vocab")) d.vocab = flag_count(argc, argv, &i, 0);
+        else if (flag_is(a, "--hidden")) d.hidden = flag_count(argc, argv, &i, 0);
+        else if (flag_is(a, "--layers")) d.layers = flag_count(argc, argv, &i, 0);
+        else if (flag_is(a, "--intermediate")) d.intermediate = flag_count(argc, argv, &i, 0);
+        else if (flag_is(a, "--epochs")) d.epochs = flag_count(argc, argv, &i, 0);
+        else if (flag_is(a, "--batch")) d.batch = flag_count(argc, argv, &i, 0);
+        else if (flag_is(a, "--lr")) d.lr = flag_number(argc, argv, &i);
+        else if (flag_is(a, "--budgets")) d.budgets = flag_value(argc, argv, &i);
+        else if (flag_is(a, "--waits")) d.waits = flag_value(argc, argv, &i);
+        else if (flag_is(a, "--seed")) d.seed = flag_count(argc, argv, &i, 1);
+        else if (flag_is(a, "--threads")) d.threads = (int)flag_count(argc, argv, &i, 0);
         else die("demo: unknown argument '%s' (see ./s1 demo --help)", a);
     }
     if (d.hidden % d.heads != 0) die("demo: --hidden %zu must be a multiple of the %zu heads", d.hidden, d.heads);

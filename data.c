@@ -1093,29 +1093,6 @@ static void shard_builder_free(ShardBuilder *b) {
     bytebuf_free(&b->mask);
 }
 
-// Progress on stderr at most once a second, with an ETA from the bytes read.
-typedef struct {
-    double start, last;
-    long total_bytes;
-    int printed;
-} Progress;
-
-static void progress_update(Progress *p, const char *what, long done_bytes, size_t items) {
-    double now = now_seconds();
-    if (now - p->last < 1.0 || p->total_bytes <= 0) return;
-    p->last = now;
-    double frac = (double)done_bytes / (double)p->total_bytes;
-    char eta[32], el[32];
-    format_duration(frac > 0 ? (now - p->start) * (1.0 - frac) / frac : 0, eta, sizeof eta);
-    format_duration(now - p->start, el, sizeof el);
-    fprintf(stderr, "\r%s: %5.1f%% (%zu examples) %s elapsed, ETA %s   ", what, 100.0 * frac, items, el, eta);
-    p->printed = 1;
-}
-
-static void progress_end(Progress *p) {
-    if (p->printed) fprintf(stderr, "\n");
-}
-
 // ----------------------------------------------------------------------------
 // the synthetic pool: multi-digit arithmetic; traces that glance, then sometimes check.
 //
@@ -1502,45 +1479,26 @@ static void usage(int status) {
     exit(status);
 }
 
-// Command-line parsing shared by the commands: flags are "--name value" or
-// "--name"; anything else is the one positional argument.
-typedef struct {
-    int argc;
-    char **argv;
-    int i;
-} Args;
-
-static const char *arg_value(Args *a) {
-    if (a->i + 1 >= a->argc) die("%s needs a value (see ./data --help)", a->argv[a->i]);
-    return a->argv[++a->i];
-}
-
-static uint64_t parse_u64(const char *flag, const char *s) {
-    char *end;
-    errno = 0;
-    unsigned long long v = strtoull(s, &end, 10);
-    if (errno || end == s || *end || s[0] == '-') die("%s: expected a non-negative integer, got \"%s\"", flag, s);
-    return (uint64_t)v;
-}
+// Command-line flags are "--name value" or "--name" (common/util.h's flag_*());
+// anything else is the one positional argument.
 
 static int cmd_select(int argc, char **argv) {
     const char *pool_path = NULL, *out_path = NULL, *report_path = NULL, *tok_dir = NULL;
     const char *eval_paths[64];
     int num_eval = 0, skip_bad = 0;
     SelectConfig cfg = {MODE_S1, 1000, 0, 5600};
-    Args a = {argc, argv, 0};
-    for (a.i = 2; a.i < argc; a.i++) {
-        const char *f = argv[a.i];
-        if (!strcmp(f, "--out")) out_path = arg_value(&a);
-        else if (!strcmp(f, "--eval")) { if (num_eval == 64) die("too many --eval files (at most 64)"); eval_paths[num_eval++] = arg_value(&a); }
-        else if (!strcmp(f, "--seed")) cfg.seed = parse_u64(f, arg_value(&a));
-        else if (!strcmp(f, "--n")) cfg.n = (size_t)parse_u64(f, arg_value(&a));
-        else if (!strcmp(f, "--report")) report_path = arg_value(&a);
-        else if (!strcmp(f, "--tokenizer")) tok_dir = arg_value(&a);
-        else if (!strcmp(f, "--math-seed-length")) cfg.math_seed_length = (int64_t)parse_u64(f, arg_value(&a));
-        else if (!strcmp(f, "--skip-bad")) skip_bad = 1;
-        else if (!strcmp(f, "--mode")) {
-            const char *m = arg_value(&a);
+    for (int i = 2; i < argc; i++) {
+        const char *f = argv[i];
+        if (flag_is(f, "--out")) out_path = flag_value(argc, argv, &i);
+        else if (flag_is(f, "--eval")) { if (num_eval == 64) die("too many --eval files (at most 64)"); eval_paths[num_eval++] = flag_value(argc, argv, &i); }
+        else if (flag_is(f, "--seed")) cfg.seed = flag_count(argc, argv, &i, 1);
+        else if (flag_is(f, "--n")) cfg.n = flag_count(argc, argv, &i, 1);
+        else if (flag_is(f, "--report")) report_path = flag_value(argc, argv, &i);
+        else if (flag_is(f, "--tokenizer")) tok_dir = flag_value(argc, argv, &i);
+        else if (flag_is(f, "--math-seed-length")) cfg.math_seed_length = (int64_t)flag_count(argc, argv, &i, 1);
+        else if (flag_is(f, "--skip-bad")) skip_bad = 1;
+        else if (flag_is(f, "--mode")) {
+            const char *m = flag_value(argc, argv, &i);
             int k;
             for (k = 0; k < 4 && strcmp(m, mode_names[k]); k++) {}
             if (k == 4) die("--mode: expected s1, random, diverse or longest, got \"%s\"", m);
@@ -1611,15 +1569,14 @@ typedef struct {
 
 static ExampleOptions parse_example_options(const char *cmd, int argc, char **argv) {
     ExampleOptions opt = {NULL, NULL, NULL, 32768, 0, TRACES_GEMINI};
-    Args a = {argc, argv, 0};
-    for (a.i = 2; a.i < argc; a.i++) {
-        const char *f = argv[a.i];
-        if (!strcmp(f, "--out")) opt.out_path = arg_value(&a);
-        else if (!strcmp(f, "--tokenizer")) opt.tok_dir = arg_value(&a);
-        else if (!strcmp(f, "--block-size")) opt.block_size = (size_t)parse_u64(f, arg_value(&a));
-        else if (!strcmp(f, "--skip-bad")) opt.skip_bad = 1;
-        else if (!strcmp(f, "--traces")) {
-            const char *t = arg_value(&a);
+    for (int i = 2; i < argc; i++) {
+        const char *f = argv[i];
+        if (flag_is(f, "--out")) opt.out_path = flag_value(argc, argv, &i);
+        else if (flag_is(f, "--tokenizer")) opt.tok_dir = flag_value(argc, argv, &i);
+        else if (flag_is(f, "--block-size")) opt.block_size = flag_count(argc, argv, &i, 1);
+        else if (flag_is(f, "--skip-bad")) opt.skip_bad = 1;
+        else if (flag_is(f, "--traces")) {
+            const char *t = flag_value(argc, argv, &i);
             if (!strcmp(t, "gemini")) opt.traces = TRACES_GEMINI;
             else if (!strcmp(t, "deepseek")) opt.traces = TRACES_DEEPSEEK;
             else die("--traces: expected gemini or deepseek, got \"%s\"", t);
@@ -1644,8 +1601,9 @@ static int cmd_tokenize(int argc, char **argv) {
     ByteBuf mask = {0};
     JsonlReader r;
     jsonl_open(&r, in_path, opt.skip_bad);
-    Progress prog = {now_seconds(), now_seconds(), 0, 0};
-    if (fseek(r.fp, 0, SEEK_END) == 0) { prog.total_bytes = ftell(r.fp); rewind(r.fp); }
+    double t0 = now_seconds();   // progress over the bytes of the input
+    long total_bytes = 0;
+    if (fseek(r.fp, 0, SEEK_END) == 0) { total_bytes = ftell(r.fp); rewind(r.fp); }
     ShardBuilder b = {0};
     ByteBuf thinking = {0};
     size_t num_truncated = 0, num_untrained = 0, num_targets = 0, lens_cap = 0;
@@ -1663,9 +1621,8 @@ static int cmd_tokenize(int argc, char **argv) {
             lens = (int64_t *)reallocCheck(lens, lens_cap * sizeof(int64_t));
         }
         lens[b.num_sequences - 1] = (int64_t)seq.len;
-        progress_update(&prog, "tokenize", ftell(r.fp), b.num_sequences);
+        if (total_bytes > 0) print_progress("tokenize (bytes read)", (size_t)ftell(r.fp), (size_t)total_bytes, t0);
     }
-    progress_end(&prog);
     if (r.num_bad) fprintf(stderr, "%s: skipped %zu bad lines\n", in_path, r.num_bad);
     if (b.num_sequences == 0) die("%s: no examples to tokenize", in_path);
     shard_write(out_path, tokenizer_size(tok), b.num_sequences, b.offsets, b.ids.data, (const uint8_t *)b.mask.data);
@@ -1735,11 +1692,10 @@ static void shard_sequence_text(Tokenizer *tok, const Shard *s, size_t i, ByteBu
 static int cmd_show(int argc, char **argv) {
     const char *shard_path = NULL, *tok_dir = NULL;
     int text = 0;
-    Args a = {argc, argv, 0};
-    for (a.i = 2; a.i < argc; a.i++) {
-        const char *f = argv[a.i];
-        if (!strcmp(f, "--text")) text = 1;
-        else if (!strcmp(f, "--tokenizer")) tok_dir = arg_value(&a);
+    for (int i = 2; i < argc; i++) {
+        const char *f = argv[i];
+        if (flag_is(f, "--text")) text = 1;
+        else if (flag_is(f, "--tokenizer")) tok_dir = flag_value(argc, argv, &i);
         else if (f[0] == '-' && f[1] == '-') die("show: unknown option %s (see ./data --help)", f);
         else if (shard_path == NULL) shard_path = f;
         else die("show: more than one shard (%s and %s)", shard_path, f);
@@ -1775,14 +1731,13 @@ static int cmd_show(int argc, char **argv) {
 static int cmd_synth(int argc, char **argv) {
     const char *out_path = NULL;
     SynthConfig cfg = {500, 1, 4, 0};
-    Args a = {argc, argv, 0};
-    for (a.i = 2; a.i < argc; a.i++) {
-        const char *f = argv[a.i];
-        if (!strcmp(f, "--out")) out_path = arg_value(&a);
-        else if (!strcmp(f, "--n")) cfg.n = (size_t)parse_u64(f, arg_value(&a));
-        else if (!strcmp(f, "--seed")) cfg.seed = parse_u64(f, arg_value(&a));
-        else if (!strcmp(f, "--max-digits")) cfg.max_digits = (int)parse_u64(f, arg_value(&a));
-        else if (!strcmp(f, "--eval-set")) cfg.eval_set = 1;
+    for (int i = 2; i < argc; i++) {
+        const char *f = argv[i];
+        if (flag_is(f, "--out")) out_path = flag_value(argc, argv, &i);
+        else if (flag_is(f, "--n")) cfg.n = flag_count(argc, argv, &i, 1);
+        else if (flag_is(f, "--seed")) cfg.seed = flag_count(argc, argv, &i, 1);
+        else if (flag_is(f, "--max-digits")) cfg.max_digits = (int)flag_count(argc, argv, &i, 1);
+        else if (flag_is(f, "--eval-set")) cfg.eval_set = 1;
         else die("synth: unknown argument %s (see ./data --help)", f);
     }
     if (out_path == NULL) die("synth needs --out FILE (see ./data --help)");

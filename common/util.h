@@ -252,25 +252,31 @@ static inline const char *format_duration(double seconds, char *buf, size_t n) {
 }
 
 // Progress of long work on stderr, "what: done/total, <elapsed> elapsed, ETA <t>"
-// (t0: now_seconds() at the start). On a terminal the line is redrawn in place,
-// at most ten times a second; in a log (CI) one line per tenth of the way, so
-// logs stay short. The call with done == total always prints and ends the line.
+// (t0: now_seconds() at the start). Nothing is drawn in the first second, so
+// quick work prints only its final line. After that, on a terminal the line is
+// redrawn in place at most ten times a second; in a log (CI) one line per tenth
+// of the way, so logs stay short. The call with done == total always prints and
+// ends the line (and resets the state for the next piece of work).
 static inline void print_progress(const char *what, size_t done, size_t total, double t0) {
-    static int tty = -1;
+    static int tty = -1, printed = 0;
     static double last_draw = -1.0;
     static size_t last_tenth = SIZE_MAX;
     if (tty < 0) tty = isatty(fileno(stderr));
     int finished = done >= total;
     double now = now_seconds();
     size_t tenth = total ? done * 10 / total : 10;
-    if (!finished && (tty ? now - last_draw < 0.1 : tenth == last_tenth)) return;
-    last_draw = now;
-    last_tenth = tenth;
-    char el[32], eta[32];
-    fprintf(stderr, "%s%s: %zu/%zu, %s elapsed, ETA %s%s", tty ? "\r" : "", what, done, total,
-            format_duration(now - t0, el, sizeof el),
-            format_duration(done ? (now - t0) / (double)done * (double)(total - done) : 0, eta, sizeof eta),
-            !tty || finished ? "\n" : "   ");
+    int quiet = !printed && now - t0 < 1.0;
+    if (finished || (!quiet && (tty ? now - last_draw >= 0.1 : tenth != last_tenth))) {
+        char el[32], eta[32];
+        fprintf(stderr, "%s%s: %zu/%zu, %s elapsed, ETA %s%s", tty ? "\r" : "", what, done, total,
+                format_duration(now - t0, el, sizeof el),
+                format_duration(done ? (now - t0) / (double)done * (double)(total - done) : 0, eta, sizeof eta),
+                !tty || finished ? "\n" : "   ");
+        printed = 1;
+        last_draw = now;
+        last_tenth = tenth;
+    }
+    if (finished) { printed = 0; last_draw = -1.0; last_tenth = SIZE_MAX; }
 }
 
 #endif // S1C_UTIL_H

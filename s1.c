@@ -2059,7 +2059,7 @@ static void demo_defaults(DemoSettings *d, int quick) {
     d->kv_heads = 2;
     if (!quick) {
         d->pool = 12000; d->train = 4000; d->eval = 100; d->vocab = 400;
-        d->hidden = 64; d->layers = 2; d->intermediate = 192; d->epochs = 16;
+        d->hidden = 64; d->layers = 2; d->intermediate = 192; d->epochs = 24;
         d->budgets = "8,16,32,64,128,auto"; d->waits = "0,1,2";
     } else {   // the CI version: every stage, a fraction of the work
         d->pool = 600; d->train = 150; d->eval = 12; d->vocab = 300;
@@ -2162,7 +2162,7 @@ static void usage_demo(void) {
            "  --max-digits N       operand digits of the synthetic problems (2)\n"
            "  --vocab N            BPE vocabulary before the 3 added tokens (400)\n"
            "  --hidden N --layers N --intermediate N   model size (64, 2, 192; 4 query and 2 KV heads)\n"
-           "  --epochs N --batch N --lr X                training (16, 8, 2e-3)\n"
+           "  --epochs N --batch N --lr X                training (24, 8, 2e-3)\n"
            "  --budgets LIST --waits LIST                the sweep (8,16,32,64,128,auto and 0,1,2)\n"
            "  --seed N             data seed (1)\n"
            "  --threads N          threads for training and evaluation (default: 1 for training, whose\n"

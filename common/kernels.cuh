@@ -1,5 +1,10 @@
 /*
- * kernels.cuh: the Qwen2.5 forward pass on the GPU, shared by sft.cu and sample.cu.
+ * kernels.cuh: the Qwen2.5 model on the GPU, shared by sft.cu and sample.cu.
+ *
+ * The kernels live one header per operation, like llm.c's llmc/ (forward and
+ * backward side by side): common/embedding.cuh, rmsnorm.cuh, matmul.cuh,
+ * rope.cuh, attention.cuh, swiglu.cuh, classifier.cuh, over cuda_common.cuh.
+ * This file holds the model built from them.
  *
  * Each kernel is the GPU twin of an s1.c layer function (the fp32 CPU oracle)
  * and is tested against it by tests/emu_kernels.cu, on the CPU through the CUDA
@@ -45,428 +50,14 @@
 #ifndef S1C_KERNELS_CUH
 #define S1C_KERNELS_CUH
 
-#include "common/cuemu.h"   // CU_LAUNCH, CU_EXTERN_SHARED, cudaCheck, cublasCheck (nvcc: just those)
-#include <cuda_runtime.h>
-#include <cuda_bf16.h>
-#include <cublas_v2.h>
-#include <math.h>
-#include <stdint.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include "common/util.h"
-#include "common/json.h"
-#include "common/qwen2_config.h"
-#include "common/safetensors.h"
-
-typedef __nv_bfloat16 floatX;   // the element type of weights and activations
-
-// ----------------------------------------------------------------------------
-// launch helpers
-
-#define WARP_SIZE 32
-#define MAX_GRID_BLOCKS 1056   // 8 blocks per SM of an H100; larger problems loop (grid-stride)
-
-static inline int grid_for(size_t work, int per_block) {
-    size_t blocks = (work + (size_t)per_block - 1) / (size_t)per_block;
-    return blocks == 0 ? 1 : blocks > MAX_GRID_BLOCKS ? MAX_GRID_BLOCKS : (int)blocks;
-}
-
-__device__ inline float warp_sum(float v) {
-    for (int off = WARP_SIZE / 2; off > 0; off /= 2) v += __shfl_xor_sync(0xffffffffu, v, off);
-    return v;
-}
-
-__device__ inline float warp_max(float v) {
-    for (int off = WARP_SIZE / 2; off > 0; off /= 2) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, off));
-    return v;
-}
-
-__device__ inline floatX round_bf16(float x) { return __float2bfloat16(x); }
-
-// ----------------------------------------------------------------------------
-// the layers' kernels, each next to its launcher
-
-// Token embedding: out[n] = table[ids[n]]. One thread per element, grid-stride.
-__global__ void embedding_forward_kernel(floatX *out, const uint32_t *ids, const floatX *table, int N, int C) {
-    // out (N,C), ids (N,), table (V,C)
-    size_t total = (size_t)N * C;
-    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < total; i += (size_t)gridDim.x * blockDim.x) {
-        size_t n = i / C, c = i % C;
-        out[i] = table[(size_t)ids[n] * C + c];
-    }
-}
-
-static void embedding_forward(floatX *out, const uint32_t *ids, const floatX *table, int N, int C) {
-    CU_LAUNCH(embedding_forward_kernel, grid_for((size_t)N * C, 256), 256, 0, 0)(out, ids, table, N, C);
-    cudaCheck(cudaGetLastError());
-}
-
-// RMSNorm as Qwen2RMSNorm in bf16: y = x * rsqrt(mean(x^2) + eps) in fp32, cast
-// to bf16, THEN multiplied by the weight (HF's order). One warp per row.
-__global__ void rmsnorm_forward_kernel(floatX *out, const floatX *inp, const floatX *weight, int N, int C, float eps) {
-    // out (N,C), inp (N,C), weight (C,)
-    int warps = blockDim.x / WARP_SIZE, lane = threadIdx.x % WARP_SIZE;
-    for (int row = blockIdx.x * warps + threadIdx.x / WARP_SIZE; row < N; row += gridDim.x * warps) {
-        const floatX *x = inp + (size_t)row * C;
-        float ss = 0.0f;
-        for (int i = lane; i < C; i += WARP_SIZE) {
-            float xi = __bfloat162float(x[i]);
-            ss += xi * xi;
-        }
-        float r = rsqrtf(warp_sum(ss) / (float)C + eps);
-        floatX *o = out + (size_t)row * C;
-        for (int i = lane; i < C; i += WARP_SIZE) {
-            float y = __bfloat162float(round_bf16(__bfloat162float(x[i]) * r));
-            o[i] = round_bf16(__bfloat162float(weight[i]) * y);
-        }
-    }
-}
-
-static void rmsnorm_forward(floatX *out, const floatX *inp, const floatX *weight, int N, int C, float eps) {
-    const int block = 256;
-    CU_LAUNCH(rmsnorm_forward_kernel, grid_for((size_t)N, block / WARP_SIZE), block, 0, 0)(out, inp, weight, N, C, eps);
-    cudaCheck(cudaGetLastError());
-}
-
-// Linear layer y = x W^T + b with W stored (OC, C), as HF checkpoints store it.
-// cuBLAS is column-major: the row-major out (N,OC) is the column-major (OC,N)
-// matrix W x^T, so A = W read transposed (op T, lda C) and B = x (op N, ldb C).
-// The bias is written into out first and the GEMM adds onto it (beta = 1), so
-// the fp32 sum is rounded to bf16 once, as torch's addmm does.
-__global__ void bias_fill_kernel(floatX *out, const floatX *bias, int N, int OC) {
-    // out (N,OC) = bias (OC,) in every row
-    size_t total = (size_t)N * OC;
-    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < total; i += (size_t)gridDim.x * blockDim.x)
-        out[i] = bias[i % OC];
-}
-
-// out (N,OC) = inp (N,C) . weight (OC,C)^T + beta * out, out of type out_type
-// (bf16 or fp32), fp32 accumulation.
-static void gemm_nt(cublasHandle_t handle, void *out, cudaDataType out_type, const floatX *inp, const floatX *weight,
-                    int N, int C, int OC, float beta) {
-    const float alpha = 1.0f;
-    cublasCheck(cublasGemmEx(handle, CUBLAS_OP_T, CUBLAS_OP_N, OC, N, C, &alpha, weight, CUDA_R_16BF, C, inp,
-                             CUDA_R_16BF, C, &beta, out, out_type, OC, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
-}
-
-// out (N,OC) = inp (N,C) . weight (OC,C)^T + bias (OC,) [bias may be NULL].
-// residual != 0 adds the product onto out instead (the residual stream's
-// "h = h + o_proj(...)", rounded once).
-static void matmul_forward(cublasHandle_t handle, floatX *out, const floatX *inp, const floatX *weight,
-                           const floatX *bias, int N, int C, int OC, int residual) {
-    if (bias != NULL) {
-        CU_LAUNCH(bias_fill_kernel, grid_for((size_t)N * OC, 256), 256, 0, 0)(out, bias, N, OC);
-        cudaCheck(cudaGetLastError());
-    }
-    gemm_nt(handle, out, CUDA_R_16BF, inp, weight, N, C, OC, bias != NULL || residual ? 1.0f : 0.0f);
-}
-
-// Rotary embedding, rotate-half (NeoX) convention as HF Qwen2, in place. The
-// angles pos * theta^(-2i/HD), cos and sin are fp32 (as HF, and as s1.c's
-// tables); cos and sin are cast to bf16 (HF's cast point); the rotation sums in
-// fp32 and rounds once. One thread per rotated pair, grid-stride.
-__global__ void rope_forward_kernel(floatX *x, const int *pos, int N, int NH, int HD, float theta) {
-    // x (N,NH,HD), pos (N,); x'[i] = x[i] cos - x[i+HD/2] sin, x'[i+HD/2] = x[i+HD/2] cos + x[i] sin
-    int half = HD / 2;
-    size_t total = (size_t)N * NH * half;
-    for (size_t idx = blockIdx.x * (size_t)blockDim.x + threadIdx.x; idx < total; idx += (size_t)gridDim.x * blockDim.x) {
-        int i = (int)(idx % half);
-        size_t row = idx / half;   // (n, head)
-        int n = (int)(row / NH);
-        float inv_freq = 1.0f / powf(theta, (float)(2 * i) / (float)HD);
-        float angle = (float)pos[n] * inv_freq;
-        float c = __bfloat162float(round_bf16(cosf(angle))), s = __bfloat162float(round_bf16(sinf(angle)));
-        floatX *v = x + row * HD;
-        float a = __bfloat162float(v[i]), b = __bfloat162float(v[i + half]);
-        v[i] = round_bf16(a * c - b * s);
-        v[i + half] = round_bf16(b * c + a * s);
-    }
-}
-
-static void rope_forward(floatX *x, const int *pos, int N, int NH, int HD, float theta) {
-    CU_LAUNCH(rope_forward_kernel, grid_for((size_t)N * NH * (HD / 2), 256), 256, 0, 0)(x, pos, N, NH, HD, theta);
-    cudaCheck(cudaGetLastError());
-}
-
-// Causal GQA flash attention (one sequence, or new tokens after a KV cache).
-//
-// Query rows t = 0..Tq-1 sit at positions past + t and attend to keys
-// u = 0..past+t. A block takes ATT_BQ query rows of one query head h and reads
-// the keys and values of KV head h / (NQ/NKV) in place (no repeated copies).
-// It walks the keys in tiles of ATT_BK rows staged in shared memory; each warp
-// owns ATT_BQ / ATT_WARPS query rows and keeps, per row, the running max m,
-// the running sum l (a partial sum per lane) and the output accumulator (lane
-// owns dims lane, lane+32, ...). Per tile, lane j scores key j, and a new max
-// rescales what was accumulated (the online softmax of s1.c's attention_row()).
-// Scores live one tile at a time: the T x T matrix never exists. The shared
-// memory is (BQ*HD + BK*(HD+1) + BK*HD + WARPS*BK) floats: 41,600 bytes at HD 128.
-#define ATT_BQ 16
-#define ATT_BK 32          // == WARP_SIZE: lane j scores key j of the tile
-#define ATT_WARPS 4
-#define ATT_ROWS (ATT_BQ / ATT_WARPS)
-#define ATT_MAX_HD 128     // every Qwen2.5 size: HD 64 or 128
-#define ATT_DIMS (ATT_MAX_HD / WARP_SIZE)
-
-__global__ void attention_forward_kernel(floatX *out, const floatX *q, const floatX *k, const floatX *v,
-                                         int Tq, int past, int NQ, int NKV, int HD, float scale) {
-    // out q (Tq,NQ,HD), k v (past+Tq,NKV,HD)
-    CU_EXTERN_SHARED(float, smem);
-    float *qs = smem;                          // (BQ, HD) the block's query rows
-    float *ks = qs + ATT_BQ * HD;              // (BK, HD+1) key tile, padded: lane j reads row j without bank conflicts
-    float *vs = ks + ATT_BK * (HD + 1);        // (BK, HD) value tile
-    float *ps = vs + ATT_BK * HD;              // (WARPS, BK) one row's probabilities, per warp
-    int warp = threadIdx.x / WARP_SIZE, lane = threadIdx.x % WARP_SIZE;
-    int q0 = blockIdx.x * ATT_BQ, h = blockIdx.y, kvh = h / (NQ / NKV);
-    size_t QD = (size_t)NQ * HD, KD = (size_t)NKV * HD;
-
-    for (int i = threadIdx.x; i < ATT_BQ * HD; i += blockDim.x) {
-        int r = i / HD, d = i % HD;
-        qs[i] = q0 + r < Tq ? __bfloat162float(q[(q0 + r) * QD + h * HD + d]) : 0.0f;
-    }
-    float m[ATT_ROWS], l[ATT_ROWS], acc[ATT_ROWS][ATT_DIMS];
-    for (int rr = 0; rr < ATT_ROWS; rr++) {
-        m[rr] = -INFINITY;
-        l[rr] = 0.0f;
-        for (int i = 0; i < ATT_DIMS; i++) acc[rr][i] = 0.0f;
-    }
-    int last_row = min(q0 + ATT_BQ, Tq) - 1;
-    int num_keys = past + last_row + 1;   // the keys the block's last row sees
-    for (int k0 = 0; k0 < num_keys; k0 += ATT_BK) {
-        __syncthreads();   // every warp is done with the previous tile
-        for (int i = threadIdx.x; i < ATT_BK * HD; i += blockDim.x) {
-            int j = i / HD, d = i % HD, u = k0 + j;
-            // keys past the end are zero: their probability is 0, and 0 * garbage could be NaN
-            ks[j * (HD + 1) + d] = u < num_keys ? __bfloat162float(k[u * KD + kvh * HD + d]) : 0.0f;
-            vs[j * HD + d] = u < num_keys ? __bfloat162float(v[u * KD + kvh * HD + d]) : 0.0f;
-        }
-        __syncthreads();
-        for (int rr = 0; rr < ATT_ROWS; rr++) {
-            int r = warp * ATT_ROWS + rr, qpos = past + q0 + r;
-            if (q0 + r >= Tq || k0 > qpos) continue;   // warp-uniform: no such row, or the tile is all future
-            int u = k0 + lane;
-            float s = -INFINITY;
-            if (u <= qpos) {
-                float dot = 0.0f;
-                for (int d = 0; d < HD; d++) dot += qs[r * HD + d] * ks[lane * (HD + 1) + d];
-                s = dot * scale;
-            }
-            float m_new = fmaxf(m[rr], warp_max(s));   // finite: key k0 <= qpos is scored by lane 0
-            float c = expf(m[rr] - m_new);               // rescales the old sums (0 on the first tile)
-            float p = u <= qpos ? expf(s - m_new) : 0.0f;
-            m[rr] = m_new;
-            l[rr] = l[rr] * c + p;
-            __syncwarp();   // the warp's previous row is done reading ps
-            ps[warp * ATT_BK + lane] = p;
-            __syncwarp();
-            for (int i = 0; i < ATT_DIMS; i++) {
-                int d = lane + WARP_SIZE * i;
-                if (d >= HD) break;
-                float a = acc[rr][i] * c;
-                for (int j = 0; j < ATT_BK; j++) a += ps[warp * ATT_BK + j] * vs[j * HD + d];
-                acc[rr][i] = a;
-            }
-        }
-    }
-    for (int rr = 0; rr < ATT_ROWS; rr++) {
-        int t = q0 + warp * ATT_ROWS + rr;
-        if (t >= Tq) continue;
-        float sum = warp_sum(l[rr]);
-        for (int i = 0; i < ATT_DIMS; i++) {
-            int d = lane + WARP_SIZE * i;
-            if (d < HD) out[t * QD + h * HD + d] = round_bf16(acc[rr][i] / sum);
-        }
-    }
-}
-
-static size_t attention_smem_bytes(int HD) {
-    return (size_t)(ATT_BQ * HD + ATT_BK * (HD + 1) + ATT_BK * HD + ATT_WARPS * ATT_BK) * sizeof(float);
-}
-
-// out (Tq,NQ,HD) = causal attention of the Tq query rows at positions past.. over
-// the past+Tq keys/values (k, v: (past+Tq, NKV, HD), a sequence's or a KV cache's).
-static void attention_forward(floatX *out, const floatX *q, const floatX *k, const floatX *v, int Tq, int past,
-                              int NQ, int NKV, int HD) {
-    if (HD > ATT_MAX_HD || HD % 2 != 0) die("attention_forward: head_dim %d is not supported (even, at most %d)", HD, ATT_MAX_HD);
-    if (NQ % NKV != 0) die("attention_forward: %d query heads are not a multiple of %d KV heads", NQ, NKV);
-    dim3 grid((unsigned)((Tq + ATT_BQ - 1) / ATT_BQ), (unsigned)NQ);
-    float scale = 1.0f / sqrtf((float)HD);
-    CU_LAUNCH(attention_forward_kernel, grid, ATT_WARPS * WARP_SIZE, attention_smem_bytes(HD), 0)(out, q, k, v, Tq, past, NQ, NKV, HD, scale);
-    cudaCheck(cudaGetLastError());
-}
-
-// Decoding: one new query token per head against the ntok cached keys (itself
-// included). A single query row would leave 3 of attention_forward_kernel's 4
-// warps idle, so here a block takes one query head and its DEC_WARPS warps split
-// the keys: warp w walks key tiles w, w + DEC_WARPS, ... with the same online
-// softmax (lane j scores key j of the tile), then the warps' (max, sum, output)
-// triples are merged in shared memory, each rescaled to the common max.
-// (Flash-decoding would also split the keys across blocks for long caches.)
-#define DEC_WARPS 8
-
-__global__ void attention_decode_kernel(floatX *out, const floatX *q, const floatX *k, const floatX *v, int ntok,
-                                        int NQ, int NKV, int HD, float scale) {
-    // out q (NQ,HD), k v (ntok,NKV,HD)
-    CU_EXTERN_SHARED(float, smem);
-    float *qs = smem;                      // (HD,)
-    float *ps = qs + HD;                   // (WARPS, 32) one tile's probabilities, per warp
-    float *warp_m = ps + DEC_WARPS * WARP_SIZE, *warp_l = warp_m + DEC_WARPS;   // (WARPS,) each
-    float *warp_acc = warp_l + DEC_WARPS;  // (WARPS, HD)
-    int warp = threadIdx.x / WARP_SIZE, lane = threadIdx.x % WARP_SIZE;
-    int h = blockIdx.x, kvh = h / (NQ / NKV);
-    size_t KD = (size_t)NKV * HD;
-    for (int d = threadIdx.x; d < HD; d += blockDim.x) qs[d] = __bfloat162float(q[h * HD + d]);
-    __syncthreads();
-    float m = -INFINITY, l = 0.0f, acc[ATT_DIMS] = {0.0f};
-    for (int k0 = warp * WARP_SIZE; k0 < ntok; k0 += DEC_WARPS * WARP_SIZE) {
-        int u = k0 + lane;
-        float s = -INFINITY;
-        if (u < ntok) {
-            const floatX *kr = k + u * KD + kvh * HD;
-            float dot = 0.0f;
-            for (int d = 0; d < HD; d++) dot += qs[d] * __bfloat162float(kr[d]);
-            s = dot * scale;
-        }
-        float m_new = fmaxf(m, warp_max(s));   // finite: key k0 < ntok is scored by lane 0
-        float c = expf(m - m_new);
-        float p = u < ntok ? expf(s - m_new) : 0.0f;
-        m = m_new;
-        l = l * c + p;
-        __syncwarp();   // the warp's previous tile is done reading ps
-        ps[warp * WARP_SIZE + lane] = p;
-        __syncwarp();
-        int keys = min(WARP_SIZE, ntok - k0);
-        for (int i = 0; i < ATT_DIMS; i++) {
-            int d = lane + WARP_SIZE * i;
-            if (d >= HD) break;
-            float a = acc[i] * c;
-            for (int j = 0; j < keys; j++) a += ps[warp * WARP_SIZE + j] * __bfloat162float(v[(k0 + j) * KD + kvh * HD + d]);
-            acc[i] = a;
-        }
-    }
-    l = warp_sum(l);
-    if (lane == 0) { warp_m[warp] = m; warp_l[warp] = l; }
-    for (int i = 0; i < ATT_DIMS; i++) {
-        int d = lane + WARP_SIZE * i;
-        if (d < HD) warp_acc[warp * HD + d] = acc[i];
-    }
-    __syncthreads();
-    float mx = -INFINITY;   // warp 0 always saw key 0, so mx is finite; warps without keys weigh exp(-inf) = 0
-    for (int w = 0; w < DEC_WARPS; w++) mx = fmaxf(mx, warp_m[w]);
-    for (int d = threadIdx.x; d < HD; d += blockDim.x) {
-        float num = 0.0f, den = 0.0f;
-        for (int w = 0; w < DEC_WARPS; w++) {
-            float scale_w = expf(warp_m[w] - mx);
-            num += scale_w * warp_acc[w * HD + d];
-            den += scale_w * warp_l[w];
-        }
-        out[h * HD + d] = round_bf16(num / den);
-    }
-}
-
-// out (NQ,HD) = attention of one new token's queries q (NQ,HD) over the ntok
-// keys/values of the cache (k, v: (ntok, NKV, HD), the new token's included).
-static void attention_decode(floatX *out, const floatX *q, const floatX *k, const floatX *v, int ntok, int NQ, int NKV, int HD) {
-    if (HD > ATT_MAX_HD || HD % 2 != 0) die("attention_decode: head_dim %d is not supported (even, at most %d)", HD, ATT_MAX_HD);
-    if (NQ % NKV != 0) die("attention_decode: %d query heads are not a multiple of %d KV heads", NQ, NKV);
-    size_t smem = (size_t)(HD + DEC_WARPS * WARP_SIZE + 2 * DEC_WARPS + DEC_WARPS * HD) * sizeof(float);
-    CU_LAUNCH(attention_decode_kernel, NQ, DEC_WARPS * WARP_SIZE, smem, 0)(out, q, k, v, ntok, NQ, NKV, HD, 1.0f / sqrtf((float)HD));
-    cudaCheck(cudaGetLastError());
-}
-
-// SwiGLU: out = silu(gate) * up, silu(z) = z * sigmoid(z), fp32 math, one rounding.
-__global__ void swiglu_forward_kernel(floatX *out, const floatX *gate, const floatX *up, size_t n) {
-    // out may alias gate: each element is read before it is written, by the same thread
-    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
-        float g = __bfloat162float(gate[i]);
-        out[i] = round_bf16(g / (1.0f + expf(-g)) * __bfloat162float(up[i]));
-    }
-}
-
-static void swiglu_forward(floatX *out, const floatX *gate, const floatX *up, size_t n) {
-    CU_LAUNCH(swiglu_forward_kernel, grid_for(n, 256), 256, 0, 0)(out, gate, up, n);
-    cudaCheck(cudaGetLastError());
-}
-
-// Weighted cross-entropy of one chunk of rows: losses[n] = weights[n] *
-// (logsumexp(logits[n]) - logits[n, targets[n]]), 0 where the weight is 0 (the
-// row is not scored and its logits are not read). One block per row: each
-// thread keeps an online (max, sum) over its stride of the vocabulary, then the
-// block merges the pairs (warp shuffles, then the warps' pairs in shared memory).
-__device__ inline void merge_max_sum(float *m, float *s, float m2, float s2) {
-    if (m2 == -INFINITY) return;   // the other side saw nothing
-    float mx = fmaxf(*m, m2);
-    *s = *s * expf(*m - mx) + s2 * expf(m2 - mx);
-    *m = mx;
-}
-
-__global__ void crossentropy_forward_kernel(float *losses, const float *logits, const uint32_t *targets,
-                                            const float *weights, int N, int V) {
-    // losses (N,), logits (N,V) fp32, targets weights (N,)
-    __shared__ float warp_m[32], warp_s[32];
-    int lane = threadIdx.x % WARP_SIZE, warp = threadIdx.x / WARP_SIZE, warps = blockDim.x / WARP_SIZE;
-    for (int row = blockIdx.x; row < N; row += gridDim.x) {
-        float w = weights[row];
-        if (w == 0.0f) {   // block-uniform
-            if (threadIdx.x == 0) losses[row] = 0.0f;
-            continue;
-        }
-        const float *x = logits + (size_t)row * V;
-        float m = -INFINITY, s = 0.0f;
-        for (int i = threadIdx.x; i < V; i += blockDim.x) merge_max_sum(&m, &s, x[i], 1.0f);
-        for (int off = WARP_SIZE / 2; off > 0; off /= 2) {
-            float m2 = __shfl_xor_sync(0xffffffffu, m, off), s2 = __shfl_xor_sync(0xffffffffu, s, off);
-            merge_max_sum(&m, &s, m2, s2);
-        }
-        if (lane == 0) { warp_m[warp] = m; warp_s[warp] = s; }
-        __syncthreads();
-        if (threadIdx.x == 0) {
-            for (int i = 1; i < warps; i++) merge_max_sum(&m, &s, warp_m[i], warp_s[i]);
-            losses[row] = w * (m + logf(s) - x[targets[row]]);
-        }
-        __syncthreads();   // warp_m / warp_s are free for the next row
-    }
-}
-
-// *out = sum of x[0..n), in one block and a fixed order: deterministic, no atomics.
-__global__ void sum_kernel(float *out, const float *x, int n) {
-    __shared__ float partial[32];
-    float s = 0.0f;
-    for (int i = threadIdx.x; i < n; i += blockDim.x) s += x[i];
-    s = warp_sum(s);
-    if (threadIdx.x % WARP_SIZE == 0) partial[threadIdx.x / WARP_SIZE] = s;
-    __syncthreads();
-    if (threadIdx.x == 0) {
-        float total = 0.0f;
-        for (int i = 0; i < (int)(blockDim.x / WARP_SIZE); i++) total += partial[i];
-        *out = total;
-    }
-}
-
-// The chunked LM head and loss: *loss = sum_n weights[n] * CE(x[n] . lm_w^T, targets[n]).
-// Rows go through in chunks of chunk_rows: GEMM the chunk's fp32 logits into
-// logits (chunk_rows, V), reduce them to per-token losses, reuse the buffer.
-// Peak memory is chunk_rows x V floats whatever N is. losses (N,) is scratch.
-// Chunks without a scored row are skipped (s1 masks the prompt).
-static void lm_head_loss(cublasHandle_t handle, float *loss, float *losses, float *logits, const floatX *x,
-                         const floatX *lm_w, const uint32_t *targets, const float *weights, const float *weights_host,
-                         int N, int H, int V, int chunk_rows) {
-    const int block = 256;
-    for (int n0 = 0; n0 < N; n0 += chunk_rows) {
-        int rows = N - n0 < chunk_rows ? N - n0 : chunk_rows;
-        int scored = 0;
-        for (int n = n0; n < n0 + rows && !scored; n++) scored = weights_host[n] != 0.0f;
-        if (!scored) {
-            cudaCheck(cudaMemset(losses + n0, 0, (size_t)rows * sizeof(float)));
-            continue;
-        }
-        gemm_nt(handle, logits, CUDA_R_32F, x + (size_t)n0 * H, lm_w, rows, H, V, 0.0f);
-        CU_LAUNCH(crossentropy_forward_kernel, grid_for((size_t)rows, 1), block, 0, 0)(losses + n0, logits, targets + n0, weights + n0, rows, V);
-        cudaCheck(cudaGetLastError());
-    }
-    CU_LAUNCH(sum_kernel, 1, 256, 0, 0)(loss, losses, N);
-    cudaCheck(cudaGetLastError());
-}
+#include "common/cuda_common.cuh"
+#include "common/embedding.cuh"
+#include "common/rmsnorm.cuh"
+#include "common/matmul.cuh"
+#include "common/rope.cuh"
+#include "common/attention.cuh"
+#include "common/swiglu.cuh"
+#include "common/classifier.cuh"
 
 // ----------------------------------------------------------------------------
 // the model: parameters in one bf16 allocation, carved as s1.c carves its fp32 ones
@@ -653,7 +244,7 @@ static void gpu_layer_forward(GpuModel *m, size_t l, int N, const size_t *seq_of
     float eps = (float)c->rms_norm_eps, theta = (float)c->rope_theta;
     floatX *const *p = m->param;
     floatX *k = kc + (size_t)past * KD, *v = vc + (size_t)past * KD;
-    rmsnorm_forward(m->ln, m->res, p[GP_LN1W] + l * H, N, H, eps);
+    rmsnorm_forward(m->ln, NULL, m->res, p[GP_LN1W] + l * H, N, H, eps);
     matmul_forward(m->cublas, m->q, m->ln, p[GP_QW] + l * QD * H, p[GP_QB] + l * QD, N, H, QD, 0);
     matmul_forward(m->cublas, k, m->ln, p[GP_KW] + l * KD * H, p[GP_KB] + l * KD, N, H, KD, 0);
     matmul_forward(m->cublas, v, m->ln, p[GP_VW] + l * KD * H, p[GP_VB] + l * KD, N, H, KD, 0);
@@ -662,15 +253,15 @@ static void gpu_layer_forward(GpuModel *m, size_t l, int N, const size_t *seq_of
     if (seq_offsets == NULL && N == 1) {
         attention_decode(m->att, m->q, kc, vc, past + 1, NQ, NKV, HD);
     } else if (seq_offsets == NULL) {
-        attention_forward(m->att, m->q, kc, vc, N, past, NQ, NKV, HD);
+        attention_forward(m->att, NULL, m->q, kc, vc, N, past, NQ, NKV, HD);
     } else {
         for (size_t s = 0; s < S; s++) {
             size_t n0 = seq_offsets[s], T = seq_offsets[s + 1] - n0;
-            if (T > 0) attention_forward(m->att + n0 * QD, m->q + n0 * QD, k + n0 * KD, v + n0 * KD, (int)T, 0, NQ, NKV, HD);
+            if (T > 0) attention_forward(m->att + n0 * QD, NULL, m->q + n0 * QD, k + n0 * KD, v + n0 * KD, (int)T, 0, NQ, NKV, HD);
         }
     }
     matmul_forward(m->cublas, m->res, m->att, p[GP_OW] + l * H * QD, NULL, N, QD, H, 1);
-    rmsnorm_forward(m->ln, m->res, p[GP_LN2W] + l * H, N, H, eps);
+    rmsnorm_forward(m->ln, NULL, m->res, p[GP_LN2W] + l * H, N, H, eps);
     matmul_forward(m->cublas, m->gate, m->ln, p[GP_GATEW] + l * I * H, NULL, N, H, I, 0);
     matmul_forward(m->cublas, m->up, m->ln, p[GP_UPW] + l * I * H, NULL, N, H, I, 0);
     swiglu_forward(m->gate, m->gate, m->up, (size_t)N * I);
@@ -710,7 +301,7 @@ static float gpu_forward(GpuModel *m, const uint32_t *ids, const uint8_t *mask, 
 
     embedding_forward(m->res, m->ids, m->param[GP_EMBED], (int)N, (int)H);
     for (size_t l = 0; l < L; l++) gpu_layer_forward(m, l, (int)N, seq_offsets, S, m->k, m->v, 0);
-    rmsnorm_forward(m->ln, m->res, m->param[GP_NORMW], (int)N, (int)H, (float)c->rms_norm_eps);
+    rmsnorm_forward(m->ln, NULL, m->res, m->param[GP_NORMW], (int)N, (int)H, (float)c->rms_norm_eps);
     lm_head_loss(m->cublas, m->loss, m->losses, m->logits, m->ln, gpu_lm_head(m), m->targets, m->weights, weights,
                  (int)N, (int)H, (int)V, m->chunk_rows);
     float loss;
@@ -769,7 +360,7 @@ static const float *gpu_decode(GpuModel *m, GpuKVCache *kv, const uint32_t *ids,
     for (size_t l = 0; l < L; l++)
         gpu_layer_forward(m, l, (int)n, NULL, 1, kv->k + l * kv->max_len * KD, kv->v + l * kv->max_len * KD, (int)kv->len);
     const floatX *last = m->res + (n - 1) * H;
-    rmsnorm_forward(m->ln, last, m->param[GP_NORMW], 1, (int)H, (float)c->rms_norm_eps);
+    rmsnorm_forward(m->ln, NULL, last, m->param[GP_NORMW], 1, (int)H, (float)c->rms_norm_eps);
     gemm_nt(m->cublas, m->logits, CUDA_R_32F, m->ln, gpu_lm_head(m), 1, (int)H, (int)V, 0.0f);
     cudaCheck(cudaMemcpy(kv->logits, m->logits, V * sizeof(float), cudaMemcpyDeviceToHost));
     kv->len += n;

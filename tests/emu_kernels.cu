@@ -131,7 +131,7 @@ static void test_rmsnorm(size_t N, size_t C) {
     s1ref_rmsnorm(ref, x, w, N, C, 1e-6f);
     floatX *d_x = to_device(x, N * C), *d_w = to_device(w, C), *d_out;
     cudaCheck(cudaMalloc((void **)&d_out, N * C * sizeof(floatX)));
-    rmsnorm_forward(d_out, d_x, d_w, N, C, 1e-6f);
+    rmsnorm_forward(d_out, NULL, d_x, d_w, N, C, 1e-6f);
     float *got = from_device(d_out, N * C);
     check_close("rmsnorm", got, ref, N * C, 2 * U, 1e-6f, NULL);
     free(x); free(w); free(ref); free(got);
@@ -200,7 +200,7 @@ static void test_attention(size_t T, size_t past, size_t NQ, size_t NKV, size_t 
     s1ref_attention(ref, q, k, v, T, NQ, NKV, HD);
     floatX *d_q = to_device(q + past * QD, Tq * QD), *d_k = to_device(k, T * KD), *d_v = to_device(v, T * KD), *d_out;
     cudaCheck(cudaMalloc((void **)&d_out, Tq * QD * sizeof(floatX)));
-    attention_forward(d_out, d_q, d_k, d_v, (int)Tq, (int)past, (int)NQ, (int)NKV, (int)HD);
+    attention_forward(d_out, NULL, d_q, d_k, d_v, (int)Tq, (int)past, (int)NQ, (int)NKV, (int)HD);
     float *got = from_device(d_out, Tq * QD);
     check_close("attention", got, ref + past * QD, Tq * QD, U, 1e-5f, NULL);   // max|v| = 1
     free(q); free(k); free(v); free(ref); free(got);

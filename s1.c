@@ -38,6 +38,8 @@
 #include "common/json.h"
 #include "common/shard.h"
 #include "common/qwen2_config.h"   // Qwen2Config, config_read()
+#include "common/qwen2_weights.h"  // the parameter layout, checkpoint folders in and out
+#include "common/train.h"          // schedule, data order, settings and flags shared with sft train
 #include "common/safetensors.h"   // safetensors_open() and the dtype conversions
 
 // ----------------------------------------------------------------------------
@@ -476,11 +478,10 @@ static void residual_forward(float *out, const float *inp, size_t n) {
 // ----------------------------------------------------------------------------
 // Qwen2 model definition
 //
-// The config (Qwen2Config, config_read()) lives in common/qwen2_config.h,
-// shared with the GPU programs: any Qwen2.5 size, tied or untied, any GQA ratio.
-
-enum { P_EMBED, P_LN1W, P_QW, P_QB, P_KW, P_KB, P_VW, P_VB, P_OW, P_LN2W, P_GATEW, P_UPW, P_DOWNW, P_NORMW, P_LMW,
-       NUM_PARAMETER_TENSORS };
+// The config (Qwen2Config, config_read()) lives in common/qwen2_config.h and
+// the parameter layout (P_EMBED ... P_LMW, parameter_info, the HF tensor
+// names) in common/qwen2_weights.h, shared with the GPU programs: any Qwen2.5
+// size, tied or untied, any GQA ratio.
 
 typedef struct {
     float *embed;  // (V, H)       model.embed_tokens.weight
@@ -500,43 +501,6 @@ typedef struct {
     float *lmw;    // (V, H)       lm_head.weight; 0 floats when tied (the head is embed)
 } ParameterTensors;
 
-// How each parameter tensor is named in HF checkpoints, and whether it gets weight decay.
-enum { KIND_WEIGHT, KIND_BIAS, KIND_NORM };
-static const struct { const char *name; int per_layer; int kind; } parameter_info[NUM_PARAMETER_TENSORS] = {
-    {"model.embed_tokens.weight", 0, KIND_WEIGHT},
-    {"input_layernorm.weight", 1, KIND_NORM},
-    {"self_attn.q_proj.weight", 1, KIND_WEIGHT},
-    {"self_attn.q_proj.bias", 1, KIND_BIAS},
-    {"self_attn.k_proj.weight", 1, KIND_WEIGHT},
-    {"self_attn.k_proj.bias", 1, KIND_BIAS},
-    {"self_attn.v_proj.weight", 1, KIND_WEIGHT},
-    {"self_attn.v_proj.bias", 1, KIND_BIAS},
-    {"self_attn.o_proj.weight", 1, KIND_WEIGHT},
-    {"post_attention_layernorm.weight", 1, KIND_NORM},
-    {"mlp.gate_proj.weight", 1, KIND_WEIGHT},
-    {"mlp.up_proj.weight", 1, KIND_WEIGHT},
-    {"mlp.down_proj.weight", 1, KIND_WEIGHT},
-    {"model.norm.weight", 0, KIND_NORM},
-    {"lm_head.weight", 0, KIND_WEIGHT},
-};
-
-// Shape of one layer's slice (or of the whole tensor for global ones); dims[1] = 0 for vectors.
-static void parameter_shape(const Qwen2Config *c, int i, size_t dims[2]) {
-    size_t H = c->hidden_size, I = c->intermediate_size, QD = c->num_heads * c->head_dim, KD = c->num_kv_heads * c->head_dim;
-    size_t shapes[NUM_PARAMETER_TENSORS][2] = {
-        {c->vocab_size, H}, {H, 0}, {QD, H}, {QD, 0}, {KD, H}, {KD, 0}, {KD, H}, {KD, 0}, {H, QD}, {H, 0},
-        {I, H}, {I, H}, {H, I}, {H, 0}, {c->tie_word_embeddings ? 0 : c->vocab_size, H}};
-    dims[0] = shapes[i][0];
-    dims[1] = shapes[i][1];
-}
-
-static size_t parameter_numel(const Qwen2Config *c, int i) {
-    size_t dims[2];
-    parameter_shape(c, i, dims);
-    size_t n = dims[0] * (dims[1] ? dims[1] : 1);
-    return parameter_info[i].per_layer ? n * c->num_layers : n;
-}
-
 // Carves one allocation into the named tensors (used for params, grads and AdamW m, v).
 static void carve_parameters(ParameterTensors *p, float *memory, const Qwen2Config *c) {
     float **ptrs[NUM_PARAMETER_TENSORS] = {&p->embed, &p->ln1w, &p->qw, &p->qb, &p->kw, &p->kb, &p->vw, &p->vb,
@@ -546,15 +510,6 @@ static void carve_parameters(ParameterTensors *p, float *memory, const Qwen2Conf
         memory += parameter_numel(c, i);
     }
 }
-
-// One tensor as HF names it: a layer's slice of a ParameterTensors entry.
-typedef struct {
-    char name[96];
-    int param;         // P_* index
-    size_t offset;     // floats from the start of the parameter memory
-    size_t dims[2];    // dims[1] == 0 for a vector
-    size_t numel;
-} TensorInfo;
 
 typedef struct {
     size_t num_tokens, num_seqs;
@@ -605,137 +560,30 @@ typedef struct {
 
 static float *lm_head(const ParameterTensors *p, const Qwen2Config *c) { return c->tie_word_embeddings ? p->embed : p->lmw; }
 
-// Builds the model's tensors for a config and allocates the parameters (uninitialised).
+// Allocates the parameters of a config (uninitialised).
 static void qwen2_build(Qwen2 *m, const Qwen2Config *c) {
     memset(m, 0, sizeof *m);
     config_validate(c, "config");
     m->config = *c;
-    for (int i = 0; i < NUM_PARAMETER_TENSORS; i++) m->num_parameters += parameter_numel(c, i);
+    m->num_parameters = parameter_count(c);
     m->params_memory = (float *)mallocCheck(m->num_parameters * sizeof(float));
     carve_parameters(&m->params, m->params_memory, c);
-    // HF order: embedding, the layers, final norm, lm_head
-    size_t L = c->num_layers, count = 2 + L * (NUM_PARAMETER_TENSORS - 3) + (c->tie_word_embeddings ? 0 : 1);
-    m->tensors = (TensorInfo *)callocCheck(count, sizeof(TensorInfo));
-    size_t offsets[NUM_PARAMETER_TENSORS], off = 0;
-    for (int i = 0; i < NUM_PARAMETER_TENSORS; i++) { offsets[i] = off; off += parameter_numel(c, i); }
-    for (int pass = 0; pass < 3; pass++) {  // globals before the layers, layers, globals after
-        size_t layers = pass == 1 ? L : 1;
-        for (size_t l = 0; l < layers; l++)
-            for (int i = 0; i < NUM_PARAMETER_TENSORS; i++) {
-                int wanted = pass == 1 ? parameter_info[i].per_layer : !parameter_info[i].per_layer && ((pass == 0) == (i == P_EMBED));
-                if (!wanted || (i == P_LMW && c->tie_word_embeddings)) continue;
-                TensorInfo *t = &m->tensors[m->num_tensors++];
-                t->param = i;
-                parameter_shape(c, i, t->dims);
-                t->numel = t->dims[0] * (t->dims[1] ? t->dims[1] : 1);
-                t->offset = offsets[i] + (parameter_info[i].per_layer ? l * t->numel : 0);
-                if (parameter_info[i].per_layer) snprintf(t->name, sizeof t->name, "model.layers.%zu.%s", l, parameter_info[i].name);
-                else snprintf(t->name, sizeof t->name, "%s", parameter_info[i].name);
-            }
-    }
-    if (m->num_tensors != count) die("internal error: built %zu tensors, expected %zu", m->num_tensors, count);
-}
-
-// ----------------------------------------------------------------------------
-// random numbers: splitmix64 (seeding, shuffles, initialisation)
-
-static uint64_t rng_next(uint64_t *state) {
-    uint64_t z = (*state += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-}
-
-static double rng_uniform(uint64_t *state) { return (double)(rng_next(state) >> 11) * 0x1.0p-53; }  // [0, 1)
-
-static float rng_normal(uint64_t *state) {  // Box-Muller
-    double u1 = rng_uniform(state), u2 = rng_uniform(state);
-    return (float)(sqrt(-2.0 * log(1.0 - u1)) * cos(2.0 * M_PI * u2));
+    m->tensors = qwen2_tensor_list(c, &m->num_tensors);
 }
 
 // HF's from-scratch initialisation: weights N(0, 0.02), biases 0, RMSNorm weights 1.
 static void qwen2_init_random(Qwen2 *m, const Qwen2Config *c, uint64_t seed) {
     qwen2_build(m, c);
-    uint64_t state = seed;
-    for (size_t i = 0; i < m->num_tensors; i++) {
-        TensorInfo *t = &m->tensors[i];
-        float *p = m->params_memory + t->offset;
-        int kind = parameter_info[t->param].kind;
-        for (size_t j = 0; j < t->numel; j++) p[j] = kind == KIND_WEIGHT ? 0.02f * rng_normal(&state) : kind == KIND_NORM ? 1.0f : 0.0f;
-    }
+    qwen2_init_parameters(m->params_memory, c, seed);
 }
 
 // ----------------------------------------------------------------------------
-// config.json out (config_read() is in common/qwen2_config.h)
+// checkpoints in and out: HF folders through common/qwen2_weights.h (every
+// name, shape and dtype checked against the config; safetensors format:
+// docs/qwen2.5.md section 4.1)
 
-static void config_write(const Qwen2Config *c, const char *path) {
-    AtomicFile af = atomic_open(path);
-    FILE *fp = af.fp;
-    fprintf(fp, "{\n  \"architectures\": [\"Qwen2ForCausalLM\"],\n  \"model_type\": \"qwen2\",\n");
-    fprintf(fp, "  \"hidden_act\": \"silu\",\n  \"attention_dropout\": 0.0,\n  \"initializer_range\": 0.02,\n");
-    fprintf(fp, "  \"vocab_size\": %zu,\n  \"hidden_size\": %zu,\n  \"intermediate_size\": %zu,\n", c->vocab_size, c->hidden_size, c->intermediate_size);
-    fprintf(fp, "  \"num_hidden_layers\": %zu,\n  \"num_attention_heads\": %zu,\n  \"num_key_value_heads\": %zu,\n", c->num_layers, c->num_heads, c->num_kv_heads);
-    fprintf(fp, "  \"head_dim\": %zu,\n  \"max_position_embeddings\": %zu,\n", c->head_dim, c->max_position_embeddings);
-    fprintf(fp, "  \"rope_theta\": %.17g,\n  \"rms_norm_eps\": %.17g,\n", c->rope_theta, c->rms_norm_eps);
-    fprintf(fp, "  \"tie_word_embeddings\": %s,\n  \"use_sliding_window\": false,\n", c->tie_word_embeddings ? "true" : "false");
-    if (c->bos_token_id >= 0) fprintf(fp, "  \"bos_token_id\": %lld,\n", c->bos_token_id);
-    if (c->eos_token_id >= 0) fprintf(fp, "  \"eos_token_id\": %lld,\n", c->eos_token_id);
-    fprintf(fp, "  \"torch_dtype\": \"float32\"\n}\n");
-    atomic_commit(&af);
-}
-
-// ----------------------------------------------------------------------------
-// safetensors in and out (format: docs/qwen2.5.md section 4.1). The file-level
-// reader (safetensors_open(): full header validation, dtype conversion) is
-// common/safetensors.h, shared with the GPU programs; here the model's tensors
-// are matched by name and shape against the config.
-
-static TensorInfo *find_tensor(Qwen2 *m, const char *name) {
-    for (size_t i = 0; i < m->num_tensors; i++)
-        if (strcmp(m->tensors[i].name, name) == 0) return &m->tensors[i];
-    return NULL;
-}
-
-static void format_shape(char *buf, size_t n, const size_t *dims, size_t ndim) {
-    size_t k = (size_t)snprintf(buf, n, "[");
-    for (size_t i = 0; i < ndim && k < n; i++) k += (size_t)snprintf(buf + k, n - k, i ? ", %zu" : "%zu", dims[i]);
-    if (k < n) snprintf(buf + k, n - k, "]");
-}
-
-// Reads the model tensors of weight file `file` of a checkpoint folder.
-// loaded[i] marks m->tensors[i] as read.
-static void qwen2_read_safetensors(Qwen2 *m, const SafetensorsFolder *files, size_t file, char *loaded) {
-    SafetensorsFile f;
-    safetensors_folder_open_file(files, file, &f);
-    const char *path = f.path;
-    const JsonValue *step = json_get(f.metadata, "s1c_step");
-    if (step != NULL && step->type == JSON_STRING) m->step = (size_t)strtoull(step->str, NULL, 10);
-    for (size_t i = 0; i < f.num_entries; i++) {  // check every entry before reading any data
-        const SafetensorsEntry *e = &f.entries[i];
-        TensorInfo *t = find_tensor(m, e->name);
-        if (t == NULL) {
-            if (m->config.tie_word_embeddings && strcmp(e->name, "lm_head.weight") == 0) continue;  // a copy of the embedding
-            die("%s: unexpected tensor %s (not part of a Qwen2 model with this config)", path, e->name);
-        }
-        size_t idx = (size_t)(t - m->tensors);
-        if (loaded[idx]) die("%s: tensor %s appears in more than one file", path, e->name);
-        size_t ndim = t->dims[1] ? 2 : 1;
-        if (e->ndim != ndim || e->dims[0] != t->dims[0] || (ndim == 2 && e->dims[1] != t->dims[1])) {
-            char got[128], want[128];
-            format_shape(got, sizeof got, e->dims, e->ndim);
-            format_shape(want, sizeof want, t->dims, ndim);
-            die("%s: tensor %s has shape %s, the config implies %s", path, e->name, got, want);
-        }
-        if (strcmp(e->dtype, "F32") != 0 && strcmp(e->dtype, "F16") != 0 && strcmp(e->dtype, "BF16") != 0)
-            die("%s: tensor %s has dtype %s; only F32, F16 and BF16 are supported", path, e->name, e->dtype);
-    }
-    for (size_t i = 0; i < f.num_entries; i++) {
-        TensorInfo *t = find_tensor(m, f.entries[i].name);
-        if (t == NULL) continue;
-        safetensors_read_f32(&f, &f.entries[i], m->params_memory + t->offset);
-        loaded[t - m->tensors] = 1;
-    }
-    safetensors_close(&f);
+static void qwen2_read_tensor(void *ctx, const TensorInfo *t, SafetensorsFile *f, const SafetensorsEntry *e) {
+    safetensors_read_f32(f, e, ((Qwen2 *)ctx)->params_memory + t->offset);
 }
 
 // Loads a HF model folder: config.json plus model.safetensors, or the shards
@@ -746,73 +594,13 @@ static void qwen2_load(Qwen2 *m, const char *dir) {
     Qwen2Config c;
     config_read(&c, path);
     qwen2_build(m, &c);
-    char *loaded = (char *)callocCheck(m->num_tensors, 1);
-    SafetensorsFolder files;
-    safetensors_folder_open(&files, dir);
-    const JsonValue *map = files.weight_map;
-    for (size_t i = 0; map != NULL && i < map->len; i++)
-        if (find_tensor(m, map->keys[i]) == NULL && !(c.tie_word_embeddings && strcmp(map->keys[i], "lm_head.weight") == 0))
-            die("%s: unexpected tensor %s in weight_map", files.index_path, map->keys[i]);
-    for (size_t i = 0; i < files.num_files; i++)
-        qwen2_read_safetensors(m, &files, i, loaded);
-    safetensors_folder_close(&files);
-    for (size_t i = 0; i < m->num_tensors; i++)
-        if (!loaded[i]) die("%s: missing tensor %s", dir, m->tensors[i].name);
-    free(loaded);
-}
-
-static void make_dir(const char *dir) {
-    if (mkdir(dir, 0755) != 0 && errno != EEXIST) die("%s: cannot create directory: %s", dir, strerror(errno));
-}
-
-// Writes the model tensors [first, first + count) to a safetensors file, as F32
-// or BF16, through a temporary name. Metadata records the AdamW step, so a
-// resume can check that the model and optimizer files belong together.
-static void safetensors_write(const Qwen2 *m, const char *path, size_t first, size_t count, int bf16) {
-    ByteBuf hdr = {0};
-    char buf[512];
-    size_t elem = bf16 ? 2 : 4, off = 0;
-    snprintf(buf, sizeof buf, "{\"__metadata__\":{\"format\":\"pt\",\"s1c_step\":\"%zu\"}", m->step);
-    bytebuf_puts(&hdr, buf);
-    for (size_t i = first; i < first + count; i++) {
-        const TensorInfo *t = &m->tensors[i];
-        char shape[64];
-        if (t->dims[1]) snprintf(shape, sizeof shape, "%zu,%zu", t->dims[0], t->dims[1]);
-        else snprintf(shape, sizeof shape, "%zu", t->dims[0]);
-        snprintf(buf, sizeof buf, ",\"%s\":{\"dtype\":\"%s\",\"shape\":[%s],\"data_offsets\":[%zu,%zu]}", t->name,
-                 bf16 ? "BF16" : "F32", shape, off, off + elem * t->numel);
-        bytebuf_puts(&hdr, buf);
-        off += elem * t->numel;
-    }
-    bytebuf_puts(&hdr, "}");
-    while ((8 + hdr.len) % 8 != 0) bytebuf_puts(&hdr, " ");  // writers pad so the data starts 8-aligned
-    AtomicFile af = atomic_open(path);
-    uint8_t lenbuf[8];
-    for (int i = 0; i < 8; i++) lenbuf[i] = (uint8_t)((uint64_t)hdr.len >> (8 * i));
-    fwriteCheck(lenbuf, 1, 8, af.fp, af.tmp_path);
-    fwriteCheck(hdr.data, 1, hdr.len, af.fp, af.tmp_path);
-    for (size_t i = first; i < first + count; i++) {
-        const float *p = m->params_memory + m->tensors[i].offset;
-        size_t n = m->tensors[i].numel;
-        if (!bf16) { fwriteCheck(p, sizeof(float), n, af.fp, af.tmp_path); continue; }
-        for (size_t j = 0; j < n; j++) {
-            uint16_t b = float_to_bf16(p[j]);
-            fwriteCheck(&b, 2, 1, af.fp, af.tmp_path);
-        }
-    }
-    atomic_commit(&af);
-    bytebuf_free(&hdr);
+    m->step = qwen2_checkpoint_read(dir, &c, qwen2_read_tensor, m);
 }
 
 // Writes dir/config.json and dir/model.safetensors (F32, one file): a folder
 // that transformers' from_pretrained loads.
 static void qwen2_save(const Qwen2 *m, const char *dir) {
-    make_dir(dir);
-    char path[4096];
-    snprintf(path, sizeof path, "%s/config.json", dir);
-    config_write(&m->config, path);
-    snprintf(path, sizeof path, "%s/model.safetensors", dir);
-    safetensors_write(m, path, 0, m->num_tensors, 0);
+    qwen2_checkpoint_write(dir, &m->config, m->params_memory, 0, m->step);
 }
 
 // ----------------------------------------------------------------------------
@@ -1059,8 +847,8 @@ static void qwen2_free(Qwen2 *m) {
                      a->dk, a->dv, a->dsum, a->dgate, a->dup, a->dmlp, a->weights};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) free(bufs[i]);
     free(a->ids); free(a->targets); free(a->pos); free(a->seq_offsets);
-    free(m->params_memory); free(m->grads_memory); free(m->adam_m); free(m->adam_v);
-    free(m->tensors); free(m->rope_cos); free(m->rope_sin);
+    free(m->params_memory); free(m->tensors); free(m->grads_memory); free(m->adam_m); free(m->adam_v);
+    free(m->rope_cos); free(m->rope_sin);
     memset(m, 0, sizeof *m);
 }
 
@@ -1159,189 +947,11 @@ __attribute__((unused)) static const float *qwen2_decode_step(Qwen2 *m, KVCache 
 }
 
 // ----------------------------------------------------------------------------
-// learning-rate schedule: HF get_cosine_schedule_with_warmup
-
-// Warmup steps as HF computes them from a ratio: ceil(ratio * total).
-static size_t schedule_warmup_steps(size_t total_steps, double warmup_ratio) {
-    return (size_t)ceil((double)total_steps * warmup_ratio);
-}
-
-// lr for optimizer step k = 0, 1, ...: linear from 0 over the warmup, then a half cosine to 0.
-static double schedule_lr(size_t k, size_t total_steps, size_t warmup_steps, double lr0) {
-    if (k < warmup_steps) return lr0 * (double)k / (double)(warmup_steps > 1 ? warmup_steps : 1);
-    size_t decay = total_steps - warmup_steps;
-    double progress = (double)(k - warmup_steps) / (double)(decay > 1 ? decay : 1);
-    double f = 0.5 * (1.0 + cos(M_PI * 0.5 * 2.0 * progress));
-    return lr0 * (f > 0.0 ? f : 0.0);
-}
-
-// ----------------------------------------------------------------------------
-// data loader: whole sequences from a shard, reshuffled every epoch
-
-typedef struct {
-    Shard shard;
-    size_t batch_size;       // sequences per optimizer step
-    size_t max_seq_len;      // longer sequences are right-truncated (TRL's block size)
-    uint64_t seed;
-    size_t *order;           // (num_sequences,) this epoch's permutation
-    size_t order_epoch;      // which epoch order holds, SIZE_MAX for none
-    // the current batch, gathered back to back
-    uint32_t *ids;
-    uint8_t *mask;
-    size_t *seq_offsets;     // (batch_size + 1,)
-    size_t num_seqs;
-} DataLoader;
-
-static void dataloader_init(DataLoader *d, const char *path, size_t batch_size, size_t max_seq_len, uint64_t seed) {
-    memset(d, 0, sizeof *d);
-    shard_read(&d->shard, path);
-    if (d->shard.header.num_sequences == 0) die("%s: the shard has no sequences", path);
-    d->batch_size = batch_size;
-    d->max_seq_len = max_seq_len;
-    d->seed = seed;
-    size_t S = (size_t)d->shard.header.num_sequences;
-    d->order = (size_t *)mallocCheck(S * sizeof(size_t));
-    d->order_epoch = SIZE_MAX;
-    d->ids = (uint32_t *)mallocCheck(batch_size * max_seq_len * sizeof(uint32_t));
-    d->mask = (uint8_t *)mallocCheck(batch_size * max_seq_len);
-    d->seq_offsets = (size_t *)mallocCheck((batch_size + 1) * sizeof(size_t));
-}
-
-static size_t dataloader_steps_per_epoch(const DataLoader *d) {
-    return ((size_t)d->shard.header.num_sequences + d->batch_size - 1) / d->batch_size;
-}
-
-// The permutation of an epoch depends only on (seed, epoch), so a resumed run
-// needs nothing but the step number to continue the same data order.
-static void dataloader_shuffle(DataLoader *d, size_t epoch) {
-    size_t S = (size_t)d->shard.header.num_sequences;
-    uint64_t state = d->seed ^ (0xD1B54A32D192ED03ull * (epoch + 1));
-    for (size_t i = 0; i < S; i++) d->order[i] = i;
-    for (size_t i = S - 1; i > 0; i--) {  // Fisher-Yates
-        size_t j = (size_t)(rng_uniform(&state) * (double)(i + 1));
-        size_t t = d->order[i]; d->order[i] = d->order[j]; d->order[j] = t;
-    }
-    d->order_epoch = epoch;
-}
-
-// Gathers the sequences of optimizer step k. The last step of an epoch takes
-// the remaining sequences (fewer than batch_size when it does not divide).
-static void dataloader_batch(DataLoader *d, size_t step) {
-    size_t spe = dataloader_steps_per_epoch(d), epoch = step / spe, b = step % spe, S = (size_t)d->shard.header.num_sequences;
-    if (d->order_epoch != epoch) dataloader_shuffle(d, epoch);
-    size_t first = b * d->batch_size, last = first + d->batch_size < S ? first + d->batch_size : S;
-    d->num_seqs = last - first;
-    d->seq_offsets[0] = 0;
-    for (size_t i = 0; i < d->num_seqs; i++) {
-        size_t seq = d->order[first + i], start = (size_t)d->shard.offsets[seq], len = shard_seq_len(&d->shard, seq);
-        if (len > d->max_seq_len) len = d->max_seq_len;
-        memcpy(d->ids + d->seq_offsets[i], d->shard.ids + start, len * sizeof(uint32_t));
-        memcpy(d->mask + d->seq_offsets[i], d->shard.mask + start, len);
-        d->seq_offsets[i + 1] = d->seq_offsets[i] + len;
-    }
-}
-
-// FNV-1a over the shard's offsets, ids and mask.
-static uint64_t shard_hash(const Shard *sh) {
-    uint64_t h = 0xcbf29ce484222325ull;
-    const uint8_t *parts[3] = {(const uint8_t *)sh->offsets, (const uint8_t *)sh->ids, sh->mask};
-    size_t sizes[3] = {(size_t)(sh->header.num_sequences + 1) * 8, (size_t)sh->header.num_tokens * 4, (size_t)sh->header.num_tokens};
-    for (int p = 0; p < 3; p++)
-        for (size_t i = 0; i < sizes[p]; i++) h = (h ^ parts[p][i]) * 0x100000001b3ull;
-    return h;
-}
-
-static void dataloader_free(DataLoader *d) {
-    shard_free(&d->shard);
-    free(d->order); free(d->ids); free(d->mask); free(d->seq_offsets);
-}
-
-// ----------------------------------------------------------------------------
-// training: settings, optimizer-state checkpoints, the loop
-
-typedef struct {
-    // the schedule and the optimizer: fixed for a run, stored in optimizer.bin
-    double lr;
-    double warmup_ratio;
-    double weight_decay;
-    double max_grad_norm;
-    double beta1, beta2, eps;
-    uint64_t decay_norm_weights;
-    uint64_t epochs;
-    uint64_t batch_size;
-    uint64_t max_seq_len;
-    uint64_t seed;
-    uint64_t num_sequences;   // of the training shard,
-    uint64_t data_hash;       // and a hash of its contents, to catch a resume on other data
-} TrainSettings;
-
-#define OPTSTATE_MAGIC 0x504F3153u   // "S1OP"
-#define OPTSTATE_VERSION 1u
-
-typedef struct {
-    uint32_t magic, version;
-    uint64_t step;             // optimizer steps done
-    uint64_t num_parameters;
-    TrainSettings settings;
-} OptStateHeader;              // then float m[num_parameters], v[num_parameters]
-
-// optimizer.bin next to the HF files: AdamW moments, step and the run's settings.
-static void optstate_save(const Qwen2 *m, const TrainSettings *s, const char *dir) {
-    char path[4096];
-    snprintf(path, sizeof path, "%s/optimizer.bin", dir);
-    OptStateHeader h;
-    memset(&h, 0, sizeof h);
-    h.magic = OPTSTATE_MAGIC;
-    h.version = OPTSTATE_VERSION;
-    h.step = m->step;
-    h.num_parameters = m->num_parameters;
-    h.settings = *s;
-    AtomicFile af = atomic_open(path);
-    fwriteCheck(&h, sizeof h, 1, af.fp, af.tmp_path);
-    fwriteCheck(m->adam_m, sizeof(float), m->num_parameters, af.fp, af.tmp_path);
-    fwriteCheck(m->adam_v, sizeof(float), m->num_parameters, af.fp, af.tmp_path);
-    atomic_commit(&af);
-}
-
-static void optstate_load(Qwen2 *m, TrainSettings *s, const char *dir) {
-    char path[4096];
-    snprintf(path, sizeof path, "%s/optimizer.bin", dir);
-    FILE *fp = fopen(path, "rb");
-    if (fp == NULL) die("%s: cannot open optimizer state: %s", path, strerror(errno));
-    OptStateHeader h;
-    if (fread(&h, sizeof h, 1, fp) != 1) die("%s: truncated optimizer state header", path);
-    if (h.magic != OPTSTATE_MAGIC || h.version != OPTSTATE_VERSION) die("%s: not an s1.c optimizer state (bad magic or version)", path);
-    if (h.num_parameters != m->num_parameters)
-        die("%s: optimizer state has %llu parameters, the model %zu", path, (unsigned long long)h.num_parameters, m->num_parameters);
-    if (h.step != m->step)
-        die("%s: optimizer state is at step %llu but model.safetensors at step %zu (interrupted save?)", path, (unsigned long long)h.step, m->step);
-    m->adam_m = (float *)mallocCheck(m->num_parameters * sizeof(float));
-    m->adam_v = (float *)mallocCheck(m->num_parameters * sizeof(float));
-    freadCheck(m->adam_m, sizeof(float), m->num_parameters, fp, path);
-    freadCheck(m->adam_v, sizeof(float), m->num_parameters, fp, path);
-    if (fgetc(fp) != EOF) die("%s: trailing bytes after the optimizer state", path);
-    fclose(fp);
-    *s = h.settings;
-}
-
-typedef struct {
-    const char *data_path;
-    const char *model_dir;       // fine-tune this HF checkpoint
-    const char *init_config;     // or start from random weights with this config.json
-    const char *resume_dir;      // or continue a run from its checkpoint
-    const char *out_dir;
-    uint64_t init_seed;
-    size_t micro_batch;          // sequences per forward/backward
-    size_t save_every;           // 0: only at the end
-    size_t stop_at;              // stop (and save) after this many steps; 0: run to the end
-    int threads;
-    int quiet;
-    TrainSettings settings;
-} TrainOptions;
+// training: the loop (its schedule, data order and settings: common/train.h)
 
 static void save_checkpoint(const Qwen2 *m, const TrainSettings *s, const char *dir) {
     qwen2_save(m, dir);
-    optstate_save(m, s, dir);
+    optstate_write(dir, m->step, m->num_parameters, s, m->adam_m, m->adam_v, NULL);
 }
 
 // Runs (or resumes) a training run. Returns the loss of the last step.
@@ -1350,7 +960,9 @@ static float train_run(TrainOptions *o) {
     TrainSettings *s = &o->settings;
     if (o->resume_dir != NULL) {
         qwen2_load(&model, o->resume_dir);
-        optstate_load(&model, s, o->resume_dir);
+        model.adam_m = (float *)mallocCheck(model.num_parameters * sizeof(float));
+        model.adam_v = (float *)mallocCheck(model.num_parameters * sizeof(float));
+        optstate_read(o->resume_dir, model.step, model.num_parameters, s, model.adam_m, model.adam_v, model.params_memory);
     } else if (o->model_dir != NULL) {
         qwen2_load(&model, o->model_dir);
         model.step = 0;
@@ -1437,70 +1049,19 @@ static void usage_train(void) {
            "Fine-tunes Qwen2.5 on a token shard (from ./data) with s1's recipe: AdamW, cosine schedule with\n"
            "linear warmup, global grad-norm clipping, loss = mean over sequences of each sequence's token mean.\n"
            "Writes DIR/model.safetensors + config.json (loadable by HF transformers) and DIR/optimizer.bin.\n"
-           "\n"
-           "  --model DIR          start from this HF checkpoint (safetensors, single or sharded)\n"
-           "  --init-config FILE   start from random weights, N(0,0.02), for this config.json\n"
-           "  --init-seed N        seed of the random weights (default 1234)\n"
-           "  --resume DIR         continue the run checkpointed in DIR (same settings, same data order;\n"
-           "                       the schedule flags below are taken from DIR/optimizer.bin)\n"
-           "  --epochs N           passes over the shard (default 5)\n"
-           "  --batch N            sequences per optimizer step (default 16)\n"
-           "  --micro-batch N      sequences per forward/backward; gradients accumulate (default 1)\n"
-           "  --lr X               peak learning rate (default 1e-5)\n"
-           "  --warmup-ratio X     warmup steps = ceil(X * total steps) (default 0.05)\n"
-           "  --weight-decay X     AdamW decoupled weight decay (default 1e-4)\n"
-           "  --decay-norms        also decay RMSNorm weights, as transformers 4.46.1 did (default: biases and\n"
-           "                       norm weights are exempt)\n"
-           "  --clip X             max global gradient norm, 0 = off (default 1.0)\n"
-           "  --max-seq-len N      right-truncate longer sequences (default 32768)\n"
-           "  --seed N             data-order seed (default 42)\n"
-           "  --save-every N       also checkpoint every N steps (default 0: only at the end)\n"
-           "  --stop-at N          stop after step N and checkpoint; the schedule still spans the full run\n"
-           "  --threads N          OpenMP threads (default: all cores)\n");
+           "\n");
+    train_flags_help();
 }
 
 static int main_train(int argc, char **argv) {
     TrainOptions o;
-    memset(&o, 0, sizeof o);
-    TrainSettings *s = &o.settings;
-    *s = (TrainSettings){.lr = 1e-5, .warmup_ratio = 0.05, .weight_decay = 1e-4, .max_grad_norm = 1.0, .beta1 = 0.9,
-                         .beta2 = 0.95, .eps = 1e-8, .epochs = 5, .batch_size = 16, .max_seq_len = 32768, .seed = 42};
-    o.init_seed = 1234;
-    o.micro_batch = 1;
+    train_options_defaults(&o);
     const char *settings_flag = NULL;
     for (int i = 0; i < argc; i++) {
-        const char *a = argv[i];
-        if (flag_is(a, "--help") || flag_is(a, "-h")) { usage_train(); return 0; }
-        else if (flag_is(a, "--data")) o.data_path = flag_value(argc, argv, &i);
-        else if (flag_is(a, "--model")) o.model_dir = flag_value(argc, argv, &i);
-        else if (flag_is(a, "--init-config")) o.init_config = flag_value(argc, argv, &i);
-        else if (flag_is(a, "--init-seed")) o.init_seed = flag_count(argc, argv, &i, 1);
-        else if (flag_is(a, "--resume")) o.resume_dir = flag_value(argc, argv, &i);
-        else if (flag_is(a, "--out")) o.out_dir = flag_value(argc, argv, &i);
-        else if (flag_is(a, "--micro-batch")) o.micro_batch = flag_count(argc, argv, &i, 0);
-        else if (flag_is(a, "--save-every")) o.save_every = flag_count(argc, argv, &i, 1);
-        else if (flag_is(a, "--stop-at")) o.stop_at = flag_count(argc, argv, &i, 0);
-        else if (flag_is(a, "--threads")) o.threads = (int)flag_count(argc, argv, &i, 0);
-        else {
-            settings_flag = a;
-            if (flag_is(a, "--epochs")) s->epochs = flag_count(argc, argv, &i, 0);
-            else if (flag_is(a, "--batch")) s->batch_size = flag_count(argc, argv, &i, 0);
-            else if (flag_is(a, "--lr")) s->lr = flag_number(argc, argv, &i);
-            else if (flag_is(a, "--warmup-ratio")) s->warmup_ratio = flag_number(argc, argv, &i);
-            else if (flag_is(a, "--weight-decay")) s->weight_decay = flag_number(argc, argv, &i);
-            else if (flag_is(a, "--decay-norms")) s->decay_norm_weights = 1;
-            else if (flag_is(a, "--clip")) s->max_grad_norm = flag_number(argc, argv, &i);
-            else if (flag_is(a, "--max-seq-len")) s->max_seq_len = flag_count(argc, argv, &i, 0);
-            else if (flag_is(a, "--seed")) s->seed = flag_count(argc, argv, &i, 1);
-            else die("train: unknown argument '%s' (see ./s1 train --help)", a);
-        }
+        if (flag_is(argv[i], "--help") || flag_is(argv[i], "-h")) { usage_train(); return 0; }
+        if (!train_flag(argc, argv, &i, &o, &settings_flag)) die("train: unknown argument '%s' (see ./s1 train --help)", argv[i]);
     }
-    if (o.data_path == NULL || o.out_dir == NULL) die("train: --data and --out are required (see ./s1 train --help)");
-    if ((o.model_dir != NULL) + (o.init_config != NULL) + (o.resume_dir != NULL) != 1)
-        die("train: give exactly one of --model, --init-config or --resume");
-    if (o.resume_dir != NULL && settings_flag != NULL)
-        die("train: %s cannot be combined with --resume: the run's settings come from %s/optimizer.bin", settings_flag, o.resume_dir);
-    if (s->warmup_ratio > 1.0) die("train: --warmup-ratio must be at most 1");
+    train_options_check(&o, settings_flag, "train");
     if (o.threads > 0) omp_set_num_threads(o.threads);
     train_run(&o);
     return 0;

@@ -23,6 +23,7 @@
 #include "common/json.h"
 #include "common/qwen2_config.h"
 #include "common/safetensors.h"
+#include "common/qwen2_weights.h"   // the parameter layout (P_EMBED ... P_LMW) and checkpoint folders, shared with s1.c
 
 typedef __nv_bfloat16 floatX;   // the element type of weights and activations
 

@@ -60,28 +60,26 @@
 #include "common/classifier.cuh"
 
 // ----------------------------------------------------------------------------
-// the model: parameters in one bf16 allocation, carved as s1.c carves its fp32 ones
-
-enum { GP_EMBED, GP_LN1W, GP_QW, GP_QB, GP_KW, GP_KB, GP_VW, GP_VB, GP_OW, GP_LN2W, GP_GATEW, GP_UPW, GP_DOWNW,
-       GP_NORMW, GP_LMW, GP_NUM };
-
-static const struct { const char *name; int per_layer; } gpu_param_info[GP_NUM] = {
-    {"model.embed_tokens.weight", 0}, {"input_layernorm.weight", 1}, {"self_attn.q_proj.weight", 1},
-    {"self_attn.q_proj.bias", 1}, {"self_attn.k_proj.weight", 1}, {"self_attn.k_proj.bias", 1},
-    {"self_attn.v_proj.weight", 1}, {"self_attn.v_proj.bias", 1}, {"self_attn.o_proj.weight", 1},
-    {"post_attention_layernorm.weight", 1}, {"mlp.gate_proj.weight", 1}, {"mlp.up_proj.weight", 1},
-    {"mlp.down_proj.weight", 1}, {"model.norm.weight", 0}, {"lm_head.weight", 0},
-};
+// the model: parameters in one bf16 allocation, carved in s1.c's layout
+// (common/qwen2_weights.h: P_EMBED ... P_LMW); for training, fp32 master
+// weights, gradients and AdamW moments in the same layout, one flat buffer each
+// (so a later data-parallel version can shard every buffer by ranges)
 
 typedef struct {
     Qwen2Config config;
-    floatX *params_memory;         // one allocation, carved into param[]
-    floatX *param[GP_NUM];         // e.g. param[GP_QW]: (L, QD, H); param[GP_LMW]: (V, H), or the embedding when tied
-    size_t param_dims[GP_NUM][2];  // one layer's slice (dims[1] = 0 for vectors)
-    size_t num_parameters;
+    size_t num_parameters;         // P
+    floatX *params_memory;         // (P,) bf16 working weights, carved into param[]
+    floatX *param[NUM_PARAMETER_TENSORS];   // e.g. param[P_QW]: (L, QD, H); param[P_LMW]: (V, H), empty when tied
+    // training state (gpu_model_create with training = 1), fp32
+    float *master_memory;          // (P,) master weights; params_memory is their bf16 rounding
+    float *grads_memory;           // (P,) gradients, accumulated over a step's micro-batches
+    float *grad[NUM_PARAMETER_TENSORS];
+    float *adam_m, *adam_v;        // (P,) AdamW moments
+    size_t step;                   // AdamW steps taken
+    size_t allocated_bytes;        // GPU memory this model allocated (the log's "mem" figure)
     cublasHandle_t cublas;
     int chunk_rows;                // rows of the LM head per chunk
-    // activations of one forward, for up to `capacity` tokens (bf16 unless noted)
+    // inference activations (gpu_forward, gpu_decode), for up to `capacity` tokens (bf16 unless noted)
     size_t capacity;
     floatX *res;                   // (N,H) the residual stream
     floatX *ln;                    // (N,H) normed input of the current sublayer
@@ -95,99 +93,79 @@ typedef struct {
     int *pos;                      // (N,) position within its sequence
 } GpuModel;
 
-static size_t gpu_param_numel(const GpuModel *m, int i) {
-    size_t n = m->param_dims[i][0] * (m->param_dims[i][1] ? m->param_dims[i][1] : 1);
-    return gpu_param_info[i].per_layer ? n * m->config.num_layers : n;
-}
-
 static const floatX *gpu_lm_head(const GpuModel *m) {
-    return m->config.tie_word_embeddings ? m->param[GP_EMBED] : m->param[GP_LMW];
+    return m->config.tie_word_embeddings ? m->param[P_EMBED] : m->param[P_LMW];
 }
 
-// Copies the tensors of weight file `file` of a checkpoint folder into the GPU
-// parameters. loaded[i * L + l] marks tensor i (layer l) as read, so duplicates
-// and gaps are caught.
-static void gpu_read_safetensors(GpuModel *m, const SafetensorsFolder *files, size_t file, char *loaded) {
-    size_t L = m->config.num_layers;
-    SafetensorsFile f;
-    safetensors_folder_open_file(files, file, &f);
-    const char *path = f.path;
-    for (size_t e = 0; e < f.num_entries; e++) {
-        const SafetensorsEntry *en = &f.entries[e];
-        int found = -1;
-        size_t layer = 0;
-        for (int i = 0; i < GP_NUM && found < 0; i++) {
-            if (gpu_param_info[i].per_layer) {
-                const char *prefix = "model.layers.";
-                size_t plen = strlen(prefix);
-                if (strncmp(en->name, prefix, plen) != 0) continue;
-                char *end;
-                unsigned long long l = strtoull(en->name + plen, &end, 10);
-                if (end == en->name + plen || *end != '.' || strcmp(end + 1, gpu_param_info[i].name) != 0) continue;
-                if (l >= L) die("%s: tensor %s: layer %llu, but the config has %zu layers", path, en->name, l, L);
-                layer = (size_t)l;
-                found = i;
-            } else if (strcmp(en->name, gpu_param_info[i].name) == 0) {
-                found = i;
-            }
-        }
-        if (found == GP_LMW && m->config.tie_word_embeddings) continue;   // a copy of the embedding
-        if (found < 0) die("%s: unexpected tensor %s (not part of a Qwen2 model with this config)", path, en->name);
-        const size_t *dims = m->param_dims[found];
-        size_t ndim = dims[1] ? 2 : 1;
-        if (en->ndim != ndim || en->dims[0] != dims[0] || (ndim == 2 && en->dims[1] != dims[1])) {
-            if (ndim == 2) die("%s: tensor %s: the config implies shape [%zu, %zu]", path, en->name, dims[0], dims[1]);
-            die("%s: tensor %s: the config implies shape [%zu]", path, en->name, dims[0]);
-        }
-        if (strcmp(en->dtype, "F32") != 0 && strcmp(en->dtype, "F16") != 0 && strcmp(en->dtype, "BF16") != 0)
-            die("%s: tensor %s has dtype %s; only F32, F16 and BF16 are supported", path, en->name, en->dtype);
-        char *mark = &loaded[found * L + layer];
-        if (*mark) die("%s: tensor %s appears more than once", path, en->name);
-        *mark = 1;
-        uint16_t *host = (uint16_t *)mallocCheck(en->numel * sizeof(uint16_t));
-        safetensors_read_bf16(&f, en, host);
-        cudaCheck(cudaMemcpy(m->param[found] + layer * en->numel, host, en->numel * sizeof(uint16_t), cudaMemcpyHostToDevice));
-        free(host);
-    }
-    safetensors_close(&f);
+// cudaMalloc that counts what the model holds.
+static void *gpu_alloc(GpuModel *m, size_t bytes) {
+    void *p = NULL;
+    if (bytes > 0) cudaCheck(cudaMalloc(&p, bytes));
+    m->allocated_bytes += bytes;
+    return p;
 }
 
-// Loads a HF model folder (config.json plus model.safetensors, or the shards
-// listed in model.safetensors.index.json; tensors F32, F16 or BF16) into bf16
-// GPU memory. chunk_rows: rows per LM-head chunk (memory: chunk_rows * V * 4 bytes).
-static void gpu_model_load(GpuModel *m, const char *dir, int chunk_rows) {
+// Allocates a model of config c (weights uninitialised). training = 1 adds
+// the fp32 master weights, gradients and AdamW moments (16 bytes per parameter
+// with the bf16 weights, s1-spec section 8). chunk_rows: rows per LM-head
+// chunk (memory: chunk_rows * V * 4 bytes).
+static void gpu_model_create(GpuModel *m, const Qwen2Config *c, int chunk_rows, int training) {
     memset(m, 0, sizeof *m);
-    char path[4096];
-    snprintf(path, sizeof path, "%s/config.json", dir);
-    config_read(&m->config, path);
-    const Qwen2Config *c = &m->config;
-    if (c->head_dim > ATT_MAX_HD) die("%s: head_dim %zu exceeds the attention kernel's %d", path, c->head_dim, ATT_MAX_HD);
+    m->config = *c;
+    if (c->head_dim > ATT_MAX_HD) die("config: head_dim %zu exceeds the attention kernel's %d", c->head_dim, ATT_MAX_HD);
     if (c->hidden_size > (1u << 30) || c->vocab_size > (1u << 30) || c->intermediate_size > (1u << 30))
-        die("%s: a model size exceeds the kernels' int range", path);
-    size_t H = c->hidden_size, I = c->intermediate_size, QD = c->num_heads * c->head_dim, KD = c->num_kv_heads * c->head_dim;
-    size_t dims[GP_NUM][2] = {{c->vocab_size, H}, {H, 0}, {QD, H}, {QD, 0}, {KD, H}, {KD, 0}, {KD, H}, {KD, 0},
-                              {H, QD}, {H, 0}, {I, H}, {I, H}, {H, I}, {H, 0}, {c->tie_word_embeddings ? 0 : c->vocab_size, H}};
-    memcpy(m->param_dims, dims, sizeof dims);
-    for (int i = 0; i < GP_NUM; i++) m->num_parameters += gpu_param_numel(m, i);
-    cudaCheck(cudaMalloc((void **)&m->params_memory, m->num_parameters * sizeof(floatX)));
-    floatX *p = m->params_memory;
-    for (int i = 0; i < GP_NUM; i++) { m->param[i] = p; p += gpu_param_numel(m, i); }
-
-    size_t L = c->num_layers;
-    char *loaded = (char *)callocCheck(GP_NUM * L, 1);
-    SafetensorsFolder files;
-    safetensors_folder_open(&files, dir);
-    for (size_t i = 0; i < files.num_files; i++) gpu_read_safetensors(m, &files, i, loaded);
-    safetensors_folder_close(&files);
-    for (int i = 0; i < GP_NUM; i++)
-        for (size_t l = 0; l < (gpu_param_info[i].per_layer ? L : 1); l++)
-            if (!loaded[i * L + l] && !(i == GP_LMW && c->tie_word_embeddings)) {
-                if (gpu_param_info[i].per_layer) die("%s: missing tensor model.layers.%zu.%s", dir, l, gpu_param_info[i].name);
-                die("%s: missing tensor %s", dir, gpu_param_info[i].name);
-            }
-    free(loaded);
+        die("config: a model size exceeds the kernels' int range");
+    size_t P = m->num_parameters = parameter_count(c);
+    m->params_memory = (floatX *)gpu_alloc(m, P * sizeof(floatX));
+    for (int i = 0; i < NUM_PARAMETER_TENSORS; i++) m->param[i] = m->params_memory + parameter_offset(c, i);
+    if (training) {
+        m->master_memory = (float *)gpu_alloc(m, P * sizeof(float));
+        m->grads_memory = (float *)gpu_alloc(m, P * sizeof(float));
+        m->adam_m = (float *)gpu_alloc(m, P * sizeof(float));
+        m->adam_v = (float *)gpu_alloc(m, P * sizeof(float));
+        cudaCheck(cudaMemset(m->grads_memory, 0, P * sizeof(float)));
+        cudaCheck(cudaMemset(m->adam_m, 0, P * sizeof(float)));
+        cudaCheck(cudaMemset(m->adam_v, 0, P * sizeof(float)));
+        for (int i = 0; i < NUM_PARAMETER_TENSORS; i++) m->grad[i] = m->grads_memory + parameter_offset(c, i);
+    }
     cublasCheck(cublasCreate(&m->cublas));
     m->chunk_rows = chunk_rows > 0 ? chunk_rows : 1;
+}
+
+// Uploads n fp32 values to the parameters at `offset`: the bf16 weights get
+// their rounding (round to nearest even, as the AdamW kernel rounds), the
+// master weights, when training, the values themselves.
+static void gpu_upload_parameters(GpuModel *m, size_t offset, const float *values, size_t n) {
+    uint16_t *bf = (uint16_t *)mallocCheck(n * sizeof(uint16_t));
+    for (size_t j = 0; j < n; j++) bf[j] = float_to_bf16(values[j]);
+    cudaCheck(cudaMemcpy(m->params_memory + offset, bf, n * sizeof(uint16_t), cudaMemcpyHostToDevice));
+    if (m->master_memory != NULL) cudaCheck(cudaMemcpy(m->master_memory + offset, values, n * sizeof(float), cudaMemcpyHostToDevice));
+    free(bf);
+}
+
+static void gpu_read_tensor(void *ctx, const TensorInfo *t, SafetensorsFile *f, const SafetensorsEntry *e) {
+    float *host = (float *)mallocCheck(t->numel * sizeof(float));
+    safetensors_read_f32(f, e, host);
+    gpu_upload_parameters((GpuModel *)ctx, t->offset, host, t->numel);
+    free(host);
+}
+
+// Reads the weights of a HF checkpoint folder (config.json plus
+// model.safetensors or the shards of an index; F32, F16 or BF16; checked by
+// common/qwen2_weights.h exactly as s1.c checks them), one tensor at a time.
+// Returns the checkpoint's AdamW step (0 for a plain HF checkpoint).
+static size_t gpu_model_read(GpuModel *m, const char *dir) {
+    return qwen2_checkpoint_read(dir, &m->config, gpu_read_tensor, m);
+}
+
+// Loads a HF model folder into bf16 GPU memory, for inference.
+static void gpu_model_load(GpuModel *m, const char *dir, int chunk_rows) {
+    char path[4096];
+    snprintf(path, sizeof path, "%s/config.json", dir);
+    Qwen2Config c;
+    config_read(&c, path);
+    gpu_model_create(m, &c, chunk_rows, 0);
+    gpu_model_read(m, dir);
 }
 
 // Elements per token of the bf16 activation buffers res, ln, q, att, k, v, gate, up.
@@ -233,39 +211,71 @@ static void gpu_activations_ensure(GpuModel *m, size_t N) {
     m->capacity = N;
 }
 
-// One transformer layer l over N tokens whose keys/values go to kc, vc
-// (rows [past, past+N) of a (past+N, KD) buffer): attention of each of the S
-// sequences (seq_offsets), or, with seq_offsets NULL, of N new tokens of one
-// sequence after `past` cached ones.
-static void gpu_layer_forward(GpuModel *m, size_t l, int N, const size_t *seq_offsets, size_t S, floatX *kc, floatX *vc, int past) {
+// One layer's forward activations (bf16 unless noted), as gpu_layer_forward()
+// writes them. Inference aliases them to save memory (resmid = the layer's
+// input: the residual adds happen in place; mlp = gate; no rstd, no lse);
+// training keeps each one for the backward pass, or recomputes them.
+typedef struct {
+    floatX *ln1;      // (N,H) input_layernorm output
+    float *rstd1;     // (N,) fp32, or NULL
+    floatX *q;        // (N,QD) after RoPE
+    floatX *k, *v;    // (N,KD) k after RoPE (rows of a KV cache when decoding)
+    floatX *att;      // (N,QD) attention output, before o_proj
+    float *lse;       // (N,NQ) fp32 log-sum-exp of each attention row, or NULL
+    floatX *resmid;   // (N,H) residual stream after the attention block
+    floatX *ln2;      // (N,H) post_attention_layernorm output
+    float *rstd2;     // (N,) fp32, or NULL
+    floatX *gate, *up;  // (N,I) the MLP's projections
+    floatX *mlp;      // (N,I) silu(gate) * up
+} LayerActs;
+
+// One transformer layer l over N tokens: res (N,H) in, out (N,H) = the
+// residual stream after the layer (out may be a->resmid, and a->resmid may be
+// res: the adds then run in place; out NULL skips the MLP's down projection,
+// which a recomputation for the backward pass does not need). Attention runs
+// over each of the S sequences (seq_offsets), or, with seq_offsets NULL, over
+// N new tokens of one sequence after `past` cached ones: a->k, a->v then point
+// at row `past` of the (past+N, KD) cache, whose rows before it are read too.
+static void gpu_layer_forward(GpuModel *m, size_t l, int N, const size_t *seq_offsets, size_t S, const LayerActs *a,
+                              const floatX *res, floatX *out, int past) {
     const Qwen2Config *c = &m->config;
     int H = (int)c->hidden_size, I = (int)c->intermediate_size, NQ = (int)c->num_heads, NKV = (int)c->num_kv_heads;
     int HD = (int)c->head_dim, QD = NQ * HD, KD = NKV * HD;
     float eps = (float)c->rms_norm_eps, theta = (float)c->rope_theta;
     floatX *const *p = m->param;
-    floatX *k = kc + (size_t)past * KD, *v = vc + (size_t)past * KD;
-    rmsnorm_forward(m->ln, NULL, m->res, p[GP_LN1W] + l * H, N, H, eps);
-    matmul_forward(m->cublas, m->q, m->ln, p[GP_QW] + l * QD * H, p[GP_QB] + l * QD, N, H, QD, 0);
-    matmul_forward(m->cublas, k, m->ln, p[GP_KW] + l * KD * H, p[GP_KB] + l * KD, N, H, KD, 0);
-    matmul_forward(m->cublas, v, m->ln, p[GP_VW] + l * KD * H, p[GP_VB] + l * KD, N, H, KD, 0);
-    rope_forward(m->q, m->pos, N, NQ, HD, theta);
-    rope_forward(k, m->pos, N, NKV, HD, theta);
+    rmsnorm_forward(a->ln1, a->rstd1, res, p[P_LN1W] + l * H, N, H, eps);
+    matmul_forward(m->cublas, a->q, a->ln1, p[P_QW] + l * QD * H, p[P_QB] + l * QD, N, H, QD, 0);
+    matmul_forward(m->cublas, a->k, a->ln1, p[P_KW] + l * KD * H, p[P_KB] + l * KD, N, H, KD, 0);
+    matmul_forward(m->cublas, a->v, a->ln1, p[P_VW] + l * KD * H, p[P_VB] + l * KD, N, H, KD, 0);
+    rope_forward(a->q, m->pos, N, NQ, HD, theta);
+    rope_forward(a->k, m->pos, N, NKV, HD, theta);
     if (seq_offsets == NULL && N == 1) {
-        attention_decode(m->att, m->q, kc, vc, past + 1, NQ, NKV, HD);
+        attention_decode(a->att, a->q, a->k - (size_t)past * KD, a->v - (size_t)past * KD, past + 1, NQ, NKV, HD);
     } else if (seq_offsets == NULL) {
-        attention_forward(m->att, NULL, m->q, kc, vc, N, past, NQ, NKV, HD);
+        attention_forward(a->att, a->lse, a->q, a->k - (size_t)past * KD, a->v - (size_t)past * KD, N, past, NQ, NKV, HD);
     } else {
         for (size_t s = 0; s < S; s++) {
             size_t n0 = seq_offsets[s], T = seq_offsets[s + 1] - n0;
-            if (T > 0) attention_forward(m->att + n0 * QD, NULL, m->q + n0 * QD, k + n0 * KD, v + n0 * KD, (int)T, 0, NQ, NKV, HD);
+            if (T > 0) attention_forward(a->att + n0 * QD, a->lse ? a->lse + n0 * NQ : NULL, a->q + n0 * QD, a->k + n0 * KD,
+                                         a->v + n0 * KD, (int)T, 0, NQ, NKV, HD);
         }
     }
-    matmul_forward(m->cublas, m->res, m->att, p[GP_OW] + l * H * QD, NULL, N, QD, H, 1);
-    rmsnorm_forward(m->ln, NULL, m->res, p[GP_LN2W] + l * H, N, H, eps);
-    matmul_forward(m->cublas, m->gate, m->ln, p[GP_GATEW] + l * I * H, NULL, N, H, I, 0);
-    matmul_forward(m->cublas, m->up, m->ln, p[GP_UPW] + l * I * H, NULL, N, H, I, 0);
-    swiglu_forward(m->gate, m->gate, m->up, (size_t)N * I);
-    matmul_forward(m->cublas, m->res, m->gate, p[GP_DOWNW] + l * H * I, NULL, N, I, H, 1);
+    // resmid = res + o_proj(att): the GEMM adds onto a copy of res (rounded once)
+    if (a->resmid != res) cudaCheck(cudaMemcpy(a->resmid, res, (size_t)N * H * sizeof(floatX), cudaMemcpyDeviceToDevice));
+    matmul_forward(m->cublas, a->resmid, a->att, p[P_OW] + l * H * QD, NULL, N, QD, H, 1);
+    rmsnorm_forward(a->ln2, a->rstd2, a->resmid, p[P_LN2W] + l * H, N, H, eps);
+    matmul_forward(m->cublas, a->gate, a->ln2, p[P_GATEW] + l * I * H, NULL, N, H, I, 0);
+    matmul_forward(m->cublas, a->up, a->ln2, p[P_UPW] + l * I * H, NULL, N, H, I, 0);
+    swiglu_forward(a->mlp, a->gate, a->up, (size_t)N * I);
+    if (out == NULL) return;
+    if (out != a->resmid) cudaCheck(cudaMemcpy(out, a->resmid, (size_t)N * H * sizeof(floatX), cudaMemcpyDeviceToDevice));
+    matmul_forward(m->cublas, out, a->mlp, p[P_DOWNW] + l * H * I, NULL, N, I, H, 1);
+}
+
+// The inference buffers as a LayerActs: everything in place, one layer at a time.
+static LayerActs gpu_inference_acts(GpuModel *m, floatX *k, floatX *v) {
+    LayerActs a = {m->ln, NULL, m->q, k, v, m->att, NULL, m->res, m->ln, NULL, m->gate, m->up, m->gate};
+    return a;
 }
 
 // Forward pass over S sequences stored back to back, with s1.c's conventions
@@ -299,9 +309,10 @@ static float gpu_forward(GpuModel *m, const uint32_t *ids, const uint8_t *mask, 
     cudaCheck(cudaMemcpy(m->weights, weights, N * sizeof(float), cudaMemcpyHostToDevice));
     cudaCheck(cudaMemcpy(m->pos, pos, N * sizeof(int), cudaMemcpyHostToDevice));
 
-    embedding_forward(m->res, m->ids, m->param[GP_EMBED], (int)N, (int)H);
-    for (size_t l = 0; l < L; l++) gpu_layer_forward(m, l, (int)N, seq_offsets, S, m->k, m->v, 0);
-    rmsnorm_forward(m->ln, NULL, m->res, m->param[GP_NORMW], (int)N, (int)H, (float)c->rms_norm_eps);
+    embedding_forward(m->res, m->ids, m->param[P_EMBED], (int)N, (int)H);
+    LayerActs acts = gpu_inference_acts(m, m->k, m->v);
+    for (size_t l = 0; l < L; l++) gpu_layer_forward(m, l, (int)N, seq_offsets, S, &acts, m->res, m->res, 0);
+    rmsnorm_forward(m->ln, NULL, m->res, m->param[P_NORMW], (int)N, (int)H, (float)c->rms_norm_eps);
     lm_head_loss(m->cublas, m->loss, m->losses, m->logits, m->ln, gpu_lm_head(m), m->targets, m->weights, weights,
                  (int)N, (int)H, (int)V, m->chunk_rows);
     float loss;
@@ -356,11 +367,14 @@ static const float *gpu_decode(GpuModel *m, GpuKVCache *kv, const uint32_t *ids,
     cudaCheck(cudaMemcpy(m->ids, ids, n * sizeof(uint32_t), cudaMemcpyHostToDevice));
     cudaCheck(cudaMemcpy(m->pos, pos, n * sizeof(int), cudaMemcpyHostToDevice));
     free(pos);
-    embedding_forward(m->res, m->ids, m->param[GP_EMBED], (int)n, (int)H);
-    for (size_t l = 0; l < L; l++)
-        gpu_layer_forward(m, l, (int)n, NULL, 1, kv->k + l * kv->max_len * KD, kv->v + l * kv->max_len * KD, (int)kv->len);
+    embedding_forward(m->res, m->ids, m->param[P_EMBED], (int)n, (int)H);
+    for (size_t l = 0; l < L; l++) {
+        size_t row = l * kv->max_len * KD + kv->len * KD;   // the new tokens' rows of layer l's cache
+        LayerActs acts = gpu_inference_acts(m, kv->k + row, kv->v + row);
+        gpu_layer_forward(m, l, (int)n, NULL, 1, &acts, m->res, m->res, (int)kv->len);
+    }
     const floatX *last = m->res + (n - 1) * H;
-    rmsnorm_forward(m->ln, NULL, last, m->param[GP_NORMW], 1, (int)H, (float)c->rms_norm_eps);
+    rmsnorm_forward(m->ln, NULL, last, m->param[P_NORMW], 1, (int)H, (float)c->rms_norm_eps);
     gemm_nt(m->cublas, m->logits, CUDA_R_32F, m->ln, gpu_lm_head(m), 1, (int)H, (int)V, 0.0f);
     cudaCheck(cudaMemcpy(kv->logits, m->logits, V * sizeof(float), cudaMemcpyDeviceToHost));
     kv->len += n;
@@ -368,8 +382,8 @@ static const float *gpu_decode(GpuModel *m, GpuKVCache *kv, const uint32_t *ids,
 }
 
 static void gpu_model_free(GpuModel *m) {
-    void *bufs[] = {m->params_memory, m->res, m->ln, m->q, m->att, m->k, m->v, m->gate, m->up, m->logits,
-                    m->losses, m->weights, m->loss, m->ids, m->targets, m->pos};
+    void *bufs[] = {m->params_memory, m->master_memory, m->grads_memory, m->adam_m, m->adam_v, m->res, m->ln, m->q,
+                    m->att, m->k, m->v, m->gate, m->up, m->logits, m->losses, m->weights, m->loss, m->ids, m->targets, m->pos};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) cudaCheck(cudaFree(bufs[i]));
     cublasCheck(cublasDestroy(m->cublas));
     memset(m, 0, sizeof *m);

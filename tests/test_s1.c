@@ -308,9 +308,9 @@ static void test_checkpoint_formats(void) {
     config_write(&m.config, path);
     size_t split = m.num_tensors / 2;
     snprintf(path, sizeof path, "%s/model-00001-of-00002.safetensors", dir);
-    safetensors_write(&m, path, 0, split, 0);
+    safetensors_write(path, m.tensors, 0, split, m.params_memory, 0, m.step);
     snprintf(path, sizeof path, "%s/model-00002-of-00002.safetensors", dir);
-    safetensors_write(&m, path, split, m.num_tensors - split, 1);
+    safetensors_write(path, m.tensors, split, m.num_tensors - split, m.params_memory, 1, m.step);
     snprintf(path, sizeof path, "%s/model.safetensors.index.json", dir);
     FILE *fp = fopenCheck(path, "w");
     fprintf(fp, "{\"metadata\": {\"total_size\": 0}, \"weight_map\": {");

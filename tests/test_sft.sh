@@ -138,7 +138,7 @@ expect_error "sft with a truncated checkpoint" "model.safetensors: tensor .* out
 mkdir -p "$TMP/wrong"
 sed 's/"intermediate_size": 136/"intermediate_size": 128/' $GQA/config.json >"$TMP/wrong/config.json"
 cp $GQA/model.safetensors "$TMP/wrong/"
-expect_error "sft with a checkpoint that does not fit its config" "model.safetensors: tensor model.layers.0.mlp.(down_proj.weight: the config implies shape \[96, 128\]|(gate|up)_proj.weight: the config implies shape \[128, 96\])" \
+expect_error "sft with a checkpoint that does not fit its config" "model.safetensors: tensor model.layers.0.mlp.(down|gate|up)_proj.weight has shape \[[0-9, ]+\], the config implies \[[0-9, ]+\]" \
     $SFT --model "$TMP/wrong" --data "$TMP/gqa.shard"
 expect_error "sft with a shard that is not one" "not a shard" $SFT --model $GQA --data $GQA/config.json
 expect_error "sample with a bad prompt" "--prompt-ids must be comma-separated token ids" $SAMPLE --model $GQA --prompt-ids 5,x

@@ -1,0 +1,298 @@
+/*
+ * train.h: what ./s1 train (s1.c, the CPU) and sft train (sft.cu, the GPU)
+ * share, so that the two run the same recipe step for step: the learning-rate
+ * schedule, the data order, the run's settings and their command-line flags,
+ * and the optimizer-state file of a checkpoint. One copy, two programs.
+ *
+ *   schedule_lr()          HF get_cosine_schedule_with_warmup
+ *   dataloader_batch()     the sequences of optimizer step k (seeded shuffles per epoch)
+ *   train_flag()           the shared flags; train_flags_help() their help lines
+ *   optstate_write/read()  DIR/optimizer.bin: AdamW moments, step, settings [, master weights]
+ */
+#ifndef S1C_TRAIN_H
+#define S1C_TRAIN_H
+
+#include <errno.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+#include "common/util.h"
+#include "common/shard.h"
+#include "common/qwen2_weights.h"   // rng_uniform()
+
+// ----------------------------------------------------------------------------
+// learning-rate schedule: HF get_cosine_schedule_with_warmup
+
+// Warmup steps as HF computes them from a ratio: ceil(ratio * total).
+static inline size_t schedule_warmup_steps(size_t total_steps, double warmup_ratio) {
+    return (size_t)ceil((double)total_steps * warmup_ratio);
+}
+
+// lr for optimizer step k = 0, 1, ...: linear from 0 over the warmup, then a half cosine to 0.
+static inline double schedule_lr(size_t k, size_t total_steps, size_t warmup_steps, double lr0) {
+    if (k < warmup_steps) return lr0 * (double)k / (double)(warmup_steps > 1 ? warmup_steps : 1);
+    size_t decay = total_steps - warmup_steps;
+    double progress = (double)(k - warmup_steps) / (double)(decay > 1 ? decay : 1);
+    double f = 0.5 * (1.0 + cos(M_PI * 0.5 * 2.0 * progress));
+    return lr0 * (f > 0.0 ? f : 0.0);
+}
+
+// ----------------------------------------------------------------------------
+// data loader: whole sequences from a shard, reshuffled every epoch
+
+typedef struct {
+    Shard shard;
+    size_t batch_size;       // sequences per optimizer step
+    size_t max_seq_len;      // longer sequences are right-truncated (TRL's block size)
+    uint64_t seed;
+    size_t *order;           // (num_sequences,) this epoch's permutation
+    size_t order_epoch;      // which epoch order holds, SIZE_MAX for none
+    // the current batch, gathered back to back
+    uint32_t *ids;
+    uint8_t *mask;
+    size_t *seq_offsets;     // (batch_size + 1,)
+    size_t num_seqs;
+} DataLoader;
+
+static inline void dataloader_init(DataLoader *d, const char *path, size_t batch_size, size_t max_seq_len, uint64_t seed) {
+    memset(d, 0, sizeof *d);
+    shard_read(&d->shard, path);
+    if (d->shard.header.num_sequences == 0) die("%s: the shard has no sequences", path);
+    d->batch_size = batch_size;
+    d->max_seq_len = max_seq_len;
+    d->seed = seed;
+    size_t S = (size_t)d->shard.header.num_sequences;
+    d->order = (size_t *)mallocCheck(S * sizeof(size_t));
+    d->order_epoch = SIZE_MAX;
+    d->ids = (uint32_t *)mallocCheck(batch_size * max_seq_len * sizeof(uint32_t));
+    d->mask = (uint8_t *)mallocCheck(batch_size * max_seq_len);
+    d->seq_offsets = (size_t *)mallocCheck((batch_size + 1) * sizeof(size_t));
+}
+
+static inline size_t dataloader_steps_per_epoch(const DataLoader *d) {
+    return ((size_t)d->shard.header.num_sequences + d->batch_size - 1) / d->batch_size;
+}
+
+// The permutation of an epoch depends only on (seed, epoch), so a resumed run
+// needs nothing but the step number to continue the same data order.
+static inline void dataloader_shuffle(DataLoader *d, size_t epoch) {
+    size_t S = (size_t)d->shard.header.num_sequences;
+    uint64_t state = d->seed ^ (0xD1B54A32D192ED03ull * (epoch + 1));
+    for (size_t i = 0; i < S; i++) d->order[i] = i;
+    for (size_t i = S - 1; i > 0; i--) {  // Fisher-Yates
+        size_t j = (size_t)(rng_uniform(&state) * (double)(i + 1));
+        size_t t = d->order[i]; d->order[i] = d->order[j]; d->order[j] = t;
+    }
+    d->order_epoch = epoch;
+}
+
+// Gathers the sequences of optimizer step k. The last step of an epoch takes
+// the remaining sequences (fewer than batch_size when it does not divide).
+static inline void dataloader_batch(DataLoader *d, size_t step) {
+    size_t spe = dataloader_steps_per_epoch(d), epoch = step / spe, b = step % spe, S = (size_t)d->shard.header.num_sequences;
+    if (d->order_epoch != epoch) dataloader_shuffle(d, epoch);
+    size_t first = b * d->batch_size, last = first + d->batch_size < S ? first + d->batch_size : S;
+    d->num_seqs = last - first;
+    d->seq_offsets[0] = 0;
+    for (size_t i = 0; i < d->num_seqs; i++) {
+        size_t seq = d->order[first + i], start = (size_t)d->shard.offsets[seq], len = shard_seq_len(&d->shard, seq);
+        if (len > d->max_seq_len) len = d->max_seq_len;
+        memcpy(d->ids + d->seq_offsets[i], d->shard.ids + start, len * sizeof(uint32_t));
+        memcpy(d->mask + d->seq_offsets[i], d->shard.mask + start, len);
+        d->seq_offsets[i + 1] = d->seq_offsets[i] + len;
+    }
+}
+
+// FNV-1a over the shard's offsets, ids and mask.
+static inline uint64_t shard_hash(const Shard *sh) {
+    uint64_t h = 0xcbf29ce484222325ull;
+    const uint8_t *parts[3] = {(const uint8_t *)sh->offsets, (const uint8_t *)sh->ids, sh->mask};
+    size_t sizes[3] = {(size_t)(sh->header.num_sequences + 1) * 8, (size_t)sh->header.num_tokens * 4, (size_t)sh->header.num_tokens};
+    for (int p = 0; p < 3; p++)
+        for (size_t i = 0; i < sizes[p]; i++) h = (h ^ parts[p][i]) * 0x100000001b3ull;
+    return h;
+}
+
+static inline void dataloader_free(DataLoader *d) {
+    shard_free(&d->shard);
+    free(d->order); free(d->ids); free(d->mask); free(d->seq_offsets);
+}
+
+// ----------------------------------------------------------------------------
+// the run's settings, the optimizer-state file, the command-line flags
+
+typedef struct {
+    // the schedule and the optimizer: fixed for a run, stored in optimizer.bin
+    double lr;
+    double warmup_ratio;
+    double weight_decay;
+    double max_grad_norm;
+    double beta1, beta2, eps;
+    uint64_t decay_norm_weights;
+    uint64_t epochs;
+    uint64_t batch_size;
+    uint64_t max_seq_len;
+    uint64_t seed;
+    uint64_t num_sequences;   // of the training shard,
+    uint64_t data_hash;       // and a hash of its contents, to catch a resume on other data
+} TrainSettings;
+
+#define OPTSTATE_MAGIC 0x504F3153u   // "S1OP"
+#define OPTSTATE_VERSION 2u
+
+typedef struct {
+    uint32_t magic, version;
+    uint64_t step;             // optimizer steps done
+    uint64_t num_parameters;
+    uint64_t has_master;       // 1: fp32 master weights follow m and v (sft train with --save-dtype bf16)
+    TrainSettings settings;
+} OptStateHeader;              // then float m[num_parameters], v[num_parameters] [, master[num_parameters]]
+
+// DIR/optimizer.bin next to the HF files: the AdamW moments, the step and the
+// run's settings, and the fp32 master weights when model.safetensors holds
+// only their bf16 rounding (NULL: not written; ./s1 train's F32 model file is
+// its master). Written through a temporary file and a rename.
+static inline void optstate_write(const char *dir, size_t step, size_t n, const TrainSettings *s, const float *m,
+                                  const float *v, const float *master) {
+    char path[4096];
+    snprintf(path, sizeof path, "%s/optimizer.bin", dir);
+    OptStateHeader h;
+    memset(&h, 0, sizeof h);
+    h.magic = OPTSTATE_MAGIC;
+    h.version = OPTSTATE_VERSION;
+    h.step = step;
+    h.num_parameters = n;
+    h.has_master = master != NULL;
+    h.settings = *s;
+    AtomicFile af = atomic_open(path);
+    fwriteCheck(&h, sizeof h, 1, af.fp, af.tmp_path);
+    fwriteCheck(m, sizeof(float), n, af.fp, af.tmp_path);
+    fwriteCheck(v, sizeof(float), n, af.fp, af.tmp_path);
+    if (master != NULL) fwriteCheck(master, sizeof(float), n, af.fp, af.tmp_path);
+    atomic_commit(&af);
+}
+
+// Reads DIR/optimizer.bin of a model with n parameters whose model.safetensors
+// is at AdamW step `step` into *s, m and v (n floats each) and, when the file
+// holds master weights, into master (n floats). Returns 1 when it did.
+static inline int optstate_read(const char *dir, size_t step, size_t n, TrainSettings *s, float *m, float *v, float *master) {
+    char path[4096];
+    snprintf(path, sizeof path, "%s/optimizer.bin", dir);
+    FILE *fp = fopen(path, "rb");
+    if (fp == NULL) die("%s: cannot open optimizer state: %s", path, strerror(errno));
+    OptStateHeader h;
+    if (fread(&h, sizeof h, 1, fp) != 1) die("%s: truncated optimizer state header", path);
+    if (h.magic != OPTSTATE_MAGIC || h.version != OPTSTATE_VERSION) die("%s: not an s1.c optimizer state (bad magic or version)", path);
+    if (h.num_parameters != n)
+        die("%s: optimizer state has %llu parameters, the model %zu", path, (unsigned long long)h.num_parameters, n);
+    if (h.step != step)
+        die("%s: optimizer state is at step %llu but model.safetensors at step %zu (interrupted save?)", path, (unsigned long long)h.step, step);
+    if (h.has_master > 1) die("%s: corrupt optimizer state header (has_master %llu)", path, (unsigned long long)h.has_master);
+    freadCheck(m, sizeof(float), n, fp, path);
+    freadCheck(v, sizeof(float), n, fp, path);
+    if (h.has_master) freadCheck(master, sizeof(float), n, fp, path);
+    if (fgetc(fp) != EOF) die("%s: trailing bytes after the optimizer state", path);
+    fclose(fp);
+    *s = h.settings;
+    return (int)h.has_master;
+}
+
+typedef struct {
+    const char *data_path;
+    const char *model_dir;       // fine-tune this HF checkpoint
+    const char *init_config;     // or start from random weights with this config.json
+    const char *resume_dir;      // or continue a run from its checkpoint
+    const char *out_dir;
+    uint64_t init_seed;
+    size_t micro_batch;          // sequences per forward/backward
+    size_t save_every;           // 0: only at the end
+    size_t stop_at;              // stop (and save) after this many steps; 0: run to the end
+    int threads;
+    int quiet;
+    TrainSettings settings;
+} TrainOptions;
+
+static inline void train_options_defaults(TrainOptions *o) {
+    memset(o, 0, sizeof *o);
+    o->settings.lr = 1e-5;
+    o->settings.warmup_ratio = 0.05;
+    o->settings.weight_decay = 1e-4;
+    o->settings.max_grad_norm = 1.0;
+    o->settings.beta1 = 0.9;
+    o->settings.beta2 = 0.95;
+    o->settings.eps = 1e-8;
+    o->settings.epochs = 5;
+    o->settings.batch_size = 16;
+    o->settings.max_seq_len = 32768;
+    o->settings.seed = 42;
+    o->init_seed = 1234;
+    o->micro_batch = 1;
+}
+
+// The help lines of the shared flags (./s1 train --help and sft train --help print them alike).
+static inline void train_flags_help(void) {
+    printf("  --model DIR          start from this HF checkpoint (safetensors, single or sharded)\n"
+           "  --init-config FILE   start from random weights, N(0,0.02), for this config.json\n"
+           "  --init-seed N        seed of the random weights (default 1234)\n"
+           "  --resume DIR         continue the run checkpointed in DIR (same settings, same data order;\n"
+           "                       the schedule flags below are taken from DIR/optimizer.bin)\n"
+           "  --epochs N           passes over the shard (default 5)\n"
+           "  --batch N            sequences per optimizer step (default 16)\n"
+           "  --micro-batch N      sequences per forward/backward; gradients accumulate (default 1)\n"
+           "  --lr X               peak learning rate (default 1e-5)\n"
+           "  --warmup-ratio X     warmup steps = ceil(X * total steps) (default 0.05)\n"
+           "  --weight-decay X     AdamW decoupled weight decay (default 1e-4)\n"
+           "  --decay-norms        also decay RMSNorm weights, as transformers 4.46.1 did (default: biases and\n"
+           "                       norm weights are exempt)\n"
+           "  --clip X             max global gradient norm, 0 = off (default 1.0)\n"
+           "  --max-seq-len N      right-truncate longer sequences (default 32768)\n"
+           "  --seed N             data-order seed (default 42)\n"
+           "  --save-every N       also checkpoint every N steps (default 0: only at the end)\n"
+           "  --stop-at N          stop after step N and checkpoint; the schedule still spans the full run\n"
+           "  --threads N          OpenMP threads (default: all cores)\n");
+}
+
+// Parses the shared flag at argv[*i] into o and returns 1, or returns 0 when
+// argv[*i] is not one. A flag that sets a run setting (stored in optimizer.bin)
+// is remembered in *settings_flag, since --resume takes those from the file.
+static inline int train_flag(int argc, char **argv, int *i, TrainOptions *o, const char **settings_flag) {
+    const char *a = argv[*i];
+    TrainSettings *s = &o->settings;
+    if (flag_is(a, "--data")) o->data_path = flag_value(argc, argv, i);
+    else if (flag_is(a, "--model")) o->model_dir = flag_value(argc, argv, i);
+    else if (flag_is(a, "--init-config")) o->init_config = flag_value(argc, argv, i);
+    else if (flag_is(a, "--init-seed")) o->init_seed = flag_count(argc, argv, i, 1);
+    else if (flag_is(a, "--resume")) o->resume_dir = flag_value(argc, argv, i);
+    else if (flag_is(a, "--out")) o->out_dir = flag_value(argc, argv, i);
+    else if (flag_is(a, "--micro-batch")) o->micro_batch = flag_count(argc, argv, i, 0);
+    else if (flag_is(a, "--save-every")) o->save_every = flag_count(argc, argv, i, 1);
+    else if (flag_is(a, "--stop-at")) o->stop_at = flag_count(argc, argv, i, 0);
+    else if (flag_is(a, "--threads")) o->threads = (int)flag_count(argc, argv, i, 0);
+    else {
+        if (flag_is(a, "--epochs")) s->epochs = flag_count(argc, argv, i, 0);
+        else if (flag_is(a, "--batch")) s->batch_size = flag_count(argc, argv, i, 0);
+        else if (flag_is(a, "--lr")) s->lr = flag_number(argc, argv, i);
+        else if (flag_is(a, "--warmup-ratio")) s->warmup_ratio = flag_number(argc, argv, i);
+        else if (flag_is(a, "--weight-decay")) s->weight_decay = flag_number(argc, argv, i);
+        else if (flag_is(a, "--decay-norms")) s->decay_norm_weights = 1;
+        else if (flag_is(a, "--clip")) s->max_grad_norm = flag_number(argc, argv, i);
+        else if (flag_is(a, "--max-seq-len")) s->max_seq_len = flag_count(argc, argv, i, 0);
+        else if (flag_is(a, "--seed")) s->seed = flag_count(argc, argv, i, 1);
+        else return 0;
+        *settings_flag = a;
+    }
+    return 1;
+}
+
+// The checks every training command makes once its flags are read (prog: "train" or "sft train").
+static inline void train_options_check(const TrainOptions *o, const char *settings_flag, const char *prog) {
+    if (o->data_path == NULL || o->out_dir == NULL) die("%s: --data and --out are required (see %s --help)", prog, prog);
+    if ((o->model_dir != NULL) + (o->init_config != NULL) + (o->resume_dir != NULL) != 1)
+        die("%s: give exactly one of --model, --init-config or --resume", prog);
+    if (o->resume_dir != NULL && settings_flag != NULL)
+        die("%s: %s cannot be combined with --resume: the run's settings come from %s/optimizer.bin", prog, settings_flag, o->resume_dir);
+    if (o->settings.warmup_ratio > 1.0) die("%s: --warmup-ratio must be at most 1", prog);
+}
+
+#endif // S1C_TRAIN_H

@@ -33,6 +33,8 @@ CU_PROGRAMS := $(basename $(wildcard sft.cu sample.cu))
 SOURCES := $(wildcard *.c *.cu common/*.h common/*.cuh)
 
 C_TESTS := $(patsubst tests/%.c,build/tests/%,$(wildcard tests/test_*.c))
+# helpers the shell tests call (not run by tests/run.sh themselves)
+C_TOOLS := $(patsubst tests/%.c,build/tests/%,$(wildcard tests/tool_*.c))
 EMU_TESTS := $(patsubst tests/%.cu,build/tests/%,$(wildcard tests/emu_*.cu))
 EMU_PROGRAMS := $(addprefix build/emu/,$(CU_PROGRAMS))
 CUDA_PROGRAMS := $(addprefix build/cuda/,$(CU_PROGRAMS))
@@ -54,6 +56,10 @@ $(C_PROGRAMS): %: %.c $(SOURCES)
 	$(CC) $(ALL_CFLAGS) -o $@ $< $(LDLIBS)
 
 build/tests/test_%: tests/test_%.c tests/test.h $(SOURCES)
+	@mkdir -p build/tests
+	$(CC) $(ALL_CFLAGS) -o $@ $< $(LDLIBS)
+
+build/tests/tool_%: tests/tool_%.c $(SOURCES)
 	@mkdir -p build/tests
 	$(CC) $(ALL_CFLAGS) -o $@ $< $(LDLIBS)
 
@@ -104,7 +110,7 @@ emu: $(EMU_PROGRAMS) $(EMU_TESTS) $(EMU_NEG) $(EMU_NEG_ASAN) $(EMU_NEG_TSAN) $(E
 
 cuda: $(CUDA_PROGRAMS) $(CUDA_TEST_OBJECTS)
 
-test: all $(C_TESTS) emu
+test: all $(C_TESTS) $(C_TOOLS) emu
 	@tests/run.sh
 
 clean:

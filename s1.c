@@ -972,34 +972,15 @@ static float train_run(TrainOptions *o) {
         qwen2_init_random(&model, &c, o->init_seed);
     }
     DataLoader loader;
-    dataloader_init(&loader, o->data_path, (size_t)s->batch_size, (size_t)s->max_seq_len, s->seed);
-    uint64_t hash = shard_hash(&loader.shard);
-    if (o->resume_dir != NULL && (s->num_sequences != loader.shard.header.num_sequences || s->data_hash != hash))
-        die("%s: not the data this run was trained on (%llu sequences, content hash %016llx; this shard: %llu, %016llx)",
-            o->data_path, (unsigned long long)s->num_sequences, (unsigned long long)s->data_hash,
-            (unsigned long long)loader.shard.header.num_sequences, (unsigned long long)hash);
-    s->num_sequences = loader.shard.header.num_sequences;
-    s->data_hash = hash;
-    if (loader.shard.header.vocab_size > model.config.vocab_size)
-        die("%s: shard vocab_size %u exceeds the model's %zu embedding rows", o->data_path, loader.shard.header.vocab_size, model.config.vocab_size);
-    size_t total = (size_t)s->epochs * dataloader_steps_per_epoch(&loader), warmup = schedule_warmup_steps(total, s->warmup_ratio);
-    size_t end = o->stop_at > 0 && o->stop_at < total ? o->stop_at : total;
+    size_t total, warmup, end;
+    train_data_open(o, &loader, model.config.vocab_size, &total, &warmup, &end);
     AdamWConfig adamw = {(float)s->beta1, (float)s->beta2, (float)s->eps, (float)s->weight_decay, (float)s->max_grad_norm, (int)s->decay_norm_weights};
     if (!o->quiet) {
-        size_t truncated = 0, longest = 0;
-        for (size_t i = 0; i < (size_t)s->num_sequences; i++) {
-            size_t len = shard_seq_len(&loader.shard, i);
-            truncated += len > s->max_seq_len;
-            longest = len > longest ? len : longest;
-        }
         printf("model: %zu parameters, %zu layers | data: %llu sequences (longest %zu tokens), %zu steps/epoch | %zu steps, %zu warmup | threads %d\n",
-               model.num_parameters, model.config.num_layers, (unsigned long long)s->num_sequences, longest,
+               model.num_parameters, model.config.num_layers, (unsigned long long)s->num_sequences, dataloader_longest(&loader),
                dataloader_steps_per_epoch(&loader), total, warmup, omp_get_max_threads());
         printf("memory: weights, gradients and AdamW moments %.1f MB (16 bytes per parameter), plus activations\n",
                16.0 * (double)model.num_parameters / 1e6);
-        if (truncated > 0)  // s1-spec 3.3: a short block drops answers; say so
-            printf("warning: %zu sequences are longer than --max-seq-len %llu and are right-truncated (their ends are not trained on)\n",
-                   truncated, (unsigned long long)s->max_seq_len);
     }
     float loss = 0.0f;
     double t_start = now_seconds();
@@ -1012,9 +993,7 @@ static float train_run(TrainOptions *o) {
         loss = 0.0f;
         for (size_t i = 0; i < loader.num_seqs; i += o->micro_batch) {  // gradient accumulation over micro-batches
             size_t k = i + o->micro_batch < loader.num_seqs ? o->micro_batch : loader.num_seqs - i;
-            size_t offs[k + 1];
-            for (size_t j = 0; j <= k; j++) offs[j] = loader.seq_offsets[i + j] - loader.seq_offsets[i];
-            size_t n0 = loader.seq_offsets[i];
+            size_t offs[k + 1], n0 = dataloader_micro_batch(&loader, i, k, offs);
             float weight = (float)k / (float)loader.num_seqs;
             loss += weight * qwen2_forward(&model, loader.ids + n0, loader.mask + n0, offs, k);
             qwen2_backward(&model, weight);

@@ -1,7 +1,8 @@
 /*
  * attention.cuh: causal GQA flash attention on the GPU, for training rows and
- * for one decoded token. Twins of s1.c's attention_forward() and
- * attention_row(); tested by tests/emu_kernels.cu.
+ * for one decoded token, and its backward pass (FlashAttention-2). Twins of
+ * s1.c's attention_forward(), attention_row() and attention_backward(); tested
+ * by tests/emu_kernels.cu and tests/emu_kernels_attention.cu.
  */
 #ifndef S1C_ATTENTION_CUH
 #define S1C_ATTENTION_CUH
@@ -114,6 +115,251 @@ static void attention_forward(floatX *out, float *lse, const floatX *q, const fl
     dim3 grid((unsigned)((Tq + ATT_BQ - 1) / ATT_BQ), (unsigned)NQ);
     float scale = 1.0f / sqrtf((float)HD);
     CU_LAUNCH(attention_forward_kernel, grid, ATT_WARPS * WARP_SIZE, attention_smem_bytes(HD), 0)(out, lse, q, k, v, Tq, past, NQ, NKV, HD, scale);
+    cudaCheck(cudaGetLastError());
+}
+
+// ----------------------------------------------------------------------------
+// Backward: FlashAttention-2, without its atomics. The twin of s1.c's
+// attention_backward(); tested by tests/emu_kernels_attention.cu.
+//
+// With p_tu = exp(scale q_t.k_u - lse_t) (recomputed from the forward's lse, so
+// no T x T matrix is ever stored), dp_tu = dout_t.v_u and D_t = dout_t.out_t:
+//   ds_tu = p_tu (dp_tu - D_t),  dq_t = scale sum_{u<=t} ds_tu k_u,
+//   dk_u = scale sum_h sum_{t>=u} ds_tu q_t,  dv_u = sum_h sum_{t>=u} p_tu dout_t,
+// where h runs over the G = NQ/NKV query heads that read k_u's KV head.
+//
+// Three launches, every output element owned by one thread, sums in a fixed
+// order: deterministic, with no atomics.
+//  1. attention_backward_D_kernel: D (T,NQ) fp32 into scratch, one warp per (t,h).
+//  2. attention_backward_dkdv_kernel: a block owns ATTB_BKV key rows of one KV
+//     head (grid: key tiles x NKV). It walks the G query heads of the group and,
+//     for each, the query rows t >= its first key in tiles of ATTB_BQ = 32 rows
+//     (q, dout, lse, D staged in shared memory). Each warp owns ATTB_KV_ROWS key
+//     rows; for one key row, lane i scores query i of the tile (p, ds), the
+//     warp shares them through shared memory, and lane owns dims lane, lane+32,
+//     ... of that key row's dk and dv accumulators, in registers. The group sum
+//     of dk, dv is thus a plain loop: no second kernel, no atomics.
+//  3. attention_backward_dq_kernel: a block owns ATT_BQ query rows of one query
+//     head, like the forward kernel, and walks the key tiles u <= t; lane j
+//     recomputes p and ds for key j, and lane owns dims of dq. (FA2 instead adds
+//     dq from kernel 2 with atomicAdd, which saves recomputing p and dp but
+//     makes the sum order, and the bits, vary from run to run.)
+// All arithmetic is fp32; each output is rounded to bf16 once.
+//
+// Shared memory. Rows read by "lane = row" (a query row in kernel 2, a key or
+// value row in kernel 3) are padded to HD+1 floats, so the 32 lanes hit 32
+// banks; rows read by "lane = dim" or broadcast are not. Kernel 2 holds
+// 2*BKV*HD + 2*BQ*(HD+1) + 2*BQ + 2*WARPS*BQ floats: 50,688 bytes at HD 128;
+// kernel 3 holds 2*ATT_BQ*HD + 2*32*(HD+1) + WARPS*32 floats: 49,920 bytes at
+// HD 128. That is over the 48 KiB default (kernel 2 from HD 126, kernel 3 at
+// 128), so the launcher opts in with cudaFuncSetAttribute (H100: up to 227 KiB).
+#define ATTB_BKV 16        // key rows per block of the dk/dv kernel
+#define ATTB_BQ 32         // == WARP_SIZE: query rows per tile of the dk/dv kernel; lane i scores query i
+#define ATTB_KV_ROWS (ATTB_BKV / ATT_WARPS)
+
+// D[t*NQ + h] = sum_d dout[t,h,d] * out[t,h,d], one warp per row (t,h), lanes over d.
+__global__ void attention_backward_D_kernel(float *D, const floatX *dout, const floatX *out, size_t rows, int HD) {
+    int warps_per_block = blockDim.x / WARP_SIZE, lane = threadIdx.x % WARP_SIZE;
+    size_t first = (size_t)blockIdx.x * warps_per_block + threadIdx.x / WARP_SIZE;
+    for (size_t row = first; row < rows; row += (size_t)gridDim.x * warps_per_block) {
+        const floatX *dor = dout + row * HD, *outr = out + row * HD;
+        float acc = 0.0f;
+        for (int d = lane; d < HD; d += WARP_SIZE) acc += __bfloat162float(dor[d]) * __bfloat162float(outr[d]);   // D = dout . out
+        acc = warp_sum(acc);
+        if (lane == 0) D[row] = acc;
+    }
+}
+
+__global__ void attention_backward_dkdv_kernel(floatX *dk, floatX *dv, const float *D, const floatX *dout, const float *lse,
+                                               const floatX *q, const floatX *k, const floatX *v,
+                                               int T, int NQ, int NKV, int HD, float scale) {
+    // dk dv k v (T,NKV,HD), dout q (T,NQ,HD), lse D (T,NQ)
+    CU_EXTERN_SHARED(float, smem);
+    float *ks = smem;                          // (BKV, HD) the block's key rows (broadcast reads)
+    float *vs = ks + ATTB_BKV * HD;            // (BKV, HD) and value rows
+    float *qs = vs + ATTB_BKV * HD;            // (BQ, HD+1) query tile, padded: lane i reads row i
+    float *dos = qs + ATTB_BQ * (HD + 1);      // (BQ, HD+1) dout tile, padded
+    float *lses = dos + ATTB_BQ * (HD + 1);    // (BQ,) the tile's lse
+    float *Ds = lses + ATTB_BQ;                // (BQ,) and D
+    float *ps = Ds + ATTB_BQ;                  // (WARPS, BQ) one key row's p over the tile, per warp
+    float *dss = ps + ATT_WARPS * ATTB_BQ;     // (WARPS, BQ) and its ds
+    int warp = threadIdx.x / WARP_SIZE, lane = threadIdx.x % WARP_SIZE;
+    int k0 = blockIdx.x * ATTB_BKV, kvh = blockIdx.y, G = NQ / NKV;
+    size_t QD = (size_t)NQ * HD, KD = (size_t)NKV * HD;
+
+    for (int i = threadIdx.x; i < ATTB_BKV * HD; i += blockDim.x) {
+        int j = i / HD, d = i % HD, u = k0 + j;
+        ks[i] = u < T ? __bfloat162float(k[(size_t)u * KD + kvh * HD + d]) : 0.0f;
+        vs[i] = u < T ? __bfloat162float(v[(size_t)u * KD + kvh * HD + d]) : 0.0f;
+    }
+    float dk_acc[ATTB_KV_ROWS][ATT_DIMS], dv_acc[ATTB_KV_ROWS][ATT_DIMS];
+    for (int rr = 0; rr < ATTB_KV_ROWS; rr++)
+        for (int i = 0; i < ATT_DIMS; i++) dk_acc[rr][i] = dv_acc[rr][i] = 0.0f;
+    for (int g = 0; g < G; g++) {   // the GQA group sum: every query head that reads this KV head
+        int h = kvh * G + g;
+        for (int t0 = k0; t0 < T; t0 += ATTB_BQ) {   // query rows t < k0 see none of the block's keys
+            __syncthreads();   // dkdv: every warp is done with the previous query tile
+            for (int i = threadIdx.x; i < ATTB_BQ * HD; i += blockDim.x) {
+                int r = i / HD, d = i % HD, t = t0 + r;
+                // rows past the end are zero: their p is 0, and 0 * garbage could be NaN
+                qs[r * (HD + 1) + d] = t < T ? __bfloat162float(q[(size_t)t * QD + h * HD + d]) : 0.0f;
+                dos[r * (HD + 1) + d] = t < T ? __bfloat162float(dout[(size_t)t * QD + h * HD + d]) : 0.0f;
+            }
+            for (int r = threadIdx.x; r < ATTB_BQ; r += blockDim.x) {
+                int t = t0 + r;
+                lses[r] = t < T ? lse[(size_t)t * NQ + h] : 0.0f;
+                Ds[r] = t < T ? D[(size_t)t * NQ + h] : 0.0f;
+            }
+            __syncthreads();   // dkdv: the query tile is loaded
+            #pragma unroll   // constant indices keep dk_acc, dv_acc in registers (else: local memory)
+            for (int rr = 0; rr < ATTB_KV_ROWS; rr++) {
+                int r = warp * ATTB_KV_ROWS + rr, u = k0 + r;
+                if (u >= T) continue;   // warp-uniform: no such key row
+                int t = t0 + lane;
+                float p = 0.0f, ds = 0.0f;
+                if (t < T && t >= u) {   // causal: query t sees keys u <= t
+                    float s = 0.0f, dp = 0.0f;
+                    for (int d = 0; d < HD; d++) s += qs[lane * (HD + 1) + d] * ks[r * HD + d];
+                    for (int d = 0; d < HD; d++) dp += dos[lane * (HD + 1) + d] * vs[r * HD + d];
+                    p = expf(s * scale - lses[lane]);
+                    ds = p * (dp - Ds[lane]);
+                }
+                __syncwarp();   // the warp's previous key row is done reading ps, dss
+                ps[warp * ATTB_BQ + lane] = p;
+                dss[warp * ATTB_BQ + lane] = ds;
+                __syncwarp();
+                for (int i = 0; i < ATT_DIMS; i++) {
+                    int d = lane + WARP_SIZE * i;
+                    if (d >= HD) break;
+                    float a = dk_acc[rr][i], b = dv_acc[rr][i];
+                    for (int j = 0; j < ATTB_BQ; j++) {
+                        a += dss[warp * ATTB_BQ + j] * qs[j * (HD + 1) + d];
+                        b += ps[warp * ATTB_BQ + j] * dos[j * (HD + 1) + d];
+                    }
+                    dk_acc[rr][i] = a;
+                    dv_acc[rr][i] = b;
+                }
+            }
+        }
+    }
+    for (int rr = 0; rr < ATTB_KV_ROWS; rr++) {
+        int u = k0 + warp * ATTB_KV_ROWS + rr;
+        if (u >= T) continue;
+        for (int i = 0; i < ATT_DIMS; i++) {
+            int d = lane + WARP_SIZE * i;
+            if (d >= HD) break;
+            dk[(size_t)u * KD + kvh * HD + d] = round_bf16(scale * dk_acc[rr][i]);
+            dv[(size_t)u * KD + kvh * HD + d] = round_bf16(dv_acc[rr][i]);
+        }
+    }
+}
+
+__global__ void attention_backward_dq_kernel(floatX *dq, const float *D, const floatX *dout, const float *lse,
+                                             const floatX *q, const floatX *k, const floatX *v,
+                                             int T, int NQ, int NKV, int HD, float scale) {
+    // dq dout q (T,NQ,HD), k v (T,NKV,HD), lse D (T,NQ)
+    CU_EXTERN_SHARED(float, smem);
+    float *qs = smem;                          // (BQ, HD) the block's query rows (broadcast reads)
+    float *dos = qs + ATT_BQ * HD;             // (BQ, HD) and dout rows
+    float *ks = dos + ATT_BQ * HD;             // (BK, HD+1) key tile, padded: lane j reads row j
+    float *vs = ks + ATT_BK * (HD + 1);        // (BK, HD+1) value tile, padded
+    float *dss = vs + ATT_BK * (HD + 1);       // (WARPS, BK) one query row's ds over the tile, per warp
+    int warp = threadIdx.x / WARP_SIZE, lane = threadIdx.x % WARP_SIZE;
+    int q0 = blockIdx.x * ATT_BQ, h = blockIdx.y, kvh = h / (NQ / NKV);
+    size_t QD = (size_t)NQ * HD, KD = (size_t)NKV * HD;
+
+    for (int i = threadIdx.x; i < ATT_BQ * HD; i += blockDim.x) {
+        int r = i / HD, d = i % HD, t = q0 + r;
+        qs[i] = t < T ? __bfloat162float(q[(size_t)t * QD + h * HD + d]) : 0.0f;
+        dos[i] = t < T ? __bfloat162float(dout[(size_t)t * QD + h * HD + d]) : 0.0f;
+    }
+    float L[ATT_ROWS], Dt[ATT_ROWS], acc[ATT_ROWS][ATT_DIMS];
+    for (int rr = 0; rr < ATT_ROWS; rr++) {
+        int t = q0 + warp * ATT_ROWS + rr;
+        L[rr] = t < T ? lse[(size_t)t * NQ + h] : 0.0f;
+        Dt[rr] = t < T ? D[(size_t)t * NQ + h] : 0.0f;
+        for (int i = 0; i < ATT_DIMS; i++) acc[rr][i] = 0.0f;
+    }
+    int num_keys = min(q0 + ATT_BQ, T);   // the keys the block's last row sees
+    for (int k0 = 0; k0 < num_keys; k0 += ATT_BK) {
+        __syncthreads();   // dq: every warp is done with the previous key tile
+        for (int i = threadIdx.x; i < ATT_BK * HD; i += blockDim.x) {
+            int j = i / HD, d = i % HD, u = k0 + j;
+            ks[j * (HD + 1) + d] = u < num_keys ? __bfloat162float(k[(size_t)u * KD + kvh * HD + d]) : 0.0f;
+            vs[j * (HD + 1) + d] = u < num_keys ? __bfloat162float(v[(size_t)u * KD + kvh * HD + d]) : 0.0f;
+        }
+        __syncthreads();   // dq: the key tile is loaded
+        #pragma unroll   // constant indices keep acc in registers (else: local memory)
+        for (int rr = 0; rr < ATT_ROWS; rr++) {
+            int r = warp * ATT_ROWS + rr, t = q0 + r;
+            if (t >= T || k0 > t) continue;   // warp-uniform: no such row, or the tile is all future
+            int u = k0 + lane;
+            float ds = 0.0f;
+            if (u <= t) {   // causal
+                float s = 0.0f, dp = 0.0f;
+                for (int d = 0; d < HD; d++) s += qs[r * HD + d] * ks[lane * (HD + 1) + d];
+                for (int d = 0; d < HD; d++) dp += dos[r * HD + d] * vs[lane * (HD + 1) + d];
+                ds = expf(s * scale - L[rr]) * (dp - Dt[rr]);
+            }
+            __syncwarp();   // the warp's previous row is done reading dss
+            dss[warp * ATT_BK + lane] = ds;
+            __syncwarp();
+            for (int i = 0; i < ATT_DIMS; i++) {
+                int d = lane + WARP_SIZE * i;
+                if (d >= HD) break;
+                float a = acc[rr][i];
+                for (int j = 0; j < ATT_BK; j++) a += dss[warp * ATT_BK + j] * ks[j * (HD + 1) + d];
+                acc[rr][i] = a;
+            }
+        }
+    }
+    for (int rr = 0; rr < ATT_ROWS; rr++) {
+        int t = q0 + warp * ATT_ROWS + rr;
+        if (t >= T) continue;
+        for (int i = 0; i < ATT_DIMS; i++) {
+            int d = lane + WARP_SIZE * i;
+            if (d < HD) dq[(size_t)t * QD + h * HD + d] = round_bf16(scale * acc[rr][i]);
+        }
+    }
+}
+
+static size_t attention_backward_dkdv_smem_bytes(int HD) {
+    return (size_t)(2 * ATTB_BKV * HD + 2 * ATTB_BQ * (HD + 1) + 2 * ATTB_BQ + 2 * ATT_WARPS * ATTB_BQ) * sizeof(float);
+}
+
+static size_t attention_backward_dq_smem_bytes(int HD) {
+    return (size_t)(2 * ATT_BQ * HD + 2 * ATT_BK * (HD + 1) + ATT_WARPS * ATT_BK) * sizeof(float);
+}
+
+// Floats of device scratch attention_backward() needs: D (T,NQ).
+static size_t attention_backward_scratch_floats(int T, int NQ) { return (size_t)T * NQ; }
+
+// dq (T,NQ,HD), dk dv (T,NKV,HD) bf16, WRITTEN (not accumulated: they are per-step activation gradients);
+// dout out q (T,NQ,HD), k v (T,NKV,HD) bf16, lse (T,NQ) fp32 from attention_forward; one sequence, positions 0..T-1.
+// scratch: at least attention_backward_scratch_floats(T, NQ) floats of device memory (D = rowsum(dout*out)).
+static void attention_backward(floatX *dq, floatX *dk, floatX *dv, float *scratch, const floatX *dout, const floatX *out,
+                               const float *lse, const floatX *q, const floatX *k, const floatX *v,
+                               int T, int NQ, int NKV, int HD) {
+    if (HD > ATT_MAX_HD || HD % 2 != 0) die("attention_backward: head_dim %d is not supported (even, at most %d)", HD, ATT_MAX_HD);
+    if (NQ % NKV != 0) die("attention_backward: %d query heads are not a multiple of %d KV heads", NQ, NKV);
+    if (NQ > 65535) die("attention_backward: %d query heads exceed the grid's y limit", NQ);
+    if (T <= 0) return;
+    float scale = 1.0f / sqrtf((float)HD), *D = scratch;
+    int block = ATT_WARPS * WARP_SIZE;
+    size_t rows = (size_t)T * NQ;
+    CU_LAUNCH(attention_backward_D_kernel, grid_for(rows, ATT_WARPS), block, 0, 0)(D, dout, out, rows, HD);
+    cudaCheck(cudaGetLastError());
+
+    size_t smem = attention_backward_dkdv_smem_bytes(HD);
+    cudaCheck(cudaFuncSetAttribute(attention_backward_dkdv_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+    dim3 grid_kv((unsigned)((T + ATTB_BKV - 1) / ATTB_BKV), (unsigned)NKV);
+    CU_LAUNCH(attention_backward_dkdv_kernel, grid_kv, block, smem, 0)(dk, dv, D, dout, lse, q, k, v, T, NQ, NKV, HD, scale);
+    cudaCheck(cudaGetLastError());
+
+    smem = attention_backward_dq_smem_bytes(HD);
+    cudaCheck(cudaFuncSetAttribute(attention_backward_dq_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+    dim3 grid_q((unsigned)((T + ATT_BQ - 1) / ATT_BQ), (unsigned)NQ);
+    CU_LAUNCH(attention_backward_dq_kernel, grid_q, block, smem, 0)(dq, D, dout, lse, q, k, v, T, NQ, NKV, HD, scale);
     cudaCheck(cudaGetLastError());
 }
 

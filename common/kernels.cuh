@@ -58,6 +58,8 @@
 #include "common/attention.cuh"
 #include "common/swiglu.cuh"
 #include "common/classifier.cuh"
+#include "common/global_norm.cuh"
+#include "common/adamw.cuh"
 
 // ----------------------------------------------------------------------------
 // the model: parameters in one bf16 allocation, carved in s1.c's layout
@@ -79,18 +81,21 @@ typedef struct {
     size_t allocated_bytes;        // GPU memory this model allocated (the log's "mem" figure)
     cublasHandle_t cublas;
     int chunk_rows;                // rows of the LM head per chunk
-    // inference activations (gpu_forward, gpu_decode), for up to `capacity` tokens (bf16 unless noted)
+    // the batch: for up to `batch_capacity` tokens
+    size_t batch_capacity;
+    float *logits;                 // (chunk_rows,V) fp32: one chunk of the LM head
+    float *losses, *weights;       // (N,) fp32
+    float *loss;                   // (1,)
+    uint32_t *ids, *targets;       // (N,)
+    int *pos;                      // (N,) position within its sequence
+    double *norm_scratch;          // the global gradient norm's partial sums (training)
+    // inference activations (gpu_forward, gpu_decode), for up to `capacity` tokens (bf16)
     size_t capacity;
     floatX *res;                   // (N,H) the residual stream
     floatX *ln;                    // (N,H) normed input of the current sublayer
     floatX *q, *att;               // (N,QD)
     floatX *k, *v;                 // (N,KD)
     floatX *gate, *up;             // (N,I); gate then holds silu(gate) * up
-    float *logits;                 // (chunk_rows,V) fp32: one chunk of the LM head
-    float *losses, *weights;       // (N,) fp32
-    float *loss;                   // (1,)
-    uint32_t *ids, *targets;       // (N,)
-    int *pos;                      // (N,) position within its sequence
 } GpuModel;
 
 static const floatX *gpu_lm_head(const GpuModel *m) {
@@ -127,6 +132,7 @@ static void gpu_model_create(GpuModel *m, const Qwen2Config *c, int chunk_rows, 
         cudaCheck(cudaMemset(m->adam_m, 0, P * sizeof(float)));
         cudaCheck(cudaMemset(m->adam_v, 0, P * sizeof(float)));
         for (int i = 0; i < NUM_PARAMETER_TENSORS; i++) m->grad[i] = m->grads_memory + parameter_offset(c, i);
+        m->norm_scratch = (double *)gpu_alloc(m, GLOBAL_NORM_SCRATCH * sizeof(double));
     }
     cublasCheck(cublasCreate(&m->cublas));
     m->chunk_rows = chunk_rows > 0 ? chunk_rows : 1;
@@ -184,29 +190,36 @@ static size_t gpu_activation_bytes(const Qwen2Config *c, size_t N) {
     return N * per_token;
 }
 
-// Grows the activation buffers to hold N tokens.
+// Grows the batch buffers (ids, targets, pos, loss weights, per-token losses)
+// to N tokens; the first call also allocates the LM-head chunk.
+static void gpu_batch_ensure(GpuModel *m, size_t N) {
+    if (N <= m->batch_capacity) return;
+    void *old[] = {m->ids, m->targets, m->pos, m->weights, m->losses};
+    for (size_t i = 0; i < sizeof old / sizeof old[0]; i++) cudaCheck(cudaFree(old[i]));
+    m->allocated_bytes -= m->batch_capacity * (2 * sizeof(uint32_t) + sizeof(int) + 2 * sizeof(float));
+    m->ids = (uint32_t *)gpu_alloc(m, N * sizeof(uint32_t));
+    m->targets = (uint32_t *)gpu_alloc(m, N * sizeof(uint32_t));
+    m->pos = (int *)gpu_alloc(m, N * sizeof(int));
+    m->weights = (float *)gpu_alloc(m, N * sizeof(float));
+    m->losses = (float *)gpu_alloc(m, N * sizeof(float));
+    if (m->logits == NULL) {
+        m->logits = (float *)gpu_alloc(m, (size_t)m->chunk_rows * m->config.vocab_size * sizeof(float));
+        m->loss = (float *)gpu_alloc(m, sizeof(float));
+    }
+    m->batch_capacity = N;
+}
+
+// Grows the inference buffers (the batch's and one layer's activations) to N tokens.
 static void gpu_activations_ensure(GpuModel *m, size_t N) {
+    gpu_batch_ensure(m, N);
     if (N <= m->capacity) return;
-    const Qwen2Config *c = &m->config;
     floatX **bf[GPU_ACT_BUFFERS] = {&m->res, &m->ln, &m->q, &m->att, &m->k, &m->v, &m->gate, &m->up};
     size_t widths[GPU_ACT_BUFFERS];
-    gpu_activation_widths(c, widths);
+    gpu_activation_widths(&m->config, widths);
     for (int i = 0; i < GPU_ACT_BUFFERS; i++) {
         cudaCheck(cudaFree(*bf[i]));
-        cudaCheck(cudaMalloc((void **)bf[i], N * widths[i] * sizeof(floatX)));
-    }
-    float **fl[] = {&m->losses, &m->weights};
-    for (size_t i = 0; i < 2; i++) {
-        cudaCheck(cudaFree(*fl[i]));
-        cudaCheck(cudaMalloc((void **)fl[i], N * sizeof(float)));
-    }
-    cudaCheck(cudaFree(m->ids)); cudaCheck(cudaFree(m->targets)); cudaCheck(cudaFree(m->pos));
-    cudaCheck(cudaMalloc((void **)&m->ids, N * sizeof(uint32_t)));
-    cudaCheck(cudaMalloc((void **)&m->targets, N * sizeof(uint32_t)));
-    cudaCheck(cudaMalloc((void **)&m->pos, N * sizeof(int)));
-    if (m->logits == NULL) {
-        cudaCheck(cudaMalloc((void **)&m->logits, (size_t)m->chunk_rows * c->vocab_size * sizeof(float)));
-        cudaCheck(cudaMalloc((void **)&m->loss, sizeof(float)));
+        m->allocated_bytes -= m->capacity * widths[i] * sizeof(floatX);
+        *bf[i] = (floatX *)gpu_alloc(m, N * widths[i] * sizeof(floatX));
     }
     m->capacity = N;
 }
@@ -278,6 +291,26 @@ static LayerActs gpu_inference_acts(GpuModel *m, floatX *k, floatX *v) {
     return a;
 }
 
+// The loss targets of a batch, with s1.c's conventions (see qwen2_forward()
+// there): targets[n] = ids[n+1] where mask[n+1] marks it a target of the same
+// sequence; weights[n] = 1 / (S * targets of n's sequence) there, 0 elsewhere,
+// so the weighted sum is s1's loss; pos[n] = n's position in its sequence.
+static void gpu_batch_targets(const Qwen2Config *c, const uint32_t *ids, const uint8_t *mask, const size_t *seq_offsets,
+                              size_t S, uint32_t *targets, float *weights, int *pos) {
+    for (size_t s = 0; s < S; s++) {
+        size_t n0 = seq_offsets[s], n1 = seq_offsets[s + 1], count = 0;
+        if (n1 < n0) die("gpu_forward: sequence offsets decrease at sequence %zu", s);
+        for (size_t n = n0 + 1; n < n1; n++) count += mask[n] != 0;
+        for (size_t n = n0; n < n1; n++) {
+            if (ids[n] >= c->vocab_size) die("gpu_forward: token id %u at position %zu is outside the %zu-row embedding", ids[n], n, c->vocab_size);
+            int scored = n + 1 < n1 && mask[n + 1];
+            pos[n] = (int)(n - n0);
+            targets[n] = scored ? ids[n + 1] : 0;
+            weights[n] = scored ? (float)(1.0 / ((double)S * (double)count)) : 0.0f;
+        }
+    }
+}
+
 // Forward pass over S sequences stored back to back, with s1.c's conventions
 // (see qwen2_forward() there): ids (N,), seq_offsets (S+1,), mask (N,) marks
 // the loss targets (mask[t] = 1: token t is predicted from the tokens before
@@ -292,18 +325,7 @@ static float gpu_forward(GpuModel *m, const uint32_t *ids, const uint8_t *mask, 
     uint32_t *targets = (uint32_t *)mallocCheck(N * sizeof(uint32_t));
     float *weights = (float *)mallocCheck(N * sizeof(float));
     int *pos = (int *)mallocCheck(N * sizeof(int));
-    for (size_t s = 0; s < S; s++) {
-        size_t n0 = seq_offsets[s], n1 = seq_offsets[s + 1], count = 0;
-        if (n1 < n0) die("gpu_forward: sequence offsets decrease at sequence %zu", s);
-        for (size_t n = n0 + 1; n < n1; n++) count += mask[n] != 0;
-        for (size_t n = n0; n < n1; n++) {
-            if (ids[n] >= V) die("gpu_forward: token id %u at position %zu is outside the %zu-row embedding", ids[n], n, V);
-            int scored = n + 1 < n1 && mask[n + 1];
-            pos[n] = (int)(n - n0);
-            targets[n] = scored ? ids[n + 1] : 0;
-            weights[n] = scored ? (float)(1.0 / ((double)S * (double)count)) : 0.0f;
-        }
-    }
+    gpu_batch_targets(c, ids, mask, seq_offsets, S, targets, weights, pos);
     cudaCheck(cudaMemcpy(m->ids, ids, N * sizeof(uint32_t), cudaMemcpyHostToDevice));
     cudaCheck(cudaMemcpy(m->targets, targets, N * sizeof(uint32_t), cudaMemcpyHostToDevice));
     cudaCheck(cudaMemcpy(m->weights, weights, N * sizeof(float), cudaMemcpyHostToDevice));
@@ -381,9 +403,261 @@ static const float *gpu_decode(GpuModel *m, GpuKVCache *kv, const uint32_t *ids,
     return kv->logits;
 }
 
+// ----------------------------------------------------------------------------
+// training: the activations kept for the backward pass, the backward pass of
+// the whole model (each layer's kernels in reverse, twin of s1.c's
+// qwen2_backward()), and the AdamW step (twin of s1.c's qwen2_update())
+//
+// Precision: weights and activations bf16; parameter gradients fp32, added
+// (+=) across a step's micro-batches; the residual stream's gradient fp32
+// (with a bf16 copy for the GEMMs, which take A and B of one type); every sum fp32.
+//
+// Activation checkpointing (recompute = 1): only each layer's input (the
+// residual stream res) is kept; the backward pass recomputes layer l's
+// activations into the one slot just before its backward. The recomputation
+// runs the same kernels on the same inputs, so the gradients are bit-identical.
+
+typedef struct {
+    size_t capacity;          // tokens the buffers hold
+    int recompute;
+    size_t slots;             // layers whose activations are kept: L, or 1 with recompute
+    floatX *res;              // (L+1, N, H) the residual stream entering each layer, and the final one
+    LayerActs *layer;         // (slots,) carved from bf16_memory and f32_memory
+    floatX *lnf;              // (N,H) final norm
+    float *rstdf;             // (N,)
+    // backward scratch: one layer's worth
+    float *dres;              // (N,H) d loss / d residual stream, fp32
+    floatX *dres_bf16;        // (N,H) its bf16 copy, the GEMMs' input
+    float *dln;               // (N,H) d loss / d normed input, fp32 (sums of GEMMs)
+    floatX *datt, *dq;        // (N,QD)
+    floatX *dk, *dv;          // (N,KD)
+    floatX *dgate, *dup;      // (N,I); dgate first holds d loss / d mlp
+    float *scratch;           // reductions and attention's D (gpu_train_scratch_floats)
+    int *ids_scratch;         // the embedding backward's buckets
+    floatX *bf16_memory;
+    float *f32_memory;
+} GpuTrainActs;
+
+// Per-token sizes of one kept layer: bf16 elements and fp32 elements.
+static size_t gpu_layer_bf16_per_token(const Qwen2Config *c) {
+    size_t H = c->hidden_size, I = c->intermediate_size, QD = c->num_heads * c->head_dim, KD = c->num_kv_heads * c->head_dim;
+    return 3 * H + 2 * QD + 2 * KD + 3 * I;   // ln1 q k v att resmid ln2 gate up mlp
+}
+static size_t gpu_layer_f32_per_token(const Qwen2Config *c) { return 2 + c->num_heads; }   // rstd1 rstd2 lse
+
+// fp32 scratch of the backward pass for N tokens: the larger of the
+// reductions' partial sums and attention's D (T*NQ for the longest sequence <= N).
+static size_t gpu_train_scratch_floats(const Qwen2Config *c, size_t N) {
+    size_t H = c->hidden_size, I = c->intermediate_size, QD = c->num_heads * c->head_dim;
+    size_t widest = H > I ? H : I;
+    widest = widest > QD ? widest : QD;
+    size_t need = attention_backward_scratch_floats((int)N, (int)c->num_heads);
+    size_t red = rmsnorm_backward_scratch_floats((int)N, (int)widest);
+    size_t bias = matmul_backward_scratch_floats((int)N, (int)widest);
+    need = need > red ? need : red;
+    return need > bias ? need : bias;
+}
+
+// The memory of a training run on one GPU, in bytes: what gpu_train_acts_ensure()
+// and gpu_model_create() allocate, for sequences of up to N tokens per micro-batch.
+typedef struct {
+    double weights, master, adam_m, adam_v, grads;   // the training state
+    double activations;                              // kept for the backward pass
+    double scratch;                                  // one layer's gradients, reductions
+    double logits;                                   // one LM-head chunk
+    double total;
+} GpuMemoryPlan;
+
+static GpuMemoryPlan gpu_memory_plan(const Qwen2Config *c, size_t N, int recompute, int chunk_rows) {
+    GpuMemoryPlan p;
+    double P = (double)parameter_count(c), n = (double)N, L = (double)c->num_layers, H = (double)c->hidden_size;
+    double I = (double)c->intermediate_size, QD = (double)(c->num_heads * c->head_dim), KD = (double)(c->num_kv_heads * c->head_dim);
+    p.weights = 2 * P;
+    p.master = p.adam_m = p.adam_v = p.grads = 4 * P;
+    double slots = recompute ? 1 : L;
+    p.activations = n * ((L + 1) * H * 2 + slots * (2.0 * (double)gpu_layer_bf16_per_token(c) + 4.0 * (double)gpu_layer_f32_per_token(c))
+                         + H * 2 + 4);   // res (L+1 layers), the kept layers, lnf and rstdf
+    p.scratch = n * (4 * H + 2 * H + 4 * H + 2 * (2 * QD + 2 * KD + 2 * I)) + 4.0 * (double)gpu_train_scratch_floats(c, N)
+                + n * 4 * 2 + n * 4 * 6;   // dres, dres_bf16, dln, datt dq dk dv dgate dup; scratch; ids buckets; the batch (ids targets pos weights losses)
+    p.logits = (double)chunk_rows * (double)c->vocab_size * 4;
+    p.total = p.weights + p.master + p.adam_m + p.adam_v + p.grads + p.activations + p.scratch + p.logits;
+    return p;
+}
+
+// Grows the training buffers to N tokens (and switches recompute).
+static void gpu_train_acts_ensure(GpuModel *m, GpuTrainActs *t, size_t N, int recompute) {
+    if (N <= t->capacity && recompute == t->recompute && t->layer != NULL) return;
+    const Qwen2Config *c = &m->config;
+    size_t L = c->num_layers, H = c->hidden_size, I = c->intermediate_size;
+    size_t QD = c->num_heads * c->head_dim, KD = c->num_kv_heads * c->head_dim, NQ = c->num_heads;
+    void *old[] = {t->res, t->lnf, t->rstdf, t->dres, t->dres_bf16, t->dln, t->datt, t->dq, t->dk, t->dv, t->dgate,
+                   t->dup, t->scratch, t->ids_scratch, t->bf16_memory, t->f32_memory};
+    for (size_t i = 0; i < sizeof old / sizeof old[0]; i++) cudaCheck(cudaFree(old[i]));
+    free(t->layer);
+    N = N > t->capacity ? N : t->capacity;
+    t->capacity = N;
+    t->recompute = recompute;
+    t->slots = recompute ? 1 : L;
+    t->res = (floatX *)gpu_alloc(m, (L + 1) * N * H * sizeof(floatX));
+    t->bf16_memory = (floatX *)gpu_alloc(m, t->slots * N * gpu_layer_bf16_per_token(c) * sizeof(floatX));
+    t->f32_memory = (float *)gpu_alloc(m, t->slots * N * gpu_layer_f32_per_token(c) * sizeof(float));
+    t->layer = (LayerActs *)callocCheck(t->slots, sizeof(LayerActs));
+    floatX *b = t->bf16_memory;
+    float *f = t->f32_memory;
+    for (size_t i = 0; i < t->slots; i++) {
+        LayerActs *a = &t->layer[i];
+        a->ln1 = b; b += N * H;
+        a->q = b; b += N * QD;
+        a->k = b; b += N * KD;
+        a->v = b; b += N * KD;
+        a->att = b; b += N * QD;
+        a->resmid = b; b += N * H;
+        a->ln2 = b; b += N * H;
+        a->gate = b; b += N * I;
+        a->up = b; b += N * I;
+        a->mlp = b; b += N * I;
+        a->rstd1 = f; f += N;
+        a->rstd2 = f; f += N;
+        a->lse = f; f += N * NQ;
+    }
+    t->lnf = (floatX *)gpu_alloc(m, N * H * sizeof(floatX));
+    t->rstdf = (float *)gpu_alloc(m, N * sizeof(float));
+    t->dres = (float *)gpu_alloc(m, N * H * sizeof(float));
+    t->dres_bf16 = (floatX *)gpu_alloc(m, N * H * sizeof(floatX));
+    t->dln = (float *)gpu_alloc(m, N * H * sizeof(float));
+    t->datt = (floatX *)gpu_alloc(m, N * QD * sizeof(floatX));
+    t->dq = (floatX *)gpu_alloc(m, N * QD * sizeof(floatX));
+    t->dk = (floatX *)gpu_alloc(m, N * KD * sizeof(floatX));
+    t->dv = (floatX *)gpu_alloc(m, N * KD * sizeof(floatX));
+    t->dgate = (floatX *)gpu_alloc(m, N * I * sizeof(floatX));
+    t->dup = (floatX *)gpu_alloc(m, N * I * sizeof(floatX));
+    t->scratch = (float *)gpu_alloc(m, gpu_train_scratch_floats(c, N) * sizeof(float));
+    t->ids_scratch = (int *)gpu_alloc(m, embedding_backward_scratch_ints((int)N) * sizeof(int));
+}
+
+static void gpu_train_acts_free(GpuTrainActs *t) {
+    void *bufs[] = {t->res, t->lnf, t->rstdf, t->dres, t->dres_bf16, t->dln, t->datt, t->dq, t->dk, t->dv, t->dgate,
+                    t->dup, t->scratch, t->ids_scratch, t->bf16_memory, t->f32_memory};
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) cudaCheck(cudaFree(bufs[i]));
+    free(t->layer);
+    memset(t, 0, sizeof *t);
+}
+
+// Backward of layer l (twin of one iteration of qwen2_backward()'s layer
+// loop). On entry t->dres holds d loss / d(output of layer l) and t->dres_bf16
+// its bf16 copy; on exit both hold d loss / d(input of layer l). a: the
+// layer's activations (kept, or just recomputed); res: its input.
+static void gpu_layer_backward(GpuModel *m, GpuTrainActs *t, size_t l, int N, const size_t *seq_offsets, size_t S,
+                               const LayerActs *a, const floatX *res) {
+    const Qwen2Config *c = &m->config;
+    int H = (int)c->hidden_size, I = (int)c->intermediate_size, NQ = (int)c->num_heads, NKV = (int)c->num_kv_heads;
+    int HD = (int)c->head_dim, QD = NQ * HD, KD = NKV * HD;
+    float theta = (float)c->rope_theta;
+    floatX *const *p = m->param;
+    float *const *g = m->grad;
+    cublasHandle_t h = m->cublas;
+    // MLP branch; its residual add passes dres through unchanged
+    matmul_backward(h, t->dgate, CUDA_R_16BF, 0, g[P_DOWNW] + l * H * I, NULL, t->scratch, t->dres_bf16, a->mlp,
+                    p[P_DOWNW] + l * H * I, N, I, H);                                                  // dmlp (N,I)
+    swiglu_backward(t->dgate, t->dup, t->dgate, a->gate, a->up, (size_t)N * I);
+    matmul_backward(h, t->dln, CUDA_R_32F, 0, g[P_GATEW] + l * I * H, NULL, t->scratch, t->dgate, a->ln2,
+                    p[P_GATEW] + l * I * H, N, H, I);
+    matmul_backward(h, t->dln, CUDA_R_32F, 1, g[P_UPW] + l * I * H, NULL, t->scratch, t->dup, a->ln2,
+                    p[P_UPW] + l * I * H, N, H, I);
+    rmsnorm_backward(t->dres, t->dres_bf16, g[P_LN2W] + l * H, t->scratch, t->dln, a->resmid, p[P_LN2W] + l * H, a->rstd2, N, H);
+    // attention branch
+    matmul_backward(h, t->datt, CUDA_R_16BF, 0, g[P_OW] + l * H * QD, NULL, t->scratch, t->dres_bf16, a->att,
+                    p[P_OW] + l * H * QD, N, QD, H);
+    for (size_t s = 0; s < S; s++) {
+        size_t n0 = seq_offsets[s], T = seq_offsets[s + 1] - n0;
+        if (T > 0) attention_backward(t->dq + n0 * QD, t->dk + n0 * KD, t->dv + n0 * KD, t->scratch, t->datt + n0 * QD,
+                                      a->att + n0 * QD, a->lse + n0 * NQ, a->q + n0 * QD, a->k + n0 * KD, a->v + n0 * KD,
+                                      (int)T, NQ, NKV, HD);
+    }
+    rope_backward(t->dq, m->pos, N, NQ, HD, theta);
+    rope_backward(t->dk, m->pos, N, NKV, HD, theta);
+    matmul_backward(h, t->dln, CUDA_R_32F, 0, g[P_QW] + l * QD * H, g[P_QB] + l * QD, t->scratch, t->dq, a->ln1,
+                    p[P_QW] + l * QD * H, N, H, QD);
+    matmul_backward(h, t->dln, CUDA_R_32F, 1, g[P_KW] + l * KD * H, g[P_KB] + l * KD, t->scratch, t->dk, a->ln1,
+                    p[P_KW] + l * KD * H, N, H, KD);
+    matmul_backward(h, t->dln, CUDA_R_32F, 1, g[P_VW] + l * KD * H, g[P_VB] + l * KD, t->scratch, t->dv, a->ln1,
+                    p[P_VW] + l * KD * H, N, H, KD);
+    rmsnorm_backward(t->dres, t->dres_bf16, g[P_LN1W] + l * H, t->scratch, t->dln, res, p[P_LN1W] + l * H, a->rstd1, N, H);
+}
+
+// One micro-batch: forward and backward over S sequences stored back to back
+// (ids, mask, seq_offsets as gpu_forward()), adding grad_scale * d(loss)/d(parameters)
+// into m->grad (twin of s1.c's qwen2_forward() + qwen2_backward(m, grad_scale)).
+// Returns s1's loss of the micro-batch (the mean over its sequences of each
+// sequence's token-mean cross-entropy).
+static float gpu_forward_backward(GpuModel *m, GpuTrainActs *t, const uint32_t *ids, const uint8_t *mask,
+                                  const size_t *seq_offsets, size_t S, float grad_scale, int recompute) {
+    const Qwen2Config *c = &m->config;
+    size_t N = seq_offsets[S], H = c->hidden_size, V = c->vocab_size, L = c->num_layers;
+    if (m->grads_memory == NULL) die("gpu_forward_backward: the model was not created for training");
+    if (N == 0) return 0.0f;
+    if (N > (1u << 30)) die("gpu_forward_backward: %zu tokens exceed the kernels' int range", N);
+    gpu_batch_ensure(m, N);
+    gpu_train_acts_ensure(m, t, N, recompute);
+    uint32_t *targets = (uint32_t *)mallocCheck(N * sizeof(uint32_t));
+    float *weights = (float *)mallocCheck(N * sizeof(float));
+    int *pos = (int *)mallocCheck(N * sizeof(int));
+    gpu_batch_targets(c, ids, mask, seq_offsets, S, targets, weights, pos);
+    cudaCheck(cudaMemcpy(m->ids, ids, N * sizeof(uint32_t), cudaMemcpyHostToDevice));
+    cudaCheck(cudaMemcpy(m->targets, targets, N * sizeof(uint32_t), cudaMemcpyHostToDevice));
+    cudaCheck(cudaMemcpy(m->weights, weights, N * sizeof(float), cudaMemcpyHostToDevice));
+    cudaCheck(cudaMemcpy(m->pos, pos, N * sizeof(int), cudaMemcpyHostToDevice));
+    // forward, keeping each layer's activations (or only its input)
+    embedding_forward(t->res, m->ids, m->param[P_EMBED], (int)N, (int)H);
+    for (size_t l = 0; l < L; l++)
+        gpu_layer_forward(m, l, (int)N, seq_offsets, S, &t->layer[recompute ? 0 : l], t->res + l * N * H,
+                          t->res + (l + 1) * N * H, 0);
+    rmsnorm_forward(t->lnf, t->rstdf, t->res + L * N * H, m->param[P_NORMW], (int)N, (int)H, (float)c->rms_norm_eps);
+    // the loss and its gradient, chunk by chunk of rows: dlnf into dln, the head's gradient into its grad
+    float *lm_grad = c->tie_word_embeddings ? m->grad[P_EMBED] : m->grad[P_LMW];
+    classifier_forward_backward(m->cublas, m->loss, m->losses, m->logits, t->dln, lm_grad, t->lnf, gpu_lm_head(m),
+                                m->targets, m->weights, weights, grad_scale, (int)N, (int)H, (int)V, m->chunk_rows);
+    cudaCheck(cudaMemset(t->dres, 0, N * H * sizeof(float)));
+    rmsnorm_backward(t->dres, t->dres_bf16, m->grad[P_NORMW], t->scratch, t->dln, t->res + L * N * H, m->param[P_NORMW],
+                     t->rstdf, (int)N, (int)H);
+    for (size_t l = L; l-- > 0;) {
+        const floatX *res = t->res + l * N * H;
+        if (recompute) gpu_layer_forward(m, l, (int)N, seq_offsets, S, &t->layer[0], res, NULL, 0);
+        gpu_layer_backward(m, t, l, (int)N, seq_offsets, S, &t->layer[recompute ? 0 : l], res);
+    }
+    embedding_backward(m->grad[P_EMBED], t->dres, ids, (int)N, (int)H, t->ids_scratch);
+    float loss;
+    cudaCheck(cudaMemcpy(&loss, m->loss, sizeof(float), cudaMemcpyDeviceToHost));
+    free(targets); free(weights); free(pos);
+    return loss;
+}
+
+// Clips the gradients to a global norm (torch clip_grad_norm_: the norm is
+// fp64, computed in a fixed order) and takes one AdamW step on the master
+// weights, then rounds them to the bf16 weights. Decay groups as s1.c's
+// qwen2_update(): weights decay; biases never; RMSNorm weights with
+// decay_norm_weights. Returns the norm before clipping.
+static float gpu_update(GpuModel *m, double lr, double beta1, double beta2, double eps, double weight_decay,
+                        double max_grad_norm, int decay_norm_weights) {
+    float norm = global_norm(m->grads_memory, m->num_parameters, m->norm_scratch);
+    float clip = adamw_clip_factor(norm, (float)max_grad_norm);
+    m->step++;
+    for (int i = 0; i < NUM_PARAMETER_TENSORS; i++) {
+        size_t n = parameter_numel(&m->config, i), off = parameter_offset(&m->config, i);
+        if (n == 0) continue;
+        int kind = parameter_info[i].kind;
+        int decays = kind == KIND_WEIGHT || (kind == KIND_NORM && decay_norm_weights);
+        AdamWScalars k = adamw_scalars(lr, m->step, (float)beta1, (float)beta2, (float)eps, decays ? weight_decay : 0.0);
+        adamw_update(m->params_memory + off, m->master_memory + off, m->adam_m + off, m->adam_v + off,
+                     m->grads_memory + off, n, clip, &k);
+    }
+    return norm;
+}
+
 static void gpu_model_free(GpuModel *m) {
     void *bufs[] = {m->params_memory, m->master_memory, m->grads_memory, m->adam_m, m->adam_v, m->res, m->ln, m->q,
-                    m->att, m->k, m->v, m->gate, m->up, m->logits, m->losses, m->weights, m->loss, m->ids, m->targets, m->pos};
+                    m->att, m->k, m->v, m->gate, m->up, m->logits, m->losses, m->weights, m->loss, m->ids, m->targets, m->pos,
+                    m->norm_scratch};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) cudaCheck(cudaFree(bufs[i]));
     cublasCheck(cublasDestroy(m->cublas));
     memset(m, 0, sizeof *m);

@@ -1,11 +1,13 @@
 /*
- * rmsnorm.cuh: RMSNorm (Qwen2RMSNorm) on the GPU. Twin of s1.c's
- * rmsnorm_forward(); tested by tests/emu_kernels.cu.
+ * rmsnorm.cuh: RMSNorm (Qwen2RMSNorm) on the GPU. Twins of s1.c's
+ * rmsnorm_forward() and rmsnorm_backward(); tested by tests/emu_kernels.cu and
+ * tests/emu_kernels_backward.cu.
  */
 #ifndef S1C_RMSNORM_CUH
 #define S1C_RMSNORM_CUH
 
 #include "common/cuda_common.cuh"
+#include "common/matmul.cuh"   // the fixed-order column sums (column_sum_blocks, column_sum_finish)
 
 // RMSNorm as Qwen2RMSNorm in bf16: y = x * rsqrt(mean(x^2) + eps) in fp32, cast
 // to bf16, THEN multiplied by the weight (HF's order). One warp per row.
@@ -34,6 +36,69 @@ static void rmsnorm_forward(floatX *out, float *rstd, const floatX *inp, const f
     const int block = 256;
     CU_LAUNCH(rmsnorm_forward_kernel, grid_for((size_t)N, block / WARP_SIZE), block, 0, 0)(out, rstd, inp, weight, N, C, eps);
     cudaCheck(cudaGetLastError());
+}
+
+// Backward, twin of s1.c's rmsnorm_backward(). With r = rstd[n], y = x*r and
+// g = weight*dout:
+//   dinp (N,C) fp32 += r * (g - y * mean(g*y))   then dinp_bf16 = bf16(dinp)
+//   dweight (C,) fp32 += sum_n dout * y
+// Which y. HF computes y = x*r in fp32, casts it to bf16, multiplies by the
+// weight in bf16. Autograd therefore sees weight * bf16(y): dweight's terms use
+// y = bf16(x*r) (as float), the value the forward pass multiplied. The cast is
+// a straight-through copy for the gradient, and the normalisation itself ran in
+// fp32, so dinp uses the unrounded y = x*r, as s1.c does (dout is the fp32
+// gradient of the norm's output; g = weight*dout is not rounded either).
+//
+// dinp is the residual stream's gradient (fp32, accumulated across the layer's
+// two branches); dinp_bf16 (may be NULL) receives its bf16 copy in the same
+// pass, the input of the next GEMMs' backward.
+//
+// Parallel decomposition. The grid is column_sum_blocks(N) blocks of 256
+// threads, each owning a contiguous range of rows (matmul.cuh): one warp per
+// row for dinp (the row's mean(g*y) by lanes, then warp_sum); then the block's
+// threads take the columns and sum dout*y over the block's rows in increasing
+// order into scratch (stage 1); column_sum_finish() adds the blocks' partials
+// in block order onto dweight (stage 2). The grid depends on N alone: dweight
+// is bit-identical run to run. rstd (N,) is what rmsnorm_forward() kept.
+__global__ void rmsnorm_backward_kernel(float *dinp, floatX *dinp_bf16, float *partials, const float *dout,
+                                        const floatX *inp, const floatX *weight, const float *rstd, int N, int C) {
+    // dinp (N,C), dinp_bf16 (N,C) or NULL, partials (gridDim.x, C), dout (N,C), inp (N,C), weight (C,), rstd (N,)
+    int begin, end;
+    column_sum_rows(N, &begin, &end);
+    int warps = blockDim.x / WARP_SIZE, lane = threadIdx.x % WARP_SIZE;
+    for (int row = begin + (int)threadIdx.x / WARP_SIZE; row < end; row += warps) {
+        const floatX *x = inp + (size_t)row * C;
+        const float *d = dout + (size_t)row * C;
+        float r = rstd[row], gy = 0.0f;
+        for (int i = lane; i < C; i += WARP_SIZE)
+            gy += __bfloat162float(weight[i]) * d[i] * (__bfloat162float(x[i]) * r);
+        gy = warp_sum(gy) / (float)C;
+        float *dx = dinp + (size_t)row * C;
+        for (int i = lane; i < C; i += WARP_SIZE) {
+            float v = dx[i] + r * (__bfloat162float(weight[i]) * d[i] - (__bfloat162float(x[i]) * r) * gy);
+            dx[i] = v;
+            if (dinp_bf16 != NULL) dinp_bf16[(size_t)row * C + i] = round_bf16(v);
+        }
+    }
+    // stage 1 of dweight: this block's rows, in order, per column
+    for (int c = threadIdx.x; c < C; c += blockDim.x) {
+        float s = 0.0f;
+        for (int n = begin; n < end; n++) {
+            float y = __bfloat162float(round_bf16(__bfloat162float(inp[(size_t)n * C + c]) * rstd[n]));
+            s += dout[(size_t)n * C + c] * y;
+        }
+        partials[(size_t)blockIdx.x * C + c] = s;
+    }
+}
+
+// floats of scratch rmsnorm_backward() needs: the blocks' partial dweight sums
+static inline size_t rmsnorm_backward_scratch_floats(int N, int C) { return column_sum_scratch_floats(N, C); }
+
+static void rmsnorm_backward(float *dinp, floatX *dinp_bf16, float *dweight, float *scratch, const float *dout,
+                             const floatX *inp, const floatX *weight, const float *rstd, int N, int C) {
+    CU_LAUNCH(rmsnorm_backward_kernel, column_sum_blocks(N), 256, 0, 0)(dinp, dinp_bf16, scratch, dout, inp, weight, rstd, N, C);
+    cudaCheck(cudaGetLastError());
+    column_sum_finish(dweight, scratch, N, C);
 }
 
 #endif // S1C_RMSNORM_CUH

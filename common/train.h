@@ -295,4 +295,71 @@ static inline void train_options_check(const TrainOptions *o, const char *settin
     if (o->settings.warmup_ratio > 1.0) die("%s: --warmup-ratio must be at most 1", prog);
 }
 
+// ----------------------------------------------------------------------------
+// the start of a run, the same for both trainers
+
+// Opens the run's data (o->data_path) for a model of vocab_size embedding rows
+// and fixes its length: the shard must be the one a resumed run was trained on
+// (sequence count and content hash in o->settings), its ids must fit the
+// embedding. *total: optimizer steps of the whole run, *warmup: its warmup
+// steps, *end: the step this invocation stops after (--stop-at). Prints the
+// warning about right-truncated sequences (s1-spec 3.3) unless o->quiet.
+static inline void train_data_open(TrainOptions *o, DataLoader *loader, size_t vocab_size, size_t *total, size_t *warmup, size_t *end) {
+    TrainSettings *s = &o->settings;
+    dataloader_init(loader, o->data_path, (size_t)s->batch_size, (size_t)s->max_seq_len, s->seed);
+    uint64_t hash = shard_hash(&loader->shard);
+    if (o->resume_dir != NULL && (s->num_sequences != loader->shard.header.num_sequences || s->data_hash != hash))
+        die("%s: not the data this run was trained on (%llu sequences, content hash %016llx; this shard: %llu, %016llx)",
+            o->data_path, (unsigned long long)s->num_sequences, (unsigned long long)s->data_hash,
+            (unsigned long long)loader->shard.header.num_sequences, (unsigned long long)hash);
+    s->num_sequences = loader->shard.header.num_sequences;
+    s->data_hash = hash;
+    if (loader->shard.header.vocab_size > vocab_size)
+        die("%s: shard vocab_size %u exceeds the model's %zu embedding rows", o->data_path, loader->shard.header.vocab_size, vocab_size);
+    *total = (size_t)s->epochs * dataloader_steps_per_epoch(loader);
+    *warmup = schedule_warmup_steps(*total, s->warmup_ratio);
+    *end = o->stop_at > 0 && o->stop_at < *total ? o->stop_at : *total;
+    size_t truncated = 0;
+    for (size_t i = 0; i < (size_t)s->num_sequences; i++) truncated += shard_seq_len(&loader->shard, i) > s->max_seq_len;
+    if (truncated > 0 && !o->quiet)
+        printf("warning: %zu sequences are longer than --max-seq-len %llu and are right-truncated (their ends are not trained on)\n",
+               truncated, (unsigned long long)s->max_seq_len);
+}
+
+// The longest sequence of the shard after truncation (tokens).
+static inline size_t dataloader_longest(const DataLoader *d) {
+    size_t longest = 0;
+    for (size_t i = 0; i < (size_t)d->shard.header.num_sequences; i++) {
+        size_t len = shard_seq_len(&d->shard, i);
+        longest = len > longest ? len : longest;
+    }
+    return longest < d->max_seq_len ? longest : d->max_seq_len;
+}
+
+// Micro-batch [i, i+k) of the current batch: offs (k+1,) receives its
+// sequence offsets from 0; returns the index of its first token.
+static inline size_t dataloader_micro_batch(const DataLoader *d, size_t i, size_t k, size_t *offs) {
+    for (size_t j = 0; j <= k; j++) offs[j] = d->seq_offsets[i + j] - d->seq_offsets[i];
+    return d->seq_offsets[i];
+}
+
+// ----------------------------------------------------------------------------
+// model FLOPs, for MFU (the same counter feeds sft's log and its planner)
+//
+// A training step costs 3x its forward pass (forward, and the backward's two
+// GEMMs per weight). Per sequence of T tokens the forward pass is
+//   2 * N_mm * T                           the linear layers and the LM head, N_mm the
+//                                          parameters that multiply (all but an untied
+//                                          embedding, which is a lookup)
+// + 4 * L * NQ * HD * T (T + 1) / 2          causal attention: QK^T and PV over the
+//                                          T (T + 1) / 2 visible (query, key) pairs
+// so a step costs 6 N_mm T + 6 L NQ HD T (T + 1). These are model FLOPs: the
+// recomputation of activation checkpointing is work, but not model progress,
+// and does not count (PaLM's MFU).
+static inline double training_flops(const Qwen2Config *c, size_t T) {
+    double n_mm = (double)parameter_count(c) - (c->tie_word_embeddings ? 0.0 : (double)(c->vocab_size * c->hidden_size));
+    double t = (double)T;
+    return 6.0 * n_mm * t + 6.0 * (double)c->num_layers * (double)(c->num_heads * c->head_dim) * t * (t + 1.0);
+}
+
 #endif // S1C_TRAIN_H

@@ -6,6 +6,12 @@
  * Every wrapper calls the oracle unchanged: no arithmetic happens here.
  */
 #pragma GCC diagnostic ignored "-Wunused-function"   // the shim uses a part of s1.c
+// The oracle's arithmetic is its source's: one rounding per operation. gcc's
+// default for -std=gnu11 -march=native is -ffp-contract=fast, which fuses
+// a*b + c into an FMA wherever it likes (in qwen2_update it does), so the AdamW
+// step the GPU must match bit for bit (tests/emu_kernels_backward.cu) would
+// depend on the compiler's choices and the build machine.
+#pragma GCC optimize("fp-contract=off")
 #define S1_NO_MAIN
 #include "../s1.c"
 
@@ -119,3 +125,132 @@ const float *s1ref_decode_step(void *model, void *kv, uint32_t token) { return q
 void s1ref_kvcache_free(void *kv) { kvcache_free((KVCache *)kv); }
 size_t s1ref_kvcache_len(void *kv) { return ((KVCache *)kv)->len; }
 void s1ref_kvcache_truncate(void *kv, size_t len) { kvcache_truncate((KVCache *)kv, len); }
+
+// one sequence of T tokens: out (T,NQ,HD) and lse (T,NQ), s1.c's forward as the backward pass gets it
+void s1ref_attention_lse(float *out, float *lse, const float *q, const float *k, const float *v, size_t T, size_t NQ, size_t NKV, size_t HD) {
+    size_t offsets[2] = {0, T};
+    attention_forward(out, lse, q, k, v, offsets, 1, NQ, NKV, HD);
+}
+
+// one sequence of T tokens: dq (T,NQ,HD), dk dv (T,NKV,HD), zeroed first (s1.c accumulates into them)
+void s1ref_attention_backward(float *dq, float *dk, float *dv, const float *dout, const float *out, const float *lse,
+                              const float *q, const float *k, const float *v, size_t T, size_t NQ, size_t NKV, size_t HD) {
+    size_t offsets[2] = {0, T};
+    float *dsum = (float *)mallocCheck(T * NQ * sizeof(float));
+    memset(dq, 0, T * NQ * HD * sizeof(float));
+    memset(dk, 0, T * NKV * HD * sizeof(float));
+    memset(dv, 0, T * NKV * HD * sizeof(float));
+    attention_backward(dq, dk, dv, dsum, dout, out, lse, q, k, v, offsets, 1, NQ, NKV, HD);
+    free(dsum);
+}
+
+// ---- backward passes and the optimizer (tests/emu_kernels_backward.cu)
+// s1.c's backward functions ADD into their outputs: the caller zeroes them
+// (or pre-fills them, to check accumulation).
+
+void s1ref_embedding_backward(float *dtable, const float *dout, const uint32_t *ids, size_t N, size_t C) {
+    embedding_backward(dtable, dout, ids, N, C);
+}
+
+// rstd (N,) comes from s1.c's own rmsnorm_forward (its output is discarded) and
+// is returned, so the kernel under test can be fed the very same r.
+void s1ref_rmsnorm_backward(float *dinp, float *dweight, float *rstd, const float *dout, const float *inp,
+                            const float *weight, size_t N, size_t C, float eps) {
+    float *out = (float *)mallocCheck(N * C * sizeof(float));
+    rmsnorm_forward(out, rstd, inp, weight, N, C, eps);
+    rmsnorm_backward(dinp, dweight, dout, inp, weight, rstd, N, C);
+    free(out);
+}
+
+void s1ref_matmul_backward(float *dinp, float *dweight, float *dbias, const float *dout, const float *inp,
+                           const float *weight, size_t N, size_t C, size_t OC) {
+    matmul_backward(dinp, dweight, dbias, dout, inp, weight, N, C, OC);
+}
+
+// dx (N,NH,HD) rotated back in place, with s1.c's own fp32 tables (as s1ref_rope)
+void s1ref_rope_backward(float *dx, const size_t *pos, size_t N, size_t NH, size_t HD, double theta) {
+    Qwen2 m;
+    memset(&m, 0, sizeof m);
+    m.config.head_dim = HD;
+    m.config.rope_theta = theta;
+    size_t max_pos = 0;
+    for (size_t n = 0; n < N; n++) max_pos = pos[n] > max_pos ? pos[n] : max_pos;
+    rope_table_ensure(&m, max_pos + 1);
+    rope_backward(dx, pos, m.rope_cos, m.rope_sin, N, NH, HD);
+    free(m.rope_cos);
+    free(m.rope_sin);
+}
+
+void s1ref_swiglu_backward(float *dgate, float *dup, const float *dout, const float *gate, const float *up, size_t n) {
+    swiglu_backward(dgate, dup, dout, gate, up, n);
+}
+
+// The LM head's training step as qwen2_forward + qwen2_backward run it:
+// logits = x . w^T, loss = crossentropy_forward, dlogits = crossentropy_backward
+// (in place), then matmul_backward: dx (N,H) += dlogits . w, dw (V,H) += dlogits^T . x.
+// dlogits (N,V) receives a copy of the fp32 dlogits (NULL: not wanted). Returns the loss.
+float s1ref_classifier_backward(float *dx, float *dw, float *dlogits, const float *x, const float *w,
+                                const uint32_t *targets, const float *weights, float grad_scale, size_t N, size_t H, size_t V) {
+    float *logits = (float *)mallocCheck(N * V * sizeof(float)), *lse = (float *)mallocCheck(N * sizeof(float));
+    matmul_forward(logits, x, w, NULL, N, H, V);
+    float loss = crossentropy_forward(lse, logits, targets, weights, N, V);
+    crossentropy_backward(logits, logits, lse, targets, weights, grad_scale, N, V);
+    if (dlogits != NULL) memcpy(dlogits, logits, N * V * sizeof(float));
+    matmul_backward(dx, dw, NULL, logits, x, w, N, H, V);
+    free(logits);
+    free(lse);
+    return loss;
+}
+
+// qwen2_grad_norm over the n floats of g: a Qwen2 that only holds the gradients
+float s1ref_grad_norm(const float *g, size_t n) {
+    Qwen2 m;
+    memset(&m, 0, sizeof m);
+    m.grads_memory = (float *)g;
+    m.num_parameters = n;
+    return qwen2_grad_norm(&m);
+}
+
+// A randomly initialised tiny Qwen2 (qwen2_init_random) whose AdamW step the
+// GPU kernel must reproduce; its flat buffers are handed out for the test to
+// fill (params, grads) and read (params, adam_m, adam_v after an update).
+void *s1ref_tiny_model(size_t V, size_t H, size_t I, size_t L, size_t NQ, size_t NKV, size_t HD, int tied, uint64_t seed) {
+    Qwen2Config c;
+    memset(&c, 0, sizeof c);
+    c.vocab_size = V; c.hidden_size = H; c.intermediate_size = I; c.num_layers = L;
+    c.num_heads = NQ; c.num_kv_heads = NKV; c.head_dim = HD; c.max_position_embeddings = 64;
+    c.rope_theta = 10000.0; c.rms_norm_eps = 1e-6; c.tie_word_embeddings = tied;
+    c.bos_token_id = c.eos_token_id = -1;
+    Qwen2 *m = (Qwen2 *)mallocCheck(sizeof(Qwen2));
+    qwen2_init_random(m, &c, seed);
+    m->grads_memory = (float *)callocCheck(m->num_parameters, sizeof(float));
+    carve_parameters(&m->grads, m->grads_memory, &m->config);
+    return m;
+}
+
+size_t s1ref_model_num_parameters(void *model) { return ((Qwen2 *)model)->num_parameters; }
+float *s1ref_model_params(void *model) { return ((Qwen2 *)model)->params_memory; }
+float *s1ref_model_grads(void *model) { return ((Qwen2 *)model)->grads_memory; }
+float *s1ref_model_adam_m(void *model) { return ((Qwen2 *)model)->adam_m; }   // NULL before the first update
+float *s1ref_model_adam_v(void *model) { return ((Qwen2 *)model)->adam_v; }
+int s1ref_num_parameter_tensors(void) { return NUM_PARAMETER_TENSORS; }
+// elements of parameter tensor i (all layers) and its kind (KIND_WEIGHT 0, KIND_BIAS 1, KIND_NORM 2)
+size_t s1ref_model_tensor(void *model, int i, int *kind) {
+    *kind = parameter_info[i].kind;
+    return parameter_numel(&((Qwen2 *)model)->config, i);
+}
+
+// one qwen2_update (clip to max_grad_norm, one AdamW step); returns the norm before clipping
+float s1ref_model_update(void *model, double lr, float beta1, float beta2, float eps, float weight_decay,
+                         float max_grad_norm, int decay_norm_weights) {
+    AdamWConfig cfg = {beta1, beta2, eps, weight_decay, max_grad_norm, decay_norm_weights};
+    return qwen2_update((Qwen2 *)model, lr, &cfg);
+}
+
+// ---- the whole model's training step (tests/emu_kernels_train.cu)
+
+// zero the gradients, then qwen2_backward(grad_scale) after an s1ref_model_loss with a mask
+void s1ref_model_zero_grad(void *model) { qwen2_zero_grad((Qwen2 *)model); }
+void s1ref_model_backward(void *model, float grad_scale) { qwen2_backward((Qwen2 *)model, grad_scale); }
+// the model's gradients, NULL before the first backward
+const float *s1ref_model_grads_memory(void *model) { return ((Qwen2 *)model)->grads_memory; }

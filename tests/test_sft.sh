@@ -1,6 +1,7 @@
 # tests/test_sft.sh: the GPU programs' command lines, run through the CUDA
 # emulator (build/emu/sft, build/emu/sample: the same sources `make cuda` builds):
-# sft's loss against ./s1 loss on the HF fixtures; sample against ./s1 sample (the same
+# sft loss against ./s1 loss on the HF fixtures; sft train against ./s1 train (the same
+# flags, 3 steps from the same checkpoint, resume and determinism bit for bit); sample against ./s1 sample (the same
 # flags, the same JSON lines; common/generate.h), raw-id continuation, help and one-line
 # errors for bad input.
 . tests/lib.sh
@@ -15,7 +16,9 @@ make_shard $TIED "$TMP/tied.shard"
 
 # ---- help
 expect_ok "sft --help" $SFT --help
-expect_eq "sft --help says training is not implemented yet" "$($SFT --help | grep -c 'not')" "1"
+expect_eq "sft --help lists the subcommands train and loss" "$($SFT --help | grep -cE '^  (train|loss) ')" "2"
+expect_ok "sft train --help" $SFT train --help
+expect_ok "sft loss --help" $SFT loss --help
 expect_ok "sample --help" $SAMPLE --help
 
 # ---- loss == ./s1 loss. The GPU path holds bf16 weights and activations; the
@@ -23,13 +26,13 @@ expect_ok "sample --help" $SAMPLE --help
 # for these fixtures, u = 2^-8); measured differences are ~1e-4.
 for f in $TIED $GQA; do
     name=${f#tests/fixtures/qwen-tiny-}
-    got=$($SFT --model $f --data "$TMP/$name.shard" 2>/dev/null | tail -n 1 | sed 's/^loss: //')
+    got=$($SFT loss --model $f --data "$TMP/$name.shard" 2>/dev/null | tail -n 1 | sed 's/^loss: //')
     want=$($S1 loss --model $f --data "$TMP/$name.shard" --threads 1 2>/dev/null | tail -n 1 | sed 's/^loss: //')
     ok=$(awk -v a="$got" -v b="$want" 'BEGIN { d = a - b; if (d < 0) d = -d; print (a != "" && d <= 0.02) ? "yes" : "no" }')
     expect_eq "sft loss $got == ./s1 loss $want within 0.02 ($name)" "$ok" "yes"
 done
-got2=$($SFT --model $GQA --data "$TMP/gqa.shard" --chunk-rows 3 2>/dev/null | tail -n 1)
-got1=$($SFT --model $GQA --data "$TMP/gqa.shard" 2>/dev/null | tail -n 1)
+got2=$($SFT loss --model $GQA --data "$TMP/gqa.shard" --chunk-rows 3 2>/dev/null | tail -n 1)
+got1=$($SFT loss --model $GQA --data "$TMP/gqa.shard" 2>/dev/null | tail -n 1)
 expect_eq "the LM-head chunk size does not change the loss" "$got2" "$got1"
 
 # ---- raw token ids (--prompt-ids): continuation without a tokenizer
@@ -117,6 +120,62 @@ expect_ok "common/generate.h compiles as C++17" g++ -std=c++17 -Wall -Wextra -We
 cp "$TMP/h_generate.cpp" "$TMP/h_generate.c"
 expect_ok "common/generate.h compiles as C" gcc -std=gnu11 -Wall -Wextra -Werror -I. -fsyntax-only "$TMP/h_generate.c"
 
+
+# ---- sft train speaks ./s1 train's language: the same flags (common/train.h), then the GPU's own
+expect_eq "sft train --help lists exactly ./s1 train's flags before its GPU-only ones" \
+    "$(diff <(flags $S1 train) <($SFT train --help | sed '/^GPU only:/,$d' | grep -oE '^  --[a-z-]+' | sed 's/^  //') && echo same)" "same"
+expect_eq "sft train --help: the GPU-only flags" \
+    "$($SFT train --help | sed -n '/^GPU only:/,$p' | grep -oE '^  --[a-z-]+' | sed 's/^  //' | tr '\n' ' ')" \
+    "--save-dtype --recompute --no-recompute --gpu-mem --peak-tflops --chunk-rows "
+
+# ---- sft train == ./s1 train: 3 steps from the gqa fixture on its 4 sequences, 2 per step, one per
+# micro-batch (accumulation), warmup 2 of 4 steps (step 1 has lr 0), clipping at 0.5 (the gradient norm
+# is above it), weight decay 1.0 on weights and norms. Per step: the same lr (one schedule), the loss
+# within the forward bound (2 * 4u * max|logit| >= 0.0219 here, tests/emu_kernels.cu), the gradient norm
+# within the gradient bound of tests/emu_kernels_train.cu (2 sqrt(18 L + 4) u = 5.9% at L = 3). The
+# weights after 3 steps: tests/tool_ckpt_diff.c's bounds (|A - B| <= sum 2 lr_t C_t, derived from
+# AdamW). A run that did not move would pass that bound; step 3's loss, taken after the step-2 update,
+# would not (5.822 with lr 0 against 5.638: 8 times the bound).
+RUN="--data $TMP/gqa.shard --batch 2 --epochs 2 --lr 1e-3 --warmup-ratio 0.5 --clip 0.5 --weight-decay 1.0 --decay-norms"
+$S1 train --model $GQA $RUN --stop-at 3 --out "$TMP/s1run" --threads 1 >"$TMP/s1.log" 2>&1
+$SFT train --model $GQA $RUN --stop-at 3 --save-dtype f32 --out "$TMP/sftrun" >"$TMP/sft.log" 2>&1
+expect_eq "sft train ran 3 steps" "$(grep -c '^step ' "$TMP/sft.log")" "3"
+expect_eq "sft train logs loss, grad norm, lr, tokens/s, MFU, memory and ETA" \
+    "$(grep -cE '^step 3/4 \| loss [0-9.]+ \| grad norm [0-9.]+ \| lr [0-9.e+-]+ \| [0-9]+ tokens/s \| MFU [0-9.]+% \| mem [0-9.]+ [MG]B \| ETA ' "$TMP/sft.log")" "1"
+field() { grep '^step ' "$1" | sed -E "s/.*\| $2 ([^ |]+).*/\1/"; }
+expect_eq "the same learning rate at every step" "$(field "$TMP/sft.log" lr | tr '\n' ' ')" "$(field "$TMP/s1.log" lr | tr '\n' ' ')"
+expect_eq "clipping is exercised (a gradient norm above 0.5)" "$(field "$TMP/s1.log" 'grad norm' | awk '$1 > 0.5' | wc -l | tr -d ' ' | sed 's/^[1-9][0-9]*$/yes/')" "yes"
+ok=$(paste <(field "$TMP/sft.log" loss) <(field "$TMP/s1.log" loss) <(field "$TMP/sft.log" 'grad norm') <(field "$TMP/s1.log" 'grad norm') |
+     awk 'function abs(x) { return x < 0 ? -x : x } { if (abs($1 - $2) > 0.0219 || abs($3 - $4) > 0.059 * $4) bad = 1; n++ } END { print (n == 3 && !bad) ? "yes" : "no" }')
+expect_eq "every step's loss and gradient norm match ./s1 train within their bounds" "$ok" "yes"
+expect_ok "the weights after 3 steps match ./s1 train's within the AdamW bounds (tool_ckpt_diff)" \
+    build/tests/tool_ckpt_diff $GQA "$TMP/s1run" "$TMP/sftrun" "$(field "$TMP/s1.log" lr | tr '\n' ',' | sed 's/,$//')"
+echo "note: $(build/tests/tool_ckpt_diff $GQA "$TMP/s1run" "$TMP/sftrun" "$(field "$TMP/s1.log" lr | tr '\n' ',' | sed 's/,$//')" | tail -n 1)"
+expect_ok "./s1 loss reads sft train's checkpoint" $S1 loss --model "$TMP/sftrun" --data "$TMP/gqa.shard" --threads 1
+
+# ---- resume and determinism, bit for bit (bf16 checkpoints: the fp32 master weights travel in optimizer.bin)
+RUN2="--model $GQA --data $TMP/gqa.shard --batch 2 --epochs 2 --lr 1e-3 --warmup-ratio 0.25 --clip 0.5"
+$SFT train $RUN2 --out "$TMP/u1" >/dev/null 2>&1
+$SFT train $RUN2 --out "$TMP/u2" >/dev/null 2>&1
+$SFT train $RUN2 --stop-at 2 --out "$TMP/r" >/dev/null 2>&1
+$SFT train --resume "$TMP/r" --data "$TMP/gqa.shard" --out "$TMP/r" >"$TMP/resume.log" 2>&1
+expect_eq "sft train resumed at step 3" "$(grep -c '^step [34]/4' "$TMP/resume.log")" "2"
+same() { cmp -s "$1/model.safetensors" "$2/model.safetensors" && cmp -s "$1/optimizer.bin" "$2/optimizer.bin" && echo same; }
+expect_eq "two runs of the same command give the same checkpoint, bit for bit" "$(same "$TMP/u1" "$TMP/u2")" "same"
+expect_eq "a run killed after step 2 and resumed gives the uninterrupted checkpoint, bit for bit" "$(same "$TMP/u1" "$TMP/r")" "same"
+$SFT train $RUN2 --recompute --out "$TMP/rc" >"$TMP/rc.log" 2>&1
+expect_eq "--recompute gives the same checkpoint, bit for bit" "$(same "$TMP/u1" "$TMP/rc")" "same"
+expect_eq "the memory plan says recompute is on" "$(grep -c '^recompute: on (as asked' "$TMP/rc.log")" "1"
+expect_eq "the memory plan decides recompute from --gpu-mem" "$($SFT train $RUN2 --stop-at 1 --gpu-mem 0.000001 --out "$TMP/gm" 2>/dev/null | grep -c '^recompute: on (the plan without it does not fit')" "1"
+expect_eq "sft train from --init-config starts from ./s1 train's random weights" \
+    "$($SFT train --init-config $GQA/config.json --data "$TMP/gqa.shard" --batch 2 --epochs 1 --lr 0 --save-dtype f32 --out "$TMP/init_sft" >/dev/null 2>&1;
+       $S1 train --init-config $GQA/config.json --data "$TMP/gqa.shard" --batch 2 --epochs 1 --lr 0 --out "$TMP/init_s1" --threads 1 >/dev/null 2>&1;
+       cmp -s "$TMP/init_sft/model.safetensors" "$TMP/init_s1/model.safetensors" && echo same)" "same"
+expect_error "sft train: a settings flag with --resume" "--lr cannot be combined with --resume" $SFT train --resume "$TMP/r" --data "$TMP/gqa.shard" --out "$TMP/r" --lr 1
+expect_error "sft train: a bad --save-dtype" "--save-dtype: 'fp16' is not bf16 or f32" $SFT train $RUN2 --out "$TMP/x" --save-dtype fp16
+expect_error "sft train without --out" "--data and --out are required" $SFT train --model $GQA --data "$TMP/gqa.shard"
+expect_error "sft with an unknown command" "unknown command 'tran'" $SFT tran
+
 # ---- errors: one line, non-zero exit
 expect_error "sample --prompt-ids with budget forcing" "--prompt-ids continues raw ids" $SAMPLE --model $GQA --prompt-ids 5 --max-thinking 4
 expect_error "sample --prompts without --tokenizer" "--model, --tokenizer and --prompts are required" $SAMPLE --model $GQA --prompts "$TMP/prompts.jsonl"
@@ -128,19 +187,19 @@ printf '{"prompt_text": "x"}\n' >"$TMP/nofield.jsonl"
 expect_error "sample: a prompt without a question" "nofield.jsonl:1: no \"question\"" $SAMPLE --model "$TMP/bf" --tokenizer $TOK --prompts "$TMP/nofield.jsonl"
 expect_error "sample: a tokenizer larger than the model" "embedding rows" $SAMPLE --model $GQA --tokenizer $TOK --prompts "$TMP/prompts.jsonl"
 expect_error "sample: an auto budget below 1" "the thinking budget comes out at" $SAMPLE $P --max-gen-toks 100
-expect_error "sft without --data" "--model and --data are required" $SFT --model $GQA
-expect_error "sft with a missing model" "no-such-dir/config.json: cannot read model config" $SFT --model "$TMP/no-such-dir" --data "$TMP/gqa.shard"
+expect_error "sft loss without --data" "--model and --data are required" $SFT loss --model $GQA
+expect_error "sft with a missing model" "no-such-dir/config.json: cannot read model config" $SFT loss --model "$TMP/no-such-dir" --data "$TMP/gqa.shard"
 mkdir -p "$TMP/trunc"
 cp $GQA/config.json "$TMP/trunc/"
 head -c 500000 $GQA/model.safetensors >"$TMP/trunc/model.safetensors"
 expect_error "sft with a truncated checkpoint" "model.safetensors: tensor .* outside the .* data buffer \(truncated file\?\)" \
-    $SFT --model "$TMP/trunc" --data "$TMP/gqa.shard"
+    $SFT loss --model "$TMP/trunc" --data "$TMP/gqa.shard"
 mkdir -p "$TMP/wrong"
 sed 's/"intermediate_size": 136/"intermediate_size": 128/' $GQA/config.json >"$TMP/wrong/config.json"
 cp $GQA/model.safetensors "$TMP/wrong/"
 expect_error "sft with a checkpoint that does not fit its config" "model.safetensors: tensor model.layers.0.mlp.(down|gate|up)_proj.weight has shape \[[0-9, ]+\], the config implies \[[0-9, ]+\]" \
-    $SFT --model "$TMP/wrong" --data "$TMP/gqa.shard"
-expect_error "sft with a shard that is not one" "not a shard" $SFT --model $GQA --data $GQA/config.json
+    $SFT loss --model "$TMP/wrong" --data "$TMP/gqa.shard"
+expect_error "sft with a shard that is not one" "not a shard" $SFT loss --model $GQA --data $GQA/config.json
 expect_error "sample with a bad prompt" "--prompt-ids must be comma-separated token ids" $SAMPLE --model $GQA --prompt-ids 5,x
 expect_error "sample with an id outside the embedding" "prompt token id 999 is outside" $SAMPLE --model $GQA --prompt-ids 5,999
 summary

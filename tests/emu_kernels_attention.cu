@@ -1,0 +1,274 @@
+/*
+ * emu_kernels_attention.cu: the attention backward pass of common/attention.cuh
+ * (FlashAttention-2, attention_backward()) against s1.c's attention_backward(),
+ * the fp32 CPU oracle (linked in through tests/s1_ref.c), on the CPU through the
+ * CUDA emulator; tests/run.sh runs it in the forward, reverse and random thread
+ * schedules. Also the forward kernel's lse, which the backward pass consumes.
+ *
+ * Each case runs the pipeline of a training step: s1.c's forward gives out and
+ * lse; the GPU forward gives its own lse (checked against s1.c's, bound below);
+ * the backward kernels get q, k, v, dout, out rounded to bf16 (as a forward
+ * kernel stores it) and the GPU's lse; s1.c's backward gets the same bf16 q, k,
+ * v, dout and its own fp32 out and lse. The kernel's outputs are pre-filled with
+ * NaN bytes, so an output that is accumulated into, or never written, fails.
+ *
+ * Shapes cut across the tiles: the dk/dv kernel takes 16 key rows per block and
+ * query tiles of 32 rows starting at the block's first key; the dq kernel takes
+ * 16 query rows per block and key tiles of 32.
+ *
+ * ---- The error bound (derived, not fitted) -------------------------------------
+ * u = 2^-8 (one bf16 rounding, relative), e = 2^-24 (one fp32 rounding). For
+ * head h, query t, key u (u <= t) write, in exact arithmetic on the inputs:
+ *   sig_tu = scale sum_d |q_td k_ud|   (magnitude of the score s_tu)
+ *   a_tu   = sum_d |dout_td v_ud|      (magnitude of dp_tu)
+ *   b_t    = sum_d |dout_td out_td|    (magnitude of D_t)
+ *   p_tu   = exp(s_tu - lse_t),  c_tu = p_tu (a_tu + b_t)  (magnitude of ds_tu)
+ * Both implementations, to first order in e (a sum of n terms is off by at most
+ * n e times the sum of its terms' magnitudes; expf and s1.c's exp_fast are within
+ * 2 ulp, <= 4e relative):
+ *   p:  the score (HD products, a scale multiply) is off by (HD+1) e sig; the
+ *       exponent's subtraction by e|s - lse| <= e(sig + |lse|); the exp by 4e:
+ *       |dp/p| <= pi_tu = e((HD+3) sig_tu + |lse_t| + 4)
+ *   ds = p (dp - D): dp and D are HD-term sums, one subtraction, one product:
+ *       |d ds| <= c_tu eps_tu,  eps_tu = pi_tu + (HD+2) e
+ *   dq_td = scale sum_{u<=t} ds_tu k_ud: <= T+2 more roundings per term
+ *   dk_ud = scale sum_h sum_{t>=u} ds_tu q_td, dv_ud = sum_h sum_{t>=u} p_tu dout_td:
+ *       G*T terms (G query heads per KV head), G*T+2 roundings per term.
+ * The kernel's own extras:
+ *   out is bf16: |out_fed - out| <= u|out|, so its D is off by at most
+ *       Delta_t = u b_t, which moves ds_tu by p_tu Delta_t (dq, dk; not dv);
+ *   its lse is the GPU forward's, off from s1.c's by at most Lambda_t (below),
+ *       which scales every p_tu by at most lam_t = expm1(Lambda_t).
+ * The oracle's error and the kernel's fp32 error each stay within the e-terms,
+ * hence the factor 2. With E the sum of all of that, the kernel's fp32 value x'
+ * is within E of the oracle's ref, and its one bf16 rounding adds u|x'| <=
+ * u(|ref| + E):
+ *   |got - ref| <= u|ref| + (1+u) E, where per element
+ *   E(dq_td) = scale sum_u |k_ud| (c_tu (2(eps_tu + (T+2)e) + lam_t) + p_tu Delta_t)
+ *   E(dk_ud) = scale sum_{h,t} |q_td| (c_tu (2(eps_tu + (GT+2)e) + lam_t) + p_tu Delta_t)
+ *   E(dv_ud) = sum_{h,t} |dout_td| p_tu (2(pi_tu + (GT+2)e) + lam_t)
+ * computed below in double from the inputs (attention_backward_bound()). In
+ * practice the u|ref| term (the final rounding) dominates: the e-terms are
+ * ~1e-4 relative at these sizes, Delta_t ~ u of D's magnitude.
+ *
+ * lse, per implementation: the scores are off by (HD+1) e sig, which moves the
+ * log-sum-exp by at most (HD+1) e sigmax_t (d lse/d s_u = p_u, summing to 1);
+ * each exp(s - m) by e(2 sigmax_t + 4) (|s - m| <= 2 sigmax_t); the sum of t+1
+ * positive terms by (t+1) e relative; the online softmax of the GPU kernel
+ * rescales its running sums once per key tile, ntiles = t/32 + 1 times, each
+ * rescale exp(m_old - m_new) * l off by e(2 sigmax_t + 5); the log by
+ * e log(t+1), the final m + log by e|lse_t|. Both together:
+ *   Lambda_t = e (2(HD+1) sigmax_t + 2(2 sigmax_t + 4) + 2(t+1) + ntiles (2 sigmax_t + 5)
+ *                 + 2 log(t+1) + 2|lse_t|)
+ */
+#include "common/attention.cuh"
+#include "tests/test.h"
+
+extern "C" {
+void s1ref_attention_lse(float *out, float *lse, const float *q, const float *k, const float *v, size_t T, size_t NQ, size_t NKV, size_t HD);
+void s1ref_attention_backward(float *dq, float *dk, float *dv, const float *dout, const float *out, const float *lse,
+                              const float *q, const float *k, const float *v, size_t T, size_t NQ, size_t NKV, size_t HD);
+}
+
+static const float U = 1.0f / 256.0f;               // 2^-8: one bf16 rounding, relative
+static const double EPS32 = 1.0 / 16777216.0;       // 2^-24: one fp32 rounding, relative
+
+// ----------------------------------------------------------------------------
+// helpers (as in tests/emu_kernels.cu)
+
+static uint32_t rng_state = 4242;
+static float frand(float scale) {   // uniform in [-scale, scale), rounded to a bf16 number
+    rng_state = rng_state * 1664525u + 1013904223u;
+    float x = ((float)(rng_state >> 8) / 8388608.0f - 1.0f) * scale;
+    return __bfloat162float(__float2bfloat16(x));
+}
+
+static float *host_random(size_t n, float scale) {
+    float *x = (float *)mallocCheck(n * sizeof(float));
+    for (size_t i = 0; i < n; i++) x[i] = frand(scale);
+    return x;
+}
+
+static floatX *to_device(const float *x, size_t n) {   // rounds to bf16
+    floatX *tmp = (floatX *)mallocCheck(n * sizeof(floatX)), *d;
+    for (size_t i = 0; i < n; i++) tmp[i] = __float2bfloat16(x[i]);
+    cudaCheck(cudaMalloc((void **)&d, n * sizeof(floatX)));
+    cudaCheck(cudaMemcpy(d, tmp, n * sizeof(floatX), cudaMemcpyHostToDevice));
+    free(tmp);
+    return d;
+}
+
+static float *from_device(const floatX *d, size_t n) {
+    floatX *tmp = (floatX *)mallocCheck(n * sizeof(floatX));
+    float *x = (float *)mallocCheck(n * sizeof(float));
+    cudaCheck(cudaMemcpy(tmp, d, n * sizeof(floatX), cudaMemcpyDeviceToHost));
+    for (size_t i = 0; i < n; i++) x[i] = __bfloat162float(tmp[i]);
+    free(tmp);
+    return x;
+}
+
+template <class T> static T *device_alloc_nan(size_t n) {   // 0xFF bytes: NaN in bf16 and fp32
+    T *d;
+    cudaCheck(cudaMalloc((void **)&d, n * sizeof(T)));
+    cudaCheck(cudaMemset(d, 0xFF, n * sizeof(T)));
+    return d;
+}
+
+// Checks |got - ref| <= rel*|ref| + abs + extra[i] for every element; prints the
+// largest error and the largest error/bound ratio.
+static void check_close(const char *what, const float *got, const float *ref, size_t n, float rel, float abs, const float *extra) {
+    float worst = 0.0f, worst_ratio = 0.0f;
+    for (size_t i = 0; i < n; i++) {
+        float err = fabsf(got[i] - ref[i]), bound = rel * fabsf(ref[i]) + abs + (extra ? extra[i] : 0.0f);
+        worst = fmaxf(worst, err);
+        worst_ratio = fmaxf(worst_ratio, bound > 0.0f ? err / bound : err > 0.0f ? INFINITY : 0.0f);
+        CHECK(err <= bound, "%s[%zu]: got %.8g, want %.8g (error %.3g > bound %.3g)", what, i, got[i], ref[i], err, bound);
+        if (!(err <= bound)) return;
+    }
+    printf("note: %s max error %.3g, at most %.2f of its bound\n", what, worst, worst_ratio);
+}
+
+// ----------------------------------------------------------------------------
+// the bounds of the header comment, in double from the inputs
+
+// Lambda (T,NQ): the bound on |GPU lse - s1.c lse|.
+static void lse_bound(double *Lambda, const float *q, const float *k, const float *lse, size_t T, size_t NQ, size_t NKV, size_t HD) {
+    size_t QD = NQ * HD, KD = NKV * HD, G = NQ / NKV;
+    double scale = 1.0 / sqrt((double)HD);
+    for (size_t t = 0; t < T; t++)
+        for (size_t h = 0; h < NQ; h++) {
+            const float *qr = q + t * QD + h * HD;
+            double sigmax = 0.0;
+            for (size_t u = 0; u <= t; u++) {
+                const float *kr = k + u * KD + (h / G) * HD;
+                double sig = 0.0;
+                for (size_t d = 0; d < HD; d++) sig += fabs((double)qr[d] * kr[d]);
+                sigmax = fmax(sigmax, scale * sig);
+            }
+            double ntiles = (double)(t / 32 + 1);
+            Lambda[t * NQ + h] = EPS32 * (2.0 * (HD + 1) * sigmax + 2.0 * (2.0 * sigmax + 4.0) + 2.0 * (t + 1) +
+                                          ntiles * (2.0 * sigmax + 5.0) + 2.0 * log((double)(t + 1)) + 2.0 * fabs(lse[t * NQ + h]));
+        }
+}
+
+// E(dq), E(dk), E(dv) of the header comment, each already times (1+u): the
+// check is then |got - ref| <= u|ref| + extra.
+static void attention_backward_bound(float *Edq, float *Edk, float *Edv, const float *q, const float *k, const float *v,
+                                     const float *dout, const float *out, const float *lse, const double *Lambda,
+                                     size_t T, size_t NQ, size_t NKV, size_t HD) {
+    size_t QD = NQ * HD, KD = NKV * HD, G = NQ / NKV;
+    double scale = 1.0 / sqrt((double)HD), e = EPS32;
+    double *eq = (double *)calloc(T * QD, sizeof(double)), *ek = (double *)calloc(T * KD, sizeof(double));
+    double *ev = (double *)calloc(T * KD, sizeof(double));
+    for (size_t h = 0; h < NQ; h++) {
+        size_t kvh = h / G;
+        for (size_t t = 0; t < T; t++) {
+            const float *qr = q + t * QD + h * HD, *dor = dout + t * QD + h * HD, *outr = out + t * QD + h * HD;
+            double L = lse[t * NQ + h], b = 0.0;
+            for (size_t d = 0; d < HD; d++) b += fabs((double)dor[d] * outr[d]);
+            double Delta = (double)U * b, lam = expm1(Lambda[t * NQ + h]);
+            for (size_t u = 0; u <= t; u++) {
+                const float *kr = k + u * KD + kvh * HD, *vr = v + u * KD + kvh * HD;
+                double s = 0.0, sig = 0.0, a = 0.0;
+                for (size_t d = 0; d < HD; d++) {
+                    s += (double)qr[d] * kr[d];
+                    sig += fabs((double)qr[d] * kr[d]);
+                    a += fabs((double)dor[d] * vr[d]);
+                }
+                s *= scale;
+                sig *= scale;
+                double p = exp(s - L), c = p * (a + b);
+                double pi = e * ((HD + 3) * sig + fabs(L) + 4.0), eps = pi + (HD + 2) * e;
+                double wq = scale * (c * (2.0 * (eps + (T + 2) * e) + lam) + p * Delta);
+                double wk = scale * (c * (2.0 * (eps + (G * T + 2) * e) + lam) + p * Delta);
+                double wv = p * (2.0 * (pi + (G * T + 2) * e) + lam);
+                double *eqr = eq + t * QD + h * HD, *ekr = ek + u * KD + kvh * HD, *evr = ev + u * KD + kvh * HD;
+                for (size_t d = 0; d < HD; d++) {
+                    eqr[d] += wq * fabs(kr[d]);
+                    ekr[d] += wk * fabs(qr[d]);
+                    evr[d] += wv * fabs(dor[d]);
+                }
+            }
+        }
+    }
+    for (size_t i = 0; i < T * QD; i++) Edq[i] = (float)((1.0 + U) * eq[i]);
+    for (size_t i = 0; i < T * KD; i++) {
+        Edk[i] = (float)((1.0 + U) * ek[i]);
+        Edv[i] = (float)((1.0 + U) * ev[i]);
+    }
+    free(eq); free(ek); free(ev);
+}
+
+// checksum of the bits, to compare runs across thread schedules by eye
+static uint32_t fnv1a(const float *x, size_t n) {
+    uint32_t hsh = 2166136261u;
+    const unsigned char *b = (const unsigned char *)x;
+    for (size_t i = 0; i < n * sizeof(float); i++) hsh = (hsh ^ b[i]) * 16777619u;
+    return hsh;
+}
+
+// ----------------------------------------------------------------------------
+// the cases
+
+static void test_attention_backward(size_t T, size_t NQ, size_t NKV, size_t HD, const char *why) {
+    char name[256];
+    snprintf(name, sizeof name, "attention_backward vs s1.c, T=%zu, NQ=%zu, NKV=%zu, HD=%zu (%s)", T, NQ, NKV, HD, why);
+    TEST_BEGIN(name);
+    size_t QD = NQ * HD, KD = NKV * HD;
+    float *q = host_random(T * QD, 2.0f), *k = host_random(T * KD, 2.0f), *v = host_random(T * KD, 1.0f);
+    float *dout = host_random(T * QD, 1.0f);
+    float *out = (float *)mallocCheck(T * QD * sizeof(float)), *lse = (float *)mallocCheck(T * NQ * sizeof(float));
+    s1ref_attention_lse(out, lse, q, k, v, T, NQ, NKV, HD);
+    float *dq = (float *)mallocCheck(T * QD * sizeof(float)), *dk = (float *)mallocCheck(T * KD * sizeof(float));
+    float *dv = (float *)mallocCheck(T * KD * sizeof(float));
+    s1ref_attention_backward(dq, dk, dv, dout, out, lse, q, k, v, T, NQ, NKV, HD);
+
+    floatX *d_q = to_device(q, T * QD), *d_k = to_device(k, T * KD), *d_v = to_device(v, T * KD);
+    floatX *d_dout = to_device(dout, T * QD), *d_out = to_device(out, T * QD);   // out as a forward kernel stores it: bf16
+    // the GPU forward's lse, as a training step feeds it to the backward pass
+    floatX *d_out_gpu = device_alloc_nan<floatX>(T * QD);
+    float *d_lse = device_alloc_nan<float>(T * NQ), *lse_gpu = (float *)mallocCheck(T * NQ * sizeof(float));
+    attention_forward(d_out_gpu, d_lse, d_q, d_k, d_v, (int)T, 0, (int)NQ, (int)NKV, (int)HD);
+    cudaCheck(cudaMemcpy(lse_gpu, d_lse, T * NQ * sizeof(float), cudaMemcpyDeviceToHost));
+    double *Lambda = (double *)mallocCheck(T * NQ * sizeof(double));
+    float *Lf = (float *)mallocCheck(T * NQ * sizeof(float));
+    lse_bound(Lambda, q, k, lse, T, NQ, NKV, HD);
+    for (size_t i = 0; i < T * NQ; i++) Lf[i] = (float)Lambda[i];
+    check_close("forward lse", lse_gpu, lse, T * NQ, 0.0f, 0.0f, Lf);
+
+    floatX *d_dq = device_alloc_nan<floatX>(T * QD), *d_dk = device_alloc_nan<floatX>(T * KD), *d_dv = device_alloc_nan<floatX>(T * KD);
+    float *d_scratch = device_alloc_nan<float>(attention_backward_scratch_floats((int)T, (int)NQ));
+    attention_backward(d_dq, d_dk, d_dv, d_scratch, d_dout, d_out, d_lse, d_q, d_k, d_v, (int)T, (int)NQ, (int)NKV, (int)HD);
+    float *got_dq = from_device(d_dq, T * QD), *got_dk = from_device(d_dk, T * KD), *got_dv = from_device(d_dv, T * KD);
+
+    float *Edq = (float *)mallocCheck(T * QD * sizeof(float)), *Edk = (float *)mallocCheck(T * KD * sizeof(float));
+    float *Edv = (float *)mallocCheck(T * KD * sizeof(float));
+    attention_backward_bound(Edq, Edk, Edv, q, k, v, dout, out, lse, Lambda, T, NQ, NKV, HD);
+    check_close("dq", got_dq, dq, T * QD, U, 0.0f, Edq);
+    check_close("dk", got_dk, dk, T * KD, U, 0.0f, Edk);
+    check_close("dv", got_dv, dv, T * KD, U, 0.0f, Edv);
+    printf("note: T=%zu NQ=%zu NKV=%zu HD=%zu bits of dq dk dv: %08x %08x %08x (the same in every thread schedule)\n",
+           T, NQ, NKV, HD, fnv1a(got_dq, T * QD), fnv1a(got_dk, T * KD), fnv1a(got_dv, T * KD));
+
+    free(q); free(k); free(v); free(dout); free(out); free(lse); free(dq); free(dk); free(dv); free(lse_gpu);
+    free(Lambda); free(Lf); free(got_dq); free(got_dk); free(got_dv); free(Edq); free(Edk); free(Edv);
+    cudaCheck(cudaFree(d_q)); cudaCheck(cudaFree(d_k)); cudaCheck(cudaFree(d_v)); cudaCheck(cudaFree(d_dout));
+    cudaCheck(cudaFree(d_out)); cudaCheck(cudaFree(d_out_gpu)); cudaCheck(cudaFree(d_lse)); cudaCheck(cudaFree(d_dq));
+    cudaCheck(cudaFree(d_dk)); cudaCheck(cudaFree(d_dv)); cudaCheck(cudaFree(d_scratch));
+    TEST_END();
+}
+
+int main(void) {
+    test_attention_backward(1, 2, 1, 16, "a single row");
+    test_attention_backward(5, 4, 2, 12, "less than one tile, GQA 2:1");
+    test_attention_backward(16, 4, 1, 16, "exactly one dk/dv key block and dq query block, GQA 4:1");
+    test_attention_backward(32, 2, 2, 64, "exactly one query tile of 32, no GQA");
+    test_attention_backward(33, 4, 2, 64, "one row past a query tile: a second tile with one row");
+    test_attention_backward(37, 4, 2, 128, "the largest head dim: 4 dims per lane, shared memory over 48 KiB");
+    test_attention_backward(48, 4, 1, 16, "3 key blocks of 16; the query tiles of 32 start at 0, 16, 32");
+    test_attention_backward(50, 8, 2, 12, "GQA 4:1, partial tiles everywhere");
+    test_attention_backward(77, 14, 2, 16, "GQA 7:1 as Qwen2.5-0.5B, T a multiple of no tile");
+    test_attention_backward(100, 14, 2, 128, "GQA 7:1 at HD 128");
+    test_attention_backward(300, 14, 2, 64, "Qwen2.5-0.5B's heads, 19 key blocks x 10 query tiles");
+    return test_summary();
+}

@@ -1,0 +1,209 @@
+/*
+ * emu_kernels_train.cu: the GPU training step of the whole model against s1.c,
+ * on the CPU through the CUDA emulator (tests/run.sh runs it in the forward,
+ * reverse and random thread schedules): gpu_forward_backward()'s gradients on
+ * both HF fixture models against s1.c's qwen2_backward() (with the weights
+ * rounded to bf16, as the GPU holds them), with sequences of several lengths
+ * in one step; micro-batches; activation checkpointing (bit-identical
+ * gradients); determinism; and gpu_update() against s1.c's qwen2_update().
+ *
+ * The bound on the gradients. The GPU and the oracle run the same arithmetic
+ * on the same bf16 weights; they differ by the GPU's bf16 roundings of
+ * activations and activation gradients (each a relative error <= u = 2^-8)
+ * and by fp32 summation order (negligible beside u). A parameter's gradient is
+ * a product of the Jacobians along the path from the loss to it, each factor
+ * evaluated at rounded values, so to first order its relative error is the sum
+ * of the relative errors of the roundings on that path. Per layer the path
+ * crosses ROUNDINGS_PER_LAYER of them: forward 10 (RMSNorm 2, q/k/v 1, RoPE 1,
+ * attention 1, residual 1, RMSNorm 2, gate/up 1, SwiGLU 1, counted once each)
+ * plus backward 8 (the residual gradient's bf16 copy 2, dmlp 1, dgate/dup 1,
+ * datt 1, dq/dk/dv 1, RoPE 1, the LM head's dlogits 1 shared), and the head
+ * adds 4 (final RMSNorm 2, dlogits 1, its dx 1). The roundings are independent,
+ * so over a tensor's many elements the errors add in quadrature: a normwise
+ * relative error of about sqrt(R) u for R roundings on the longest path. We
+ * allow GRAD_SAFETY = 2 times that for the Jacobians' amplification (these
+ * random tiny models are well conditioned: their layers are near identity):
+ *
+ *     ||g_gpu - g_s1||_2 <= 2 sqrt(18 L + 4) u ||g_s1||_2    per tensor
+ *
+ * (L = 2: 5.0%; L = 3: 5.9%). A dropped GQA group sum, an off-by-one causal
+ * mask, a missing scale or a wrong sign each move a tensor by tens of percent.
+ * The loss has the forward pass's bound (tests/emu_kernels.cu): 2 * 4u * max|logit|.
+ */
+#include "common/kernels.cuh"
+#include "tests/test.h"
+
+extern "C" {
+void *s1ref_model_load(const char *dir, int round_bf16);
+float s1ref_model_loss(void *model, const uint32_t *ids, const uint8_t *mask, const size_t *seq_offsets, size_t S);
+const float *s1ref_model_logits(void *model);
+size_t s1ref_model_vocab(void *model);
+void s1ref_model_free(void *model);
+size_t s1ref_fixture_batch(const char *dir, uint32_t **ids, uint8_t **mask, size_t **offsets, float *hf_loss);
+void s1ref_model_zero_grad(void *model);
+void s1ref_model_backward(void *model, float grad_scale);
+const float *s1ref_model_grads_memory(void *model);
+}
+
+static const double U = 1.0 / 256.0;   // 2^-8: one bf16 rounding, relative
+#define ROUNDINGS_PER_LAYER 18
+#define HEAD_ROUNDINGS 4
+#define GRAD_SAFETY 2.0
+#define LOGIT_ROUNDINGS 4.0f
+
+static double grad_bound(size_t L) { return GRAD_SAFETY * sqrt((double)(ROUNDINGS_PER_LAYER * L + HEAD_ROUNDINGS)) * U; }
+
+// A GPU model for training from a checkpoint folder: bf16 weights and fp32 master weights.
+static void load_for_training(GpuModel *m, const char *dir, int chunk_rows) {
+    char path[4096];
+    snprintf(path, sizeof path, "%s/config.json", dir);
+    Qwen2Config c;
+    config_read(&c, path);
+    gpu_model_create(m, &c, chunk_rows, 1);
+    gpu_model_read(m, dir);
+}
+
+static float *device_grads(const GpuModel *m) {
+    float *g = (float *)mallocCheck(m->num_parameters * sizeof(float));
+    cudaCheck(cudaMemcpy(g, m->grads_memory, m->num_parameters * sizeof(float), cudaMemcpyDeviceToHost));
+    return g;
+}
+
+// Per tensor: ||got - ref|| <= bound ||ref||; prints the worst ratio.
+static void check_grads(const char *what, const Qwen2Config *c, const float *got, const float *ref, double bound) {
+    size_t count;
+    TensorInfo *tensors = qwen2_tensor_list(c, &count);
+    double worst = 0.0;
+    const char *worst_name = "";
+    for (size_t i = 0; i < count; i++) {
+        const TensorInfo *t = &tensors[i];
+        double err = 0.0, norm = 0.0;
+        for (size_t j = 0; j < t->numel; j++) {
+            double d = (double)got[t->offset + j] - (double)ref[t->offset + j];
+            err += d * d;
+            norm += (double)ref[t->offset + j] * ref[t->offset + j];
+        }
+        err = sqrt(err);
+        norm = sqrt(norm);
+        double rel = norm > 0 ? err / norm : err;
+        CHECK(rel <= bound, "%s: %s: ||gpu - s1|| / ||s1|| = %.3g > bound %.3g", what, t->name, rel, bound);
+        if (rel > worst) { worst = rel; worst_name = t->name; }
+    }
+    printf("note: %s: worst tensor %s, ||gpu - s1||/||s1|| = %.3g (bound %.3g, %.2f of it)\n", what, worst_name, worst, bound, worst / bound);
+    free(tensors);
+}
+
+static float max_abs(const float *x, size_t n) {
+    float m = 0.0f;
+    for (size_t i = 0; i < n; i++) m = fmaxf(m, fabsf(x[i]));
+    return m;
+}
+
+// The fixture's batch (4 sequences of lengths 7, 13, 20, 5 / 9, 24, 16, 4: none a
+// multiple of the attention tiles) in one micro-batch and in two of two
+// sequences (grad_scale 1/2 each, as the trainer weighs them); recompute on and
+// off; twice for determinism.
+static void test_fixture_gradients(const char *dir) {
+    char name[256];
+    snprintf(name, sizeof name, "gpu_forward_backward gradients == s1.c qwen2_backward per tensor (bf16 weights), %s", dir);
+    TEST_BEGIN(name);
+    uint32_t *ids;
+    uint8_t *mask;
+    size_t *offsets;
+    float hf_loss;
+    size_t S = s1ref_fixture_batch(dir, &ids, &mask, &offsets, &hf_loss), N = offsets[S];
+    void *ref = s1ref_model_load(dir, 1);
+    s1ref_model_zero_grad(ref);
+    float ref_loss = s1ref_model_loss(ref, ids, mask, offsets, S);
+    float logit_scale = max_abs(s1ref_model_logits(ref), N * s1ref_model_vocab(ref));
+    s1ref_model_backward(ref, 1.0f);
+    const float *ref_grads = s1ref_model_grads_memory(ref);
+
+    GpuModel m;
+    load_for_training(&m, dir, 16);   // 16-row LM-head chunks: partial chunks, and chunks without targets
+    GpuTrainActs acts;
+    memset(&acts, 0, sizeof acts);
+    float loss = gpu_forward_backward(&m, &acts, ids, mask, offsets, S, 1.0f, 0);
+    float *g_keep = device_grads(&m);
+    float loss_bound = 2.0f * LOGIT_ROUNDINGS * (float)U * logit_scale;
+    CHECK(fabsf(loss - ref_loss) <= loss_bound, "loss %.7f vs s1.c %.7f (bound %.3g)", loss, ref_loss, loss_bound);
+    printf("note: %s: loss gpu %.7f, s1.c %.7f, |diff| %.3g (bound %.3g)\n", dir, loss, ref_loss, fabsf(loss - ref_loss), loss_bound);
+    check_grads(dir, &m.config, g_keep, ref_grads, grad_bound(m.config.num_layers));
+
+    // activation checkpointing: the same gradients to the bit
+    cudaCheck(cudaMemset(m.grads_memory, 0, m.num_parameters * sizeof(float)));
+    float loss_rec = gpu_forward_backward(&m, &acts, ids, mask, offsets, S, 1.0f, 1);
+    float *g_rec = device_grads(&m);
+    CHECK(loss_rec == loss && memcmp(g_rec, g_keep, m.num_parameters * sizeof(float)) == 0,
+          "--recompute changes the gradients (loss %.9g vs %.9g)", loss_rec, loss);
+    // determinism: the same call again, the same bits
+    cudaCheck(cudaMemset(m.grads_memory, 0, m.num_parameters * sizeof(float)));
+    gpu_forward_backward(&m, &acts, ids, mask, offsets, S, 1.0f, 0);
+    float *g_again = device_grads(&m);
+    CHECK(memcmp(g_again, g_keep, m.num_parameters * sizeof(float)) == 0, "a second run gives other gradients");
+
+    // two micro-batches of two sequences, each weighted 2/4, accumulate into the step's gradient
+    cudaCheck(cudaMemset(m.grads_memory, 0, m.num_parameters * sizeof(float)));
+    float loss_micro = 0.0f;
+    for (size_t i = 0; i < S; i += 2) {
+        size_t offs[3] = {0, offsets[i + 1] - offsets[i], offsets[i + 2] - offsets[i]};
+        loss_micro += 0.5f * gpu_forward_backward(&m, &acts, ids + offsets[i], mask + offsets[i], offs, 2, 0.5f, 0);
+    }
+    float *g_micro = device_grads(&m);
+    CHECK(fabsf(loss_micro - ref_loss) <= loss_bound, "micro-batched loss %.7f vs s1.c %.7f", loss_micro, ref_loss);
+    char what[300];
+    snprintf(what, sizeof what, "%s, 2 micro-batches", dir);
+    check_grads(what, &m.config, g_micro, ref_grads, grad_bound(m.config.num_layers));
+    free(g_keep); free(g_rec); free(g_again); free(g_micro);
+    gpu_train_acts_free(&acts);
+    gpu_model_free(&m);
+    s1ref_model_free(ref);
+    free(ids); free(mask); free(offsets);
+    TEST_END();
+}
+
+// Longer sequences than the fixture's: 77 tokens (2.4 key tiles, 4.8 query
+// tiles), a 1-token sequence (nothing to score) and 40 tokens, random ids and
+// masks with gaps, on the GQA 4:1 fixture model.
+static void test_long_sequences(const char *dir) {
+    char name[256];
+    snprintf(name, sizeof name, "gpu_forward_backward gradients == s1.c with sequences of 77, 1 and 40 tokens, %s", dir);
+    TEST_BEGIN(name);
+    const size_t S = 3;
+    size_t offsets[S + 1] = {0, 77, 78, 118}, N = offsets[S];
+    uint32_t ids[118];
+    uint8_t mask[118];
+    uint32_t state = 99;
+    for (size_t n = 0; n < N; n++) {
+        state = state * 1664525u + 1013904223u;
+        ids[n] = (state >> 8) % 300;
+        mask[n] = (state >> 4) % 5 != 0;
+    }
+    void *ref = s1ref_model_load(dir, 1);
+    s1ref_model_zero_grad(ref);
+    float ref_loss = s1ref_model_loss(ref, ids, mask, offsets, S);
+    s1ref_model_backward(ref, 1.0f);
+    GpuModel m;
+    load_for_training(&m, dir, 64);
+    GpuTrainActs acts;
+    memset(&acts, 0, sizeof acts);
+    float loss = gpu_forward_backward(&m, &acts, ids, mask, offsets, S, 1.0f, 0);
+    float *g = device_grads(&m);
+    printf("note: %s, T = 77/1/40: loss gpu %.7f, s1.c %.7f\n", dir, loss, ref_loss);
+    CHECK(fabsf(loss - ref_loss) <= 0.02f * fabsf(ref_loss), "loss %.7f vs s1.c %.7f", loss, ref_loss);
+    char what[300];
+    snprintf(what, sizeof what, "%s, T = 77/1/40", dir);
+    check_grads(what, &m.config, g, s1ref_model_grads_memory(ref), grad_bound(m.config.num_layers));
+    free(g);
+    gpu_train_acts_free(&acts);
+    gpu_model_free(&m);
+    s1ref_model_free(ref);
+    TEST_END();
+}
+
+int main(void) {
+    test_fixture_gradients("tests/fixtures/qwen-tiny-tied");
+    test_fixture_gradients("tests/fixtures/qwen-tiny-gqa");
+    test_long_sequences("tests/fixtures/qwen-tiny-gqa");
+    return test_summary();
+}

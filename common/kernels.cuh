@@ -1,47 +1,62 @@
 /*
  * kernels.cuh: the Qwen2.5 model on the GPU, shared by sft.cu and sample.cu.
  *
- * The kernels live one header per operation, like llm.c's llmc/ (forward and
- * backward side by side): common/embedding.cuh, rmsnorm.cuh, matmul.cuh,
- * rope.cuh, attention.cuh, swiglu.cuh, classifier.cuh, over cuda_common.cuh.
- * This file holds the model built from them.
+ * The kernels live one header per operation, like llm.c's llmc/, each
+ * forward kernel beside its backward twin; this file holds the model built
+ * from them. Each is the GPU twin of an s1.c layer function (the fp32 CPU
+ * oracle) and is tested against it on the CPU through the CUDA emulator
+ * (common/cuemu.h) in three thread schedules (tests/emu_kernels*.cu):
  *
- * Each kernel is the GPU twin of an s1.c layer function (the fp32 CPU oracle)
- * and is tested against it by tests/emu_kernels.cu, on the CPU through the CUDA
- * emulator (common/cuemu.h) in three thread schedules:
- *
- *   embedding_forward()     embedding_forward_kernel          s1.c embedding_forward()
- *   rmsnorm_forward()       rmsnorm_forward_kernel            s1.c rmsnorm_forward()
- *   matmul_forward()        cublasGemmEx + bias_fill_kernel   s1.c matmul_forward()
- *   rope_forward()          rope_forward_kernel               s1.c rope_forward()
- *   attention_forward()     attention_forward_kernel (flash)  s1.c attention_forward()
- *   attention_decode()      attention_decode_kernel           s1.c attention_row() (one token, KV cache)
- *   swiglu_forward()        swiglu_forward_kernel             s1.c swiglu_forward()
- *   lm_head_loss()          cublasGemmEx per chunk of rows +  s1.c matmul_forward() (the head)
- *                           crossentropy_forward_kernel +       + crossentropy_forward()
- *                           sum_kernel
+ *   header           launcher                 kernels                                s1.c twin
+ *   embedding.cuh    embedding_forward()      embedding_forward_kernel               embedding_forward()
+ *                    embedding_backward()     embedding_backward_kernel (per id)     embedding_backward()
+ *   rmsnorm.cuh      rmsnorm_forward()        rmsnorm_forward_kernel                 rmsnorm_forward()
+ *                    rmsnorm_backward()       rmsnorm_backward_kernel + column sums  rmsnorm_backward()
+ *   matmul.cuh       matmul_forward()         cublasGemmEx + bias_fill_kernel        matmul_forward()
+ *                    matmul_backward()        2 x cublasGemmEx + column sums (dbias) matmul_backward()
+ *   rope.cuh         rope_forward()           rope_forward_kernel (direction +1)     rope_forward()
+ *                    rope_backward()          rope_forward_kernel (direction -1)     rope_backward()
+ *   attention.cuh    attention_forward()      attention_forward_kernel (flash)       attention_forward()
+ *                    attention_backward()     _D_, _dkdv_, _dq_kernel (FA2)          attention_backward()
+ *                    attention_decode()       attention_decode_kernel                attention_row() (KV cache)
+ *   swiglu.cuh       swiglu_forward()         swiglu_forward_kernel                  swiglu_forward()
+ *                    swiglu_backward()        swiglu_backward_kernel                 swiglu_backward()
+ *   classifier.cuh   lm_head_loss()           cublasGemmEx per chunk of rows +       matmul_forward() (head) +
+ *                    classifier_forward_      crossentropy_forward_kernel (+ bf16    crossentropy_forward(),
+ *                    backward()               dlogits in place) + 2 GEMMs, sum_kernel  _backward(), matmul_backward()
+ *   global_norm.cuh  global_norm()            fixed-grid partials + one block        qwen2_grad_norm()
+ *   adamw.cuh        adamw_update()           adamw_kernel                           qwen2_update()
  *
  * then the model: gpu_model_load() (a HF checkpoint folder into bf16 GPU
  * memory), gpu_forward() (the masked s1 loss of a batch, as s1.c's
- * qwen2_forward()) and gpu_decode() (tokens appended to a KV cache, as s1.c's
- * qwen2_decode_step()).
+ * qwen2_forward()), gpu_decode() (tokens appended to a KV cache, as s1.c's
+ * qwen2_decode_step()), and for training gpu_forward_backward() (s1.c's
+ * qwen2_forward() + qwen2_backward(), with activation checkpointing) and
+ * gpu_update() (s1.c's qwen2_update()).
  *
  * Precision, as Hugging Face runs a bf16 Qwen2 (docs/qwen2.5.md section 3):
  * weights and activations are bf16 (floatX), every sum and statistic is fp32
  * (RMSNorm's mean square, the GEMMs' accumulation, the softmax and the
  * cross-entropy), and each kernel rounds its output to bf16 once (RMSNorm twice,
  * at HF's cast point before the weight multiply). Logits are
- * fp32 (HF upcasts them before the loss).
+ * fp32 (HF upcasts them before the loss). Training adds fp32 master weights,
+ * AdamW moments and parameter gradients; the residual stream's gradient is
+ * fp32, and the activation gradients that feed GEMMs are bf16.
  *
  * Two memory rules make 32K-token sequences fit (s1-spec.md section 8): the
  * attention never materialises the T x T score matrix (flash attention: tiles
- * of keys in shared memory, an online softmax), and the loss never holds the
+ * of keys in shared memory, an online softmax; its backward recomputes the
+ * probabilities from the saved log-sum-exp), and the loss never holds the
  * T x V logits (20 GB in fp32 at 32768 x 152064): the LM head runs on chunks
- * of rows, each reduced to per-token losses before the next.
+ * of rows, each reduced to per-token losses (and, training, to its gradients)
+ * before the next.
  *
- * Not here yet: the backward kernels, AdamW and NCCL data parallelism (a later
- * issue); the kernels are written for clarity first (no tensor cores in the
- * attention, no flash-decoding split of long KV caches).
+ * Determinism: no floating-point atomics; every reduction runs in a fixed
+ * order on a grid that depends only on the sizes, so a run repeats bit for bit.
+ *
+ * Not here yet: NCCL data parallelism (a later issue); the kernels are written
+ * for clarity first (no tensor cores in the attention, no flash-decoding split
+ * of long KV caches).
  *
  * Dimension letters: N tokens of a batch, T of one sequence, H hidden, I MLP,
  * NQ query heads, NKV key/value heads, HD head dim, QD = NQ*HD, KD = NKV*HD,
@@ -291,24 +306,37 @@ static LayerActs gpu_inference_acts(GpuModel *m, floatX *k, floatX *v) {
     return a;
 }
 
-// The loss targets of a batch, with s1.c's conventions (see qwen2_forward()
-// there): targets[n] = ids[n+1] where mask[n+1] marks it a target of the same
+// Uploads a batch (ids (N,), the sequences at seq_offsets (S+1,), the loss
+// mask (N,)) with its loss targets, as s1.c's qwen2_forward() makes them:
+// targets[n] = ids[n+1] where mask[n+1] marks it a target of the same
 // sequence; weights[n] = 1 / (S * targets of n's sequence) there, 0 elsewhere,
 // so the weighted sum is s1's loss; pos[n] = n's position in its sequence.
-static void gpu_batch_targets(const Qwen2Config *c, const uint32_t *ids, const uint8_t *mask, const size_t *seq_offsets,
-                              size_t S, uint32_t *targets, float *weights, int *pos) {
+// Returns the weights in host memory (malloc'd): the LM head skips chunks
+// without a target.
+static float *gpu_batch_upload(GpuModel *m, const uint32_t *ids, const uint8_t *mask, const size_t *seq_offsets, size_t S) {
+    size_t N = seq_offsets[S], V = m->config.vocab_size;
+    uint32_t *targets = (uint32_t *)mallocCheck(N * sizeof(uint32_t));
+    float *weights = (float *)mallocCheck(N * sizeof(float));
+    int *pos = (int *)mallocCheck(N * sizeof(int));
     for (size_t s = 0; s < S; s++) {
         size_t n0 = seq_offsets[s], n1 = seq_offsets[s + 1], count = 0;
         if (n1 < n0) die("gpu_forward: sequence offsets decrease at sequence %zu", s);
         for (size_t n = n0 + 1; n < n1; n++) count += mask[n] != 0;
         for (size_t n = n0; n < n1; n++) {
-            if (ids[n] >= c->vocab_size) die("gpu_forward: token id %u at position %zu is outside the %zu-row embedding", ids[n], n, c->vocab_size);
+            if (ids[n] >= V) die("gpu_forward: token id %u at position %zu is outside the %zu-row embedding", ids[n], n, V);
             int scored = n + 1 < n1 && mask[n + 1];
             pos[n] = (int)(n - n0);
             targets[n] = scored ? ids[n + 1] : 0;
             weights[n] = scored ? (float)(1.0 / ((double)S * (double)count)) : 0.0f;
         }
     }
+    cudaCheck(cudaMemcpy(m->ids, ids, N * sizeof(uint32_t), cudaMemcpyHostToDevice));
+    cudaCheck(cudaMemcpy(m->targets, targets, N * sizeof(uint32_t), cudaMemcpyHostToDevice));
+    cudaCheck(cudaMemcpy(m->weights, weights, N * sizeof(float), cudaMemcpyHostToDevice));
+    cudaCheck(cudaMemcpy(m->pos, pos, N * sizeof(int), cudaMemcpyHostToDevice));
+    free(targets);
+    free(pos);
+    return weights;
 }
 
 // Forward pass over S sequences stored back to back, with s1.c's conventions
@@ -322,14 +350,7 @@ static float gpu_forward(GpuModel *m, const uint32_t *ids, const uint8_t *mask, 
     if (N == 0) return 0.0f;
     if (N > (1u << 30)) die("gpu_forward: %zu tokens exceed the kernels' int range", N);
     gpu_activations_ensure(m, N);
-    uint32_t *targets = (uint32_t *)mallocCheck(N * sizeof(uint32_t));
-    float *weights = (float *)mallocCheck(N * sizeof(float));
-    int *pos = (int *)mallocCheck(N * sizeof(int));
-    gpu_batch_targets(c, ids, mask, seq_offsets, S, targets, weights, pos);
-    cudaCheck(cudaMemcpy(m->ids, ids, N * sizeof(uint32_t), cudaMemcpyHostToDevice));
-    cudaCheck(cudaMemcpy(m->targets, targets, N * sizeof(uint32_t), cudaMemcpyHostToDevice));
-    cudaCheck(cudaMemcpy(m->weights, weights, N * sizeof(float), cudaMemcpyHostToDevice));
-    cudaCheck(cudaMemcpy(m->pos, pos, N * sizeof(int), cudaMemcpyHostToDevice));
+    float *weights = gpu_batch_upload(m, ids, mask, seq_offsets, S);
 
     embedding_forward(m->res, m->ids, m->param[P_EMBED], (int)N, (int)H);
     LayerActs acts = gpu_inference_acts(m, m->k, m->v);
@@ -339,7 +360,7 @@ static float gpu_forward(GpuModel *m, const uint32_t *ids, const uint8_t *mask, 
                  (int)N, (int)H, (int)V, m->chunk_rows);
     float loss;
     cudaCheck(cudaMemcpy(&loss, m->loss, sizeof(float), cudaMemcpyDeviceToHost));
-    free(targets); free(weights); free(pos);
+    free(weights);
     return loss;
 }
 
@@ -599,14 +620,7 @@ static float gpu_forward_backward(GpuModel *m, GpuTrainActs *t, const uint32_t *
     if (N > (1u << 30)) die("gpu_forward_backward: %zu tokens exceed the kernels' int range", N);
     gpu_batch_ensure(m, N);
     gpu_train_acts_ensure(m, t, N, recompute);
-    uint32_t *targets = (uint32_t *)mallocCheck(N * sizeof(uint32_t));
-    float *weights = (float *)mallocCheck(N * sizeof(float));
-    int *pos = (int *)mallocCheck(N * sizeof(int));
-    gpu_batch_targets(c, ids, mask, seq_offsets, S, targets, weights, pos);
-    cudaCheck(cudaMemcpy(m->ids, ids, N * sizeof(uint32_t), cudaMemcpyHostToDevice));
-    cudaCheck(cudaMemcpy(m->targets, targets, N * sizeof(uint32_t), cudaMemcpyHostToDevice));
-    cudaCheck(cudaMemcpy(m->weights, weights, N * sizeof(float), cudaMemcpyHostToDevice));
-    cudaCheck(cudaMemcpy(m->pos, pos, N * sizeof(int), cudaMemcpyHostToDevice));
+    float *weights = gpu_batch_upload(m, ids, mask, seq_offsets, S);
     // forward, keeping each layer's activations (or only its input)
     embedding_forward(t->res, m->ids, m->param[P_EMBED], (int)N, (int)H);
     for (size_t l = 0; l < L; l++)
@@ -628,7 +642,7 @@ static float gpu_forward_backward(GpuModel *m, GpuTrainActs *t, const uint32_t *
     embedding_backward(m->grad[P_EMBED], t->dres, ids, (int)N, (int)H, t->ids_scratch);
     float loss;
     cudaCheck(cudaMemcpy(&loss, m->loss, sizeof(float), cudaMemcpyDeviceToHost));
-    free(targets); free(weights); free(pos);
+    free(weights);
     return loss;
 }
 

@@ -1,0 +1,88 @@
+# tests/test_mutations.sh: deliberate breakages of the training code, each of
+# which a test must catch in all three thread schedules of the CUDA emulator.
+#
+# A test that passes is only evidence if it would fail on the bug it guards
+# against. Each case below copies the sources into a scratch tree, changes ONE
+# line of a kernel or of the trainer (a literal string replaced, or a line
+# deleted), builds the test that guards it there, and runs it under the forward,
+# reverse and random schedules: the case passes when every run FAILS. The
+# unbroken sources pass the same tests in tests/run.sh.
+#
+# Needs `make test`'s build (the s1.c oracle object, ./s1 and the tools).
+. tests/lib.sh
+ROOT=$PWD
+TREE=$TMP/tree
+mkdir -p "$TREE/build/tests" "$TREE/build/emu"
+cp -r Makefile ./*.c ./*.cu common "$TREE/"
+mkdir -p "$TREE/tests" && cp tests/*.c tests/*.cu tests/*.h tests/*.sh "$TREE/tests/"
+ln -s "$ROOT/tests/fixtures" "$TREE/tests/fixtures"
+cp -p build/tests/s1_ref.o "$TREE/build/tests/"   # the oracle is not mutated: reuse it (make -o below)
+ln -s "$ROOT/s1" "$TREE/s1"
+for tool in build/tests/tool_ckpt_diff build/emu/sample; do ln -s "$ROOT/$tool" "$TREE/$tool"; done
+SCHEDULES="forward reverse random:${CUEMU_SEED:-1234}"
+
+# mutate NAME FILE OLD NEW TARGET CMD...: in a fresh copy of FILE, replace the one
+# line containing the literal OLD by the same line with OLD replaced by NEW
+# (NEW = "<delete>": drop the line), build TARGET, run CMD in each schedule.
+mutate() {
+    local name=$1 file=$2 old=$3 new=$4 target=$5; shift 5
+    cp "$ROOT/$file" "$TREE/$file"
+    awk -v old="$old" -v new="$new" '
+        { i = index($0, old) }
+        i && new == "<delete>" { hits++; next }
+        i { $0 = substr($0, 1, i - 1) new substr($0, i + length(old)); hits++ }
+        { print }
+        END { if (hits != 1) exit 3 }' "$ROOT/$file" >"$TREE/$file"
+    local rc=$?
+    if [ $rc -ne 0 ]; then fail "$name" "the line to break is not in $file exactly once"; return; fi
+    if ! make -s -C "$TREE" -o build/tests/s1_ref.o "$target" >"$TMP/build.log" 2>&1; then
+        fail "$name" "the broken tree does not build: $(head -c 300 "$TMP/build.log")"
+        cp "$ROOT/$file" "$TREE/$file"
+        return
+    fi
+    local caught=0 sched
+    for sched in $SCHEDULES; do
+        (cd "$TREE" && CUEMU_SCHEDULE=$sched "$@") >"$TMP/run.log" 2>&1 || caught=$((caught + 1))
+    done
+    cp "$ROOT/$file" "$TREE/$file"
+    rm -f "$TREE/$target"
+    if [ $caught -eq 3 ]; then pass "$name: caught in all 3 schedules"
+    else fail "$name" "caught in $caught of 3 schedules"; fi
+}
+
+ATT=build/tests/emu_kernels_attention
+BWD=build/tests/emu_kernels_backward
+TRAIN=build/tests/emu_kernels_train
+
+# FlashAttention-2 backward (common/attention.cuh)
+mutate "attention backward: the GQA group sum of dK, dV dropped (first head only)" common/attention.cuh \
+    "for (int g = 0; g < G; g++) {" "for (int g = 0; g < 1; g++) {" $ATT $ATT
+mutate "attention backward: the causal mask off by one" common/attention.cuh \
+    "if (t < T && t >= u) {" "if (t < T && t > u) {" $ATT $ATT
+mutate "attention backward: a missing barrier after loading the query tile" common/attention.cuh \
+    "__syncthreads();   // dkdv: the query tile is loaded" "<delete>" $ATT $ATT
+mutate "attention backward: D = rowsum(out * out) instead of rowsum(dout * out)" common/attention.cuh \
+    "(D, dout, out, rows, HD);" "(D, out, out, rows, HD);" $ATT $ATT
+# the other backward kernels and the optimizer
+mutate "linear backward: dbias not accumulated (= instead of +=)" common/matmul.cuh \
+    "        out[c] += s;" "        out[c] = s;" $BWD $BWD
+mutate "AdamW: the bias correction off by one step" common/adamw.cuh \
+    "pow(beta1, (double)step)" "pow(beta1, (double)(step + 1))" $BWD $BWD
+mutate "RMSNorm backward: dweight sums dout * x instead of dout * y" common/rmsnorm.cuh \
+    "float y = __bfloat162float(round_bf16(__bfloat162float(inp[(size_t)n * C + c]) * rstd[n]));" \
+    "float y = __bfloat162float(inp[(size_t)n * C + c]);" $BWD $BWD
+mutate "SwiGLU backward: silu'(z) with sig instead of 1 - sig" common/swiglu.cuh \
+    "(1.0f + g * (1.0f - sig))" "(1.0f + g * sig)" $BWD $BWD
+mutate "embedding backward: a repeated id keeps only its last position" common/embedding.cuh \
+    "for (int j = starts[k]; j < starts[k + 1]; j++)" "for (int j = starts[k + 1] - 1; j < starts[k + 1]; j++)" $BWD $BWD
+mutate "classifier: dlogits without the -1 at the target" common/classifier.cuh \
+    "(i == target ? scale : 0.0f)" "(i == target ? 0.0f : 0.0f)" $BWD $BWD
+# the model's training step (common/kernels.cuh) and the trainer (sft.cu)
+mutate "activation checkpointing: the layer not recomputed before its backward" common/kernels.cuh \
+    "if (recompute) gpu_layer_forward(" "if (0) gpu_layer_forward(" $TRAIN $TRAIN
+mutate "micro-batches: the gradient not scaled by the micro-batch's share of the step" common/kernels.cuh \
+    "weights, grad_scale, (int)N, (int)H" "weights, grad_scale / grad_scale, (int)N, (int)H" $TRAIN $TRAIN
+mutate "sft train: the update (clipping included) before the step's accumulation ends" sft.cu \
+    "for (size_t i = 0; i < loader.num_seqs; i += t->micro_batch) {" "for (size_t i = 0; i < t->micro_batch; i += t->micro_batch) {" \
+    build/emu/sft bash tests/test_sft.sh
+summary

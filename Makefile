@@ -74,7 +74,7 @@ build/tests/s1_ref.o: tests/s1_ref.c $(SOURCES)
 	$(CC) $(ALL_CFLAGS) -c -o $@ $<
 
 EMU_KERNEL_TESTS := $(patsubst tests/%.cu,build/tests/%,$(wildcard tests/emu_kernels*.cu))
-$(EMU_KERNEL_TESTS): build/tests/%: tests/%.cu build/tests/s1_ref.o tests/test.h $(SOURCES)
+$(EMU_KERNEL_TESTS): build/tests/%: tests/%.cu build/tests/s1_ref.o tests/test.h tests/kernel_test.h $(SOURCES)
 	@mkdir -p build/tests
 	$(CXX) $(EMU_CXXFLAGS) -o $@ $< -x none build/tests/s1_ref.o $(EMU_LDLIBS)
 
@@ -102,7 +102,7 @@ build/cuda/%: %.cu $(SOURCES)
 	@mkdir -p build/cuda
 	$(NVCC) $(NVCCFLAGS) -o $@ $< $(NVCC_LDLIBS)
 
-build/cuda/%.o: tests/%.cu tests/test.h $(SOURCES)
+build/cuda/%.o: tests/%.cu tests/test.h tests/kernel_test.h $(SOURCES)
 	@mkdir -p build/cuda
 	$(NVCC) $(NVCCFLAGS) -c -o $@ $<
 

@@ -132,22 +132,19 @@ static void sft_save(GpuModel *m, const SftOptions *o, const char *dir) {
 // The model to train: a HF checkpoint, a resumed run, or random weights.
 static void sft_model_open(GpuModel *m, SftOptions *o) {
     TrainOptions *t = &o->train;
-    const char *dir = t->resume_dir ? t->resume_dir : t->model_dir;
-    char path[4096];
-    Qwen2Config c;
-    if (dir != NULL) snprintf(path, sizeof path, "%s/config.json", dir);
-    config_read(&c, dir != NULL ? path : t->init_config);
-    gpu_model_create(m, &c, (int)o->chunk_rows, 1);
-    size_t P = m->num_parameters;
-    if (dir == NULL) {   // the same seeded init as ./s1 train --init-config
-        float *init = (float *)mallocCheck(P * sizeof(float));
+    if (t->init_config != NULL) {   // the same seeded init as ./s1 train --init-config
+        Qwen2Config c;
+        config_read(&c, t->init_config);
+        gpu_model_create(m, &c, (int)o->chunk_rows, 1);
+        float *init = (float *)mallocCheck(m->num_parameters * sizeof(float));
         qwen2_init_parameters(init, &c, t->init_seed);
-        gpu_upload_parameters(m, 0, init, P);
+        gpu_upload_parameters(m, 0, init, m->num_parameters);
         free(init);
         return;
     }
-    size_t step = gpu_model_read(m, dir);
+    size_t step = gpu_model_open(m, t->resume_dir ? t->resume_dir : t->model_dir, (int)o->chunk_rows, 1);
     if (t->resume_dir == NULL) return;
+    size_t P = m->num_parameters;
     m->step = step;
     float *am = (float *)mallocCheck(P * sizeof(float)), *av = (float *)mallocCheck(P * sizeof(float));
     float *master = (float *)mallocCheck(P * sizeof(float));

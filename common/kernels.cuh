@@ -179,15 +179,20 @@ static size_t gpu_model_read(GpuModel *m, const char *dir) {
     return qwen2_checkpoint_read(dir, &m->config, gpu_read_tensor, m);
 }
 
-// Loads a HF model folder into bf16 GPU memory, for inference.
-static void gpu_model_load(GpuModel *m, const char *dir, int chunk_rows) {
+// Loads a HF model folder: its config, then its weights into bf16 GPU memory
+// and, with training = 1, into fp32 master weights too. Returns the
+// checkpoint's AdamW step.
+static size_t gpu_model_open(GpuModel *m, const char *dir, int chunk_rows, int training) {
     char path[4096];
     snprintf(path, sizeof path, "%s/config.json", dir);
     Qwen2Config c;
     config_read(&c, path);
-    gpu_model_create(m, &c, chunk_rows, 0);
-    gpu_model_read(m, dir);
+    gpu_model_create(m, &c, chunk_rows, training);
+    return gpu_model_read(m, dir);
 }
+
+// Loads a HF model folder into bf16 GPU memory, for inference.
+static void gpu_model_load(GpuModel *m, const char *dir, int chunk_rows) { gpu_model_open(m, dir, chunk_rows, 0); }
 
 // Elements per token of the bf16 activation buffers res, ln, q, att, k, v, gate, up.
 #define GPU_ACT_BUFFERS 8

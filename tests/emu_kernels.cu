@@ -24,84 +24,9 @@
  * The whole model's tolerance is derived at test_model_loss below.
  */
 #include "common/kernels.cuh"
-#include "tests/test.h"
-
-extern "C" {
-void s1ref_embedding(float *out, const uint32_t *ids, const float *table, size_t N, size_t C);
-void s1ref_rmsnorm(float *out, const float *inp, const float *weight, size_t N, size_t C, float eps);
-void s1ref_matmul(float *out, const float *inp, const float *weight, const float *bias, size_t N, size_t C, size_t OC);
-void s1ref_rope(float *x, const size_t *pos, size_t N, size_t NH, size_t HD, double theta);
-void s1ref_attention(float *out, const float *q, const float *k, const float *v, size_t T, size_t NQ, size_t NKV, size_t HD);
-void s1ref_swiglu(float *out, const float *gate, const float *up, size_t n);
-float s1ref_lm_head_loss(const float *x, const float *w, const uint32_t *targets, const float *weights, size_t N, size_t H, size_t V);
-void *s1ref_model_load(const char *dir, int round_bf16);
-float s1ref_model_loss(void *model, const uint32_t *ids, const uint8_t *mask, const size_t *seq_offsets, size_t S);
-const float *s1ref_model_logits(void *model);
-size_t s1ref_model_vocab(void *model);
-void s1ref_model_free(void *model);
-size_t s1ref_fixture_batch(const char *dir, uint32_t **ids, uint8_t **mask, size_t **offsets, float *hf_loss);
-void *s1ref_kvcache_create(void *model, size_t max_len);
-const float *s1ref_decode_step(void *model, void *kv, uint32_t token);
-void s1ref_kvcache_free(void *kv);
-}
+#include "tests/kernel_test.h"   // the s1.c oracle (s1ref_*), seeded inputs, copies, check_close
 
 static const float U = 1.0f / 256.0f;   // 2^-8: one bf16 rounding, relative
-
-// ----------------------------------------------------------------------------
-// helpers
-
-static uint32_t rng_state = 12345;
-static float frand(float scale) {   // uniform in [-scale, scale), rounded to a bf16 number
-    rng_state = rng_state * 1664525u + 1013904223u;
-    float x = ((float)(rng_state >> 8) / 8388608.0f - 1.0f) * scale;
-    return __bfloat162float(__float2bfloat16(x));
-}
-
-static float *host_random(size_t n, float scale) {
-    float *x = (float *)mallocCheck(n * sizeof(float));
-    for (size_t i = 0; i < n; i++) x[i] = frand(scale);
-    return x;
-}
-
-static floatX *to_device(const float *x, size_t n) {
-    floatX *tmp = (floatX *)mallocCheck(n * sizeof(floatX)), *d;
-    for (size_t i = 0; i < n; i++) tmp[i] = __float2bfloat16(x[i]);
-    cudaCheck(cudaMalloc((void **)&d, n * sizeof(floatX)));
-    cudaCheck(cudaMemcpy(d, tmp, n * sizeof(floatX), cudaMemcpyHostToDevice));
-    free(tmp);
-    return d;
-}
-
-static float *from_device(const floatX *d, size_t n) {
-    floatX *tmp = (floatX *)mallocCheck(n * sizeof(floatX));
-    float *x = (float *)mallocCheck(n * sizeof(float));
-    cudaCheck(cudaMemcpy(tmp, d, n * sizeof(floatX), cudaMemcpyDeviceToHost));
-    for (size_t i = 0; i < n; i++) x[i] = __bfloat162float(tmp[i]);
-    free(tmp);
-    return x;
-}
-
-template <class T> static T *device_copy(const T *x, size_t n) {
-    T *d;
-    cudaCheck(cudaMalloc((void **)&d, n * sizeof(T)));
-    cudaCheck(cudaMemcpy(d, x, n * sizeof(T), cudaMemcpyHostToDevice));
-    return d;
-}
-
-// Checks |got - ref| <= rel*|ref| + abs (+ extra[i] when given) for every element;
-// returns the largest |got - ref| and prints it.
-static float check_close(const char *what, const float *got, const float *ref, size_t n, float rel, float abs, const float *extra) {
-    float worst = 0.0f, worst_ratio = 0.0f;
-    for (size_t i = 0; i < n; i++) {
-        float err = fabsf(got[i] - ref[i]), bound = rel * fabsf(ref[i]) + abs + (extra ? extra[i] : 0.0f);
-        worst = fmaxf(worst, err);
-        worst_ratio = fmaxf(worst_ratio, bound > 0.0f ? err / bound : err > 0.0f ? INFINITY : 0.0f);
-        CHECK(err <= bound, "%s[%zu]: got %.8g, want %.8g (error %.3g > bound %.3g)", what, i, got[i], ref[i], err, bound);
-        if (!(err <= bound)) return err;
-    }
-    printf("note: %s max error %.3g, at most %.2f of its bound\n", what, worst, worst_ratio);
-    return worst;
-}
 
 // ----------------------------------------------------------------------------
 // the layers
@@ -290,12 +215,6 @@ static void test_lm_head_loss(int chunk_rows) {
 // |loss error| <= 2 max|logit error|.
 #define LOGIT_ROUNDINGS 4.0f
 
-static float max_abs(const float *x, size_t n) {
-    float m = 0.0f;
-    for (size_t i = 0; i < n; i++) m = fmaxf(m, fabsf(x[i]));
-    return m;
-}
-
 static void test_model_loss(const char *dir) {
     char name[256];
     snprintf(name, sizeof name, "gpu_forward loss == s1.c loss (bf16 weights), == mean of per-sequence losses, %s, chunks of 16 and 1000 rows", dir);
@@ -384,6 +303,7 @@ static void test_decode(const char *dir) {
 }
 
 int main(void) {
+    kt_seed(12345);
     test_embedding();
     test_rmsnorm(7, 100);
     test_rmsnorm(3, 33);

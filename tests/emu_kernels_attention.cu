@@ -62,70 +62,19 @@
  *                 + 2 log(t+1) + 2|lse_t|)
  */
 #include "common/attention.cuh"
-#include "tests/test.h"
-
-extern "C" {
-void s1ref_attention_lse(float *out, float *lse, const float *q, const float *k, const float *v, size_t T, size_t NQ, size_t NKV, size_t HD);
-void s1ref_attention_backward(float *dq, float *dk, float *dv, const float *dout, const float *out, const float *lse,
-                              const float *q, const float *k, const float *v, size_t T, size_t NQ, size_t NKV, size_t HD);
-}
+#include "tests/kernel_test.h"   // the s1.c oracle (s1ref_*), seeded inputs, copies, check_close
 
 static const float U = 1.0f / 256.0f;               // 2^-8: one bf16 rounding, relative
 static const double EPS32 = 1.0 / 16777216.0;       // 2^-24: one fp32 rounding, relative
 
 // ----------------------------------------------------------------------------
-// helpers (as in tests/emu_kernels.cu)
-
-static uint32_t rng_state = 4242;
-static float frand(float scale) {   // uniform in [-scale, scale), rounded to a bf16 number
-    rng_state = rng_state * 1664525u + 1013904223u;
-    float x = ((float)(rng_state >> 8) / 8388608.0f - 1.0f) * scale;
-    return __bfloat162float(__float2bfloat16(x));
-}
-
-static float *host_random(size_t n, float scale) {
-    float *x = (float *)mallocCheck(n * sizeof(float));
-    for (size_t i = 0; i < n; i++) x[i] = frand(scale);
-    return x;
-}
-
-static floatX *to_device(const float *x, size_t n) {   // rounds to bf16
-    floatX *tmp = (floatX *)mallocCheck(n * sizeof(floatX)), *d;
-    for (size_t i = 0; i < n; i++) tmp[i] = __float2bfloat16(x[i]);
-    cudaCheck(cudaMalloc((void **)&d, n * sizeof(floatX)));
-    cudaCheck(cudaMemcpy(d, tmp, n * sizeof(floatX), cudaMemcpyHostToDevice));
-    free(tmp);
-    return d;
-}
-
-static float *from_device(const floatX *d, size_t n) {
-    floatX *tmp = (floatX *)mallocCheck(n * sizeof(floatX));
-    float *x = (float *)mallocCheck(n * sizeof(float));
-    cudaCheck(cudaMemcpy(tmp, d, n * sizeof(floatX), cudaMemcpyDeviceToHost));
-    for (size_t i = 0; i < n; i++) x[i] = __bfloat162float(tmp[i]);
-    free(tmp);
-    return x;
-}
+// helpers (the shared ones are in tests/kernel_test.h)
 
 template <class T> static T *device_alloc_nan(size_t n) {   // 0xFF bytes: NaN in bf16 and fp32
     T *d;
     cudaCheck(cudaMalloc((void **)&d, n * sizeof(T)));
     cudaCheck(cudaMemset(d, 0xFF, n * sizeof(T)));
     return d;
-}
-
-// Checks |got - ref| <= rel*|ref| + abs + extra[i] for every element; prints the
-// largest error and the largest error/bound ratio.
-static void check_close(const char *what, const float *got, const float *ref, size_t n, float rel, float abs, const float *extra) {
-    float worst = 0.0f, worst_ratio = 0.0f;
-    for (size_t i = 0; i < n; i++) {
-        float err = fabsf(got[i] - ref[i]), bound = rel * fabsf(ref[i]) + abs + (extra ? extra[i] : 0.0f);
-        worst = fmaxf(worst, err);
-        worst_ratio = fmaxf(worst_ratio, bound > 0.0f ? err / bound : err > 0.0f ? INFINITY : 0.0f);
-        CHECK(err <= bound, "%s[%zu]: got %.8g, want %.8g (error %.3g > bound %.3g)", what, i, got[i], ref[i], err, bound);
-        if (!(err <= bound)) return;
-    }
-    printf("note: %s max error %.3g, at most %.2f of its bound\n", what, worst, worst_ratio);
 }
 
 // ----------------------------------------------------------------------------
@@ -259,6 +208,7 @@ static void test_attention_backward(size_t T, size_t NQ, size_t NKV, size_t HD, 
 }
 
 int main(void) {
+    kt_seed(4242);
     test_attention_backward(1, 2, 1, 16, "a single row");
     test_attention_backward(5, 4, 2, 12, "less than one tile, GQA 2:1");
     test_attention_backward(16, 4, 1, 16, "exactly one dk/dv key block and dq query block, GQA 4:1");

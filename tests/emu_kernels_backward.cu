@@ -19,57 +19,17 @@
  * twice and must give bit-identical results (fixed-order sums, no atomics).
  */
 #include "common/kernels.cuh"
-#include "tests/test.h"
-
-extern "C" {
-void s1ref_rmsnorm(float *out, const float *inp, const float *weight, size_t N, size_t C, float eps);
-void s1ref_embedding_backward(float *dtable, const float *dout, const uint32_t *ids, size_t N, size_t C);
-void s1ref_rmsnorm_backward(float *dinp, float *dweight, float *rstd, const float *dout, const float *inp,
-                            const float *weight, size_t N, size_t C, float eps);
-void s1ref_matmul_backward(float *dinp, float *dweight, float *dbias, const float *dout, const float *inp,
-                           const float *weight, size_t N, size_t C, size_t OC);
-void s1ref_rope_backward(float *dx, const size_t *pos, size_t N, size_t NH, size_t HD, double theta);
-void s1ref_swiglu_backward(float *dgate, float *dup, const float *dout, const float *gate, const float *up, size_t n);
-float s1ref_classifier_backward(float *dx, float *dw, float *dlogits, const float *x, const float *w,
-                                const uint32_t *targets, const float *weights, float grad_scale, size_t N, size_t H, size_t V);
-float s1ref_grad_norm(const float *g, size_t n);
-void *s1ref_tiny_model(size_t V, size_t H, size_t I, size_t L, size_t NQ, size_t NKV, size_t HD, int tied, uint64_t seed);
-size_t s1ref_model_num_parameters(void *model);
-float *s1ref_model_params(void *model);
-float *s1ref_model_grads(void *model);
-float *s1ref_model_adam_m(void *model);
-float *s1ref_model_adam_v(void *model);
-int s1ref_num_parameter_tensors(void);
-size_t s1ref_model_tensor(void *model, int i, int *kind);
-float s1ref_model_update(void *model, double lr, float beta1, float beta2, float eps, float weight_decay,
-                         float max_grad_norm, int decay_norm_weights);
-void s1ref_model_free(void *model);
-}
+#include "tests/kernel_test.h"   // the s1.c oracle (s1ref_*), seeded inputs, copies, check_close
 
 static const float U = 1.0f / 256.0f;         // 2^-8: one bf16 rounding, relative
 static const float EPS = 1.0f / 16777216.0f;  // 2^-24: one fp32 rounding, relative
 
 // ----------------------------------------------------------------------------
-// helpers (as tests/emu_kernels.cu)
+// helpers (the shared ones are in tests/kernel_test.h)
 
-static uint32_t rng_state = 4242;
-static float frand(float scale) {   // uniform in [-scale, scale), rounded to a bf16 number
-    rng_state = rng_state * 1664525u + 1013904223u;
-    float x = ((float)(rng_state >> 8) / 8388608.0f - 1.0f) * scale;
-    return __bfloat162float(__float2bfloat16(x));
-}
-
-static float frand_f32(float scale) {   // uniform in [-scale, scale), any fp32 number (gradients)
-    rng_state = rng_state * 1664525u + 1013904223u;
-    float a = (float)(rng_state >> 8) / 16777216.0f;
-    rng_state = rng_state * 1664525u + 1013904223u;
-    return (2.0f * a - 1.0f + (float)(rng_state >> 8) * 1e-9f) * scale;
-}
-
-static float *host_random(size_t n, float scale) {
-    float *x = (float *)mallocCheck(n * sizeof(float));
-    for (size_t i = 0; i < n; i++) x[i] = frand(scale);
-    return x;
+static float frand_f32(float scale) {   // uniform in [-scale, scale), any fp32 number (gradients); frand's generator
+    float a = (float)(kt_next() >> 8) / 16777216.0f;
+    return (2.0f * a - 1.0f + (float)(kt_next() >> 8) * 1e-9f) * scale;
 }
 
 static float *host_zeros(size_t n) { return (float *)callocCheck(n, sizeof(float)); }
@@ -78,52 +38,6 @@ static float *host_copy(const float *x, size_t n) {
     float *y = (float *)mallocCheck(n * sizeof(float));
     memcpy(y, x, n * sizeof(float));
     return y;
-}
-
-static floatX *to_device(const float *x, size_t n) {   // as bf16
-    floatX *tmp = (floatX *)mallocCheck(n * sizeof(floatX)), *d;
-    for (size_t i = 0; i < n; i++) tmp[i] = __float2bfloat16(x[i]);
-    cudaCheck(cudaMalloc((void **)&d, n * sizeof(floatX)));
-    cudaCheck(cudaMemcpy(d, tmp, n * sizeof(floatX), cudaMemcpyHostToDevice));
-    free(tmp);
-    return d;
-}
-
-static float *from_device(const floatX *d, size_t n) {
-    floatX *tmp = (floatX *)mallocCheck(n * sizeof(floatX));
-    float *x = (float *)mallocCheck(n * sizeof(float));
-    cudaCheck(cudaMemcpy(tmp, d, n * sizeof(floatX), cudaMemcpyDeviceToHost));
-    for (size_t i = 0; i < n; i++) x[i] = __bfloat162float(tmp[i]);
-    free(tmp);
-    return x;
-}
-
-template <class T> static T *device_copy(const T *x, size_t n) {
-    T *d;
-    cudaCheck(cudaMalloc((void **)&d, n * sizeof(T)));
-    cudaCheck(cudaMemcpy(d, x, n * sizeof(T), cudaMemcpyHostToDevice));
-    return d;
-}
-
-template <class T> static T *host_from(const T *d, size_t n) {
-    T *x = (T *)mallocCheck(n * sizeof(T));
-    cudaCheck(cudaMemcpy(x, d, n * sizeof(T), cudaMemcpyDeviceToHost));
-    return x;
-}
-
-// Checks |got - ref| <= rel*|ref| + abs (+ extra[i] when given) for every element;
-// returns the largest |got - ref| and prints it with the largest fraction of the bound.
-static float check_close(const char *what, const float *got, const float *ref, size_t n, float rel, float abs, const float *extra) {
-    float worst = 0.0f, worst_ratio = 0.0f;
-    for (size_t i = 0; i < n; i++) {
-        float err = fabsf(got[i] - ref[i]), bound = rel * fabsf(ref[i]) + abs + (extra ? extra[i] : 0.0f);
-        worst = fmaxf(worst, err);
-        worst_ratio = fmaxf(worst_ratio, bound > 0.0f ? err / bound : err > 0.0f ? INFINITY : 0.0f);
-        CHECK(err <= bound, "%s[%zu]: got %.8g, want %.8g (error %.3g > bound %.3g)", what, i, got[i], ref[i], err, bound);
-        if (!(err <= bound)) return err;
-    }
-    printf("note: %s max error %.3g, at most %.2f of its bound\n", what, worst, worst_ratio);
-    return worst;
 }
 
 // bit-for-bit equality of two arrays (determinism, exactness)
@@ -575,6 +489,7 @@ static void test_adamw(int tied, float weight_decay, float max_grad_norm, int de
 }
 
 int main(void) {
+    kt_seed(4242);
     const uint32_t ids9[9] = {3, 0, 36, 3, 17, 17, 1, 35, 3};
     test_embedding_backward(9, 50, 37, ids9);
     uint32_t ids300[300];

@@ -22,18 +22,7 @@
  */
 #define SAMPLE_NO_MAIN
 #include "../sample.cu"
-#include "tests/test.h"
-
-extern "C" {
-void *s1ref_model_load(const char *dir, int round_bf16);
-void s1ref_model_free(void *model);
-size_t s1ref_model_vocab(void *model);
-void *s1ref_kvcache_create(void *model, size_t max_len);
-const float *s1ref_decode_step(void *model, void *kv, uint32_t token);
-void s1ref_kvcache_free(void *kv);
-size_t s1ref_kvcache_len(void *kv);
-void s1ref_kvcache_truncate(void *kv, size_t len);
-}
+#include "tests/kernel_test.h"   // the s1.c oracle (s1ref_*)
 
 // ----------------------------------------------------------------------------
 // s1.c's decoder and the lockstep pair

@@ -4,6 +4,8 @@
  * this shim includes it (S1_NO_MAIN) and exports thin extern wrappers; the
  * Makefile compiles it with gcc and links it into build/tests/emu_kernels.
  * Every wrapper calls the oracle unchanged: no arithmetic happens here.
+ * tests/kernel_test.h declares every wrapper (extern "C") for the tests: a
+ * wrapper added or changed here is added or changed there too.
  */
 #pragma GCC diagnostic ignored "-Wunused-function"   // the shim uses a part of s1.c
 // The oracle's arithmetic is its source's: one rounding per operation. gcc's
@@ -29,8 +31,11 @@ void s1ref_matmul(float *out, const float *inp, const float *weight, const float
     matmul_forward(out, inp, weight, bias, N, C, OC);
 }
 
-// x (N,NH,HD) rotated in place at positions pos, with s1.c's own fp32 tables
-void s1ref_rope(float *x, const size_t *pos, size_t N, size_t NH, size_t HD, double theta) {
+// x (N,NH,HD) rotated in place by s1.c's rope_forward or rope_backward (rotate)
+// at positions pos, with s1.c's own fp32 tables (rope_table_ensure on a Qwen2
+// that holds only them) for head dim HD and base theta
+typedef void (*RopeFn)(float *x, const size_t *pos, const float *cos_t, const float *sin_t, size_t N, size_t NH, size_t HD);
+static void ref_rope_apply(RopeFn rotate, float *x, const size_t *pos, size_t N, size_t NH, size_t HD, double theta) {
     Qwen2 m;
     memset(&m, 0, sizeof m);
     m.config.head_dim = HD;
@@ -38,9 +43,14 @@ void s1ref_rope(float *x, const size_t *pos, size_t N, size_t NH, size_t HD, dou
     size_t max_pos = 0;
     for (size_t n = 0; n < N; n++) max_pos = pos[n] > max_pos ? pos[n] : max_pos;
     rope_table_ensure(&m, max_pos + 1);
-    rope_forward(x, pos, m.rope_cos, m.rope_sin, N, NH, HD);
+    rotate(x, pos, m.rope_cos, m.rope_sin, N, NH, HD);
     free(m.rope_cos);
     free(m.rope_sin);
+}
+
+// x (N,NH,HD) rotated in place at positions pos, with s1.c's own fp32 tables
+void s1ref_rope(float *x, const size_t *pos, size_t N, size_t NH, size_t HD, double theta) {
+    ref_rope_apply(rope_forward, x, pos, N, NH, HD, theta);
 }
 
 // one sequence of T tokens: out (T,NQ,HD)
@@ -169,16 +179,7 @@ void s1ref_matmul_backward(float *dinp, float *dweight, float *dbias, const floa
 
 // dx (N,NH,HD) rotated back in place, with s1.c's own fp32 tables (as s1ref_rope)
 void s1ref_rope_backward(float *dx, const size_t *pos, size_t N, size_t NH, size_t HD, double theta) {
-    Qwen2 m;
-    memset(&m, 0, sizeof m);
-    m.config.head_dim = HD;
-    m.config.rope_theta = theta;
-    size_t max_pos = 0;
-    for (size_t n = 0; n < N; n++) max_pos = pos[n] > max_pos ? pos[n] : max_pos;
-    rope_table_ensure(&m, max_pos + 1);
-    rope_backward(dx, pos, m.rope_cos, m.rope_sin, N, NH, HD);
-    free(m.rope_cos);
-    free(m.rope_sin);
+    ref_rope_apply(rope_backward, dx, pos, N, NH, HD, theta);
 }
 
 void s1ref_swiglu_backward(float *dgate, float *dup, const float *dout, const float *gate, const float *up, size_t n) {

@@ -112,55 +112,144 @@ typedef struct {
     double gpu_mem_gb;           // --gpu-mem: the GPU's memory, for the plan
     double peak_tflops;          // --peak-tflops: the GPU's dense bf16 peak, for MFU
     size_t chunk_rows;
+    int balance;                 // --balance: each rank a similar token count
+    int reduce_f32;              // --reduce-dtype f32 (default bf16)
+    int rank, world;             // this process's rank of W (common/launch.h)
+    ncclComm_t nccl;
 } SftOptions;
 
-// The checkpoint: the HF folder (the master weights rounded to bf16, or
-// exactly as F32) and optimizer.bin (moments, step, settings, and the fp32
-// master weights when the HF file holds only their rounding).
-static void sft_save(GpuModel *m, const SftOptions *o, const char *dir) {
-    size_t P = m->num_parameters;
-    float *master = (float *)mallocCheck(P * sizeof(float)), *am = (float *)mallocCheck(P * sizeof(float));
-    float *av = (float *)mallocCheck(P * sizeof(float));
-    cudaCheck(cudaMemcpy(master, m->master_memory, P * sizeof(float), cudaMemcpyDeviceToHost));
-    cudaCheck(cudaMemcpy(am, m->adam_m, P * sizeof(float), cudaMemcpyDeviceToHost));
-    cudaCheck(cudaMemcpy(av, m->adam_v, P * sizeof(float), cudaMemcpyDeviceToHost));
-    qwen2_checkpoint_write(dir, &m->config, master, o->save_bf16, m->step);
-    optstate_write(dir, m->step, P, &o->train.settings, am, av, o->save_bf16 ? master : NULL);
-    free(master); free(am); free(av);
+// The optimizer state of rank r of W: W = 1 writes optimizer.bin in s1.c's
+// layout (./s1 train resumes it, and it resumes ./s1 train's); W > 1 writes
+// each rank's shards to optimizer.rank<r>-of-<W>.bin.
+static void optstate_name(char *buf, size_t n, const char *dir, int rank, int world) {
+    if (world == 1) snprintf(buf, n, "%s", dir);
+    else snprintf(buf, n, "%s/rank%d-of-%d", dir, rank, world);
 }
 
-// The model to train: a HF checkpoint, a resumed run, or random weights.
+// The checkpoint: the HF folder from rank 0 (the master weights rounded to
+// bf16, or exactly as F32), and the optimizer state (moments, step, settings,
+// and the fp32 master weights when the HF file holds only their rounding).
+// Collective: every rank calls it.
+static void sft_save(GpuModel *m, const SftOptions *o, const char *dir) {
+    size_t P = m->num_parameters, S = m->shard_numel;
+    float *master = m->rank == 0 ? (float *)mallocCheck(P * sizeof(float)) : NULL;
+    gpu_gather_to_host(m, m->master_memory, master);
+    if (m->rank == 0) qwen2_checkpoint_write(dir, &m->config, master, o->save_bf16, m->step);
+    if (m->world == 1) {
+        float *am = (float *)mallocCheck(P * sizeof(float)), *av = (float *)mallocCheck(P * sizeof(float));
+        gpu_gather_to_host(m, m->adam_m, am);
+        gpu_gather_to_host(m, m->adam_v, av);
+        optstate_write(dir, m->step, P, &o->train.settings, am, av, o->save_bf16 ? master : NULL);
+        free(am); free(av);
+    } else {   // this rank's shards as they are: a resume needs the same W
+        float *am = (float *)mallocCheck(S * sizeof(float)), *av = (float *)mallocCheck(S * sizeof(float));
+        float *ms = (float *)mallocCheck(S * sizeof(float));
+        cudaCheck(cudaMemcpy(am, m->adam_m, S * sizeof(float), cudaMemcpyDeviceToHost));
+        cudaCheck(cudaMemcpy(av, m->adam_v, S * sizeof(float), cudaMemcpyDeviceToHost));
+        cudaCheck(cudaMemcpy(ms, m->master_memory, S * sizeof(float), cudaMemcpyDeviceToHost));
+        char shard_dir[4000];
+        optstate_name(shard_dir, sizeof shard_dir, dir, m->rank, m->world);
+        make_dir(dir);
+        make_dir(shard_dir);
+        optstate_write(shard_dir, m->step, S, &o->train.settings, am, av, ms);
+        free(am); free(av); free(ms);
+    }
+    free(master);
+}
+
+// The model to train, this rank's shards of it: a HF checkpoint, a resumed run, or random weights.
 static void sft_model_open(GpuModel *m, SftOptions *o) {
     TrainOptions *t = &o->train;
-    if (t->init_config != NULL) {   // the same seeded init as ./s1 train --init-config
-        Qwen2Config c;
-        config_read(&c, t->init_config);
-        gpu_model_create(m, &c, (int)o->chunk_rows, 1);
+    const char *dir = t->resume_dir ? t->resume_dir : t->model_dir;
+    char path[4200];
+    Qwen2Config c;
+    if (dir != NULL) snprintf(path, sizeof path, "%s/config.json", dir);
+    config_read(&c, dir != NULL ? path : t->init_config);
+    gpu_model_create_rank(m, &c, (int)o->chunk_rows, 1, o->rank, o->world, o->nccl, o->reduce_f32);
+    if (dir == NULL) {   // the same seeded init as ./s1 train --init-config
         float *init = (float *)mallocCheck(m->num_parameters * sizeof(float));
         qwen2_init_parameters(init, &c, t->init_seed);
-        gpu_upload_parameters(m, 0, init, m->num_parameters);
+        gpu_upload_parameters(m, init);
         free(init);
         return;
     }
-    size_t step = gpu_model_open(m, t->resume_dir ? t->resume_dir : t->model_dir, (int)o->chunk_rows, 1);
+    size_t step = gpu_model_read(m, dir);
     if (t->resume_dir == NULL) return;
-    size_t P = m->num_parameters;
     m->step = step;
-    float *am = (float *)mallocCheck(P * sizeof(float)), *av = (float *)mallocCheck(P * sizeof(float));
-    float *master = (float *)mallocCheck(P * sizeof(float));
-    if (optstate_read(t->resume_dir, step, P, &t->settings, am, av, master)) gpu_upload_parameters(m, 0, master, P);
-    cudaCheck(cudaMemcpy(m->adam_m, am, P * sizeof(float), cudaMemcpyHostToDevice));
-    cudaCheck(cudaMemcpy(m->adam_v, av, P * sizeof(float), cudaMemcpyHostToDevice));
+    char state_dir[4000];
+    optstate_name(state_dir, sizeof state_dir, dir, o->rank, o->world);
+    snprintf(path, sizeof path, "%s/optimizer.bin", state_dir);
+    if (access(path, F_OK) != 0) {   // saved by another number of ranks?
+        char other[4200];
+        snprintf(other, sizeof other, "%s/optimizer.bin", dir);
+        int saved_by_one = access(other, F_OK) == 0;
+        if (saved_by_one || o->world > 1)
+            die("%s: the checkpoint's optimizer state was saved by %s, this run has %d; resume with the same number of ranks",
+                dir, saved_by_one ? "1 rank" : "another number of ranks", o->world);
+    }
+    size_t n = o->world == 1 ? m->num_parameters : m->shard_numel;
+    float *am = (float *)mallocCheck(n * sizeof(float)), *av = (float *)mallocCheck(n * sizeof(float));
+    float *master = (float *)mallocCheck(n * sizeof(float));
+    int has_master = optstate_read(state_dir, step, n, &t->settings, am, av, master);
+    if (o->world == 1) {
+        if (has_master) gpu_upload_parameters(m, master);
+        gpu_scatter_from_host(m, m->adam_m, am);
+        gpu_scatter_from_host(m, m->adam_v, av);
+    } else {
+        if (!has_master) die("%s: a shard of the optimizer state without master weights", path);
+        cudaCheck(cudaMemcpy(m->adam_m, am, n * sizeof(float), cudaMemcpyHostToDevice));
+        cudaCheck(cudaMemcpy(m->adam_v, av, n * sizeof(float), cudaMemcpyHostToDevice));
+        cudaCheck(cudaMemcpy(m->master_memory, master, n * sizeof(float), cudaMemcpyHostToDevice));
+        gpu_round_master(m);
+    }
     free(am); free(av); free(master);
 }
 
+// Which of the step's sequences rank `rank` trains: their indices into the
+// loader's batch, in batch order (count: B / W). The rule: sequence j goes to
+// rank j mod W; with --balance, longest first to the rank with the fewest
+// tokens so far among those with fewer than B / W sequences (ties: the lower
+// rank), so every rank gets B / W sequences and similar token counts. Either
+// way each sequence's gradient is scaled by 1 / B, and the ranks' sum is the
+// step's gradient: the assignment changes who computes what, never the loss.
+static size_t sft_rank_sequences(const DataLoader *d, int rank, int world, int balance, size_t *mine) {
+    size_t B = d->num_seqs, per = B / (size_t)world, count = 0;
+    if (!balance) {
+        for (size_t j = (size_t)rank; j < B; j += (size_t)world) mine[count++] = j;
+        return count;
+    }
+    size_t *order = (size_t *)mallocCheck(B * sizeof(size_t)), *tokens = (size_t *)callocCheck((size_t)world, sizeof(size_t));
+    size_t *taken = (size_t *)callocCheck((size_t)world, sizeof(size_t));
+    int *owner = (int *)mallocCheck(B * sizeof(int));
+    for (size_t j = 0; j < B; j++) order[j] = j;
+    for (size_t i = 1; i < B; i++)   // stable insertion sort, longest first
+        for (size_t j = i; j > 0; j--) {
+            size_t a = order[j - 1], b = order[j];
+            if (d->seq_offsets[b + 1] - d->seq_offsets[b] <= d->seq_offsets[a + 1] - d->seq_offsets[a]) break;
+            order[j - 1] = b; order[j] = a;
+        }
+    for (size_t i = 0; i < B; i++) {
+        size_t j = order[i], len = d->seq_offsets[j + 1] - d->seq_offsets[j];
+        int best = -1;
+        for (int r = 0; r < world; r++)
+            if (taken[r] < per && (best < 0 || tokens[r] < tokens[best])) best = r;
+        owner[j] = best;
+        tokens[best] += len;
+        taken[best]++;
+    }
+    for (size_t j = 0; j < B; j++)
+        if (owner[j] == rank) mine[count++] = j;
+    free(order); free(tokens); free(taken); free(owner);
+    return count;
+}
+
 static void print_memory_plan(const GpuMemoryPlan *p, const char *what) {
-    char b[9][32];
-    printf("memory (%s): weights %s (bf16) + master %s + m %s + v %s + grads %s (fp32) + activations %s + scratch %s "
-           "+ LM-head chunk %s = %s\n", what, format_bytes(p->weights, b[0], 32), format_bytes(p->master, b[1], 32),
+    char b[10][32];
+    printf("memory (%s): weights %s (bf16) + master %s + m %s + v %s + grads %s (fp32) + gathered %s + activations %s "
+           "+ scratch %s + LM-head chunk %s = %s\n", what, format_bytes(p->weights, b[0], 32), format_bytes(p->master, b[1], 32),
            format_bytes(p->adam_m, b[2], 32), format_bytes(p->adam_v, b[3], 32), format_bytes(p->grads, b[4], 32),
-           format_bytes(p->activations, b[5], 32), format_bytes(p->scratch, b[6], 32), format_bytes(p->logits, b[7], 32),
-           format_bytes(p->total, b[8], 32));
+           format_bytes(p->gathered, b[9], 32), format_bytes(p->activations, b[5], 32), format_bytes(p->scratch, b[6], 32),
+           format_bytes(p->logits, b[7], 32), format_bytes(p->total, b[8], 32));
 }
 
 // Runs (or resumes) the training run: the loop of s1.c's train_run() on the GPU.
@@ -170,23 +259,34 @@ static void sft_train_run(SftOptions *o) {
     GpuModel model;
     sft_model_open(&model, o);
     const Qwen2Config *c = &model.config;
+    int lead = o->rank == 0;   // only rank 0 prints
+    if (!lead) t->quiet = 1;
     DataLoader loader;
     size_t total, warmup, end;
     train_data_open(t, &loader, c->vocab_size, &total, &warmup, &end);
+    if (s->batch_size % (size_t)o->world != 0)
+        die("sft train: %d ranks do not divide the batch of %llu sequences", o->world, (unsigned long long)s->batch_size);
     // the memory plan for the largest micro-batch the data can make, and the recompute decision
-    size_t longest = dataloader_longest(&loader), micro_tokens = longest * (t->micro_batch < s->batch_size ? t->micro_batch : s->batch_size);
-    GpuMemoryPlan keep = gpu_memory_plan(c, micro_tokens, 0, (int)o->chunk_rows), rec = gpu_memory_plan(c, micro_tokens, 1, (int)o->chunk_rows);
+    size_t per_rank = (size_t)s->batch_size / (size_t)o->world, mb = t->micro_batch < per_rank ? t->micro_batch : per_rank;
+    size_t longest = dataloader_longest(&loader), micro_tokens = longest * mb;
+    GpuMemoryPlan keep = gpu_memory_plan(c, micro_tokens, 0, (int)o->chunk_rows, o->world, o->reduce_f32);
+    GpuMemoryPlan rec = gpu_memory_plan(c, micro_tokens, 1, (int)o->chunk_rows, o->world, o->reduce_f32);
     int recompute = o->recompute >= 0 ? o->recompute : keep.total > o->gpu_mem_gb * 1e9;
-    printf("model: %zu parameters, %zu layers | data: %llu sequences (longest %zu tokens), %zu steps/epoch | %zu steps, %zu warmup\n",
-           model.num_parameters, c->num_layers, (unsigned long long)s->num_sequences, longest,
-           dataloader_steps_per_epoch(&loader), total, warmup);
-    print_memory_plan(&keep, "activations kept");
-    print_memory_plan(&rec, "--recompute: layer inputs only");
-    printf("recompute: %s (%s; --gpu-mem %.0f GB)\n", recompute ? "on" : "off",
-           o->recompute >= 0 ? "as asked" : recompute ? "the plan without it does not fit" : "the plan fits without it", o->gpu_mem_gb);
-    fflush(stdout);
+    if (lead) {
+        printf("model: %zu parameters, %zu layers | data: %llu sequences (longest %zu tokens), %zu steps/epoch | %zu steps, %zu warmup | %d rank%s\n",
+               model.num_parameters, c->num_layers, (unsigned long long)s->num_sequences, longest,
+               dataloader_steps_per_epoch(&loader), total, warmup, o->world, o->world > 1 ? "s" : "");
+        print_memory_plan(&keep, "per GPU, activations kept");
+        print_memory_plan(&rec, "per GPU, --recompute: layer inputs only");
+        printf("recompute: %s (%s; --gpu-mem %.0f GB)\n", recompute ? "on" : "off",
+               o->recompute >= 0 ? "as asked" : recompute ? "the plan without it does not fit" : "the plan fits without it", o->gpu_mem_gb);
+        fflush(stdout);
+    }
     GpuTrainActs acts;
     memset(&acts, 0, sizeof acts);
+    size_t *mine = (size_t *)mallocCheck((size_t)s->batch_size * sizeof(size_t));
+    uint32_t *ids = (uint32_t *)mallocCheck(mb * (size_t)s->max_seq_len * sizeof(uint32_t));
+    uint8_t *mask = (uint8_t *)mallocCheck(mb * (size_t)s->max_seq_len);
     float loss = 0.0f;
     double t_start = now_seconds();
     size_t tokens_done = 0, first_step = model.step;
@@ -194,31 +294,48 @@ static void sft_train_run(SftOptions *o) {
         double t0 = now_seconds();
         double lr = schedule_lr(step, total, warmup, s->lr);
         dataloader_batch(&loader, step);
-        cudaCheck(cudaMemset(model.grads_memory, 0, model.num_parameters * sizeof(float)));
-        loss = 0.0f;
-        double flops = 0.0;
-        for (size_t i = 0; i < loader.num_seqs; i += t->micro_batch) {  // gradient accumulation over micro-batches
-            size_t k = i + t->micro_batch < loader.num_seqs ? t->micro_batch : loader.num_seqs - i;
-            size_t offs[k + 1], n0 = dataloader_micro_batch(&loader, i, k, offs);
+        cudaCheck(cudaMemset(model.grads_memory, 0, model.shard_numel * sizeof(float)));
+        // this rank's sequences, in micro-batches; every rank runs the same number of rounds (a rank
+        // left without sequences in a round still takes part in its collectives)
+        size_t count = sft_rank_sequences(&loader, o->rank, o->world, o->balance, mine);
+        size_t most = (loader.num_seqs + (size_t)o->world - 1) / (size_t)o->world, rounds = (most + mb - 1) / mb;
+        float my_loss = 0.0f;
+        double flops = 0.0, ntok = 0.0;
+        for (size_t round = 0; round < rounds; round++) {  // gradient accumulation over micro-batches
+            size_t first = round * mb, k = first < count ? (count - first < mb ? count - first : mb) : 0;
+            size_t offs[mb + 1];
+            offs[0] = 0;
+            for (size_t j = 0; j < k; j++) {
+                size_t seq = mine[first + j], n0 = loader.seq_offsets[seq], len = loader.seq_offsets[seq + 1] - n0;
+                memcpy(ids + offs[j], loader.ids + n0, len * sizeof(uint32_t));
+                memcpy(mask + offs[j], loader.mask + n0, len);
+                offs[j + 1] = offs[j] + len;
+                flops += training_flops(c, len);
+            }
+            ntok += (double)offs[k];
             float weight = (float)k / (float)loader.num_seqs;
-            loss += weight * gpu_forward_backward(&model, &acts, loader.ids + n0, loader.mask + n0, offs, k, weight, recompute);
-            for (size_t j = 0; j < k; j++) flops += training_flops(c, offs[j + 1] - offs[j]);
+            my_loss += weight * gpu_forward_backward(&model, &acts, ids, mask, offs, k, weight, recompute);
         }
+        loss = (float)gpu_sum_over_ranks(&model, my_loss);
+        flops = gpu_sum_over_ranks(&model, flops);
+        ntok = gpu_sum_over_ranks(&model, ntok);
         float norm = gpu_update(&model, lr, s->beta1, s->beta2, s->eps, s->weight_decay, s->max_grad_norm, (int)s->decay_norm_weights);
         cudaCheck(cudaDeviceSynchronize());
-        size_t ntok = loader.seq_offsets[loader.num_seqs];
-        tokens_done += ntok;
+        tokens_done += (size_t)ntok;
         double t1 = now_seconds(), dt = t1 - t0 > 1e-9 ? t1 - t0 : 1e-9;
         char eta[32], mem[32];
         double per_step = (t1 - t_start) / (double)(step + 1 - first_step);
-        printf("step %zu/%zu | loss %.6f | grad norm %.4f | lr %.3e | %.0f tokens/s | MFU %.1f%% | mem %s | ETA %s\n", step + 1,
-               total, loss, norm, lr, (double)ntok / dt, 100.0 * flops / dt / (o->peak_tflops * 1e12),
-               format_bytes((double)model.allocated_bytes, mem, sizeof mem),
-               format_duration(per_step * (double)(end - step - 1), eta, sizeof eta));
-        fflush(stdout);
+        if (lead) {   // tokens/s and MFU of all ranks together; mem: per GPU
+            printf("step %zu/%zu | loss %.6f | grad norm %.4f | lr %.3e | %.0f tokens/s | MFU %.1f%% | mem %s | ETA %s\n", step + 1,
+                   total, loss, norm, lr, ntok / dt, 100.0 * flops / dt / (o->peak_tflops * 1e12 * o->world),
+                   format_bytes((double)model.allocated_bytes, mem, sizeof mem),
+                   format_duration(per_step * (double)(end - step - 1), eta, sizeof eta));
+            fflush(stdout);
+        }
         if ((t->save_every > 0 && (step + 1) % t->save_every == 0) || step + 1 == end) sft_save(&model, o, t->out_dir);
     }
-    printf("done: %zu steps, %zu tokens in %.1fs; checkpoint in %s\n", end - first_step, tokens_done, now_seconds() - t_start, t->out_dir);
+    if (lead) printf("done: %zu steps, %zu tokens in %.1fs; checkpoint in %s\n", end - first_step, tokens_done, now_seconds() - t_start, t->out_dir);
+    free(mine); free(ids); free(mask);
     gpu_train_acts_free(&acts);
     dataloader_free(&loader);
     gpu_model_free(&model);
@@ -242,6 +359,9 @@ static void usage_train(void) {
            "  --gpu-mem GB         the GPU's memory for that decision (default 80, an H100)\n"
            "  --peak-tflops X      the GPU's dense bf16 peak for MFU (default 989, H100 SXM)\n"
            "  --chunk-rows N       tokens per LM-head chunk (default 1024)\n"
+           "  --balance            give each rank of a step a similar token count (longest sequence first to\n"
+           "                       the least-loaded rank); default: sequence j of a step goes to rank j mod W\n"
+           "  --reduce-dtype T     bf16 (default, as s1's FSDP reduce_dtype) or f32: the gradients' reduce-scatter\n"
            "(--threads is accepted for ./s1 train's command lines; sft's work runs on the GPU.)\n");
 }
 
@@ -254,6 +374,7 @@ static int main_train(int argc, char **argv) {
     o.gpu_mem_gb = 80;
     o.peak_tflops = 989;
     o.chunk_rows = 1024;
+    o.world = 1;
     const char *settings_flag = NULL;
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i];
@@ -269,6 +390,12 @@ static int main_train(int argc, char **argv) {
         else if (flag_is(a, "--gpu-mem")) o.gpu_mem_gb = flag_number(argc, argv, &i);
         else if (flag_is(a, "--peak-tflops")) o.peak_tflops = flag_number(argc, argv, &i);
         else if (flag_is(a, "--chunk-rows")) o.chunk_rows = flag_count(argc, argv, &i, 0);
+        else if (flag_is(a, "--balance")) o.balance = 1;
+        else if (flag_is(a, "--reduce-dtype")) {
+            const char *v = flag_value(argc, argv, &i);
+            if (strcmp(v, "bf16") != 0 && strcmp(v, "f32") != 0) die("--reduce-dtype: '%s' is not bf16 or f32", v);
+            o.reduce_f32 = strcmp(v, "f32") == 0;
+        }
         else die("sft train: unknown argument '%s' (see sft train --help)", a);
     }
     train_options_check(&o.train, settings_flag, "sft train");

@@ -14,6 +14,7 @@
 #include <cuda_runtime.h>
 #include <cuda_bf16.h>
 #include <cublas_v2.h>
+#include <nccl.h>
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>

@@ -77,22 +77,53 @@
 #include "common/adamw.cuh"
 
 // ----------------------------------------------------------------------------
-// the model: parameters in one bf16 allocation, carved in s1.c's layout
-// (common/qwen2_weights.h: P_EMBED ... P_LMW); for training, fp32 master
-// weights, gradients and AdamW moments in the same layout, one flat buffer each
-// (so a later data-parallel version can shard every buffer by ranges)
+// the model's parameters, in units sharded over the ranks (ZeRO-3)
+//
+// The GPU holds the parameters in *units*, the pieces the forward pass uses
+// one at a time: unit 0 the embedding, unit 1 + l layer l's twelve tensors,
+// unit L + 1 the final norm and (untied) the LM head. A unit is its tensors
+// back to back, in P_* order (common/qwen2_weights.h). With W ranks each unit
+// is padded to W equal shards of S_u elements, and rank r owns elements
+// [r S_u, (r + 1) S_u) of every unit: its flat buffers (bf16 weights, fp32
+// master weights, AdamW moments, gradients) are its shards of all units back
+// to back, 1/W of the model each. Before a unit is used its bf16 weights are
+// all-gathered (gpu_unit_weights()); after its backward pass its gradients are
+// reduce-scattered to their owners (gpu_unit_reduce()). With W = 1 the shard
+// is the whole unit: the weights are used in place and nothing is gathered.
+//
+// Checkpoints keep s1.c's layout and names: gpu_tensor_location() maps each
+// HF tensor to its unit and offset.
+
+typedef struct {
+    int count;                             // tensors in the unit
+    int tensor[NUM_PARAMETER_TENSORS];     // their P_* indices, in order
+    size_t offset[NUM_PARAMETER_TENSORS];  // offset[i]: where P_* tensor i starts in the unit (if a member)
+    size_t layer;                          // the layer of a layer unit
+    size_t numel;                          // n_u
+    size_t shard;                          // S_u = ceil(n_u / W)
+    size_t shard_offset;                   // where this unit's shard starts in a rank's flat buffers
+} GpuUnit;
 
 typedef struct {
     Qwen2Config config;
-    size_t num_parameters;         // P
-    floatX *params_memory;         // (P,) bf16 working weights, carved into param[]
-    floatX *param[NUM_PARAMETER_TENSORS];   // e.g. param[P_QW]: (L, QD, H); param[P_LMW]: (V, H), empty when tied
-    // training state (gpu_model_create with training = 1), fp32
-    float *master_memory;          // (P,) master weights; params_memory is their bf16 rounding
-    float *grads_memory;           // (P,) gradients, accumulated over a step's micro-batches
-    float *grad[NUM_PARAMETER_TENSORS];
-    float *adam_m, *adam_v;        // (P,) AdamW moments
+    size_t num_parameters;         // P, the model's
+    int rank, world;               // this rank, and W
+    ncclComm_t nccl;               // the ranks' communicator (W > 1)
+    int reduce_f32;                // 1: reduce-scatter gradients in fp32; 0: in bf16, as s1's FSDP
+    GpuUnit *units;                // (L + 2,)
+    size_t num_units;
+    size_t shard_numel;            // sum of S_u: the length of this rank's flat buffers
+    floatX *params_memory;         // (shard_numel,) bf16 working weights
+    // training state (gpu_model_create with training = 1), fp32, this rank's shards
+    float *master_memory;          // master weights; params_memory is their bf16 rounding
+    float *grads_memory;           // gradients, accumulated over a step's micro-batches
+    float *adam_m, *adam_v;        // AdamW moments
     size_t step;                   // AdamW steps taken
+    // W > 1: the gathered units and their full gradients (one layer, and the embedding and head)
+    floatX *gathered_layer, *gathered_big;   // (W S_u,) bf16 of the largest layer unit, and of units 0 and L + 1
+    float *unit_grads_layer, *unit_grads_embed, *unit_grads_head;   // (W S_u,) fp32
+    void *reduce_send;             // (W S_u,) the gradients in the reduce dtype
+    void *reduce_recv;             // (S_u,) this rank's reduced shard
     size_t allocated_bytes;        // GPU memory this model allocated (the log's "mem" figure)
     cublasHandle_t cublas;
     int chunk_rows;                // rows of the LM head per chunk
@@ -113,8 +144,45 @@ typedef struct {
     floatX *gate, *up;             // (N,I); gate then holds silu(gate) * up
 } GpuModel;
 
-static const floatX *gpu_lm_head(const GpuModel *m) {
-    return m->config.tie_word_embeddings ? m->param[P_EMBED] : m->param[P_LMW];
+// The units of a config over W ranks (m->units, m->shard_numel).
+static void gpu_units_build(GpuModel *m) {
+    const Qwen2Config *c = &m->config;
+    size_t L = c->num_layers, off = 0;
+    m->num_units = L + 2;
+    m->units = (GpuUnit *)callocCheck(m->num_units, sizeof(GpuUnit));
+    for (size_t u = 0; u < m->num_units; u++) {
+        GpuUnit *un = &m->units[u];
+        for (int i = 0; i < NUM_PARAMETER_TENSORS; i++) {
+            int member = u == 0 ? i == P_EMBED : u == L + 1 ? (i == P_NORMW || i == P_LMW) : parameter_info[i].per_layer;
+            size_t dims[2];
+            parameter_shape(c, i, dims);
+            size_t n = dims[0] * (dims[1] ? dims[1] : 1);
+            if (!member || n == 0) continue;   // a tied model's LM head is the embedding
+            un->tensor[un->count++] = i;
+            un->offset[i] = un->numel;
+            un->numel += n;
+        }
+        un->layer = u >= 1 && u <= L ? u - 1 : 0;
+        un->shard = (un->numel + (size_t)m->world - 1) / (size_t)m->world;
+        un->shard_offset = off;
+        off += un->shard;
+    }
+    m->shard_numel = off;
+}
+
+// Where HF tensor t lives: its unit, and its first element's offset in the unit.
+static size_t gpu_tensor_location(const GpuModel *m, const TensorInfo *t, size_t *offset) {
+    size_t layer = parameter_info[t->param].per_layer ? (t->offset - parameter_offset(&m->config, t->param)) / t->numel : 0;
+    size_t u = t->param == P_EMBED ? 0 : parameter_info[t->param].per_layer ? 1 + layer : m->config.num_layers + 1;
+    *offset = m->units[u].offset[t->param];
+    return u;
+}
+
+// Pointers to the tensors of unit u whose full (gathered) buffer is base: w[i]
+// for each member i; the others are left alone.
+template <class T> static void gpu_unit_pointers(const GpuModel *m, size_t u, T *base, T **w) {
+    const GpuUnit *un = &m->units[u];
+    for (int j = 0; j < un->count; j++) w[un->tensor[j]] = base + un->offset[un->tensor[j]];
 }
 
 // cudaMalloc that counts what the model holds.
@@ -125,56 +193,151 @@ static void *gpu_alloc(GpuModel *m, size_t bytes) {
     return p;
 }
 
-// Allocates a model of config c (weights uninitialised). training = 1 adds
-// the fp32 master weights, gradients and AdamW moments (16 bytes per parameter
-// with the bf16 weights, s1-spec section 8). chunk_rows: rows per LM-head
-// chunk (memory: chunk_rows * V * 4 bytes).
-static void gpu_model_create(GpuModel *m, const Qwen2Config *c, int chunk_rows, int training) {
+// Allocates rank `rank` of a W-rank model of config c (weights
+// uninitialised). training = 1 adds the fp32 master weights, gradients and
+// AdamW moments (16 bytes per parameter with the bf16 weights, s1-spec
+// section 8; each rank holds 1/W of them). chunk_rows: rows per LM-head chunk
+// (memory: chunk_rows * V * 4 bytes). nccl: the ranks' communicator (W > 1).
+static void gpu_model_create_rank(GpuModel *m, const Qwen2Config *c, int chunk_rows, int training, int rank, int world,
+                                  ncclComm_t nccl, int reduce_f32) {
     memset(m, 0, sizeof *m);
     m->config = *c;
     if (c->head_dim > ATT_MAX_HD) die("config: head_dim %zu exceeds the attention kernel's %d", c->head_dim, ATT_MAX_HD);
     if (c->hidden_size > (1u << 30) || c->vocab_size > (1u << 30) || c->intermediate_size > (1u << 30))
         die("config: a model size exceeds the kernels' int range");
-    size_t P = m->num_parameters = parameter_count(c);
-    m->params_memory = (floatX *)gpu_alloc(m, P * sizeof(floatX));
-    for (int i = 0; i < NUM_PARAMETER_TENSORS; i++) m->param[i] = m->params_memory + parameter_offset(c, i);
+    if (world < 1 || rank < 0 || rank >= world) die("gpu_model_create: rank %d of %d", rank, world);
+    if (world > 1 && !training) die("gpu_model_create: several ranks are for training");
+    m->rank = rank;
+    m->world = world;
+    m->nccl = nccl;
+    m->reduce_f32 = reduce_f32;
+    m->num_parameters = parameter_count(c);
+    gpu_units_build(m);
+    size_t S = m->shard_numel;
+    m->params_memory = (floatX *)gpu_alloc(m, S * sizeof(floatX));
     if (training) {
-        m->master_memory = (float *)gpu_alloc(m, P * sizeof(float));
-        m->grads_memory = (float *)gpu_alloc(m, P * sizeof(float));
-        m->adam_m = (float *)gpu_alloc(m, P * sizeof(float));
-        m->adam_v = (float *)gpu_alloc(m, P * sizeof(float));
-        cudaCheck(cudaMemset(m->grads_memory, 0, P * sizeof(float)));
-        cudaCheck(cudaMemset(m->adam_m, 0, P * sizeof(float)));
-        cudaCheck(cudaMemset(m->adam_v, 0, P * sizeof(float)));
-        for (int i = 0; i < NUM_PARAMETER_TENSORS; i++) m->grad[i] = m->grads_memory + parameter_offset(c, i);
+        m->master_memory = (float *)gpu_alloc(m, S * sizeof(float));
+        m->grads_memory = (float *)gpu_alloc(m, S * sizeof(float));
+        m->adam_m = (float *)gpu_alloc(m, S * sizeof(float));
+        m->adam_v = (float *)gpu_alloc(m, S * sizeof(float));
+        float *zero[] = {m->master_memory, m->grads_memory, m->adam_m, m->adam_v};   // the padding stays 0
+        for (size_t i = 0; i < 4; i++) cudaCheck(cudaMemset(zero[i], 0, S * sizeof(float)));
+        cudaCheck(cudaMemset(m->params_memory, 0, S * sizeof(floatX)));
         m->norm_scratch = (double *)gpu_alloc(m, GLOBAL_NORM_SCRATCH * sizeof(double));
+    }
+    if (world > 1) {
+        size_t L = c->num_layers, layer_full = m->units[1].shard * world;
+        size_t big = (m->units[0].shard > m->units[L + 1].shard ? m->units[0].shard : m->units[L + 1].shard) * world;
+        size_t head = (m->units[L + 1].shard + (c->tie_word_embeddings ? m->units[0].shard : 0)) * world;   // tied: norm + embedding
+        m->gathered_layer = (floatX *)gpu_alloc(m, layer_full * sizeof(floatX));
+        m->gathered_big = (floatX *)gpu_alloc(m, (big > head ? big : head) * sizeof(floatX));
+        m->unit_grads_layer = (float *)gpu_alloc(m, layer_full * sizeof(float));
+        m->unit_grads_embed = (float *)gpu_alloc(m, m->units[0].shard * world * sizeof(float));
+        m->unit_grads_head = (float *)gpu_alloc(m, m->units[L + 1].shard * world * sizeof(float));
+        size_t elem = reduce_f32 ? sizeof(float) : sizeof(floatX), largest = big > layer_full ? big : layer_full;   // any unit
+        m->reduce_send = gpu_alloc(m, largest * elem);
+        m->reduce_recv = gpu_alloc(m, largest / world * elem);
     }
     cublasCheck(cublasCreate(&m->cublas));
     m->chunk_rows = chunk_rows > 0 ? chunk_rows : 1;
 }
 
-// Uploads n fp32 values to the parameters at `offset`: the bf16 weights get
-// their rounding (round to nearest even, as the AdamW kernel rounds), the
-// master weights, when training, the values themselves.
-static void gpu_upload_parameters(GpuModel *m, size_t offset, const float *values, size_t n) {
-    uint16_t *bf = (uint16_t *)mallocCheck(n * sizeof(uint16_t));
-    for (size_t j = 0; j < n; j++) bf[j] = float_to_bf16(values[j]);
-    cudaCheck(cudaMemcpy(m->params_memory + offset, bf, n * sizeof(uint16_t), cudaMemcpyHostToDevice));
-    if (m->master_memory != NULL) cudaCheck(cudaMemcpy(m->master_memory + offset, values, n * sizeof(float), cudaMemcpyHostToDevice));
+// One GPU, all of the model.
+static void gpu_model_create(GpuModel *m, const Qwen2Config *c, int chunk_rows, int training) {
+    gpu_model_create_rank(m, c, chunk_rows, training, 0, 1, NULL, 0);
+}
+
+// Uploads the n fp32 values of unit u that start at its element `offset`
+// into this rank's shard: the bf16 weights get their rounding (round to
+// nearest even, as the AdamW kernel rounds), the master weights, when
+// training, the values themselves. Elements of other ranks' shards are skipped.
+static void gpu_upload_unit(GpuModel *m, size_t u, size_t offset, const float *values, size_t n) {
+    const GpuUnit *un = &m->units[u];
+    size_t lo = (size_t)m->rank * un->shard, hi = lo + un->shard;
+    size_t begin = offset > lo ? offset : lo, end = offset + n < hi ? offset + n : hi;
+    if (begin >= end) return;
+    size_t count = end - begin, dst = un->shard_offset + (begin - lo);
+    const float *src = values + (begin - offset);
+    uint16_t *bf = (uint16_t *)mallocCheck(count * sizeof(uint16_t));
+    for (size_t j = 0; j < count; j++) bf[j] = float_to_bf16(src[j]);
+    cudaCheck(cudaMemcpy(m->params_memory + dst, bf, count * sizeof(uint16_t), cudaMemcpyHostToDevice));
+    if (m->master_memory != NULL) cudaCheck(cudaMemcpy(m->master_memory + dst, src, count * sizeof(float), cudaMemcpyHostToDevice));
     free(bf);
 }
 
+// The model's state between this rank's shards (unit-major, fp32, device)
+// and a full host buffer in s1.c's layout (parameter_count() floats), for
+// checkpoints. gpu_gather_to_host() is collective with W > 1: every rank calls
+// it, rank 0's host buffer receives the model (the others may pass NULL).
+static void gpu_gather_to_host(GpuModel *m, const float *shards, float *host) {
+    size_t count;
+    TensorInfo *tensors = qwen2_tensor_list(&m->config, &count);
+    size_t largest = 0;
+    for (size_t u = 0; u < m->num_units; u++) largest = m->units[u].shard > largest ? m->units[u].shard : largest;
+    float *unit_host = (float *)mallocCheck(largest * m->world * sizeof(float)), *unit_dev = NULL;
+    if (m->world > 1) cudaCheck(cudaMalloc((void **)&unit_dev, largest * m->world * sizeof(float)));
+    for (size_t u = 0; u < m->num_units; u++) {
+        const GpuUnit *un = &m->units[u];
+        const float *src = shards + un->shard_offset;
+        if (m->world > 1) {
+            ncclCheck(ncclAllGather(src, unit_dev, un->shard, ncclFloat32, m->nccl, 0));
+            src = unit_dev;
+        }
+        cudaCheck(cudaMemcpy(unit_host, src, un->shard * m->world * sizeof(float), cudaMemcpyDeviceToHost));
+        for (size_t i = 0; i < count && host != NULL; i++) {
+            size_t offset;
+            if (gpu_tensor_location(m, &tensors[i], &offset) == u)
+                memcpy(host + tensors[i].offset, unit_host + offset, tensors[i].numel * sizeof(float));
+        }
+    }
+    cudaCheck(cudaFree(unit_dev));
+    free(unit_host);
+    free(tensors);
+}
+
+// The inverse, each rank keeping its shards: shards (device) from host (s1.c's layout).
+static void gpu_scatter_from_host(GpuModel *m, float *shards, const float *host) {
+    size_t count;
+    TensorInfo *tensors = qwen2_tensor_list(&m->config, &count);
+    for (size_t i = 0; i < count; i++) {
+        size_t offset, u = gpu_tensor_location(m, &tensors[i], &offset);
+        const GpuUnit *un = &m->units[u];
+        size_t lo = (size_t)m->rank * un->shard, hi = lo + un->shard, end = offset + tensors[i].numel;
+        size_t begin = offset > lo ? offset : lo;
+        end = end < hi ? end : hi;
+        if (begin < end)
+            cudaCheck(cudaMemcpy(shards + un->shard_offset + (begin - lo), host + tensors[i].offset + (begin - offset),
+                                 (end - begin) * sizeof(float), cudaMemcpyHostToDevice));
+    }
+    free(tensors);
+}
+
+// Uploads the whole model from a flat fp32 buffer in s1.c's layout: the master
+// weights (training) and their bf16 rounding.
+static void gpu_upload_parameters(GpuModel *m, const float *params) {
+    size_t count;
+    TensorInfo *tensors = qwen2_tensor_list(&m->config, &count);
+    for (size_t i = 0; i < count; i++) {
+        size_t offset, u = gpu_tensor_location(m, &tensors[i], &offset);
+        gpu_upload_unit(m, u, offset, params + tensors[i].offset, tensors[i].numel);
+    }
+    free(tensors);
+}
+
 static void gpu_read_tensor(void *ctx, const TensorInfo *t, SafetensorsFile *f, const SafetensorsEntry *e) {
+    GpuModel *m = (GpuModel *)ctx;
     float *host = (float *)mallocCheck(t->numel * sizeof(float));
     safetensors_read_f32(f, e, host);
-    gpu_upload_parameters((GpuModel *)ctx, t->offset, host, t->numel);
+    size_t offset, u = gpu_tensor_location(m, t, &offset);
+    gpu_upload_unit(m, u, offset, host, t->numel);
     free(host);
 }
 
 // Reads the weights of a HF checkpoint folder (config.json plus
 // model.safetensors or the shards of an index; F32, F16 or BF16; checked by
-// common/qwen2_weights.h exactly as s1.c checks them), one tensor at a time.
-// Returns the checkpoint's AdamW step (0 for a plain HF checkpoint).
+// common/qwen2_weights.h exactly as s1.c checks them), one tensor at a time,
+// each rank keeping its shards. Returns the checkpoint's AdamW step (0 for a
+// plain HF checkpoint).
 static size_t gpu_model_read(GpuModel *m, const char *dir) {
     return qwen2_checkpoint_read(dir, &m->config, gpu_read_tensor, m);
 }
@@ -193,6 +356,90 @@ static size_t gpu_model_open(GpuModel *m, const char *dir, int chunk_rows, int t
 
 // Loads a HF model folder into bf16 GPU memory, for inference.
 static void gpu_model_load(GpuModel *m, const char *dir, int chunk_rows) { gpu_model_open(m, dir, chunk_rows, 0); }
+
+// out (n,) = bf16(in (n,))
+__global__ void convert_to_bf16_kernel(floatX *out, const float *in, size_t n) {
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) out[i] = round_bf16(in[i]);
+}
+
+// params = bf16(master) for this rank's shards (after loading master weights directly).
+static void gpu_round_master(GpuModel *m) {
+    CU_LAUNCH(convert_to_bf16_kernel, grid_for(m->shard_numel, 256), 256, 0, 0)(m->params_memory, m->master_memory, m->shard_numel);
+    cudaCheck(cudaGetLastError());
+}
+
+// The bf16 weights of unit u, ready to use: this rank's shard in place when
+// W = 1; else all ranks' shards all-gathered into a working buffer (every rank
+// must make the same calls in the same order). w[i]: each member tensor.
+static void gpu_unit_weights(GpuModel *m, size_t u, const floatX **w) {
+    const GpuUnit *un = &m->units[u];
+    const floatX *base = m->params_memory + un->shard_offset;
+    if (m->world > 1) {
+        floatX *dst = u == 0 || u == m->num_units - 1 ? m->gathered_big : m->gathered_layer;
+        ncclCheck(ncclAllGather(m->params_memory + un->shard_offset, dst, un->shard, ncclBfloat16, m->nccl, 0));
+        base = dst;
+    }
+    gpu_unit_pointers(m, u, base, w);
+}
+
+// The LM head's weights (V,H): the head unit's own, or with tied embeddings
+// the embedding (unit 0, in place; gathered again when W > 1). w: the head
+// unit's pointers (gpu_unit_weights(m, L + 1, w)).
+static const floatX *gpu_lm_head(GpuModel *m, const floatX **w) {
+    if (!m->config.tie_word_embeddings) return w[P_LMW];
+    const floatX *e[NUM_PARAMETER_TENSORS];
+    if (m->world > 1) {   // the head unit (final norm) sits at the start of gathered_big: gather the embedding behind it
+        const GpuUnit *un = &m->units[0];
+        floatX *dst = m->gathered_big + m->units[m->num_units - 1].shard * m->world;
+        ncclCheck(ncclAllGather(m->params_memory + un->shard_offset, dst, un->shard, ncclBfloat16, m->nccl, 0));
+        return dst + un->offset[P_EMBED];
+    }
+    gpu_unit_pointers(m, 0, (const floatX *)m->params_memory + m->units[0].shard_offset, e);
+    return e[P_EMBED];
+}
+
+// Where the backward pass adds unit u's gradients: this rank's gradients in
+// place when W = 1; else the unit's full fp32 gradient buffer, zeroed (its sum
+// over the ranks then goes to the owners through gpu_unit_reduce()). g[i]: each member.
+static void gpu_unit_grads(GpuModel *m, size_t u, float **g) {
+    const GpuUnit *un = &m->units[u];
+    float *base = m->grads_memory + un->shard_offset;
+    if (m->world > 1) {
+        base = u == 0 ? m->unit_grads_embed : u == m->num_units - 1 ? m->unit_grads_head : m->unit_grads_layer;
+        cudaCheck(cudaMemset(base, 0, un->shard * m->world * sizeof(float)));
+    }
+    gpu_unit_pointers(m, u, base, g);
+}
+
+__device__ inline float as_float(float x) { return x; }
+__device__ inline float as_float(floatX x) { return __bfloat162float(x); }
+
+// acc (n,) += x (n,), x fp32 or bf16
+template <class T> __global__ void accumulate_kernel(float *acc, const T *x, size_t n) {
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) acc[i] += as_float(x[i]);
+}
+
+// After unit u's backward pass (W > 1): the ranks' full gradients of the unit
+// are summed and each rank adds its shard of the sum into its fp32 gradients.
+// The sum runs in bf16 (s1's FSDP MixedPrecision reduce_dtype) or, with
+// reduce_f32, in fp32. W = 1: nothing to do, the gradients are in place.
+static void gpu_unit_reduce(GpuModel *m, size_t u) {
+    if (m->world == 1) return;
+    const GpuUnit *un = &m->units[u];
+    size_t full = un->shard * m->world;
+    const float *g = u == 0 ? m->unit_grads_embed : u == m->num_units - 1 ? m->unit_grads_head : m->unit_grads_layer;
+    float *acc = m->grads_memory + un->shard_offset;
+    if (m->reduce_f32) {
+        ncclCheck(ncclReduceScatter(g, m->reduce_recv, un->shard, ncclFloat32, ncclSum, m->nccl, 0));
+        CU_LAUNCH(accumulate_kernel<float>, grid_for(un->shard, 256), 256, 0, 0)(acc, (const float *)m->reduce_recv, un->shard);
+    } else {
+        CU_LAUNCH(convert_to_bf16_kernel, grid_for(full, 256), 256, 0, 0)((floatX *)m->reduce_send, g, full);
+        cudaCheck(cudaGetLastError());
+        ncclCheck(ncclReduceScatter(m->reduce_send, m->reduce_recv, un->shard, ncclBfloat16, ncclSum, m->nccl, 0));
+        CU_LAUNCH(accumulate_kernel<floatX>, grid_for(un->shard, 256), 256, 0, 0)(acc, (const floatX *)m->reduce_recv, un->shard);
+    }
+    cudaCheck(cudaGetLastError());
+}
 
 // Elements per token of the bf16 activation buffers res, ln, q, att, k, v, gate, up.
 #define GPU_ACT_BUFFERS 8
@@ -262,24 +509,24 @@ typedef struct {
     floatX *mlp;      // (N,I) silu(gate) * up
 } LayerActs;
 
-// One transformer layer l over N tokens: res (N,H) in, out (N,H) = the
+// One transformer layer over N tokens, its weights w[P_LN1W .. P_DOWNW]
+// (gpu_unit_weights()): res (N,H) in, out (N,H) = the
 // residual stream after the layer (out may be a->resmid, and a->resmid may be
 // res: the adds then run in place; out NULL skips the MLP's down projection,
 // which a recomputation for the backward pass does not need). Attention runs
 // over each of the S sequences (seq_offsets), or, with seq_offsets NULL, over
 // N new tokens of one sequence after `past` cached ones: a->k, a->v then point
 // at row `past` of the (past+N, KD) cache, whose rows before it are read too.
-static void gpu_layer_forward(GpuModel *m, size_t l, int N, const size_t *seq_offsets, size_t S, const LayerActs *a,
-                              const floatX *res, floatX *out, int past) {
+static void gpu_layer_forward(GpuModel *m, const floatX *const *w, int N, const size_t *seq_offsets, size_t S,
+                              const LayerActs *a, const floatX *res, floatX *out, int past) {
     const Qwen2Config *c = &m->config;
     int H = (int)c->hidden_size, I = (int)c->intermediate_size, NQ = (int)c->num_heads, NKV = (int)c->num_kv_heads;
     int HD = (int)c->head_dim, QD = NQ * HD, KD = NKV * HD;
     float eps = (float)c->rms_norm_eps, theta = (float)c->rope_theta;
-    floatX *const *p = m->param;
-    rmsnorm_forward(a->ln1, a->rstd1, res, p[P_LN1W] + l * H, N, H, eps);
-    matmul_forward(m->cublas, a->q, a->ln1, p[P_QW] + l * QD * H, p[P_QB] + l * QD, N, H, QD, 0);
-    matmul_forward(m->cublas, a->k, a->ln1, p[P_KW] + l * KD * H, p[P_KB] + l * KD, N, H, KD, 0);
-    matmul_forward(m->cublas, a->v, a->ln1, p[P_VW] + l * KD * H, p[P_VB] + l * KD, N, H, KD, 0);
+    rmsnorm_forward(a->ln1, a->rstd1, res, w[P_LN1W], N, H, eps);
+    matmul_forward(m->cublas, a->q, a->ln1, w[P_QW], w[P_QB], N, H, QD, 0);
+    matmul_forward(m->cublas, a->k, a->ln1, w[P_KW], w[P_KB], N, H, KD, 0);
+    matmul_forward(m->cublas, a->v, a->ln1, w[P_VW], w[P_VB], N, H, KD, 0);
     rope_forward(a->q, m->pos, N, NQ, HD, theta);
     rope_forward(a->k, m->pos, N, NKV, HD, theta);
     if (seq_offsets == NULL && N == 1) {
@@ -295,14 +542,14 @@ static void gpu_layer_forward(GpuModel *m, size_t l, int N, const size_t *seq_of
     }
     // resmid = res + o_proj(att): the GEMM adds onto a copy of res (rounded once)
     if (a->resmid != res) cudaCheck(cudaMemcpy(a->resmid, res, (size_t)N * H * sizeof(floatX), cudaMemcpyDeviceToDevice));
-    matmul_forward(m->cublas, a->resmid, a->att, p[P_OW] + l * H * QD, NULL, N, QD, H, 1);
-    rmsnorm_forward(a->ln2, a->rstd2, a->resmid, p[P_LN2W] + l * H, N, H, eps);
-    matmul_forward(m->cublas, a->gate, a->ln2, p[P_GATEW] + l * I * H, NULL, N, H, I, 0);
-    matmul_forward(m->cublas, a->up, a->ln2, p[P_UPW] + l * I * H, NULL, N, H, I, 0);
+    matmul_forward(m->cublas, a->resmid, a->att, w[P_OW], NULL, N, QD, H, 1);
+    rmsnorm_forward(a->ln2, a->rstd2, a->resmid, w[P_LN2W], N, H, eps);
+    matmul_forward(m->cublas, a->gate, a->ln2, w[P_GATEW], NULL, N, H, I, 0);
+    matmul_forward(m->cublas, a->up, a->ln2, w[P_UPW], NULL, N, H, I, 0);
     swiglu_forward(a->mlp, a->gate, a->up, (size_t)N * I);
     if (out == NULL) return;
     if (out != a->resmid) cudaCheck(cudaMemcpy(out, a->resmid, (size_t)N * H * sizeof(floatX), cudaMemcpyDeviceToDevice));
-    matmul_forward(m->cublas, out, a->mlp, p[P_DOWNW] + l * H * I, NULL, N, I, H, 1);
+    matmul_forward(m->cublas, out, a->mlp, w[P_DOWNW], NULL, N, I, H, 1);
 }
 
 // The inference buffers as a LayerActs: everything in place, one layer at a time.
@@ -357,11 +604,17 @@ static float gpu_forward(GpuModel *m, const uint32_t *ids, const uint8_t *mask, 
     gpu_activations_ensure(m, N);
     float *weights = gpu_batch_upload(m, ids, mask, seq_offsets, S);
 
-    embedding_forward(m->res, m->ids, m->param[P_EMBED], (int)N, (int)H);
+    const floatX *w[NUM_PARAMETER_TENSORS];
+    gpu_unit_weights(m, 0, w);
+    embedding_forward(m->res, m->ids, w[P_EMBED], (int)N, (int)H);
     LayerActs acts = gpu_inference_acts(m, m->k, m->v);
-    for (size_t l = 0; l < L; l++) gpu_layer_forward(m, l, (int)N, seq_offsets, S, &acts, m->res, m->res, 0);
-    rmsnorm_forward(m->ln, NULL, m->res, m->param[P_NORMW], (int)N, (int)H, (float)c->rms_norm_eps);
-    lm_head_loss(m->cublas, m->loss, m->losses, m->logits, m->ln, gpu_lm_head(m), m->targets, m->weights, weights,
+    for (size_t l = 0; l < L; l++) {
+        gpu_unit_weights(m, 1 + l, w);
+        gpu_layer_forward(m, w, (int)N, seq_offsets, S, &acts, m->res, m->res, 0);
+    }
+    gpu_unit_weights(m, L + 1, w);
+    rmsnorm_forward(m->ln, NULL, m->res, w[P_NORMW], (int)N, (int)H, (float)c->rms_norm_eps);
+    lm_head_loss(m->cublas, m->loss, m->losses, m->logits, m->ln, gpu_lm_head(m, w), m->targets, m->weights, weights,
                  (int)N, (int)H, (int)V, m->chunk_rows);
     float loss;
     cudaCheck(cudaMemcpy(&loss, m->loss, sizeof(float), cudaMemcpyDeviceToHost));
@@ -415,15 +668,19 @@ static const float *gpu_decode(GpuModel *m, GpuKVCache *kv, const uint32_t *ids,
     cudaCheck(cudaMemcpy(m->ids, ids, n * sizeof(uint32_t), cudaMemcpyHostToDevice));
     cudaCheck(cudaMemcpy(m->pos, pos, n * sizeof(int), cudaMemcpyHostToDevice));
     free(pos);
-    embedding_forward(m->res, m->ids, m->param[P_EMBED], (int)n, (int)H);
+    const floatX *w[NUM_PARAMETER_TENSORS];
+    gpu_unit_weights(m, 0, w);
+    embedding_forward(m->res, m->ids, w[P_EMBED], (int)n, (int)H);
     for (size_t l = 0; l < L; l++) {
         size_t row = l * kv->max_len * KD + kv->len * KD;   // the new tokens' rows of layer l's cache
         LayerActs acts = gpu_inference_acts(m, kv->k + row, kv->v + row);
-        gpu_layer_forward(m, l, (int)n, NULL, 1, &acts, m->res, m->res, (int)kv->len);
+        gpu_unit_weights(m, 1 + l, w);
+        gpu_layer_forward(m, w, (int)n, NULL, 1, &acts, m->res, m->res, (int)kv->len);
     }
+    gpu_unit_weights(m, L + 1, w);
     const floatX *last = m->res + (n - 1) * H;
-    rmsnorm_forward(m->ln, NULL, last, m->param[P_NORMW], 1, (int)H, (float)c->rms_norm_eps);
-    gemm_nt(m->cublas, m->logits, CUDA_R_32F, m->ln, gpu_lm_head(m), 1, (int)H, (int)V, 0.0f);
+    rmsnorm_forward(m->ln, NULL, last, w[P_NORMW], 1, (int)H, (float)c->rms_norm_eps);
+    gemm_nt(m->cublas, m->logits, CUDA_R_32F, m->ln, gpu_lm_head(m, w), 1, (int)H, (int)V, 0.0f);
     cudaCheck(cudaMemcpy(kv->logits, m->logits, V * sizeof(float), cudaMemcpyDeviceToHost));
     kv->len += n;
     return kv->logits;
@@ -484,29 +741,45 @@ static size_t gpu_train_scratch_floats(const Qwen2Config *c, size_t N) {
     return need > bias ? need : bias;
 }
 
-// The memory of a training run on one GPU, in bytes: what gpu_train_acts_ensure()
-// and gpu_model_create() allocate, for sequences of up to N tokens per micro-batch.
+// The memory of rank r of a W-rank training run, in bytes: exactly what
+// gpu_model_create_rank() and the first gpu_forward_backward() allocate, for
+// micro-batches of up to N tokens (tests/test_sft.sh compares the two).
 typedef struct {
-    double weights, master, adam_m, adam_v, grads;   // the training state
+    double weights, master, adam_m, adam_v, grads;   // the training state: this rank's shards
+    double gathered;                                 // W > 1: gathered units, their full gradients, reduce buffers
     double activations;                              // kept for the backward pass
-    double scratch;                                  // one layer's gradients, reductions
+    double scratch;                                  // one layer's gradients, reductions, the batch
     double logits;                                   // one LM-head chunk
     double total;
 } GpuMemoryPlan;
 
-static GpuMemoryPlan gpu_memory_plan(const Qwen2Config *c, size_t N, int recompute, int chunk_rows) {
+static GpuMemoryPlan gpu_memory_plan(const Qwen2Config *c, size_t N, int recompute, int chunk_rows, int world, int reduce_f32) {
+    GpuModel shape;   // only its units: the shard sizes
+    memset(&shape, 0, sizeof shape);
+    shape.config = *c;
+    shape.world = world;
+    gpu_units_build(&shape);
     GpuMemoryPlan p;
-    double P = (double)parameter_count(c), n = (double)N, L = (double)c->num_layers, H = (double)c->hidden_size;
+    memset(&p, 0, sizeof p);
+    double S = (double)shape.shard_numel, n = (double)N, L = (double)c->num_layers, H = (double)c->hidden_size, W = world;
     double I = (double)c->intermediate_size, QD = (double)(c->num_heads * c->head_dim), KD = (double)(c->num_kv_heads * c->head_dim);
-    p.weights = 2 * P;
-    p.master = p.adam_m = p.adam_v = p.grads = 4 * P;
+    p.weights = 2 * S;
+    p.master = p.adam_m = p.adam_v = p.grads = 4 * S;
+    if (world > 1) {
+        double s0 = (double)shape.units[0].shard, s1 = (double)shape.units[1].shard, sh = (double)shape.units[c->num_layers + 1].shard;
+        double big = (s0 > sh ? s0 : sh) * W, head = (sh + (c->tie_word_embeddings ? s0 : 0)) * W;
+        double largest = big > W * s1 ? big : W * s1;
+        p.gathered = 2 * W * s1 + 2 * (big > head ? big : head) + 4 * W * (s1 + s0 + sh) + (reduce_f32 ? 4 : 2) * (largest + largest / W);
+    }
     double slots = recompute ? 1 : L;
-    p.activations = n * ((L + 1) * H * 2 + slots * (2.0 * (double)gpu_layer_bf16_per_token(c) + 4.0 * (double)gpu_layer_f32_per_token(c))
-                         + H * 2 + 4);   // res (L+1 layers), the kept layers, lnf and rstdf
-    p.scratch = n * (4 * H + 2 * H + 4 * H + 2 * (2 * QD + 2 * KD + 2 * I)) + 4.0 * (double)gpu_train_scratch_floats(c, N)
-                + n * 4 * 2 + n * 4 * 6;   // dres, dres_bf16, dln, datt dq dk dv dgate dup; scratch; ids buckets; the batch (ids targets pos weights losses)
-    p.logits = (double)chunk_rows * (double)c->vocab_size * 4;
-    p.total = p.weights + p.master + p.adam_m + p.adam_v + p.grads + p.activations + p.scratch + p.logits;
+    p.activations = n * (2 * (L + 1) * H + slots * (2.0 * (double)gpu_layer_bf16_per_token(c) + 4.0 * (double)gpu_layer_f32_per_token(c))
+                         + 2 * H + 4);   // res (L+1 layers), the kept layers, lnf and rstdf
+    p.scratch = n * (4 * H + 2 * H + 4 * H + 2 * (2 * QD + 2 * KD + 2 * I))   // dres, dres_bf16, dln, datt dq dk dv dgate dup
+                + 4.0 * (double)gpu_train_scratch_floats(c, N) + 4.0 * (double)embedding_backward_scratch_ints((int)N)
+                + n * 4 * 5 + 8.0 * GLOBAL_NORM_SCRATCH;   // the batch (ids targets pos weights losses), the norm's partials
+    p.logits = (double)chunk_rows * (double)c->vocab_size * 4 + 4;
+    p.total = p.weights + p.master + p.adam_m + p.adam_v + p.grads + p.gathered + p.activations + p.scratch + p.logits;
+    free(shape.units);
     return p;
 }
 
@@ -569,31 +842,30 @@ static void gpu_train_acts_free(GpuTrainActs *t) {
     memset(t, 0, sizeof *t);
 }
 
-// Backward of layer l (twin of one iteration of qwen2_backward()'s layer
-// loop). On entry t->dres holds d loss / d(output of layer l) and t->dres_bf16
-// its bf16 copy; on exit both hold d loss / d(input of layer l). a: the
-// layer's activations (kept, or just recomputed); res: its input.
-static void gpu_layer_backward(GpuModel *m, GpuTrainActs *t, size_t l, int N, const size_t *seq_offsets, size_t S,
-                               const LayerActs *a, const floatX *res) {
+// Backward of a layer (twin of one iteration of qwen2_backward()'s layer
+// loop): w its weights, g where its gradients add up. On entry t->dres holds
+// d loss / d(output of the layer) and t->dres_bf16 its bf16 copy; on exit both
+// hold d loss / d(input of the layer). a: the layer's activations (kept, or
+// just recomputed); res: its input.
+static void gpu_layer_backward(GpuModel *m, GpuTrainActs *t, const floatX *const *w, float *const *g, int N,
+                               const size_t *seq_offsets, size_t S, const LayerActs *a, const floatX *res) {
     const Qwen2Config *c = &m->config;
     int H = (int)c->hidden_size, I = (int)c->intermediate_size, NQ = (int)c->num_heads, NKV = (int)c->num_kv_heads;
     int HD = (int)c->head_dim, QD = NQ * HD, KD = NKV * HD;
     float theta = (float)c->rope_theta;
-    floatX *const *p = m->param;
-    float *const *g = m->grad;
     cublasHandle_t h = m->cublas;
     // MLP branch; its residual add passes dres through unchanged
-    matmul_backward(h, t->dgate, CUDA_R_16BF, 0, g[P_DOWNW] + l * H * I, NULL, t->scratch, t->dres_bf16, a->mlp,
-                    p[P_DOWNW] + l * H * I, N, I, H);                                                  // dmlp (N,I)
+    matmul_backward(h, t->dgate, CUDA_R_16BF, 0, g[P_DOWNW], NULL, t->scratch, t->dres_bf16, a->mlp,
+                    w[P_DOWNW], N, I, H);                                                  // dmlp (N,I)
     swiglu_backward(t->dgate, t->dup, t->dgate, a->gate, a->up, (size_t)N * I);
-    matmul_backward(h, t->dln, CUDA_R_32F, 0, g[P_GATEW] + l * I * H, NULL, t->scratch, t->dgate, a->ln2,
-                    p[P_GATEW] + l * I * H, N, H, I);
-    matmul_backward(h, t->dln, CUDA_R_32F, 1, g[P_UPW] + l * I * H, NULL, t->scratch, t->dup, a->ln2,
-                    p[P_UPW] + l * I * H, N, H, I);
-    rmsnorm_backward(t->dres, t->dres_bf16, g[P_LN2W] + l * H, t->scratch, t->dln, a->resmid, p[P_LN2W] + l * H, a->rstd2, N, H);
+    matmul_backward(h, t->dln, CUDA_R_32F, 0, g[P_GATEW], NULL, t->scratch, t->dgate, a->ln2,
+                    w[P_GATEW], N, H, I);
+    matmul_backward(h, t->dln, CUDA_R_32F, 1, g[P_UPW], NULL, t->scratch, t->dup, a->ln2,
+                    w[P_UPW], N, H, I);
+    rmsnorm_backward(t->dres, t->dres_bf16, g[P_LN2W], t->scratch, t->dln, a->resmid, w[P_LN2W], a->rstd2, N, H);
     // attention branch
-    matmul_backward(h, t->datt, CUDA_R_16BF, 0, g[P_OW] + l * H * QD, NULL, t->scratch, t->dres_bf16, a->att,
-                    p[P_OW] + l * H * QD, N, QD, H);
+    matmul_backward(h, t->datt, CUDA_R_16BF, 0, g[P_OW], NULL, t->scratch, t->dres_bf16, a->att,
+                    w[P_OW], N, QD, H);
     for (size_t s = 0; s < S; s++) {
         size_t n0 = seq_offsets[s], T = seq_offsets[s + 1] - n0;
         if (T > 0) attention_backward(t->dq + n0 * QD, t->dk + n0 * KD, t->dv + n0 * KD, t->scratch, t->datt + n0 * QD,
@@ -602,13 +874,37 @@ static void gpu_layer_backward(GpuModel *m, GpuTrainActs *t, size_t l, int N, co
     }
     rope_backward(t->dq, m->pos, N, NQ, HD, theta);
     rope_backward(t->dk, m->pos, N, NKV, HD, theta);
-    matmul_backward(h, t->dln, CUDA_R_32F, 0, g[P_QW] + l * QD * H, g[P_QB] + l * QD, t->scratch, t->dq, a->ln1,
-                    p[P_QW] + l * QD * H, N, H, QD);
-    matmul_backward(h, t->dln, CUDA_R_32F, 1, g[P_KW] + l * KD * H, g[P_KB] + l * KD, t->scratch, t->dk, a->ln1,
-                    p[P_KW] + l * KD * H, N, H, KD);
-    matmul_backward(h, t->dln, CUDA_R_32F, 1, g[P_VW] + l * KD * H, g[P_VB] + l * KD, t->scratch, t->dv, a->ln1,
-                    p[P_VW] + l * KD * H, N, H, KD);
-    rmsnorm_backward(t->dres, t->dres_bf16, g[P_LN1W] + l * H, t->scratch, t->dln, res, p[P_LN1W] + l * H, a->rstd1, N, H);
+    matmul_backward(h, t->dln, CUDA_R_32F, 0, g[P_QW], g[P_QB], t->scratch, t->dq, a->ln1,
+                    w[P_QW], N, H, QD);
+    matmul_backward(h, t->dln, CUDA_R_32F, 1, g[P_KW], g[P_KB], t->scratch, t->dk, a->ln1,
+                    w[P_KW], N, H, KD);
+    matmul_backward(h, t->dln, CUDA_R_32F, 1, g[P_VW], g[P_VB], t->scratch, t->dv, a->ln1,
+                    w[P_VW], N, H, KD);
+    rmsnorm_backward(t->dres, t->dres_bf16, g[P_LN1W], t->scratch, t->dln, res, w[P_LN1W], a->rstd1, N, H);
+}
+
+// A rank without sequences in a micro-batch round (W > 1, a short batch)
+// still makes every collective of gpu_forward_backward(), in the same order,
+// with nothing to add: NCCL needs every rank in every call.
+static float gpu_collectives_only(GpuModel *m) {
+    if (m->world == 1) return 0.0f;
+    size_t L = m->config.num_layers;
+    const floatX *w[NUM_PARAMETER_TENSORS];
+    float *g[NUM_PARAMETER_TENSORS];
+    gpu_unit_weights(m, 0, w);
+    for (size_t l = 0; l < L; l++) gpu_unit_weights(m, 1 + l, w);
+    gpu_unit_weights(m, L + 1, w);
+    gpu_lm_head(m, w);
+    gpu_unit_grads(m, 0, g);
+    gpu_unit_grads(m, L + 1, g);
+    gpu_unit_reduce(m, L + 1);
+    for (size_t l = L; l-- > 0;) {
+        gpu_unit_weights(m, 1 + l, w);
+        gpu_unit_grads(m, 1 + l, g);
+        gpu_unit_reduce(m, 1 + l);
+    }
+    gpu_unit_reduce(m, 0);
+    return 0.0f;
 }
 
 // One micro-batch: forward and backward over S sequences stored back to back
@@ -621,34 +917,82 @@ static float gpu_forward_backward(GpuModel *m, GpuTrainActs *t, const uint32_t *
     const Qwen2Config *c = &m->config;
     size_t N = seq_offsets[S], H = c->hidden_size, V = c->vocab_size, L = c->num_layers;
     if (m->grads_memory == NULL) die("gpu_forward_backward: the model was not created for training");
-    if (N == 0) return 0.0f;
+    if (N == 0) return gpu_collectives_only(m);
     if (N > (1u << 30)) die("gpu_forward_backward: %zu tokens exceed the kernels' int range", N);
     gpu_batch_ensure(m, N);
     gpu_train_acts_ensure(m, t, N, recompute);
     float *weights = gpu_batch_upload(m, ids, mask, seq_offsets, S);
     // forward, keeping each layer's activations (or only its input)
-    embedding_forward(t->res, m->ids, m->param[P_EMBED], (int)N, (int)H);
-    for (size_t l = 0; l < L; l++)
-        gpu_layer_forward(m, l, (int)N, seq_offsets, S, &t->layer[recompute ? 0 : l], t->res + l * N * H,
-                          t->res + (l + 1) * N * H, 0);
-    rmsnorm_forward(t->lnf, t->rstdf, t->res + L * N * H, m->param[P_NORMW], (int)N, (int)H, (float)c->rms_norm_eps);
+    const floatX *w[NUM_PARAMETER_TENSORS];
+    float *g[NUM_PARAMETER_TENSORS];
+    gpu_unit_weights(m, 0, w);
+    embedding_forward(t->res, m->ids, w[P_EMBED], (int)N, (int)H);
+    for (size_t l = 0; l < L; l++) {
+        gpu_unit_weights(m, 1 + l, w);
+        gpu_layer_forward(m, w, (int)N, seq_offsets, S, &t->layer[recompute ? 0 : l], t->res + l * N * H, t->res + (l + 1) * N * H, 0);
+    }
+    gpu_unit_weights(m, L + 1, w);
+    const floatX *head_w = gpu_lm_head(m, w);
+    rmsnorm_forward(t->lnf, t->rstdf, t->res + L * N * H, w[P_NORMW], (int)N, (int)H, (float)c->rms_norm_eps);
     // the loss and its gradient, chunk by chunk of rows: dlnf into dln, the head's gradient into its grad
-    float *lm_grad = c->tie_word_embeddings ? m->grad[P_EMBED] : m->grad[P_LMW];
-    classifier_forward_backward(m->cublas, m->loss, m->losses, m->logits, t->dln, lm_grad, t->lnf, gpu_lm_head(m),
+    float *embed_g[NUM_PARAMETER_TENSORS];
+    gpu_unit_grads(m, 0, embed_g);
+    gpu_unit_grads(m, L + 1, g);
+    float *head_g = c->tie_word_embeddings ? embed_g[P_EMBED] : g[P_LMW];
+    classifier_forward_backward(m->cublas, m->loss, m->losses, m->logits, t->dln, head_g, t->lnf, head_w,
                                 m->targets, m->weights, weights, grad_scale, (int)N, (int)H, (int)V, m->chunk_rows);
     cudaCheck(cudaMemset(t->dres, 0, N * H * sizeof(float)));
-    rmsnorm_backward(t->dres, t->dres_bf16, m->grad[P_NORMW], t->scratch, t->dln, t->res + L * N * H, m->param[P_NORMW],
+    rmsnorm_backward(t->dres, t->dres_bf16, g[P_NORMW], t->scratch, t->dln, t->res + L * N * H, w[P_NORMW],
                      t->rstdf, (int)N, (int)H);
+    gpu_unit_reduce(m, L + 1);
     for (size_t l = L; l-- > 0;) {
         const floatX *res = t->res + l * N * H;
-        if (recompute) gpu_layer_forward(m, l, (int)N, seq_offsets, S, &t->layer[0], res, NULL, 0);
-        gpu_layer_backward(m, t, l, (int)N, seq_offsets, S, &t->layer[recompute ? 0 : l], res);
+        gpu_unit_weights(m, 1 + l, w);   // gathered again: the buffer has held other layers since
+        if (recompute) gpu_layer_forward(m, w, (int)N, seq_offsets, S, &t->layer[0], res, NULL, 0);
+        gpu_unit_grads(m, 1 + l, g);
+        gpu_layer_backward(m, t, w, g, (int)N, seq_offsets, S, &t->layer[recompute ? 0 : l], res);
+        gpu_unit_reduce(m, 1 + l);
     }
-    embedding_backward(m->grad[P_EMBED], t->dres, ids, (int)N, (int)H, t->ids_scratch);
+    embedding_backward(embed_g[P_EMBED], t->dres, ids, (int)N, (int)H, t->ids_scratch);
+    gpu_unit_reduce(m, 0);
     float loss;
     cudaCheck(cudaMemcpy(&loss, m->loss, sizeof(float), cudaMemcpyDeviceToHost));
     free(weights);
     return loss;
+}
+
+// The global L2 norm of the gradients of all ranks, as s1.c's
+// qwen2_grad_norm() returns it: each rank's sum of squares in double, in a
+// fixed order (global_norm_squared()); with W > 1 the W sums are all-gathered
+// as raw bits and added on every rank in rank order, so every rank gets the
+// same float, whatever the transport would have summed in.
+static float gpu_grad_norm(GpuModel *m) {
+    if (m->world == 1) return global_norm(m->grads_memory, m->shard_numel, m->norm_scratch);
+    global_norm_squared(m->norm_scratch + GLOBAL_NORM_BLOCKS, m->grads_memory, m->shard_numel, m->norm_scratch);
+    double *all;
+    cudaCheck(cudaMalloc((void **)&all, (size_t)m->world * sizeof(double)));
+    ncclCheck(ncclAllGather(m->norm_scratch + GLOBAL_NORM_BLOCKS, all, 2, ncclUint32, m->nccl, 0));
+    double *host = (double *)mallocCheck((size_t)m->world * sizeof(double)), sumsq = 0.0;
+    cudaCheck(cudaMemcpy(host, all, (size_t)m->world * sizeof(double), cudaMemcpyDeviceToHost));
+    for (int r = 0; r < m->world; r++) sumsq += host[r];
+    free(host);
+    cudaCheck(cudaFree(all));
+    return (float)sqrt(sumsq);
+}
+
+// Adds every rank's value of x in rank order (a loss, a token count): the same double on every rank.
+static double gpu_sum_over_ranks(GpuModel *m, double x) {
+    if (m->world == 1) return x;
+    double *d;
+    cudaCheck(cudaMalloc((void **)&d, (size_t)(m->world + 1) * sizeof(double)));
+    cudaCheck(cudaMemcpy(d + m->world, &x, sizeof(double), cudaMemcpyHostToDevice));
+    ncclCheck(ncclAllGather(d + m->world, d, 2, ncclUint32, m->nccl, 0));
+    double *host = (double *)mallocCheck((size_t)m->world * sizeof(double)), sum = 0.0;
+    cudaCheck(cudaMemcpy(host, d, (size_t)m->world * sizeof(double), cudaMemcpyDeviceToHost));
+    for (int r = 0; r < m->world; r++) sum += host[r];
+    free(host);
+    cudaCheck(cudaFree(d));
+    return sum;
 }
 
 // Clips the gradients to a global norm (torch clip_grad_norm_: the norm is
@@ -658,17 +1002,27 @@ static float gpu_forward_backward(GpuModel *m, GpuTrainActs *t, const uint32_t *
 // decay_norm_weights. Returns the norm before clipping.
 static float gpu_update(GpuModel *m, double lr, double beta1, double beta2, double eps, double weight_decay,
                         double max_grad_norm, int decay_norm_weights) {
-    float norm = global_norm(m->grads_memory, m->num_parameters, m->norm_scratch);
+    float norm = gpu_grad_norm(m);
     float clip = adamw_clip_factor(norm, (float)max_grad_norm);
     m->step++;
-    for (int i = 0; i < NUM_PARAMETER_TENSORS; i++) {
-        size_t n = parameter_numel(&m->config, i), off = parameter_offset(&m->config, i);
-        if (n == 0) continue;
-        int kind = parameter_info[i].kind;
-        int decays = kind == KIND_WEIGHT || (kind == KIND_NORM && decay_norm_weights);
-        AdamWScalars k = adamw_scalars(lr, m->step, (float)beta1, (float)beta2, (float)eps, decays ? weight_decay : 0.0);
-        adamw_update(m->params_memory + off, m->master_memory + off, m->adam_m + off, m->adam_v + off,
-                     m->grads_memory + off, n, clip, &k);
+    for (size_t u = 0; u < m->num_units; u++) {   // each member tensor's part of this rank's shard of the unit
+        const GpuUnit *un = &m->units[u];
+        size_t lo = (size_t)m->rank * un->shard, hi = lo + un->shard;
+        for (int j = 0; j < un->count; j++) {
+            int i = un->tensor[j];
+            size_t dims[2];
+            parameter_shape(&m->config, i, dims);
+            size_t begin = un->offset[i], end = begin + dims[0] * (dims[1] ? dims[1] : 1);
+            begin = begin > lo ? begin : lo;
+            end = end < hi ? end : hi;
+            if (begin >= end) continue;
+            int kind = parameter_info[i].kind;
+            int decays = kind == KIND_WEIGHT || (kind == KIND_NORM && decay_norm_weights);
+            AdamWScalars k = adamw_scalars(lr, m->step, (float)beta1, (float)beta2, (float)eps, decays ? weight_decay : 0.0);
+            size_t off = un->shard_offset + (begin - lo);
+            adamw_update(m->params_memory + off, m->master_memory + off, m->adam_m + off, m->adam_v + off,
+                         m->grads_memory + off, end - begin, clip, &k);
+        }
     }
     return norm;
 }
@@ -676,8 +1030,10 @@ static float gpu_update(GpuModel *m, double lr, double beta1, double beta2, doub
 static void gpu_model_free(GpuModel *m) {
     void *bufs[] = {m->params_memory, m->master_memory, m->grads_memory, m->adam_m, m->adam_v, m->res, m->ln, m->q,
                     m->att, m->k, m->v, m->gate, m->up, m->logits, m->losses, m->weights, m->loss, m->ids, m->targets, m->pos,
-                    m->norm_scratch};
+                    m->norm_scratch, m->gathered_layer, m->gathered_big, m->unit_grads_layer, m->unit_grads_embed,
+                    m->unit_grads_head, m->reduce_send, m->reduce_recv};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) cudaCheck(cudaFree(bufs[i]));
+    free(m->units);
     cublasCheck(cublasDestroy(m->cublas));
     memset(m, 0, sizeof *m);
 }

@@ -31,6 +31,8 @@
  * The loss has the forward pass's bound (tests/emu_kernels.cu): 2 * 4u * max|logit|.
  */
 #include "common/kernels.cuh"
+#include <thread>
+#include <vector>
 #include "tests/kernel_test.h"   // the s1.c oracle (s1ref_*), max_abs
 
 static const double U = 1.0 / 256.0;   // 2^-8: one bf16 rounding, relative
@@ -41,9 +43,10 @@ static const double U = 1.0 / 256.0;   // 2^-8: one bf16 rounding, relative
 
 static double grad_bound(size_t L) { return GRAD_SAFETY * sqrt((double)(ROUNDINGS_PER_LAYER * L + HEAD_ROUNDINGS)) * U; }
 
-static float *device_grads(const GpuModel *m) {
-    float *g = (float *)mallocCheck(m->num_parameters * sizeof(float));
-    cudaCheck(cudaMemcpy(g, m->grads_memory, m->num_parameters * sizeof(float), cudaMemcpyDeviceToHost));
+// The gradients in s1.c's layout (the GPU keeps them by units; W > 1: rank 0's copy, the others get NULL back).
+static float *device_grads(GpuModel *m) {
+    float *g = m->rank == 0 ? (float *)mallocCheck(m->num_parameters * sizeof(float)) : NULL;
+    gpu_gather_to_host(m, m->grads_memory, g);
     return g;
 }
 
@@ -103,19 +106,19 @@ static void test_fixture_gradients(const char *dir) {
     check_grads(dir, &m.config, g_keep, ref_grads, grad_bound(m.config.num_layers));
 
     // activation checkpointing: the same gradients to the bit
-    cudaCheck(cudaMemset(m.grads_memory, 0, m.num_parameters * sizeof(float)));
+    cudaCheck(cudaMemset(m.grads_memory, 0, m.shard_numel * sizeof(float)));
     float loss_rec = gpu_forward_backward(&m, &acts, ids, mask, offsets, S, 1.0f, 1);
     float *g_rec = device_grads(&m);
     CHECK(loss_rec == loss && memcmp(g_rec, g_keep, m.num_parameters * sizeof(float)) == 0,
           "--recompute changes the gradients (loss %.9g vs %.9g)", loss_rec, loss);
     // determinism: the same call again, the same bits
-    cudaCheck(cudaMemset(m.grads_memory, 0, m.num_parameters * sizeof(float)));
+    cudaCheck(cudaMemset(m.grads_memory, 0, m.shard_numel * sizeof(float)));
     gpu_forward_backward(&m, &acts, ids, mask, offsets, S, 1.0f, 0);
     float *g_again = device_grads(&m);
     CHECK(memcmp(g_again, g_keep, m.num_parameters * sizeof(float)) == 0, "a second run gives other gradients");
 
     // two micro-batches of two sequences, each weighted 2/4, accumulate into the step's gradient
-    cudaCheck(cudaMemset(m.grads_memory, 0, m.num_parameters * sizeof(float)));
+    cudaCheck(cudaMemset(m.grads_memory, 0, m.shard_numel * sizeof(float)));
     float loss_micro = 0.0f;
     for (size_t i = 0; i < S; i += 2) {
         size_t offs[3] = {0, offsets[i + 1] - offsets[i], offsets[i + 2] - offsets[i]};
@@ -174,9 +177,134 @@ static void test_long_sequences(const char *dir) {
     TEST_END();
 }
 
+
+// ----------------------------------------------------------------------------
+// ZeRO-3 over W ranks (ranks as threads of this process, over the emulator's NCCL)
+//
+// With the fixture's 4 sequences, one per micro-batch, rank r trains
+// sequences r, r + W, ... (sft's rule: sequence j to rank j mod W), one per
+// round, and each round's unit gradients are reduce-scattered to their owners.
+// Each rank computes each of its sequences' gradient g_s exactly as one GPU
+// does (the same kernels on the same bf16 weights, into zeroed buffers), so the
+// only differences from one GPU, whose gradient is g = sum_s g_s accumulated
+// in sequence order, are:
+//   - the reduce dtype: bf16 rounds each rank's g_s once before the sum, and the
+//     sum once after it (a bf16 collective's result is bf16), so
+//     |err| <= u sum_s |g_s| + u |sum of a round| <= 2u sum_s |g_s|;
+//   - the order of the fp32 sums: at most 2 S 2^-24 sum_s |g_s| for S sequences
+//     (Higham's gamma_S, with room for the kernels' own accumulate-into);
+//   - the embedding rows, which one GPU accumulates position by position across
+//     sequences: their reassociation is bounded by the same gamma over the
+//     positions' terms, which we cover with 2^-20 max_j sum_s |g_s| absolute.
+// So per element: |g_W - g| <= (2u [bf16 reduce] + 2 S 2^-24) sum_s |g_s| + 2^-20 max sum_s |g_s|.
+
+struct ShardRun {
+    const char *dir;
+    int rank, world, reduce_f32;
+    ncclUniqueId id;
+    const uint32_t *ids;
+    const uint8_t *mask;
+    const size_t *offsets;
+    size_t S;
+    float *grads;     // rank 0: the gathered gradients (s1.c's layout)
+    double loss;      // the ranks' summed loss
+};
+
+static void shard_rank(ShardRun *run) {
+    ncclComm_t comm;
+    ncclCheck(ncclCommInitRank(&comm, run->world, run->id, run->rank));
+    char path[4096];
+    snprintf(path, sizeof path, "%s/config.json", run->dir);
+    Qwen2Config c;
+    config_read(&c, path);
+    GpuModel m;
+    gpu_model_create_rank(&m, &c, 16, 1, run->rank, run->world, comm, run->reduce_f32);
+    gpu_model_read(&m, run->dir);
+    GpuTrainActs acts;
+    memset(&acts, 0, sizeof acts);
+    double loss = 0.0;
+    for (size_t seq = (size_t)run->rank; seq < run->S; seq += (size_t)run->world) {
+        size_t offs[2] = {0, run->offsets[seq + 1] - run->offsets[seq]};
+        loss += gpu_forward_backward(&m, &acts, run->ids + run->offsets[seq], run->mask + run->offsets[seq], offs, 1,
+                                     1.0f / (float)run->S, 0) / (double)run->S;
+    }
+    run->loss = gpu_sum_over_ranks(&m, loss);
+    run->grads = device_grads(&m);
+    gpu_train_acts_free(&acts);
+    gpu_model_free(&m);
+    ncclCheck(ncclCommDestroy(comm));
+}
+
+static void test_sharded_gradients(const char *dir, int W, int reduce_f32) {
+    char name[256];
+    snprintf(name, sizeof name, "ZeRO-3 over %d ranks (%s reduce-scatter) == one GPU, per element within the reduction's bound, %s",
+             W, reduce_f32 ? "fp32" : "bf16", dir);
+    TEST_BEGIN(name);
+    uint32_t *ids;
+    uint8_t *mask;
+    size_t *offsets;
+    float hf_loss;
+    size_t S = s1ref_fixture_batch(dir, &ids, &mask, &offsets, &hf_loss);
+    // one GPU: the step's gradient g (the sequences in order), and each sequence's g_s for the bound
+    GpuModel m;
+    gpu_model_open(&m, dir, 16, 1);
+    GpuTrainActs acts;
+    memset(&acts, 0, sizeof acts);
+    size_t P = m.num_parameters;
+    double *abs_sum = (double *)callocCheck(P, sizeof(double)), one_loss = 0.0;
+    for (size_t seq = 0; seq < S; seq++) {
+        cudaCheck(cudaMemset(m.grads_memory, 0, m.shard_numel * sizeof(float)));
+        size_t offs[2] = {0, offsets[seq + 1] - offsets[seq]};
+        one_loss += gpu_forward_backward(&m, &acts, ids + offsets[seq], mask + offsets[seq], offs, 1, 1.0f / (float)S, 0) / (double)S;
+        float *gs = device_grads(&m);
+        for (size_t j = 0; j < P; j++) abs_sum[j] += fabs((double)gs[j]);
+        free(gs);
+    }
+    cudaCheck(cudaMemset(m.grads_memory, 0, m.shard_numel * sizeof(float)));
+    for (size_t seq = 0; seq < S; seq++) {
+        size_t offs[2] = {0, offsets[seq + 1] - offsets[seq]};
+        gpu_forward_backward(&m, &acts, ids + offsets[seq], mask + offsets[seq], offs, 1, 1.0f / (float)S, 0);
+    }
+    float *g = device_grads(&m);
+    // W ranks
+    ncclUniqueId id;
+    ncclCheck(ncclGetUniqueId(&id));
+    std::vector<ShardRun> runs((size_t)W);
+    std::vector<std::thread> threads;
+    for (int r = 0; r < W; r++) {
+        runs[r] = ShardRun{dir, r, W, reduce_f32, id, ids, mask, offsets, S, NULL, 0.0};
+        threads.emplace_back(shard_rank, &runs[r]);
+    }
+    for (std::thread &t : threads) t.join();
+    const float *gw = runs[0].grads;
+    double max_abs_sum = 0.0, worst = 0.0;
+    for (size_t j = 0; j < P; j++) max_abs_sum = abs_sum[j] > max_abs_sum ? abs_sum[j] : max_abs_sum;
+    double rel = (reduce_f32 ? 0.0 : 2.0 * U) + 2.0 * (double)S * ldexp(1.0, -24), floor_abs = ldexp(max_abs_sum, -20);
+    size_t bad = 0;
+    for (size_t j = 0; j < P; j++) {
+        double err = fabs((double)gw[j] - (double)g[j]), bound = rel * abs_sum[j] + floor_abs;
+        if (err > bound && bad++ < 5) CHECK(0, "element %zu: %d ranks %.9g, one GPU %.9g, |diff| %.3g > bound %.3g", j, W, gw[j], g[j], err, bound);
+        worst = bound > 0 && err / bound > worst ? err / bound : worst;
+    }
+    CHECK(bad == 0, "%zu elements outside the bound", bad);
+    CHECK(fabs(runs[0].loss - one_loss) <= 2.0 * (double)S * ldexp(fabs(one_loss), -24), "loss %.9g over %d ranks, %.9g on one GPU", runs[0].loss, W, one_loss);
+    printf("note: %s, %d ranks, %s reduce: worst element at %.2f of its bound; loss %.7f vs %.7f\n", dir, W,
+           reduce_f32 ? "fp32" : "bf16", worst, runs[0].loss, one_loss);
+    for (int r = 0; r < W; r++) free(runs[r].grads);
+    free(g); free(abs_sum);
+    gpu_train_acts_free(&acts);
+    gpu_model_free(&m);
+    free(ids); free(mask); free(offsets);
+    TEST_END();
+}
+
 int main(void) {
     test_fixture_gradients("tests/fixtures/qwen-tiny-tied");
     test_fixture_gradients("tests/fixtures/qwen-tiny-gqa");
     test_long_sequences("tests/fixtures/qwen-tiny-gqa");
+    test_sharded_gradients("tests/fixtures/qwen-tiny-gqa", 2, 0);
+    test_sharded_gradients("tests/fixtures/qwen-tiny-gqa", 4, 0);
+    test_sharded_gradients("tests/fixtures/qwen-tiny-gqa", 4, 1);
+    test_sharded_gradients("tests/fixtures/qwen-tiny-tied", 2, 0);
     return test_summary();
 }

@@ -271,14 +271,14 @@ static void sft_train_run(SftOptions *o) {
     size_t longest = dataloader_longest(&loader), micro_tokens = longest * mb;
     GpuMemoryPlan keep = gpu_memory_plan(c, micro_tokens, 0, (int)o->chunk_rows, o->world, o->reduce_f32);
     GpuMemoryPlan rec = gpu_memory_plan(c, micro_tokens, 1, (int)o->chunk_rows, o->world, o->reduce_f32);
-    int recompute = o->recompute >= 0 ? o->recompute : keep.total > o->gpu_mem_gb * 1e9;
+    int recompute = o->recompute >= 0 ? o->recompute : keep.total > o->gpu_mem_gb * 1073741824.0;
     if (lead) {
         printf("model: %zu parameters, %zu layers | data: %llu sequences (longest %zu tokens), %zu steps/epoch | %zu steps, %zu warmup | %d rank%s\n",
                model.num_parameters, c->num_layers, (unsigned long long)s->num_sequences, longest,
                dataloader_steps_per_epoch(&loader), total, warmup, o->world, o->world > 1 ? "s" : "");
         print_memory_plan(&keep, "per GPU, activations kept");
         print_memory_plan(&rec, "per GPU, --recompute: layer inputs only");
-        printf("recompute: %s (%s; --gpu-mem %.0f GB)\n", recompute ? "on" : "off",
+        printf("recompute: %s (%s; --gpu-mem %.0f GiB)\n", recompute ? "on" : "off",
                o->recompute >= 0 ? "as asked" : recompute ? "the plan without it does not fit" : "the plan fits without it", o->gpu_mem_gb);
         fflush(stdout);
     }
@@ -356,7 +356,7 @@ static void usage_train(void) {
            "  --recompute          keep only each layer's input and recompute the layer in the backward pass\n"
            "                       (default: on when the plan without it exceeds --gpu-mem)\n"
            "  --no-recompute       keep every activation\n"
-           "  --gpu-mem GB         the GPU's memory for that decision (default 80, an H100)\n"
+           "  --gpu-mem GIB        the GPU's memory in GiB for that decision (default 80, an H100)\n"
            "  --peak-tflops X      the GPU's dense bf16 peak for MFU (default 989, H100 SXM)\n"
            "  --chunk-rows N       tokens per LM-head chunk (default 1024)\n"
            "  --balance            give each rank of a step a similar token count (longest sequence first to\n"
@@ -406,10 +406,143 @@ static int main_train(int argc, char **argv) {
 }
 
 // ----------------------------------------------------------------------------
+// sft plan: the memory and cost audit of a run, from the counters sft train uses
+
+static void usage_plan(void) {
+    printf("usage: sft plan --config CONFIG.json [--gpus N] [--gpu-mem GIB] [--block-size N] [--recompute | --no-recompute]\n"
+           "                [--data SHARD | --tokens N --sequences S] [--epochs N] [--mfu X] [--dollars-per-gpu-hour Y]\n"
+           "                [--reduce-dtype bf16|f32] [--chunk-rows N] [--peak-tflops X]\n"
+           "\n"
+           "Plans a run of sft train over N GPUs (ZeRO-3: each holds 1/N of the weights, master weights, AdamW\n"
+           "moments and gradients) with one sequence of up to --block-size tokens per GPU and micro-batch, as s1\n"
+           "ran: the memory per GPU (the same sizes sft train allocates), with and without activation\n"
+           "recomputation; the model FLOPs of an epoch and of the run (the counter of sft train's MFU); and the\n"
+           "time and cost at a given MFU. The last line is \"plan: <X> GB per GPU of <Y> GB: fits\" (or \"does not\n"
+           "fit\"), for scripts.\n"
+           "\n"
+           "  --config FILE        the model's config.json (configs/qwen2.5-32b-instruct.json, ...)\n"
+           "  --gpus N             GPUs, W (default 16, s1's 2 x 8 H100)\n"
+           "  --gpu-mem GIB        memory per GPU in GiB (default 80, an H100 SXM: 85.9 GB)\n"
+           "  --block-size N       tokens per sequence at most (default 32768, s1's block)\n"
+           "  --recompute, --no-recompute   plan with one (default: recompute when the plan without it does not fit)\n"
+           "  --data SHARD         the run's sequences (their lengths, truncated to the block), or\n"
+           "  --tokens N --sequences S      N tokens in S sequences per epoch (default: s1K, 4,700,000 in 1,000)\n"
+           "  --epochs N           (default 5)\n"
+           "  --mfu X              the MFU to cost the run at (default 0.035: this code's paper estimate, CUDA-core\n"
+           "                       attention; see tutorial/sharding.md)\n"
+           "  --dollars-per-gpu-hour Y   (default 2.00)\n"
+           "  --reduce-dtype T     bf16 (default) or f32, the gradients' reduce-scatter\n"
+           "  --chunk-rows N       tokens per LM-head chunk (default 1024)\n"
+           "  --peak-tflops X      dense bf16 peak per GPU (default 989, H100 SXM)\n");
+}
+
+// The CUDA context, cuBLAS's and NCCL's own buffers: not allocated by us, so an estimate (stated, not measured).
+#define CONTEXT_BYTES 1.5e9
+
+static int main_plan(int argc, char **argv) {
+    const char *config_path = NULL, *data_path = NULL;
+    size_t W = 16, T = 32768, epochs = 5, chunk_rows = 1024, tokens = 4700000, sequences = 1000;
+    double gpu_mem_gib = 80, mfu = 0.035, dollars = 2.0, peak = 989;
+    int recompute = -1, reduce_f32 = 0, tokens_given = 0, sequences_given = 0;
+    for (int i = 0; i < argc; i++) {
+        const char *a = argv[i];
+        if (flag_is(a, "--help") || flag_is(a, "-h")) { usage_plan(); return 0; }
+        else if (flag_is(a, "--config")) config_path = flag_value(argc, argv, &i);
+        else if (flag_is(a, "--gpus")) W = flag_count(argc, argv, &i, 0);
+        else if (flag_is(a, "--gpu-mem")) gpu_mem_gib = flag_number(argc, argv, &i);
+        else if (flag_is(a, "--block-size")) T = flag_count(argc, argv, &i, 0);
+        else if (flag_is(a, "--recompute")) recompute = 1;
+        else if (flag_is(a, "--no-recompute")) recompute = 0;
+        else if (flag_is(a, "--data")) data_path = flag_value(argc, argv, &i);
+        else if (flag_is(a, "--tokens")) { tokens = flag_count(argc, argv, &i, 0); tokens_given = 1; }
+        else if (flag_is(a, "--sequences")) { sequences = flag_count(argc, argv, &i, 0); sequences_given = 1; }
+        else if (flag_is(a, "--epochs")) epochs = flag_count(argc, argv, &i, 0);
+        else if (flag_is(a, "--mfu")) mfu = flag_number(argc, argv, &i);
+        else if (flag_is(a, "--dollars-per-gpu-hour")) dollars = flag_number(argc, argv, &i);
+        else if (flag_is(a, "--chunk-rows")) chunk_rows = flag_count(argc, argv, &i, 0);
+        else if (flag_is(a, "--peak-tflops")) peak = flag_number(argc, argv, &i);
+        else if (flag_is(a, "--reduce-dtype")) {
+            const char *v = flag_value(argc, argv, &i);
+            if (strcmp(v, "bf16") != 0 && strcmp(v, "f32") != 0) die("--reduce-dtype: '%s' is not bf16 or f32", v);
+            reduce_f32 = strcmp(v, "f32") == 0;
+        }
+        else die("sft plan: unknown argument '%s' (see sft plan --help)", a);
+    }
+    if (config_path == NULL) die("sft plan: --config is required (see sft plan --help)");
+    if (data_path != NULL && (tokens_given || sequences_given)) die("sft plan: give --data or --tokens/--sequences, not both");
+    if (tokens_given != sequences_given) die("sft plan: --tokens and --sequences go together");
+    if (W > 65536) die("sft plan: --gpus %zu is too many", W);
+    if (!(mfu > 0 && mfu <= 1)) die("sft plan: --mfu must be in (0, 1]");
+    if (!(peak > 0)) die("sft plan: --peak-tflops must be positive");
+    if (chunk_rows > (1u << 20)) die("sft plan: --chunk-rows %zu is too large", chunk_rows);
+    Qwen2Config c;
+    config_read(&c, config_path);
+    double P = (double)parameter_count(&c), gpu_bytes = gpu_mem_gib * 1073741824.0;
+    // the FLOPs of one epoch: the shard's sequences, or S sequences of the mean length
+    double epoch_flops = 0.0, epoch_tokens = 0.0, S = 0.0;
+    if (data_path != NULL) {
+        Shard shard;
+        shard_read(&shard, data_path);
+        for (size_t i = 0; i < (size_t)shard.header.num_sequences; i++) {
+            size_t len = shard_seq_len(&shard, i) < T ? shard_seq_len(&shard, i) : T;
+            epoch_flops += training_flops(&c, len);
+            epoch_tokens += (double)len;
+        }
+        S = (double)shard.header.num_sequences;
+        shard_free(&shard);
+    } else {
+        if (sequences == 0) die("sft plan: --sequences must be positive");
+        size_t mean = tokens / sequences;
+        epoch_flops = (double)sequences * training_flops(&c, mean);
+        epoch_tokens = (double)tokens;
+        S = (double)sequences;
+    }
+    double run_flops = epoch_flops * (double)epochs;
+    GpuMemoryPlan keep = gpu_memory_plan(&c, T, 0, (int)chunk_rows, (int)W, reduce_f32);
+    GpuMemoryPlan rec = gpu_memory_plan(&c, T, 1, (int)chunk_rows, (int)W, reduce_f32);
+    int use_rec = recompute >= 0 ? recompute : keep.total + CONTEXT_BYTES > gpu_bytes;
+    const GpuMemoryPlan *p = use_rec ? &rec : &keep;
+    printf("model: %s, %.0f parameters (%zu layers, H %zu, I %zu, V %zu, %s) | %zu GPUs of %.0f GiB (%.1f GB) | block %zu tokens, one sequence per GPU per micro-batch\n",
+           config_path, P, c.num_layers, c.hidden_size, c.intermediate_size, c.vocab_size,
+           c.tie_word_embeddings ? "tied" : "untied", W, gpu_mem_gib, gpu_bytes / 1e9, T);
+    printf("\nmemory per GPU (ZeRO-3 over %zu ranks; what sft train allocates, gpu_memory_plan()):\n", W);
+    printf("  %-58s %9.2f GB\n", "bf16 weights (this rank's shard)", p->weights / 1e9);
+    printf("  %-58s %9.2f GB\n", "fp32 master weights (shard)", p->master / 1e9);
+    printf("  %-58s %9.2f GB\n", "fp32 AdamW m (shard)", p->adam_m / 1e9);
+    printf("  %-58s %9.2f GB\n", "fp32 AdamW v (shard)", p->adam_v / 1e9);
+    printf("  %-58s %9.2f GB\n", "fp32 gradients (shard)", p->grads / 1e9);
+    printf("  %-58s %9.2f GB\n", "gathered units: bf16 weights, fp32 full gradients, reduce", p->gathered / 1e9);
+    printf("  %-58s %9.2f GB  (kept: %.2f GB; --recompute: %.2f GB)\n", use_rec ? "activations, layer inputs only (--recompute)" : "activations, all kept",
+           p->activations / 1e9, keep.activations / 1e9, rec.activations / 1e9);
+    printf("  %-58s %9.2f GB\n", "backward scratch (one layer's gradients), the batch", p->scratch / 1e9);
+    printf("  %-58s %9.2f GB\n", "LM-head chunk (fp32 logits)", p->logits / 1e9);
+    printf("  %-58s %9.2f GB\n", "CUDA context, cuBLAS, NCCL (estimate, not ours)", CONTEXT_BYTES / 1e9);
+    double total = p->total + CONTEXT_BYTES;
+    printf("  %-58s %9.2f GB  (without recompute %.2f GB, with %.2f GB)\n", "total", total / 1e9,
+           (keep.total + CONTEXT_BYTES) / 1e9, (rec.total + CONTEXT_BYTES) / 1e9);
+    double per_token = epoch_flops / epoch_tokens;
+    printf("\ncompute (training_flops(): 6 N_mm T + 6 L NQ HD T (T+1) per sequence):\n");
+    printf("  epoch: %.0f sequences, %.0f tokens (mean %.0f), %.4g FLOP (%.1f GFLOP per token)\n", S, epoch_tokens,
+           epoch_tokens / S, epoch_flops, per_token / 1e9);
+    printf("  run: %zu epochs, %.4g FLOP\n", epochs, run_flops);
+    double s1_seconds = 26 * 60, s1_mfu = run_flops / (s1_seconds * 16 * 989e12);
+    printf("\ntime and cost:\n");
+    printf("  s1's reported run, 26 minutes on 16 H100, implies MFU %.1f%%\n", 100 * s1_mfu);
+    double seconds = run_flops / (mfu * (double)W * peak * 1e12), gpu_hours = seconds / 3600 * (double)W;
+    printf("  at MFU %.1f%% on %zu GPUs: %.1f minutes, %.1f GPU-hours, $%.2f at $%.2f per GPU-hour\n", 100 * mfu, W,
+           seconds / 60, gpu_hours, gpu_hours * dollars, dollars);
+    double s1_at_ours = run_flops / (s1_mfu * (double)W * peak * 1e12);
+    printf("  at s1's MFU on %zu GPUs: %.1f minutes, $%.2f\n", W, s1_at_ours / 60, s1_at_ours / 3600 * (double)W * dollars);
+    printf("\nplan: %.1f GB per GPU of %.1f GB: %s\n", total / 1e9, gpu_bytes / 1e9, total <= gpu_bytes ? "fits" : "does not fit");
+    return 0;
+}
+
+// ----------------------------------------------------------------------------
 
 static const struct { const char *name; int (*run)(int, char **); const char *help; } commands[] = {
     {"train", main_train, "fine-tune on one GPU with s1's recipe (./s1 train's flags)"},
     {"loss", main_loss, "the masked loss of a checkpoint over a shard (./s1 loss's contract)"},
+    {"plan", main_plan, "the memory per GPU, FLOPs, time and dollars of a run (sft train's counters)"},
 };
 
 static void usage(void) {

@@ -121,7 +121,9 @@ typedef struct {
     size_t step;                   // AdamW steps taken
     // W > 1: the gathered units and their full gradients (one layer, and the embedding and head)
     floatX *gathered_layer, *gathered_big;   // (W S_u,) bf16 of the largest layer unit, and of units 0 and L + 1
-    float *unit_grads_layer, *unit_grads_embed, *unit_grads_head;   // (W S_u,) fp32
+    float *unit_grads_layer;       // (W S_u,) fp32 full gradients of the layer being differentiated
+    float *unit_grads_big;         // the embedding's and the head's: untied, one after the other in the same
+                                   // buffer (the head's are reduced before the embedding's start); tied, side by side
     void *reduce_send;             // (W S_u,) the gradients in the reduce dtype
     void *reduce_recv;             // (S_u,) this rank's reduced shard
     size_t allocated_bytes;        // GPU memory this model allocated (the log's "mem" figure)
@@ -232,8 +234,7 @@ static void gpu_model_create_rank(GpuModel *m, const Qwen2Config *c, int chunk_r
         m->gathered_layer = (floatX *)gpu_alloc(m, layer_full * sizeof(floatX));
         m->gathered_big = (floatX *)gpu_alloc(m, (big > head ? big : head) * sizeof(floatX));
         m->unit_grads_layer = (float *)gpu_alloc(m, layer_full * sizeof(float));
-        m->unit_grads_embed = (float *)gpu_alloc(m, m->units[0].shard * world * sizeof(float));
-        m->unit_grads_head = (float *)gpu_alloc(m, m->units[L + 1].shard * world * sizeof(float));
+        m->unit_grads_big = (float *)gpu_alloc(m, (c->tie_word_embeddings ? head : big) * sizeof(float));
         size_t elem = reduce_f32 ? sizeof(float) : sizeof(floatX), largest = big > layer_full ? big : layer_full;   // any unit
         m->reduce_send = gpu_alloc(m, largest * elem);
         m->reduce_recv = gpu_alloc(m, largest / world * elem);
@@ -398,6 +399,13 @@ static const floatX *gpu_lm_head(GpuModel *m, const floatX **w) {
     return e[P_EMBED];
 }
 
+// W > 1: the buffer of unit u's full gradients.
+static float *gpu_unit_grads_buffer(const GpuModel *m, size_t u) {
+    if (u == 0) return m->unit_grads_big;
+    if (u + 1 < m->num_units) return m->unit_grads_layer;
+    return m->unit_grads_big + (m->config.tie_word_embeddings ? m->units[0].shard * m->world : 0);
+}
+
 // Where the backward pass adds unit u's gradients: this rank's gradients in
 // place when W = 1; else the unit's full fp32 gradient buffer, zeroed (its sum
 // over the ranks then goes to the owners through gpu_unit_reduce()). g[i]: each member.
@@ -405,7 +413,7 @@ static void gpu_unit_grads(GpuModel *m, size_t u, float **g) {
     const GpuUnit *un = &m->units[u];
     float *base = m->grads_memory + un->shard_offset;
     if (m->world > 1) {
-        base = u == 0 ? m->unit_grads_embed : u == m->num_units - 1 ? m->unit_grads_head : m->unit_grads_layer;
+        base = gpu_unit_grads_buffer(m, u);
         cudaCheck(cudaMemset(base, 0, un->shard * m->world * sizeof(float)));
     }
     gpu_unit_pointers(m, u, base, g);
@@ -427,7 +435,7 @@ static void gpu_unit_reduce(GpuModel *m, size_t u) {
     if (m->world == 1) return;
     const GpuUnit *un = &m->units[u];
     size_t full = un->shard * m->world;
-    const float *g = u == 0 ? m->unit_grads_embed : u == m->num_units - 1 ? m->unit_grads_head : m->unit_grads_layer;
+    const float *g = gpu_unit_grads_buffer(m, u);
     float *acc = m->grads_memory + un->shard_offset;
     if (m->reduce_f32) {
         ncclCheck(ncclReduceScatter(g, m->reduce_recv, un->shard, ncclFloat32, ncclSum, m->nccl, 0));
@@ -769,7 +777,8 @@ static GpuMemoryPlan gpu_memory_plan(const Qwen2Config *c, size_t N, int recompu
         double s0 = (double)shape.units[0].shard, s1 = (double)shape.units[1].shard, sh = (double)shape.units[c->num_layers + 1].shard;
         double big = (s0 > sh ? s0 : sh) * W, head = (sh + (c->tie_word_embeddings ? s0 : 0)) * W;
         double largest = big > W * s1 ? big : W * s1;
-        p.gathered = 2 * W * s1 + 2 * (big > head ? big : head) + 4 * W * (s1 + s0 + sh) + (reduce_f32 ? 4 : 2) * (largest + largest / W);
+        p.gathered = 2 * W * s1 + 2 * (big > head ? big : head) + 4 * (W * s1 + (c->tie_word_embeddings ? head : big))
+                     + (reduce_f32 ? 4 : 2) * (largest + largest / W);
     }
     double slots = recompute ? 1 : L;
     p.activations = n * (2 * (L + 1) * H + slots * (2.0 * (double)gpu_layer_bf16_per_token(c) + 4.0 * (double)gpu_layer_f32_per_token(c))
@@ -895,9 +904,10 @@ static float gpu_collectives_only(GpuModel *m) {
     for (size_t l = 0; l < L; l++) gpu_unit_weights(m, 1 + l, w);
     gpu_unit_weights(m, L + 1, w);
     gpu_lm_head(m, w);
-    gpu_unit_grads(m, 0, g);
+    if (m->config.tie_word_embeddings) gpu_unit_grads(m, 0, g);
     gpu_unit_grads(m, L + 1, g);
     gpu_unit_reduce(m, L + 1);
+    if (!m->config.tie_word_embeddings) gpu_unit_grads(m, 0, g);
     for (size_t l = L; l-- > 0;) {
         gpu_unit_weights(m, 1 + l, w);
         gpu_unit_grads(m, 1 + l, g);
@@ -935,8 +945,8 @@ static float gpu_forward_backward(GpuModel *m, GpuTrainActs *t, const uint32_t *
     const floatX *head_w = gpu_lm_head(m, w);
     rmsnorm_forward(t->lnf, t->rstdf, t->res + L * N * H, w[P_NORMW], (int)N, (int)H, (float)c->rms_norm_eps);
     // the loss and its gradient, chunk by chunk of rows: dlnf into dln, the head's gradient into its grad
-    float *embed_g[NUM_PARAMETER_TENSORS];
-    gpu_unit_grads(m, 0, embed_g);
+    float *embed_g[NUM_PARAMETER_TENSORS];   // untied, the embedding's gradients take the head's buffer after it is reduced
+    if (c->tie_word_embeddings) gpu_unit_grads(m, 0, embed_g);
     gpu_unit_grads(m, L + 1, g);
     float *head_g = c->tie_word_embeddings ? embed_g[P_EMBED] : g[P_LMW];
     classifier_forward_backward(m->cublas, m->loss, m->losses, m->logits, t->dln, head_g, t->lnf, head_w,
@@ -945,6 +955,7 @@ static float gpu_forward_backward(GpuModel *m, GpuTrainActs *t, const uint32_t *
     rmsnorm_backward(t->dres, t->dres_bf16, g[P_NORMW], t->scratch, t->dln, t->res + L * N * H, w[P_NORMW],
                      t->rstdf, (int)N, (int)H);
     gpu_unit_reduce(m, L + 1);
+    if (!c->tie_word_embeddings) gpu_unit_grads(m, 0, embed_g);
     for (size_t l = L; l-- > 0;) {
         const floatX *res = t->res + l * N * H;
         gpu_unit_weights(m, 1 + l, w);   // gathered again: the buffer has held other layers since
@@ -1030,8 +1041,8 @@ static float gpu_update(GpuModel *m, double lr, double beta1, double beta2, doub
 static void gpu_model_free(GpuModel *m) {
     void *bufs[] = {m->params_memory, m->master_memory, m->grads_memory, m->adam_m, m->adam_v, m->res, m->ln, m->q,
                     m->att, m->k, m->v, m->gate, m->up, m->logits, m->losses, m->weights, m->loss, m->ids, m->targets, m->pos,
-                    m->norm_scratch, m->gathered_layer, m->gathered_big, m->unit_grads_layer, m->unit_grads_embed,
-                    m->unit_grads_head, m->reduce_send, m->reduce_recv};
+                    m->norm_scratch, m->gathered_layer, m->gathered_big, m->unit_grads_layer, m->unit_grads_big,
+                    m->reduce_send, m->reduce_recv};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) cudaCheck(cudaFree(bufs[i]));
     free(m->units);
     cublasCheck(cublasDestroy(m->cublas));

@@ -1,0 +1,66 @@
+# tests/test_plan.sh: `sft plan` (the audit of the $50 run) against arithmetic done here by hand,
+# for Qwen2.5-32B-Instruct (configs/), and its one-line errors.
+. tests/lib.sh
+SFT=build/emu/sft
+C32=configs/qwen2.5-32b-instruct.json
+
+# ---- the shipped configs imply the published parameter counts (the model notes' table)
+for pair in 0.5b:494032768 1.5b:1543714304 7b:7615616512 32b:32763876352; do
+    size=${pair%%:*} want=${pair#*:}
+    got=$($SFT plan --config configs/qwen2.5-$size-instruct.json --gpus 1 | sed -nE 's/.*, ([0-9]+) parameters.*/\1/p')
+    expect_eq "configs/qwen2.5-$size-instruct.json: $want parameters" "$got" "$want"
+done
+
+# ---- FLOPs, by hand: per sequence of T tokens 6 N_mm T + 6 L NQ HD T (T+1), N_mm = all parameters but the
+# untied embedding (a lookup): 32,763,876,352 - 152,064 * 5,120 = 31,985,308,672. s1K as 1,000 sequences of
+# 4,700 tokens: an epoch is 1000 * (6 * 31985308672 * 4700 + 6 * 64 * 40 * 128 * 4700 * 4701), 5 epochs.
+out=$($SFT plan --config $C32)
+epoch=$(awk 'BEGIN { printf "%.4g", 1000 * (6 * 31985308672 * 4700 + 6 * 64 * 40 * 128 * 4700 * 4701) }')
+run=$(awk 'BEGIN { printf "%.4g", 5 * 1000 * (6 * 31985308672 * 4700 + 6 * 64 * 40 * 128 * 4700 * 4701) }')
+expect_eq "32B: the FLOPs of an epoch of s1K" "$(echo "$out" | sed -nE 's/.*tokens \(mean 4700\), ([0-9.e+]+) FLOP.*/\1/p')" "$epoch"
+expect_eq "32B: the FLOPs of the run" "$(echo "$out" | sed -nE 's/.*run: 5 epochs, ([0-9.e+]+) FLOP/\1/p')" "$run"
+# s1's 26 minutes on 16 H100 at 989 TFLOP/s each imply run / (1560 * 16 * 989e12)
+mfu=$(awk -v r="$run" 'BEGIN { printf "%.1f", 100 * r / (1560 * 16 * 989e12) }')
+expect_eq "32B: the MFU s1's 26 minutes imply ($mfu%)" "$(echo "$out" | sed -nE 's/.*26 minutes on 16 H100, implies MFU ([0-9.]+)%/\1/p')" "$mfu"
+near() { awk -v a="$1" -v b="$2" -v tol="$3" 'BEGIN { d = a - b; if (d < 0) d = -d; print (a != "" && d <= tol) ? "yes" : "no (" a " vs " b ")" }'; }   # printed figures, last digit
+minutes=$(awk -v r="$run" 'BEGIN { printf "%.3f", r / (0.035 * 16 * 989e12) / 60 }')
+expect_eq "32B: the run at 3.5% MFU on 16 GPUs takes $minutes minutes" \
+    "$(near "$(echo "$out" | sed -nE 's/.*at MFU 3.5% on 16 GPUs: ([0-9.]+) minutes.*/\1/p')" "$minutes" 0.06)" "yes"
+dollars=$(awk -v r="$run" 'BEGIN { printf "%.3f", r / (0.035 * 16 * 989e12) / 3600 * 16 * 2 }')
+expect_eq "32B: and costs \$$dollars at \$2 per GPU-hour" "$(near "$(echo "$out" | sed -nE 's/.*GPU-hours, \$([0-9.]+) at.*/\1/p')" "$dollars" 0.006)" "yes"
+
+# ---- memory per GPU, by hand: each rank holds one shard of every unit (the embedding, each of the 64
+# layers, the final norm + LM head), ceil(unit / 16) elements: 2 bytes of bf16 weights and 4 each of
+# master, m, v and gradients. Units: 778,567,680; 64 x 487,605,248; 5,120 + 778,567,680.
+shard=$(awk 'function ceil(x) { return x == int(x) ? x : int(x) + 1 }
+             BEGIN { printf "%.0f", ceil(778567680 / 16) + 64 * ceil(487605248 / 16) + ceil((5120 + 778567680) / 16) }')
+expect_eq "32B: the bf16 weight shard is $shard x 2 bytes" "$(echo "$out" | sed -nE 's/.*bf16 weights \(this rank.s shard\) +([0-9.]+) GB/\1/p')" \
+    "$(awk -v s="$shard" 'BEGIN { printf "%.2f", 2 * s / 1e9 }')"
+expect_eq "32B: each fp32 shard is $shard x 4 bytes" "$(echo "$out" | grep -cE "fp32 (master weights|AdamW m|AdamW v|gradients) \(shard\) +$(awk -v s="$shard" 'BEGIN { printf "%.2f", 4 * s / 1e9 }') GB")" "4"
+# activations kept for a 32K sequence: per token and layer 3H + 2QD + 2KD + 3I bf16 and 2 + NQ fp32, plus the
+# residual stream entering each layer (L + 1) and the final norm: 32768 * (2 * 65 * 5120 + 64 * (2 * (3 * 5120 +
+# 2 * 5120 + 2 * 1024 + 3 * 27648) + 4 * 42) + 2 * 5120 + 4); recompute keeps one layer instead of 64
+kept=$(awk 'BEGIN { printf "%.2f", 32768 * (2 * 65 * 5120 + 64 * (2 * (3 * 5120 + 2 * 5120 + 2 * 1024 + 3 * 27648) + 4 * 42) + 2 * 5120 + 4) / 1e9 }')
+rec=$(awk 'BEGIN { printf "%.2f", 32768 * (2 * 65 * 5120 + 1 * (2 * (3 * 5120 + 2 * 5120 + 2 * 1024 + 3 * 27648) + 4 * 42) + 2 * 5120 + 4) / 1e9 }')
+expect_eq "32B at 32K: activations kept $kept GB, with recompute $rec GB" \
+    "$(echo "$out" | sed -nE 's/.*\(kept: ([0-9.]+) GB; --recompute: ([0-9.]+) GB\)/\1 \2/p')" "$kept $rec"
+expect_eq "32B on 16 x 80 GiB at block 32768: fits with recompute (the default it picks)" "$(echo "$out" | tail -n 1 | grep -cE '^plan: [0-9.]+ GB per GPU of 85.9 GB: fits$')" "1"
+expect_eq "32B on 16 x 80 GiB at block 32768: does not fit without recompute" \
+    "$($SFT plan --config $C32 --no-recompute | tail -n 1 | grep -cE '^plan: [0-9.]+ GB per GPU of 85.9 GB: does not fit$')" "1"
+expect_eq "32B on one GPU: does not fit (590 GB of training state)" \
+    "$($SFT plan --config $C32 --gpus 1 | tail -n 1 | grep -c 'does not fit')" "1"
+expect_eq "0.5B on one GPU with recompute at 32K: fits" \
+    "$($SFT plan --config configs/qwen2.5-0.5b-instruct.json --gpus 1 --recompute | tail -n 1 | grep -c ': fits$')" "1"
+
+# ---- --data: the shard's own lengths
+make_shard tests/fixtures/qwen-tiny-gqa "$TMP/gqa.shard"
+expect_eq "--data counts the shard's 4 sequences and 53 tokens" \
+    "$($SFT plan --config tests/fixtures/qwen-tiny-gqa/config.json --data "$TMP/gqa.shard" --gpus 2 | grep -c 'epoch: 4 sequences, 53 tokens')" "1"
+
+# ---- errors: one line, non-zero exit
+expect_error "plan without --config" "--config is required" $SFT plan
+expect_error "plan with --data and --tokens" "give --data or --tokens/--sequences, not both" $SFT plan --config $C32 --data "$TMP/gqa.shard" --tokens 5 --sequences 1
+expect_error "plan with --tokens alone" "--tokens and --sequences go together" $SFT plan --config $C32 --tokens 5
+expect_error "plan with an MFU above 1" "--mfu must be in" $SFT plan --config $C32 --mfu 2
+expect_error "plan with a missing config" "no-such.json: cannot read model config" $SFT plan --config "$TMP/no-such.json"
+summary

@@ -23,6 +23,7 @@
 #include "common/kernels.cuh"
 #include "common/shard.h"
 #include "common/train.h"
+#include "common/launch.h"
 
 static const char *format_bytes(double bytes, char *buf, size_t n) {
     if (bytes >= 1e9) snprintf(buf, n, "%.2f GB", bytes / 1e9);
@@ -157,6 +158,20 @@ static void sft_save(GpuModel *m, const SftOptions *o, const char *dir) {
     free(master);
 }
 
+// A resumed run needs the number of ranks that saved it (each rank's optimizer
+// state is its own shards): dies naming both otherwise.
+static void sft_check_resume_ranks(const char *dir, int world) {
+    char path[4200];
+    if (world == 1) snprintf(path, sizeof path, "%s/optimizer.bin", dir);
+    else snprintf(path, sizeof path, "%s/rank0-of-%d/optimizer.bin", dir, world);
+    if (access(path, F_OK) == 0) return;
+    snprintf(path, sizeof path, "%s/optimizer.bin", dir);
+    int saved_by_one = access(path, F_OK) == 0;
+    if (saved_by_one || world > 1)
+        die("%s: the checkpoint's optimizer state was saved by %s, this run has %d; resume with the same number of ranks",
+            dir, saved_by_one ? "1 rank" : "another number of ranks", world);
+}
+
 // The model to train, this rank's shards of it: a HF checkpoint, a resumed run, or random weights.
 static void sft_model_open(GpuModel *m, SftOptions *o) {
     TrainOptions *t = &o->train;
@@ -176,17 +191,9 @@ static void sft_model_open(GpuModel *m, SftOptions *o) {
     size_t step = gpu_model_read(m, dir);
     if (t->resume_dir == NULL) return;
     m->step = step;
+    sft_check_resume_ranks(dir, o->world);
     char state_dir[4000];
     optstate_name(state_dir, sizeof state_dir, dir, o->rank, o->world);
-    snprintf(path, sizeof path, "%s/optimizer.bin", state_dir);
-    if (access(path, F_OK) != 0) {   // saved by another number of ranks?
-        char other[4200];
-        snprintf(other, sizeof other, "%s/optimizer.bin", dir);
-        int saved_by_one = access(other, F_OK) == 0;
-        if (saved_by_one || o->world > 1)
-            die("%s: the checkpoint's optimizer state was saved by %s, this run has %d; resume with the same number of ranks",
-                dir, saved_by_one ? "1 rank" : "another number of ranks", o->world);
-    }
     size_t n = o->world == 1 ? m->num_parameters : m->shard_numel;
     float *am = (float *)mallocCheck(n * sizeof(float)), *av = (float *)mallocCheck(n * sizeof(float));
     float *master = (float *)mallocCheck(n * sizeof(float));
@@ -196,7 +203,7 @@ static void sft_model_open(GpuModel *m, SftOptions *o) {
         gpu_scatter_from_host(m, m->adam_m, am);
         gpu_scatter_from_host(m, m->adam_v, av);
     } else {
-        if (!has_master) die("%s: a shard of the optimizer state without master weights", path);
+        if (!has_master) die("%s/optimizer.bin: a shard of the optimizer state without master weights", state_dir);
         cudaCheck(cudaMemcpy(m->adam_m, am, n * sizeof(float), cudaMemcpyHostToDevice));
         cudaCheck(cudaMemcpy(m->adam_v, av, n * sizeof(float), cudaMemcpyHostToDevice));
         cudaCheck(cudaMemcpy(m->master_memory, master, n * sizeof(float), cudaMemcpyHostToDevice));
@@ -334,7 +341,15 @@ static void sft_train_run(SftOptions *o) {
         }
         if ((t->save_every > 0 && (step + 1) % t->save_every == 0) || step + 1 == end) sft_save(&model, o, t->out_dir);
     }
-    if (lead) printf("done: %zu steps, %zu tokens in %.1fs; checkpoint in %s\n", end - first_step, tokens_done, now_seconds() - t_start, t->out_dir);
+    if (lead) {
+        // what this rank holds against the plan's count for the largest micro-batch it trained
+        GpuMemoryPlan held = gpu_memory_plan(c, acts.capacity, recompute, (int)o->chunk_rows, o->world, o->reduce_f32);
+        double state = held.weights + held.master + held.adam_m + held.adam_v + held.grads;
+        printf("memory: rank 0 allocated %zu bytes; the plan for its largest micro-batch (%zu tokens) %.0f bytes; "
+               "training state %.0f bytes, 1/%d of %.0f plus padding\n", model.allocated_bytes, acts.capacity, held.total,
+               state, o->world, 18.0 * (double)model.num_parameters);
+        printf("done: %zu steps, %zu tokens in %.1fs; checkpoint in %s\n", end - first_step, tokens_done, now_seconds() - t_start, t->out_dir);
+    }
     free(mine); free(ids); free(mask);
     gpu_train_acts_free(&acts);
     dataloader_free(&loader);
@@ -344,7 +359,8 @@ static void sft_train_run(SftOptions *o) {
 static void usage_train(void) {
     printf("usage: sft train --data SHARD --out DIR (--model DIR | --init-config CONFIG.json | --resume DIR) [options]\n"
            "\n"
-           "Fine-tunes Qwen2.5 on one GPU with s1's recipe, exactly as ./s1 train does on the CPU (the same\n"
+           "Fine-tunes Qwen2.5 on one GPU or W (--nproc, torchrun, srun) with s1's recipe, exactly as ./s1 train\n"
+           "does on the CPU (the same\n"
            "flags, data order, schedule, clipping and checkpoints): bf16 kernels, fp32 master weights, gradients\n"
            "and AdamW moments. Writes DIR/model.safetensors + config.json (loadable by ./s1 and HF transformers)\n"
            "and DIR/optimizer.bin. Each step logs loss, grad norm, lr, tokens/s, MFU, GPU memory and ETA.\n"
@@ -362,8 +378,17 @@ static void usage_train(void) {
            "  --balance            give each rank of a step a similar token count (longest sequence first to\n"
            "                       the least-loaded rank); default: sequence j of a step goes to rank j mod W\n"
            "  --reduce-dtype T     bf16 (default, as s1's FSDP reduce_dtype) or f32: the gradients' reduce-scatter\n"
+           "  --nproc N            fork N ranks on this node (like torchrun --nproc_per_node N); without it the rank\n"
+           "                       and world size come from torchrun's RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR,\n"
+           "                       MASTER_PORT or Slurm's SLURM_PROCID, SLURM_NTASKS, SLURM_LOCALID (common/launch.h).\n"
+           "                       W ranks shard the weights, master weights, moments and gradients (ZeRO-3); W\n"
+           "                       must divide --batch; only rank 0 logs and writes the HF checkpoint\n"
            "(--threads is accepted for ./s1 train's command lines; sft's work runs on the GPU.)\n");
 }
+
+// How long a rank waits for the others to start, or to reach the end (seconds;
+// the environment's SFT_LAUNCH_TIMEOUT overrides it): a 32B checkpoint takes minutes to write.
+#define SFT_LAUNCH_TIMEOUT 600.0
 
 static int main_train(int argc, char **argv) {
     SftOptions o;
@@ -375,6 +400,7 @@ static int main_train(int argc, char **argv) {
     o.peak_tflops = 989;
     o.chunk_rows = 1024;
     o.world = 1;
+    int nproc = 0;
     const char *settings_flag = NULL;
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i];
@@ -391,6 +417,7 @@ static int main_train(int argc, char **argv) {
         else if (flag_is(a, "--peak-tflops")) o.peak_tflops = flag_number(argc, argv, &i);
         else if (flag_is(a, "--chunk-rows")) o.chunk_rows = flag_count(argc, argv, &i, 0);
         else if (flag_is(a, "--balance")) o.balance = 1;
+        else if (flag_is(a, "--nproc")) nproc = (int)flag_count(argc, argv, &i, 0);
         else if (flag_is(a, "--reduce-dtype")) {
             const char *v = flag_value(argc, argv, &i);
             if (strcmp(v, "bf16") != 0 && strcmp(v, "f32") != 0) die("--reduce-dtype: '%s' is not bf16 or f32", v);
@@ -399,9 +426,44 @@ static int main_train(int argc, char **argv) {
         else die("sft train: unknown argument '%s' (see sft train --help)", a);
     }
     train_options_check(&o.train, settings_flag, "sft train");
+    if (nproc > LAUNCH_MAX_WORLD) die("--nproc %d is too many", nproc);
     if (o.chunk_rows > (1u << 20)) die("sft train: --chunk-rows %zu is too large", o.chunk_rows);
     if (!(o.peak_tflops > 0)) die("sft train: --peak-tflops must be positive");
+    // the ranks: --nproc forks them here (one node), else a launcher (torchrun, srun) started us
+    if (nproc > 0 && o.train.resume_dir == NULL && o.train.settings.batch_size % (uint64_t)nproc != 0)
+        die("sft train: %d ranks do not divide the batch of %llu sequences", nproc, (unsigned long long)o.train.settings.batch_size);
+    if (nproc > 0 && o.train.resume_dir != NULL) sft_check_resume_ranks(o.train.resume_dir, nproc);
+    double timeout = SFT_LAUNCH_TIMEOUT;
+    const char *timeout_env = getenv("SFT_LAUNCH_TIMEOUT");   // tests shorten it
+    if (timeout_env != NULL && (timeout = atof(timeout_env)) <= 0) die("SFT_LAUNCH_TIMEOUT='%s' is not a positive number of seconds", timeout_env);
+    LaunchInfo launch;
+    if (nproc > 0) {
+        if (getenv("RANK") != NULL || getenv("WORLD_SIZE") != NULL) die("sft train: --nproc inside a launcher (RANK or WORLD_SIZE is set)");
+        int rc = launch_fork_local(nproc, 10.0, &launch);
+        if (rc != LAUNCH_CHILD) return rc;   // the parent: every rank has ended
+    } else {
+        launch_from_env(&launch);
+    }
+    o.rank = launch.rank;
+    o.world = launch.world_size;
+    if (o.world > 1) {
+        int devices = 1;   // one GPU per rank: the node's local_rank-th, or the only one it sees (CUDA_VISIBLE_DEVICES)
+        cudaCheck(cudaGetDeviceCount(&devices));
+        if (devices > 1 && launch.local_rank >= devices)
+            die("sft train: local rank %d, but this node shows %d GPUs", launch.local_rank, devices);
+        cudaCheck(cudaSetDevice(devices == 1 ? 0 : launch.local_rank));
+        ncclUniqueId id;
+        memset(&id, 0, sizeof id);
+        if (o.rank == 0) ncclCheck(ncclGetUniqueId(&id));
+        launch_share_id(&launch, &id, sizeof id, timeout);
+        launch_watchdog_start(&launch);   // a dead peer ends this rank too, even inside a collective
+        ncclCheck(ncclCommInitRank(&o.nccl, o.world, id, o.rank));
+    }
     sft_train_run(&o);
+    if (o.world > 1) {
+        ncclCheck(ncclCommDestroy(o.nccl));
+        launch_finish(&launch, timeout);
+    }
     return 0;
 }
 

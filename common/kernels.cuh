@@ -727,6 +727,7 @@ typedef struct {
     int *ids_scratch;         // the embedding backward's buckets
     floatX *bf16_memory;
     float *f32_memory;
+    size_t bytes;             // what these buffers take (counted in the model's allocated_bytes)
 } GpuTrainActs;
 
 // Per-token sizes of one kept layer: bf16 elements and fp32 elements.
@@ -802,6 +803,8 @@ static void gpu_train_acts_ensure(GpuModel *m, GpuTrainActs *t, size_t N, int re
                    t->dup, t->scratch, t->ids_scratch, t->bf16_memory, t->f32_memory};
     for (size_t i = 0; i < sizeof old / sizeof old[0]; i++) cudaCheck(cudaFree(old[i]));
     free(t->layer);
+    m->allocated_bytes -= t->bytes;
+    size_t before = m->allocated_bytes;
     N = N > t->capacity ? N : t->capacity;
     t->capacity = N;
     t->recompute = recompute;
@@ -841,6 +844,7 @@ static void gpu_train_acts_ensure(GpuModel *m, GpuTrainActs *t, size_t N, int re
     t->dup = (floatX *)gpu_alloc(m, N * I * sizeof(floatX));
     t->scratch = (float *)gpu_alloc(m, gpu_train_scratch_floats(c, N) * sizeof(float));
     t->ids_scratch = (int *)gpu_alloc(m, embedding_backward_scratch_ints((int)N) * sizeof(int));
+    t->bytes = m->allocated_bytes - before;
 }
 
 static void gpu_train_acts_free(GpuTrainActs *t) {

@@ -56,8 +56,9 @@ expect_error "a launch from inside a kernel is refused" \
 expect_error "a host pointer given to a kernel is refused" \
     "^cuemu: $SRC:$(line_of "CU_LAUNCH(scale_kernel"): CU_LAUNCH\(scale_kernel\): argument 1 is 0x[0-9a-f]+, which is not memory from cudaMalloc" \
     $NEG host_pointer_arg
-expect_error "NCCL: a rank that skips a collective stops the other after the timeout, no hang" \
-    "^cuemu: ncclAllReduce: rank 0 of 2 waited 1 s for the other ranks" env CUEMU_NCCL_TIMEOUT=1 $NEG nccl_mismatch
+expect_error "NCCL: a rank that skips a collective stops the other after the timeout, naming where each is, no hang" \
+    "^cuemu: ncclAllReduce: rank 0 of 2 waited 1 s for the other ranks in call #1 ncclAllReduce\(count 16, f32, sum\); rank 1 has made no collective call \(mismatched collectives, or a rank died\?\)$" \
+    env CUEMU_NCCL_TIMEOUT=1 $NEG nccl_mismatch
 expect_error "a bad CUEMU_SCHEDULE is refused" "CUEMU_SCHEDULE=sideways: expected forward, reverse or random" \
     env CUEMU_SCHEDULE=sideways $NEG ok
 

@@ -115,6 +115,7 @@ typedef struct {
     size_t chunk_rows;
     int balance;                 // --balance: each rank a similar token count
     int reduce_f32;              // --reduce-dtype f32 (default bf16)
+    int overlap;                 // --overlap: the layers' collectives on a second stream
     int rank, world;             // this process's rank of W (common/launch.h)
     ncclComm_t nccl;
 } SftOptions;
@@ -180,7 +181,7 @@ static void sft_model_open(GpuModel *m, SftOptions *o) {
     Qwen2Config c;
     if (dir != NULL) snprintf(path, sizeof path, "%s/config.json", dir);
     config_read(&c, dir != NULL ? path : t->init_config);
-    gpu_model_create_rank(m, &c, (int)o->chunk_rows, 1, o->rank, o->world, o->nccl, o->reduce_f32);
+    gpu_model_create_rank(m, &c, (int)o->chunk_rows, 1, o->rank, o->world, o->nccl, o->reduce_f32, o->overlap && o->world > 1);
     if (dir == NULL) {   // the same seeded init as ./s1 train --init-config
         float *init = (float *)mallocCheck(m->num_parameters * sizeof(float));
         qwen2_init_parameters(init, &c, t->init_seed);
@@ -276,8 +277,8 @@ static void sft_train_run(SftOptions *o) {
     // the memory plan for the largest micro-batch the data can make, and the recompute decision
     size_t per_rank = (size_t)s->batch_size / (size_t)o->world, mb = t->micro_batch < per_rank ? t->micro_batch : per_rank;
     size_t longest = dataloader_longest(&loader), micro_tokens = longest * mb;
-    GpuMemoryPlan keep = gpu_memory_plan(c, micro_tokens, 0, (int)o->chunk_rows, o->world, o->reduce_f32);
-    GpuMemoryPlan rec = gpu_memory_plan(c, micro_tokens, 1, (int)o->chunk_rows, o->world, o->reduce_f32);
+    GpuMemoryPlan keep = gpu_memory_plan(c, micro_tokens, 0, (int)o->chunk_rows, o->world, o->reduce_f32, o->overlap && o->world > 1);
+    GpuMemoryPlan rec = gpu_memory_plan(c, micro_tokens, 1, (int)o->chunk_rows, o->world, o->reduce_f32, o->overlap && o->world > 1);
     int recompute = o->recompute >= 0 ? o->recompute : keep.total > o->gpu_mem_gb * 1073741824.0;
     if (lead) {
         printf("model: %zu parameters, %zu layers | data: %llu sequences (longest %zu tokens), %zu steps/epoch | %zu steps, %zu warmup | %d rank%s\n",
@@ -343,7 +344,7 @@ static void sft_train_run(SftOptions *o) {
     }
     if (lead) {
         // what this rank holds against the plan's count for the largest micro-batch it trained
-        GpuMemoryPlan held = gpu_memory_plan(c, acts.capacity, recompute, (int)o->chunk_rows, o->world, o->reduce_f32);
+        GpuMemoryPlan held = gpu_memory_plan(c, acts.capacity, recompute, (int)o->chunk_rows, o->world, o->reduce_f32, o->overlap && o->world > 1);
         double state = held.weights + held.master + held.adam_m + held.adam_v + held.grads;
         printf("memory: rank 0 allocated %zu bytes; the plan for its largest micro-batch (%zu tokens) %.0f bytes; "
                "training state %.0f bytes, 1/%d of %.0f plus padding\n", model.allocated_bytes, acts.capacity, held.total,
@@ -375,6 +376,8 @@ static void usage_train(void) {
            "  --gpu-mem GIB        the GPU's memory in GiB for that decision (default 80, an H100)\n"
            "  --peak-tflops X      the GPU's dense bf16 peak for MFU (default 989, H100 SXM)\n"
            "  --chunk-rows N       tokens per LM-head chunk (default 1024)\n"
+           "  --overlap            W > 1: the next layer's all-gather and the last layer's reduce-scatter run on a\n"
+           "                       second stream while a layer computes (the same bits; twice the layer buffers)\n"
            "  --balance            give each rank of a step a similar token count (longest sequence first to\n"
            "                       the least-loaded rank); default: sequence j of a step goes to rank j mod W\n"
            "  --reduce-dtype T     bf16 (default, as s1's FSDP reduce_dtype) or f32: the gradients' reduce-scatter\n"
@@ -417,6 +420,7 @@ static int main_train(int argc, char **argv) {
         else if (flag_is(a, "--peak-tflops")) o.peak_tflops = flag_number(argc, argv, &i);
         else if (flag_is(a, "--chunk-rows")) o.chunk_rows = flag_count(argc, argv, &i, 0);
         else if (flag_is(a, "--balance")) o.balance = 1;
+        else if (flag_is(a, "--overlap")) o.overlap = 1;
         else if (flag_is(a, "--nproc")) nproc = (int)flag_count(argc, argv, &i, 0);
         else if (flag_is(a, "--reduce-dtype")) {
             const char *v = flag_value(argc, argv, &i);
@@ -473,7 +477,7 @@ static int main_train(int argc, char **argv) {
 static void usage_plan(void) {
     printf("usage: sft plan --config CONFIG.json [--gpus N] [--gpu-mem GIB] [--block-size N] [--recompute | --no-recompute]\n"
            "                [--data SHARD | --tokens N --sequences S] [--epochs N] [--mfu X] [--dollars-per-gpu-hour Y]\n"
-           "                [--reduce-dtype bf16|f32] [--chunk-rows N] [--peak-tflops X]\n"
+           "                [--reduce-dtype bf16|f32] [--overlap] [--chunk-rows N] [--peak-tflops X]\n"
            "\n"
            "Plans a run of sft train over N GPUs (ZeRO-3: each holds 1/N of the weights, master weights, AdamW\n"
            "moments and gradients) with one sequence of up to --block-size tokens per GPU and micro-batch, as s1\n"
@@ -494,6 +498,7 @@ static void usage_plan(void) {
            "                       attention; see tutorial/sharding.md)\n"
            "  --dollars-per-gpu-hour Y   (default 2.00)\n"
            "  --reduce-dtype T     bf16 (default) or f32, the gradients' reduce-scatter\n"
+           "  --overlap            plan for sft train --overlap (a second gathered layer and its gradients)\n"
            "  --chunk-rows N       tokens per LM-head chunk (default 1024)\n"
            "  --peak-tflops X      dense bf16 peak per GPU (default 989, H100 SXM)\n");
 }
@@ -505,7 +510,7 @@ static int main_plan(int argc, char **argv) {
     const char *config_path = NULL, *data_path = NULL;
     size_t W = 16, T = 32768, epochs = 5, chunk_rows = 1024, tokens = 4700000, sequences = 1000;
     double gpu_mem_gib = 80, mfu = 0.035, dollars = 2.0, peak = 989;
-    int recompute = -1, reduce_f32 = 0, tokens_given = 0, sequences_given = 0;
+    int recompute = -1, reduce_f32 = 0, tokens_given = 0, sequences_given = 0, overlap = 0;
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i];
         if (flag_is(a, "--help") || flag_is(a, "-h")) { usage_plan(); return 0; }
@@ -515,6 +520,7 @@ static int main_plan(int argc, char **argv) {
         else if (flag_is(a, "--block-size")) T = flag_count(argc, argv, &i, 0);
         else if (flag_is(a, "--recompute")) recompute = 1;
         else if (flag_is(a, "--no-recompute")) recompute = 0;
+        else if (flag_is(a, "--overlap")) overlap = 1;
         else if (flag_is(a, "--data")) data_path = flag_value(argc, argv, &i);
         else if (flag_is(a, "--tokens")) { tokens = flag_count(argc, argv, &i, 0); tokens_given = 1; }
         else if (flag_is(a, "--sequences")) { sequences = flag_count(argc, argv, &i, 0); sequences_given = 1; }
@@ -560,8 +566,8 @@ static int main_plan(int argc, char **argv) {
         S = (double)sequences;
     }
     double run_flops = epoch_flops * (double)epochs;
-    GpuMemoryPlan keep = gpu_memory_plan(&c, T, 0, (int)chunk_rows, (int)W, reduce_f32);
-    GpuMemoryPlan rec = gpu_memory_plan(&c, T, 1, (int)chunk_rows, (int)W, reduce_f32);
+    GpuMemoryPlan keep = gpu_memory_plan(&c, T, 0, (int)chunk_rows, (int)W, reduce_f32, overlap && W > 1);
+    GpuMemoryPlan rec = gpu_memory_plan(&c, T, 1, (int)chunk_rows, (int)W, reduce_f32, overlap && W > 1);
     int use_rec = recompute >= 0 ? recompute : keep.total + CONTEXT_BYTES > gpu_bytes;
     const GpuMemoryPlan *p = use_rec ? &rec : &keep;
     printf("model: %s, %.0f parameters (%zu layers, H %zu, I %zu, V %zu, %s) | %zu GPUs of %.0f GiB (%.1f GB) | block %zu tokens, one sequence per GPU per micro-batch\n",

@@ -126,6 +126,13 @@ typedef struct {
                                    // buffer (the head's are reduced before the embedding's start); tied, side by side
     void *reduce_send;             // (W S_u,) the gradients in the reduce dtype
     void *reduce_recv;             // (S_u,) this rank's reduced shard
+    // --overlap (W > 1): the layers' collectives on their own stream, so the next layer's all-gather and
+    // the last layer's reduce-scatter run while a layer computes; two of each layer buffer, and events
+    int overlap;
+    cudaStream_t comm;
+    floatX *gathered_layer_alt;
+    float *unit_grads_layer_alt;
+    cudaEvent_t gathered_ev[2], used_ev[2], grads_ev[2], reduced_ev[2];
     size_t allocated_bytes;        // GPU memory this model allocated (the log's "mem" figure)
     cublasHandle_t cublas;
     int chunk_rows;                // rows of the LM head per chunk
@@ -201,7 +208,7 @@ static void *gpu_alloc(GpuModel *m, size_t bytes) {
 // section 8; each rank holds 1/W of them). chunk_rows: rows per LM-head chunk
 // (memory: chunk_rows * V * 4 bytes). nccl: the ranks' communicator (W > 1).
 static void gpu_model_create_rank(GpuModel *m, const Qwen2Config *c, int chunk_rows, int training, int rank, int world,
-                                  ncclComm_t nccl, int reduce_f32) {
+                                  ncclComm_t nccl, int reduce_f32, int overlap) {
     memset(m, 0, sizeof *m);
     m->config = *c;
     if (c->head_dim > ATT_MAX_HD) die("config: head_dim %zu exceeds the attention kernel's %d", c->head_dim, ATT_MAX_HD);
@@ -238,6 +245,15 @@ static void gpu_model_create_rank(GpuModel *m, const Qwen2Config *c, int chunk_r
         size_t elem = reduce_f32 ? sizeof(float) : sizeof(floatX), largest = big > layer_full ? big : layer_full;   // any unit
         m->reduce_send = gpu_alloc(m, largest * elem);
         m->reduce_recv = gpu_alloc(m, largest / world * elem);
+        if (overlap) {
+            m->overlap = 1;
+            cudaCheck(cudaStreamCreateWithFlags(&m->comm, cudaStreamNonBlocking));
+            m->gathered_layer_alt = (floatX *)gpu_alloc(m, layer_full * sizeof(floatX));
+            m->unit_grads_layer_alt = (float *)gpu_alloc(m, layer_full * sizeof(float));
+            cudaEvent_t *evs[] = {m->gathered_ev, m->used_ev, m->grads_ev, m->reduced_ev};
+            for (size_t i = 0; i < 4; i++)
+                for (int j = 0; j < 2; j++) cudaCheck(cudaEventCreateWithFlags(&evs[i][j], cudaEventDisableTiming));
+        }
     }
     cublasCheck(cublasCreate(&m->cublas));
     m->chunk_rows = chunk_rows > 0 ? chunk_rows : 1;
@@ -245,7 +261,7 @@ static void gpu_model_create_rank(GpuModel *m, const Qwen2Config *c, int chunk_r
 
 // One GPU, all of the model.
 static void gpu_model_create(GpuModel *m, const Qwen2Config *c, int chunk_rows, int training) {
-    gpu_model_create_rank(m, c, chunk_rows, training, 0, 1, NULL, 0);
+    gpu_model_create_rank(m, c, chunk_rows, training, 0, 1, NULL, 0, 0);
 }
 
 // Uploads the n fp32 values of unit u that start at its element `offset`
@@ -431,22 +447,65 @@ template <class T> __global__ void accumulate_kernel(float *acc, const T *x, siz
 // are summed and each rank adds its shard of the sum into its fp32 gradients.
 // The sum runs in bf16 (s1's FSDP MixedPrecision reduce_dtype) or, with
 // reduce_f32, in fp32. W = 1: nothing to do, the gradients are in place.
-static void gpu_unit_reduce(GpuModel *m, size_t u) {
-    if (m->world == 1) return;
+static void gpu_unit_reduce_from(GpuModel *m, size_t u, const float *g, cudaStream_t stream) {
     const GpuUnit *un = &m->units[u];
     size_t full = un->shard * m->world;
-    const float *g = gpu_unit_grads_buffer(m, u);
     float *acc = m->grads_memory + un->shard_offset;
     if (m->reduce_f32) {
-        ncclCheck(ncclReduceScatter(g, m->reduce_recv, un->shard, ncclFloat32, ncclSum, m->nccl, 0));
-        CU_LAUNCH(accumulate_kernel<float>, grid_for(un->shard, 256), 256, 0, 0)(acc, (const float *)m->reduce_recv, un->shard);
+        ncclCheck(ncclReduceScatter(g, m->reduce_recv, un->shard, ncclFloat32, ncclSum, m->nccl, stream));
+        CU_LAUNCH(accumulate_kernel<float>, grid_for(un->shard, 256), 256, 0, stream)(acc, (const float *)m->reduce_recv, un->shard);
     } else {
-        CU_LAUNCH(convert_to_bf16_kernel, grid_for(full, 256), 256, 0, 0)((floatX *)m->reduce_send, g, full);
+        CU_LAUNCH(convert_to_bf16_kernel, grid_for(full, 256), 256, 0, stream)((floatX *)m->reduce_send, g, full);
         cudaCheck(cudaGetLastError());
-        ncclCheck(ncclReduceScatter(m->reduce_send, m->reduce_recv, un->shard, ncclBfloat16, ncclSum, m->nccl, 0));
-        CU_LAUNCH(accumulate_kernel<floatX>, grid_for(un->shard, 256), 256, 0, 0)(acc, (const floatX *)m->reduce_recv, un->shard);
+        ncclCheck(ncclReduceScatter(m->reduce_send, m->reduce_recv, un->shard, ncclBfloat16, ncclSum, m->nccl, stream));
+        CU_LAUNCH(accumulate_kernel<floatX>, grid_for(un->shard, 256), 256, 0, stream)(acc, (const floatX *)m->reduce_recv, un->shard);
     }
     cudaCheck(cudaGetLastError());
+}
+
+static void gpu_unit_reduce(GpuModel *m, size_t u) {
+    if (m->world > 1) gpu_unit_reduce_from(m, u, gpu_unit_grads_buffer(m, u), 0);
+}
+
+// --overlap: the layer units' collectives on m->comm, ahead of or behind the
+// compute on stream 0, each buffer guarded by events: a layer's gathered
+// weights are used only after gathered_ev and overwritten only after used_ev
+// (the compute that last read them); its gradients are reduced only after
+// grads_ev, and their buffer reused only after reduced_ev. The same operations
+// in the same order, every sum included: the same bits as without --overlap.
+static floatX *gpu_layer_slot_weights(const GpuModel *m, int s) { return s ? m->gathered_layer_alt : m->gathered_layer; }
+static float *gpu_layer_slot_grads(const GpuModel *m, int s) { return s ? m->unit_grads_layer_alt : m->unit_grads_layer; }
+
+// All-gathers layer unit u into slot s, on m->comm, once nothing reads the slot.
+static void gpu_prefetch_layer(GpuModel *m, size_t u, int s) {
+    const GpuUnit *un = &m->units[u];
+    cudaCheck(cudaStreamWaitEvent(m->comm, m->used_ev[s], 0));
+    ncclCheck(ncclAllGather(m->params_memory + un->shard_offset, gpu_layer_slot_weights(m, s), un->shard, ncclBfloat16,
+                            m->nccl, m->comm));
+    cudaCheck(cudaEventRecord(m->gathered_ev[s], m->comm));
+}
+
+// The compute waits for slot s's all-gather; w: the layer's weights there.
+static void gpu_layer_ready(GpuModel *m, size_t u, int s, const floatX **w) {
+    cudaCheck(cudaStreamWaitEvent(0, m->gathered_ev[s], 0));
+    gpu_unit_pointers(m, u, (const floatX *)gpu_layer_slot_weights(m, s), w);
+}
+
+// Gradient slot s for layer unit u, zeroed once its previous reduce-scatter is done.
+static void gpu_layer_grads_slot(GpuModel *m, size_t u, int s, float **g) {
+    cudaCheck(cudaStreamWaitEvent(0, m->reduced_ev[s], 0));
+    float *base = gpu_layer_slot_grads(m, s);
+    cudaCheck(cudaMemsetAsync(base, 0, m->units[u].shard * m->world * sizeof(float), 0));
+    gpu_unit_pointers(m, u, base, g);
+}
+
+// After layer unit u's backward pass: its reduce-scatter on m->comm, behind the compute.
+static void gpu_reduce_layer_async(GpuModel *m, size_t u, int s) {
+    cudaCheck(cudaEventRecord(m->used_ev[s], 0));
+    cudaCheck(cudaEventRecord(m->grads_ev[s], 0));
+    cudaCheck(cudaStreamWaitEvent(m->comm, m->grads_ev[s], 0));
+    gpu_unit_reduce_from(m, u, gpu_layer_slot_grads(m, s), m->comm);
+    cudaCheck(cudaEventRecord(m->reduced_ev[s], m->comm));
 }
 
 // Elements per token of the bf16 activation buffers res, ln, q, att, k, v, gate, up.
@@ -762,7 +821,8 @@ typedef struct {
     double total;
 } GpuMemoryPlan;
 
-static GpuMemoryPlan gpu_memory_plan(const Qwen2Config *c, size_t N, int recompute, int chunk_rows, int world, int reduce_f32) {
+static GpuMemoryPlan gpu_memory_plan(const Qwen2Config *c, size_t N, int recompute, int chunk_rows, int world, int reduce_f32,
+                                     int overlap) {
     GpuModel shape;   // only its units: the shard sizes
     memset(&shape, 0, sizeof shape);
     shape.config = *c;
@@ -779,7 +839,8 @@ static GpuMemoryPlan gpu_memory_plan(const Qwen2Config *c, size_t N, int recompu
         double big = (s0 > sh ? s0 : sh) * W, head = (sh + (c->tie_word_embeddings ? s0 : 0)) * W;
         double largest = big > W * s1 ? big : W * s1;
         p.gathered = 2 * W * s1 + 2 * (big > head ? big : head) + 4 * (W * s1 + (c->tie_word_embeddings ? head : big))
-                     + (reduce_f32 ? 4 : 2) * (largest + largest / W);
+                     + (reduce_f32 ? 4 : 2) * (largest + largest / W)
+                     + (overlap ? (2 + 4) * W * s1 : 0);   // --overlap: a second gathered layer and its gradients
     }
     double slots = recompute ? 1 : L;
     p.activations = n * (2 * (L + 1) * H + slots * (2.0 * (double)gpu_layer_bf16_per_token(c) + 4.0 * (double)gpu_layer_f32_per_token(c))
@@ -896,82 +957,84 @@ static void gpu_layer_backward(GpuModel *m, GpuTrainActs *t, const floatX *const
     rmsnorm_backward(t->dres, t->dres_bf16, g[P_LN1W], t->scratch, t->dln, res, w[P_LN1W], a->rstd1, N, H);
 }
 
-// A rank without sequences in a micro-batch round (W > 1, a short batch)
-// still makes every collective of gpu_forward_backward(), in the same order,
-// with nothing to add: NCCL needs every rank in every call.
-static float gpu_collectives_only(GpuModel *m) {
-    if (m->world == 1) return 0.0f;
-    size_t L = m->config.num_layers;
-    const floatX *w[NUM_PARAMETER_TENSORS];
-    float *g[NUM_PARAMETER_TENSORS];
-    gpu_unit_weights(m, 0, w);
-    for (size_t l = 0; l < L; l++) gpu_unit_weights(m, 1 + l, w);
-    gpu_unit_weights(m, L + 1, w);
-    gpu_lm_head(m, w);
-    if (m->config.tie_word_embeddings) gpu_unit_grads(m, 0, g);
-    gpu_unit_grads(m, L + 1, g);
-    gpu_unit_reduce(m, L + 1);
-    if (!m->config.tie_word_embeddings) gpu_unit_grads(m, 0, g);
-    for (size_t l = L; l-- > 0;) {
-        gpu_unit_weights(m, 1 + l, w);
-        gpu_unit_grads(m, 1 + l, g);
-        gpu_unit_reduce(m, 1 + l);
-    }
-    gpu_unit_reduce(m, 0);
-    return 0.0f;
-}
-
 // One micro-batch: forward and backward over S sequences stored back to back
 // (ids, mask, seq_offsets as gpu_forward()), adding grad_scale * d(loss)/d(parameters)
-// into m->grad (twin of s1.c's qwen2_forward() + qwen2_backward(m, grad_scale)).
-// Returns s1's loss of the micro-batch (the mean over its sequences of each
-// sequence's token-mean cross-entropy).
+// into this rank's gradients (twin of s1.c's qwen2_forward() + qwen2_backward(m,
+// grad_scale)). Returns s1's loss of the micro-batch (the mean over its
+// sequences of each sequence's token-mean cross-entropy). With W > 1 every rank
+// must call it the same number of times: a rank without a sequence in a round
+// (S = 0, a short batch) computes nothing but makes every collective, in the
+// same order, since NCCL needs every rank in every call.
 static float gpu_forward_backward(GpuModel *m, GpuTrainActs *t, const uint32_t *ids, const uint8_t *mask,
                                   const size_t *seq_offsets, size_t S, float grad_scale, int recompute) {
     const Qwen2Config *c = &m->config;
     size_t N = seq_offsets[S], H = c->hidden_size, V = c->vocab_size, L = c->num_layers;
+    int busy = N > 0, ov = m->overlap;
     if (m->grads_memory == NULL) die("gpu_forward_backward: the model was not created for training");
-    if (N == 0) return gpu_collectives_only(m);
+    if (!busy && m->world == 1) return 0.0f;
     if (N > (1u << 30)) die("gpu_forward_backward: %zu tokens exceed the kernels' int range", N);
-    gpu_batch_ensure(m, N);
-    gpu_train_acts_ensure(m, t, N, recompute);
-    float *weights = gpu_batch_upload(m, ids, mask, seq_offsets, S);
+    float *weights = NULL;
+    if (busy) {
+        gpu_batch_ensure(m, N);
+        gpu_train_acts_ensure(m, t, N, recompute);
+        weights = gpu_batch_upload(m, ids, mask, seq_offsets, S);
+    }
     // forward, keeping each layer's activations (or only its input)
     const floatX *w[NUM_PARAMETER_TENSORS];
     float *g[NUM_PARAMETER_TENSORS];
     gpu_unit_weights(m, 0, w);
-    embedding_forward(t->res, m->ids, w[P_EMBED], (int)N, (int)H);
+    if (busy) embedding_forward(t->res, m->ids, w[P_EMBED], (int)N, (int)H);
+    if (ov) gpu_prefetch_layer(m, 1, 0);
     for (size_t l = 0; l < L; l++) {
-        gpu_unit_weights(m, 1 + l, w);
-        gpu_layer_forward(m, w, (int)N, seq_offsets, S, &t->layer[recompute ? 0 : l], t->res + l * N * H, t->res + (l + 1) * N * H, 0);
+        if (ov) {
+            gpu_layer_ready(m, 1 + l, (int)(l % 2), w);
+            if (l + 1 < L) gpu_prefetch_layer(m, 2 + l, (int)((l + 1) % 2));
+        } else {
+            gpu_unit_weights(m, 1 + l, w);
+        }
+        if (busy) gpu_layer_forward(m, w, (int)N, seq_offsets, S, &t->layer[recompute ? 0 : l], t->res + l * N * H, t->res + (l + 1) * N * H, 0);
+        if (ov) cudaCheck(cudaEventRecord(m->used_ev[l % 2], 0));
     }
     gpu_unit_weights(m, L + 1, w);
     const floatX *head_w = gpu_lm_head(m, w);
-    rmsnorm_forward(t->lnf, t->rstdf, t->res + L * N * H, w[P_NORMW], (int)N, (int)H, (float)c->rms_norm_eps);
+    if (busy) rmsnorm_forward(t->lnf, t->rstdf, t->res + L * N * H, w[P_NORMW], (int)N, (int)H, (float)c->rms_norm_eps);
     // the loss and its gradient, chunk by chunk of rows: dlnf into dln, the head's gradient into its grad
     float *embed_g[NUM_PARAMETER_TENSORS];   // untied, the embedding's gradients take the head's buffer after it is reduced
     if (c->tie_word_embeddings) gpu_unit_grads(m, 0, embed_g);
     gpu_unit_grads(m, L + 1, g);
     float *head_g = c->tie_word_embeddings ? embed_g[P_EMBED] : g[P_LMW];
-    classifier_forward_backward(m->cublas, m->loss, m->losses, m->logits, t->dln, head_g, t->lnf, head_w,
-                                m->targets, m->weights, weights, grad_scale, (int)N, (int)H, (int)V, m->chunk_rows);
-    cudaCheck(cudaMemset(t->dres, 0, N * H * sizeof(float)));
-    rmsnorm_backward(t->dres, t->dres_bf16, g[P_NORMW], t->scratch, t->dln, t->res + L * N * H, w[P_NORMW],
-                     t->rstdf, (int)N, (int)H);
+    if (busy) {
+        classifier_forward_backward(m->cublas, m->loss, m->losses, m->logits, t->dln, head_g, t->lnf, head_w,
+                                    m->targets, m->weights, weights, grad_scale, (int)N, (int)H, (int)V, m->chunk_rows);
+        cudaCheck(cudaMemset(t->dres, 0, N * H * sizeof(float)));
+        rmsnorm_backward(t->dres, t->dres_bf16, g[P_NORMW], t->scratch, t->dln, t->res + L * N * H, w[P_NORMW],
+                         t->rstdf, (int)N, (int)H);
+    }
     gpu_unit_reduce(m, L + 1);
     if (!c->tie_word_embeddings) gpu_unit_grads(m, 0, embed_g);
-    for (size_t l = L; l-- > 0;) {
-        const floatX *res = t->res + l * N * H;
-        gpu_unit_weights(m, 1 + l, w);   // gathered again: the buffer has held other layers since
-        if (recompute) gpu_layer_forward(m, w, (int)N, seq_offsets, S, &t->layer[0], res, NULL, 0);
-        gpu_unit_grads(m, 1 + l, g);
-        gpu_layer_backward(m, t, w, g, (int)N, seq_offsets, S, &t->layer[recompute ? 0 : l], res);
-        gpu_unit_reduce(m, 1 + l);
+    if (ov) gpu_prefetch_layer(m, L, 0);   // layer L - 1's unit
+    for (size_t i = 0; i < L; i++) {
+        size_t l = L - 1 - i;
+        int slot = (int)(i % 2);
+        const floatX *res = busy ? t->res + l * N * H : NULL;
+        if (ov) {
+            gpu_layer_ready(m, 1 + l, slot, w);   // gathered again: the buffers have held other layers since
+            if (l > 0) gpu_prefetch_layer(m, l, 1 - slot);
+            gpu_layer_grads_slot(m, 1 + l, slot, g);
+        } else {
+            gpu_unit_weights(m, 1 + l, w);
+            gpu_unit_grads(m, 1 + l, g);
+        }
+        if (busy && recompute) gpu_layer_forward(m, w, (int)N, seq_offsets, S, &t->layer[0], res, NULL, 0);
+        if (busy) gpu_layer_backward(m, t, w, g, (int)N, seq_offsets, S, &t->layer[recompute ? 0 : l], res);
+        if (ov) gpu_reduce_layer_async(m, 1 + l, slot);
+        else gpu_unit_reduce(m, 1 + l);
     }
-    embedding_backward(embed_g[P_EMBED], t->dres, ids, (int)N, (int)H, t->ids_scratch);
+    if (ov) cudaCheck(cudaStreamSynchronize(m->comm));   // every layer reduced before the embedding's reduce and the update
+    if (busy) embedding_backward(embed_g[P_EMBED], t->dres, ids, (int)N, (int)H, t->ids_scratch);
     gpu_unit_reduce(m, 0);
-    float loss;
-    cudaCheck(cudaMemcpy(&loss, m->loss, sizeof(float), cudaMemcpyDeviceToHost));
+    float loss = 0.0f;
+    if (busy) cudaCheck(cudaMemcpy(&loss, m->loss, sizeof(float), cudaMemcpyDeviceToHost));
     free(weights);
     return loss;
 }
@@ -1048,6 +1111,14 @@ static void gpu_model_free(GpuModel *m) {
                     m->norm_scratch, m->gathered_layer, m->gathered_big, m->unit_grads_layer, m->unit_grads_big,
                     m->reduce_send, m->reduce_recv};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) cudaCheck(cudaFree(bufs[i]));
+    if (m->overlap) {
+        cudaCheck(cudaFree(m->gathered_layer_alt));
+        cudaCheck(cudaFree(m->unit_grads_layer_alt));
+        cudaEvent_t *evs[] = {m->gathered_ev, m->used_ev, m->grads_ev, m->reduced_ev};
+        for (size_t i = 0; i < 4; i++)
+            for (int j = 0; j < 2; j++) cudaCheck(cudaEventDestroy(evs[i][j]));
+        cudaCheck(cudaStreamDestroy(m->comm));
+    }
     free(m->units);
     cublasCheck(cublasDestroy(m->cublas));
     memset(m, 0, sizeof *m);

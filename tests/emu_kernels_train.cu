@@ -218,7 +218,7 @@ static void shard_rank(ShardRun *run) {
     Qwen2Config c;
     config_read(&c, path);
     GpuModel m;
-    gpu_model_create_rank(&m, &c, 16, 1, run->rank, run->world, comm, run->reduce_f32);
+    gpu_model_create_rank(&m, &c, 16, 1, run->rank, run->world, comm, run->reduce_f32, 0);
     gpu_model_read(&m, run->dir);
     GpuTrainActs acts;
     memset(&acts, 0, sizeof acts);

@@ -85,4 +85,6 @@ mutate "micro-batches: the gradient not scaled by the micro-batch's share of the
 mutate "sft train: the update (clipping included) before the step's accumulation ends" sft.cu \
     "for (size_t i = 0; i < loader.num_seqs; i += t->micro_batch) {" "for (size_t i = 0; i < t->micro_batch; i += t->micro_batch) {" \
     build/emu/sft bash tests/test_sft.sh
+mutate "sft train --overlap: the compute does not wait for the prefetched layer" common/kernels.cuh \
+    "    cudaCheck(cudaStreamWaitEvent(0, m->gathered_ev[s], 0));" "<delete>" build/emu/sft bash tests/test_sharding.sh
 summary

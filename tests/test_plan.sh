@@ -47,6 +47,8 @@ expect_eq "32B at 32K: activations kept $kept GB, with recompute $rec GB" \
 expect_eq "32B on 16 x 80 GiB at block 32768: fits with recompute (the default it picks)" "$(echo "$out" | tail -n 1 | grep -cE '^plan: [0-9.]+ GB per GPU of 85.9 GB: fits$')" "1"
 expect_eq "32B on 16 x 80 GiB at block 32768: does not fit without recompute" \
     "$($SFT plan --config $C32 --no-recompute | tail -n 1 | grep -cE '^plan: [0-9.]+ GB per GPU of 85.9 GB: does not fit$')" "1"
+expect_eq "32B with --overlap (a second gathered layer and its fp32 gradients, 2.9 GB): does not fit" \
+    "$($SFT plan --config $C32 --overlap | tail -n 1 | grep -c 'does not fit')" "1"
 expect_eq "32B on one GPU: does not fit (590 GB of training state)" \
     "$($SFT plan --config $C32 --gpus 1 | tail -n 1 | grep -c 'does not fit')" "1"
 expect_eq "0.5B on one GPU with recompute at 32K: fits" \

@@ -126,7 +126,7 @@ expect_eq "sft train --help lists exactly ./s1 train's flags before its GPU-only
     "$(diff <(flags $S1 train) <($SFT train --help | sed '/^GPU only:/,$d' | grep -oE '^  --[a-z-]+' | sed 's/^  //') && echo same)" "same"
 expect_eq "sft train --help: the GPU-only flags" \
     "$($SFT train --help | sed -n '/^GPU only:/,$p' | grep -oE '^  --[a-z-]+' | sed 's/^  //' | tr '\n' ' ')" \
-    "--save-dtype --recompute --no-recompute --gpu-mem --peak-tflops --chunk-rows --balance --reduce-dtype "
+    "--save-dtype --recompute --no-recompute --gpu-mem --peak-tflops --chunk-rows --overlap --balance --reduce-dtype --nproc "
 
 # ---- sft train == ./s1 train: 3 steps from the gqa fixture on its 4 sequences, 2 per step, one per
 # micro-batch (accumulation), warmup 2 of 4 steps (step 1 has lr 0), clipping at 0.5 (the gradient norm

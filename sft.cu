@@ -579,7 +579,12 @@ static int main_plan(int argc, char **argv) {
     printf("  %-58s %9.2f GB\n", "fp32 AdamW m (shard)", p->adam_m / 1e9);
     printf("  %-58s %9.2f GB\n", "fp32 AdamW v (shard)", p->adam_v / 1e9);
     printf("  %-58s %9.2f GB\n", "fp32 gradients (shard)", p->grads / 1e9);
-    printf("  %-58s %9.2f GB\n", "gathered units: bf16 weights, fp32 full gradients, reduce", p->gathered / 1e9);
+    printf("  %-58s %9.2f GB", "gathered units: bf16 weights, fp32 full gradients, reduce", p->gathered / 1e9);
+    if (W > 1) {   // the reduce dtype changes only the reduce buffers
+        GpuMemoryPlan other = gpu_memory_plan(&c, T, use_rec, (int)chunk_rows, (int)W, !reduce_f32, overlap && W > 1);
+        printf("  (reduce-scatter in %s; in %s: %.2f GB)", reduce_f32 ? "fp32" : "bf16", reduce_f32 ? "bf16" : "fp32", other.gathered / 1e9);
+    }
+    printf("\n");
     printf("  %-58s %9.2f GB  (kept: %.2f GB; --recompute: %.2f GB)\n", use_rec ? "activations, layer inputs only (--recompute)" : "activations, all kept",
            p->activations / 1e9, keep.activations / 1e9, rec.activations / 1e9);
     printf("  %-58s %9.2f GB\n", "backward scratch (one layer's gradients), the batch", p->scratch / 1e9);

@@ -76,6 +76,7 @@ expect_error "resume a 1-rank checkpoint with 2 ranks" "saved by 1 rank, this ru
 expect_error "3 ranks do not divide a batch of 4" "3 ranks do not divide the batch of 4 sequences" $SFT train $RUN --nproc 3 --out "$TMP/x"
 port=$((20000 + RANDOM % 20000))   # a loopback port nothing listens on
 while (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null; do port=$((20000 + RANDOM % 20000)); done
+expect_error "rank 1 of 2 without MASTER_ADDR" "MASTER_ADDR" env -u MASTER_ADDR RANK=1 WORLD_SIZE=2 LOCAL_RANK=1 MASTER_PORT=$port $SFT train $RUN --out "$TMP/x"
 expect_error "rank 1 of 2 with nobody at MASTER_ADDR:MASTER_PORT" "cannot connect to rank 0" \
     env RANK=1 WORLD_SIZE=2 LOCAL_RANK=1 MASTER_ADDR=127.0.0.1 MASTER_PORT=$port SFT_LAUNCH_TIMEOUT=2 $SFT train $RUN --out "$TMP/x"
 expect_error "rank 0 of 2 whose peer never comes" "did not connect within 2 s" \

@@ -18,7 +18,14 @@
  *
  * The loss is s1's (s1-spec.md section 3.2): each sequence's mean
  * cross-entropy over its target tokens, averaged over the step's sequences.
- * Not here yet: data parallelism over several GPUs (NCCL), a later issue.
+ *   sft plan    the memory per GPU, FLOPs, time and dollars of a run, from the
+ *               counters sft train allocates and logs with.
+ *
+ * W ranks (--nproc N on one node, or torchrun's / Slurm's variables: common/launch.h)
+ * shard the weights, master weights, AdamW moments and gradients (ZeRO-3,
+ * common/kernels.cuh); tutorial/sharding.md walks through a step.
+ *   build/cuda/sft train --nproc 8 --model Qwen2.5-7B-Instruct --data s1k.shard --out ckpt
+ *   sbatch scripts/sft_2x8.slurm                                   # s1's 2 x 8 H100 run
  */
 #include "common/kernels.cuh"
 #include "common/shard.h"

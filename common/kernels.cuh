@@ -54,7 +54,8 @@
  * Determinism: no floating-point atomics; every reduction runs in a fixed
  * order on a grid that depends only on the sizes, so a run repeats bit for bit.
  *
- * Not here yet: NCCL data parallelism (a later issue); the kernels are written
+ * Several GPUs: the parameters live in units sharded over W ranks (ZeRO-3,
+ * below: gpu_unit_weights(), gpu_unit_reduce()). The kernels are written
  * for clarity first (no tensor cores in the attention, no flash-decoding split
  * of long KV caches).
  *

@@ -935,11 +935,9 @@ static void report_lengths(FILE *fp, const char *what, const PoolRow *rows, cons
     free(len);
 }
 
-static void write_report(const char *path, const char *pool_path, const SelectConfig *cfg, size_t num_eval_questions,
+static void write_report(FILE *fp, const char *pool_path, const SelectConfig *cfg, size_t num_eval_questions,
                          const StageLog *log, const Pool *pool, const size_t *cand, size_t ncand, const size_t *sel,
                          size_t nsel, const SelectStats *st) {
-    AtomicFile af = atomic_open(path);
-    FILE *fp = af.fp;
     fprintf(fp, "s1K selection report\n\ninput %s, mode %s, seed %llu, n %zu\n", pool_path, mode_names[cfg->mode],
             (unsigned long long)cfg->seed, cfg->n);
     fprintf(fp, "decontaminated against %zu eval questions; %zu bad input lines skipped\n\nstages\n", num_eval_questions,
@@ -963,14 +961,12 @@ static void write_report(const char *path, const char *pool_path, const SelectCo
     fprintf(fp, "\ntrace length (gemini_length)\n");
     report_lengths(fp, "selected", pool->rows, sel, nsel);
     report_lengths(fp, "pool", pool->rows, cand, ncand);
-    atomic_commit(&af);
 }
 
 // Copies the selected rows' lines, in input order, from the pool file.
-static void write_selected_lines(const char *out_path, const char *pool_path, const Pool *pool, size_t *sel, size_t nsel) {
+static void write_selected_lines(AtomicFile *af, const char *pool_path, const Pool *pool, size_t *sel, size_t nsel) {
     qsort(sel, nsel, sizeof(size_t), cmp_size_t);
     FILE *in = fopenCheck(pool_path, "rb");
-    AtomicFile af = atomic_open(out_path);
     char *buf = NULL;
     size_t cap = 0;
     for (size_t i = 0; i < nsel; i++) {
@@ -978,12 +974,11 @@ static void write_selected_lines(const char *out_path, const char *pool_path, co
         if (row->nbytes + 1 > cap) { cap = row->nbytes + 1; buf = (char *)reallocCheck(buf, cap); }
         if (fseek(in, row->offset, SEEK_SET) != 0) die("%s: cannot seek to line %zu", pool_path, row->line_no);
         freadCheck(buf, 1, row->nbytes, in, pool_path);
-        fwriteCheck(buf, 1, row->nbytes, af.fp, af.tmp_path);
-        fwriteCheck("\n", 1, 1, af.fp, af.tmp_path);
+        fwriteCheck(buf, 1, row->nbytes, af->fp, af->tmp_path);
+        fwriteCheck("\n", 1, 1, af->fp, af->tmp_path);
     }
     free(buf);
     fclose(in);
-    atomic_commit(&af);
 }
 
 // ----------------------------------------------------------------------------
@@ -1514,6 +1509,8 @@ static int cmd_select(int argc, char **argv) {
         snprintf(default_report, sizeof default_report, "%s.report.txt", out_path);
         report_path = default_report;
     }
+    // both outputs open before any work, so an unwritable path fails first; committed together at the end
+    AtomicFile report_af = atomic_open(report_path), out_af = atomic_open(out_path);
     Tokenizer *tok = tok_dir ? tokenizer_load(tok_dir) : NULL;
     Pool pool;
     pool_read(&pool, pool_path, tok, skip_bad);
@@ -1549,8 +1546,10 @@ static int cmd_select(int argc, char **argv) {
     size_t nsel = select_rows(pool.rows, pool.len, cand, n, &cfg, sel, &st);
     stage_done(&log, "select", n, nsel);
     if (nsel < cfg.n) die("only %zu questions survive the filters, fewer than --n %zu", nsel, cfg.n);
-    write_report(report_path, pool_path, &cfg, num_eval_questions, &log, &pool, cand, n, sel, nsel, &st);
-    write_selected_lines(out_path, pool_path, &pool, sel, nsel);
+    write_report(report_af.fp, pool_path, &cfg, num_eval_questions, &log, &pool, cand, n, sel, nsel, &st);
+    write_selected_lines(&out_af, pool_path, &pool, sel, nsel);
+    atomic_commit(&report_af);
+    atomic_commit(&out_af);
     printf("wrote %s (%zu rows) and %s\n", out_path, nsel, report_path);
     free(sel);
     free(cand);
@@ -1573,7 +1572,7 @@ static ExampleOptions parse_example_options(const char *cmd, int argc, char **ar
         const char *f = argv[i];
         if (flag_is(f, "--out")) opt.out_path = flag_value(argc, argv, &i);
         else if (flag_is(f, "--tokenizer")) opt.tok_dir = flag_value(argc, argv, &i);
-        else if (flag_is(f, "--block-size")) opt.block_size = flag_count(argc, argv, &i, 1);
+        else if (flag_is(f, "--block-size")) opt.block_size = flag_count_max(argc, argv, &i, 1, (size_t)1 << 24);   // the trainers read at most 2^24 tokens a sequence
         else if (flag_is(f, "--skip-bad")) opt.skip_bad = 1;
         else if (flag_is(f, "--traces")) {
             const char *t = flag_value(argc, argv, &i);
@@ -1594,6 +1593,7 @@ static int cmd_tokenize(int argc, char **argv) {
     size_t block_size = opt.block_size;
     if (opt.tok_dir == NULL) die("tokenize needs --tokenizer DIR (see ./data --help)");
     if (block_size < 2) die("--block-size must be at least 2");
+    AtomicFile out = atomic_open(out_path);   // an unwritable --out fails now, before any work or progress line
     Tokenizer *tok = tokenizer_load(opt.tok_dir);
     MaskTemplates mt;
     mask_templates_init(tok, &mt);
@@ -1625,7 +1625,8 @@ static int cmd_tokenize(int argc, char **argv) {
     }
     if (r.num_bad) fprintf(stderr, "%s: skipped %zu bad lines\n", in_path, r.num_bad);
     if (b.num_sequences == 0) die("%s: no examples to tokenize", in_path);
-    shard_write(out_path, tokenizer_size(tok), b.num_sequences, b.offsets, b.ids.data, (const uint8_t *)b.mask.data);
+    shard_write_fp(out.fp, out_path, tokenizer_size(tok), b.num_sequences, b.offsets, b.ids.data, (const uint8_t *)b.mask.data);
+    atomic_commit(&out);
     size_t ns = b.num_sequences;
     qsort(lens, ns, sizeof(int64_t), cmp_i64);
     printf("wrote %s: %zu sequences, %zu tokens (%zu loss targets), block size %zu\n", out_path, ns, b.ids.len, num_targets, block_size);

@@ -35,6 +35,7 @@
 #include <sys/stat.h>
 #include <sys/types.h>
 #include "common/util.h"
+#include "common/detmath.h"   // log, exp, sin, cos, pow with the same bits on every CPU (libm's differ)
 #include "common/json.h"
 #include "common/shard.h"
 #include "common/qwen2_config.h"   // Qwen2Config, config_read()
@@ -74,11 +75,14 @@ static inline float dot(const float *a, const float *b, size_t n) {
 // r = x - k ln(2) (ln 2 split in two parts so r is exact), e^r from a degree-7
 // polynomial; relative error about 1e-7 (1-2 ulp) on [-87, 88]. Below -87 the
 // result is 0, above 88 it saturates: far outside anything a softmax or a
-// sigmoid here can tell apart.
+// sigmoid here can tell apart. A NaN stays a NaN. The input is clamped to
+// [-88, 88] first (a NaN to -88) so that k converts to an int in range and
+// the exponent bits k + 127 are never negative: converting NaN or 1e30 to
+// int32, or shifting a negative value, is undefined behaviour.
 static inline float exp_fast(float x) {
-    x = x > 88.0f ? 88.0f : x;
-    float k = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;  // round to nearest: 1.5 * 2^23 shifts the fraction out
-    float r = x - k * 0.693359375f + k * 2.12194440e-4f;
+    float xc = x >= -88.0f ? (x > 88.0f ? 88.0f : x) : -88.0f;
+    float k = (xc * 1.44269504088896341f + 12582912.0f) - 12582912.0f;  // round to nearest: 1.5 * 2^23 shifts the fraction out
+    float r = xc - k * 0.693359375f + k * 2.12194440e-4f;
     float p = 1.9875691500e-4f;
     p = p * r + 1.3981999507e-3f;
     p = p * r + 8.3334519073e-3f;
@@ -86,10 +90,10 @@ static inline float exp_fast(float x) {
     p = p * r + 1.6666665459e-1f;
     p = p * r + 5.0000001201e-1f;
     float y = p * r * r + r + 1.0f;
-    int32_t bits = ((int32_t)k + 127) << 23;   // 2^k
+    uint32_t bits = (uint32_t)((int32_t)k + 127) << 23;   // 2^k; k in [-127, 127]
     float scale;
     memcpy(&scale, &bits, 4);
-    return x < -87.0f ? 0.0f : y * scale;
+    return x != x ? x : x < -87.0f ? 0.0f : y * scale;
 }
 
 // max_i x[i] (n >= 1), lane-wise so that it vectorises
@@ -329,7 +333,7 @@ static void attention_row(float *out, float *lse, const float *q, const float *k
     float mx = max_lanes(scores, ntok), sum = sum_exp(scores, mx, ntok);
     for (size_t u = 0; u < ntok; u++) scores[u] = exp_fast(scores[u] - mx) / sum;
     for (size_t i = 0; i < HD; i++) out[i] = dot(scores, vt + i * ld, ntok);
-    *lse = mx + logf(sum);
+    *lse = mx + det_logf(sum);
 }
 
 // Causal GQA attention over a batch of sequences stored back to back
@@ -447,7 +451,7 @@ static float crossentropy_forward(float *lse, const float *logits, const uint32_
         if (weights[n] == 0.0f) { lse[n] = 0.0f; continue; }
         const float *l = logits + n * V;
         float mx = max_lanes(l, V);
-        lse[n] = mx + logf(sum_exp(l, mx, V));
+        lse[n] = mx + det_logf(sum_exp(l, mx, V));
     }
     double loss = 0.0;
     for (size_t n = 0; n < N; n++)
@@ -560,19 +564,25 @@ typedef struct {
 
 static float *lm_head(const ParameterTensors *p, const Qwen2Config *c) { return c->tie_word_embeddings ? p->embed : p->lmw; }
 
-// Allocates the parameters of a config (uninitialised).
-static void qwen2_build(Qwen2 *m, const Qwen2Config *c) {
+// Allocates the parameters of a config (uninitialised); what names the config
+// (its file) in errors, so a config too large for this machine says which one.
+static void qwen2_build_named(Qwen2 *m, const Qwen2Config *c, const char *what) {
     memset(m, 0, sizeof *m);
-    config_validate(c, "config");
+    config_validate(c, what);
     m->config = *c;
     m->num_parameters = parameter_count(c);
-    m->params_memory = (float *)mallocCheck(m->num_parameters * sizeof(float));
+    m->params_memory = (float *)malloc(m->num_parameters * sizeof(float));   // config_validate bounds the count: no overflow
+    if (m->params_memory == NULL)
+        die("%s: a model of %zu parameters needs %.1f GB for its fp32 weights, more than this machine can allocate", what,
+            m->num_parameters, 4e-9 * (double)m->num_parameters);
     carve_parameters(&m->params, m->params_memory, c);
     m->tensors = qwen2_tensor_list(c, &m->num_tensors);
 }
 
+static void qwen2_build(Qwen2 *m, const Qwen2Config *c) { qwen2_build_named(m, c, "model config"); }
+
 // HF's from-scratch initialisation: weights N(0, 0.02), biases 0, RMSNorm weights 1.
-static void qwen2_init_random(Qwen2 *m, const Qwen2Config *c, uint64_t seed) {
+__attribute__((unused)) static void qwen2_init_random(Qwen2 *m, const Qwen2Config *c, uint64_t seed) {
     qwen2_build(m, c);
     qwen2_init_parameters(m->params_memory, c, seed);
 }
@@ -593,13 +603,13 @@ static void qwen2_load(Qwen2 *m, const char *dir) {
     snprintf(path, sizeof path, "%s/config.json", dir);
     Qwen2Config c;
     config_read(&c, path);
-    qwen2_build(m, &c);
+    qwen2_build_named(m, &c, path);
     m->step = qwen2_checkpoint_read(dir, &c, qwen2_read_tensor, m);
 }
 
 // Writes dir/config.json and dir/model.safetensors (F32, one file): a folder
 // that transformers' from_pretrained loads.
-static void qwen2_save(const Qwen2 *m, const char *dir) {
+__attribute__((unused)) static void qwen2_save(const Qwen2 *m, const char *dir) {
     qwen2_checkpoint_write(dir, &m->config, m->params_memory, 0, m->step);
 }
 
@@ -613,11 +623,11 @@ static void rope_table_ensure(Qwen2 *m, size_t len) {
     m->rope_cos = (float *)reallocCheck(m->rope_cos, cap * half * sizeof(float));
     m->rope_sin = (float *)reallocCheck(m->rope_sin, cap * half * sizeof(float));
     for (size_t i = 0; i < half; i++) {
-        float inv_freq = 1.0f / powf((float)m->config.rope_theta, (float)(2 * i) / (float)m->config.head_dim);
+        float inv_freq = 1.0f / det_powf((float)m->config.rope_theta, (float)(2 * i) / (float)m->config.head_dim);
         for (size_t p = 0; p < cap; p++) {
             float angle = (float)p * inv_freq;
-            m->rope_cos[p * half + i] = cosf(angle);
-            m->rope_sin[p * half + i] = sinf(angle);
+            m->rope_cos[p * half + i] = det_cosf(angle);
+            m->rope_sin[p * half + i] = det_sinf(angle);
         }
     }
     m->rope_len = cap;
@@ -641,7 +651,10 @@ static void activations_ensure(Qwen2 *m, size_t N, size_t S) {
                       H, H, QD, QD, KD, KD, NQ, I, I, I, 1};  // floats per token
     for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
         free(*ptrs[i]);
-        *ptrs[i] = (float *)mallocCheck(N * sizes[i] * sizeof(float));
+        size_t bytes;   // a batch of N tokens times a vocabulary must neither wrap nor die without a word
+        if (__builtin_mul_overflow(N, sizes[i] * sizeof(float), &bytes) || (*ptrs[i] = (float *)malloc(bytes)) == NULL)
+            die("the activations of %zu tokens (%zu floats per token for one of them) do not fit in memory; "
+                "use a smaller --batch, --micro-batch or --max-seq-len", N, sizes[i]);
     }
     free(a->ids); free(a->targets); free(a->pos);
     a->ids = (uint32_t *)mallocCheck(N * sizeof(uint32_t));
@@ -815,8 +828,8 @@ static float qwen2_update(Qwen2 *m, double lr, const AdamWConfig *cfg) {
     }
     m->step++;
     // the scalars as torch computes them: in double, used as float
-    double bias_correction1 = 1.0 - pow(cfg->beta1, (double)m->step);
-    double bias_correction2 = 1.0 - pow(cfg->beta2, (double)m->step);
+    double bias_correction1 = 1.0 - det_pow(cfg->beta1, (double)m->step);
+    double bias_correction2 = 1.0 - det_pow(cfg->beta2, (double)m->step);
     float step_size = (float)(lr / bias_correction1), bc2_sqrt = (float)sqrt(bias_correction2);
     float w1 = (float)(1.0 - (double)cfg->beta1), w2 = (float)(1.0 - (double)cfg->beta2);
     size_t offset = 0;
@@ -949,28 +962,39 @@ __attribute__((unused)) static const float *qwen2_decode_step(Qwen2 *m, KVCache 
 // ----------------------------------------------------------------------------
 // training: the loop (its schedule, data order and settings: common/train.h)
 
+// The model (F32, its own master copy) and optimizer.bin, as one unit (common/train.h).
 static void save_checkpoint(const Qwen2 *m, const TrainSettings *s, const char *dir) {
-    qwen2_save(m, dir);
-    optstate_write(dir, m->step, m->num_parameters, s, m->adam_m, m->adam_v, NULL);
+    train_checkpoint_write(dir, &m->config, m->params_memory, 0, m->step, s, m->adam_m, m->adam_v, NULL);
 }
 
 // Runs (or resumes) a training run. Returns the loss of the last step.
 static float train_run(TrainOptions *o) {
     Qwen2 model;
     TrainSettings *s = &o->settings;
+    const char *source = o->resume_dir ? o->resume_dir : o->model_dir ? o->model_dir : o->init_config;
     if (o->resume_dir != NULL) {
+        checkpoint_recover(o->resume_dir);   // a kill between the two renames of a fallback swap
         qwen2_load(&model, o->resume_dir);
-        model.adam_m = (float *)mallocCheck(model.num_parameters * sizeof(float));
-        model.adam_v = (float *)mallocCheck(model.num_parameters * sizeof(float));
-        optstate_read(o->resume_dir, model.step, model.num_parameters, s, model.adam_m, model.adam_v, model.params_memory);
     } else if (o->model_dir != NULL) {
         qwen2_load(&model, o->model_dir);
         model.step = 0;
     } else {
         Qwen2Config c;
         config_read(&c, o->init_config);
-        qwen2_init_random(&model, &c, o->init_seed);
+        qwen2_build_named(&model, &c, o->init_config);
+        qwen2_init_parameters(model.params_memory, &c, o->init_seed);
     }
+    // gradients and AdamW moments up front: a model too large to train fails here, by name
+    size_t P = model.num_parameters;
+    model.grads_memory = (float *)calloc(P, sizeof(float));
+    model.adam_m = (float *)calloc(P, sizeof(float));
+    model.adam_v = (float *)calloc(P, sizeof(float));
+    if (model.grads_memory == NULL || model.adam_m == NULL || model.adam_v == NULL)
+        die("%s: training %zu parameters needs %.1f GB (weights, gradients, two AdamW moments), more than this machine can allocate",
+            source, P, 16e-9 * (double)P);
+    carve_parameters(&model.grads, model.grads_memory, &model.config);
+    if (o->resume_dir != NULL)
+        optstate_read(o->resume_dir, model.step, model.num_parameters, s, model.adam_m, model.adam_v, model.params_memory);
     DataLoader loader;
     size_t total, warmup, end;
     train_data_open(o, &loader, model.config.vocab_size, &total, &warmup, &end);
@@ -984,7 +1008,7 @@ static float train_run(TrainOptions *o) {
     }
     float loss = 0.0f;
     double t_start = now_seconds();
-    size_t tokens_done = 0, first_step = model.step;
+    size_t tokens_done = 0, first_step = model.step, last_saved = SIZE_MAX;
     for (size_t step = model.step; step < end; step++) {
         double t0 = now_seconds();
         double lr = schedule_lr(step, total, warmup, s->lr);
@@ -999,6 +1023,7 @@ static float train_run(TrainOptions *o) {
             qwen2_backward(&model, weight);
         }
         float norm = qwen2_update(&model, lr, &adamw);
+        train_check_step("train", step + 1, loss, norm, o->out_dir, last_saved);   // diverged: stop, save nothing
         size_t ntok = loader.seq_offsets[loader.num_seqs];
         tokens_done += ntok;
         double t1 = now_seconds();
@@ -1009,7 +1034,10 @@ static float train_run(TrainOptions *o) {
                    norm, lr, (double)ntok / (t1 - t0), format_duration(per_step * (double)(end - step - 1), eta, sizeof eta));
             fflush(stdout);
         }
-        if ((o->save_every > 0 && (step + 1) % o->save_every == 0) || step + 1 == end) save_checkpoint(&model, s, o->out_dir);
+        if ((o->save_every > 0 && (step + 1) % o->save_every == 0) || step + 1 == end) {
+            save_checkpoint(&model, s, o->out_dir);
+            last_saved = step + 1;
+        }
     }
     if (!o->quiet) printf("done: %zu steps, %zu tokens in %.1fs; checkpoint in %s\n", end - first_step, tokens_done, now_seconds() - t_start, o->out_dir);
     dataloader_free(&loader);
@@ -1061,8 +1089,8 @@ static int main_loss(int argc, char **argv) {
         if (flag_is(a, "--help") || flag_is(a, "-h")) { usage_loss(); return 0; }
         else if (flag_is(a, "--model")) model_dir = flag_value(argc, argv, &i);
         else if (flag_is(a, "--data")) data_path = flag_value(argc, argv, &i);
-        else if (flag_is(a, "--max-seq-len")) max_seq_len = flag_count(argc, argv, &i, 0);
-        else if (flag_is(a, "--threads")) omp_set_num_threads((int)flag_count(argc, argv, &i, 0));
+        else if (flag_is(a, "--max-seq-len")) max_seq_len = flag_count_max(argc, argv, &i, 0, TRAIN_MAX_SEQ_LEN);
+        else if (flag_is(a, "--threads")) omp_set_num_threads(flag_threads(argc, argv, &i));
         else die("loss: unknown argument '%s' (see ./s1 loss --help)", a);
     }
     if (model_dir == NULL || data_path == NULL) die("loss: --model and --data are required (see ./s1 loss --help)");
@@ -1114,15 +1142,16 @@ static int main_bench(int argc, char **argv) {
         else if (flag_is(a, "--intermediate")) c.intermediate_size = flag_count(argc, argv, &i, 0);
         else if (flag_is(a, "--vocab")) c.vocab_size = flag_count(argc, argv, &i, 0);
         else if (flag_is(a, "--tied")) c.tie_word_embeddings = 1;
-        else if (flag_is(a, "--seq-len")) T = flag_count(argc, argv, &i, 0);
-        else if (flag_is(a, "--steps")) steps = flag_count(argc, argv, &i, 0);
-        else if (flag_is(a, "--threads")) omp_set_num_threads((int)flag_count(argc, argv, &i, 0));
+        else if (flag_is(a, "--seq-len")) T = flag_count_max(argc, argv, &i, 0, TRAIN_MAX_SEQ_LEN);
+        else if (flag_is(a, "--steps")) steps = flag_count_max(argc, argv, &i, 0, 1u << 30);
+        else if (flag_is(a, "--threads")) omp_set_num_threads(flag_threads(argc, argv, &i));
         else die("bench: unknown argument '%s' (see ./s1 bench --help)", a);
     }
     if (c.num_heads == 0 || c.hidden_size % c.num_heads != 0) die("bench: --hidden must be a multiple of --heads");
     c.head_dim = c.hidden_size / c.num_heads;
     Qwen2 model;
-    qwen2_init_random(&model, &c, 1234);
+    qwen2_build_named(&model, &c, "bench");
+    qwen2_init_parameters(model.params_memory, &c, 1234);
     uint32_t *ids = (uint32_t *)mallocCheck(T * sizeof(uint32_t));
     uint8_t *mask = (uint8_t *)mallocCheck(T);
     uint64_t state = 42;
@@ -1277,7 +1306,7 @@ static void generate_batch(Generator *g, const SampleSettings *s, long budget, s
 
 // 1 if argv[*i] is a sampling flag of common/generate.h or --threads (consumed), else 0
 static int parse_cpu_sample_flag(int argc, char **argv, int *i, SampleSettings *s) {
-    if (flag_is(argv[*i], "--threads")) { omp_set_num_threads((int)flag_count(argc, argv, i, 0)); return 1; }
+    if (flag_is(argv[*i], "--threads")) { omp_set_num_threads(flag_threads(argc, argv, i)); return 1; }
     return parse_sample_flag(argc, argv, i, s);
 }
 
@@ -1354,19 +1383,32 @@ typedef struct {
     double waits_mean, forced_exits;
 } SettingResult;
 
-static size_t parse_list(const char *v, const char *flag, long *out, size_t max, int allow_auto) {
+// A comma-separated list of integers in [lo, hi] (and "auto" -> -1 with
+// allow_auto). Every item must be there: "8,,16", a leading or a trailing
+// comma is an error, as is a value that overflows.
+static size_t parse_list(const char *v, const char *flag, long *out, size_t max, int allow_auto, long lo, long hi) {
     size_t n = 0;
-    char *copy = strdup(v), *save = NULL;
-    for (char *t = strtok_r(copy, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
+    for (const char *t = v;; t++) {
+        const char *comma = strchr(t, ',');
+        size_t len = comma ? (size_t)(comma - t) : strlen(t);
+        char item[32];
+        if (len == 0) die("%s: empty item in '%s'", flag, v);
         if (n == max) die("%s: at most %zu values", flag, max);
-        if (allow_auto && strcmp(t, "auto") == 0) { out[n++] = -1; continue; }
-        char *end;
-        long x = strtol(t, &end, 10);
-        if (*end != '\0' || end == t || x < (allow_auto ? 1 : 0)) die("%s: '%s' is not a valid value", flag, t);
-        out[n++] = x;
+        if (len >= sizeof item) die("%s: '%.*s' is not a valid value", flag, (int)len, t);
+        memcpy(item, t, len);
+        item[len] = '\0';
+        if (allow_auto && strcmp(item, "auto") == 0) out[n++] = -1;
+        else {
+            char *end;
+            errno = 0;
+            long x = strtol(item, &end, 10);
+            if (errno != 0 || *end != '\0' || item[0] < '0' || item[0] > '9' || x < lo || x > hi)
+                die("%s: '%s' is not a valid value (an integer from %ld to %ld%s)", flag, item, lo, hi, allow_auto ? ", or auto" : "");
+            out[n++] = x;
+        }
+        if (comma == NULL) break;
+        t = comma;
     }
-    free(copy);
-    if (n == 0) die("%s: empty list", flag);
     return n;
 }
 
@@ -1437,8 +1479,8 @@ static int main_eval(int argc, char **argv) {
         else if (flag_is(a, "--problems")) problems_path = flag_value(argc, argv, &i);
         else if (flag_is(a, "--out")) out_dir = flag_value(argc, argv, &i);
         else if (flag_is(a, "--limit")) limit = flag_count(argc, argv, &i, 0);
-        else if (flag_is(a, "--budgets")) { const char *f = a; n_budgets = parse_list(flag_value(argc, argv, &i), f, budgets, 32, 1); }
-        else if (flag_is(a, "--waits")) { const char *f = a; n_waits = parse_list(flag_value(argc, argv, &i), f, waits, 32, 0); }
+        else if (flag_is(a, "--budgets")) { const char *f = a; n_budgets = parse_list(flag_value(argc, argv, &i), f, budgets, 32, 1, 1, SAMPLE_MAX_TOKENS); }
+        else if (flag_is(a, "--waits")) { const char *f = a; n_waits = parse_list(flag_value(argc, argv, &i), f, waits, 32, 0, 0, SAMPLE_MAX_WAITS); }
         else if (!parse_cpu_sample_flag(argc, argv, &i, &s)) die("eval: unknown argument '%s' (see ./s1 eval --help)", a);
     }
     if (!model_dir || !tok_dir || !problems_path) die("eval: --model, --tokenizer and --problems are required (see ./s1 eval --help)");
@@ -1733,7 +1775,7 @@ static int main_demo(int argc, char **argv) {
         else if (flag_is(a, "--budgets")) d.budgets = flag_value(argc, argv, &i);
         else if (flag_is(a, "--waits")) d.waits = flag_value(argc, argv, &i);
         else if (flag_is(a, "--seed")) d.seed = flag_count(argc, argv, &i, 1);
-        else if (flag_is(a, "--threads")) d.threads = (int)flag_count(argc, argv, &i, 0);
+        else if (flag_is(a, "--threads")) d.threads = flag_threads(argc, argv, &i);
         else die("demo: unknown argument '%s' (see ./s1 demo --help)", a);
     }
     if (d.hidden % d.heads != 0) die("demo: --hidden %zu must be a multiple of the %zu heads", d.hidden, d.heads);

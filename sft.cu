@@ -135,35 +135,70 @@ static void optstate_name(char *buf, size_t n, const char *dir, int rank, int wo
     else snprintf(buf, n, "%s/rank%d-of-%d", dir, rank, world);
 }
 
-// The checkpoint: the HF folder from rank 0 (the master weights rounded to
-// bf16, or exactly as F32), and the optimizer state (moments, step, settings,
-// and the fp32 master weights when the HF file holds only their rounding).
-// Collective: every rank calls it.
+// The checkpoint, one unit (common/qwen2_weights.h's CheckpointWriter): the HF
+// folder (the master weights rounded to bf16, or exactly as F32) and the
+// optimizer state (moments, step, settings, and the fp32 master weights when
+// the HF file holds only their rounding) appear together in DIR, or the
+// previous checkpoint stays whole. W > 1: rank 0 opens the new folder and
+// writes the HF files, every rank writes its shards to
+// DIR/rank<r>-of-<W>/optimizer.bin inside it, and rank 0 swaps the folder in
+// once all are closed. Collective: every rank calls it.
 static void sft_save(GpuModel *m, const SftOptions *o, const char *dir) {
     size_t P = m->num_parameters, S = m->shard_numel;
-    float *master = m->rank == 0 ? (float *)mallocCheck(P * sizeof(float)) : NULL;
+    int lead = m->rank == 0;
+    float *master = lead ? (float *)mallocCheck(P * sizeof(float)) : NULL;
     gpu_gather_to_host(m, m->master_memory, master);
-    if (m->rank == 0) qwen2_checkpoint_write(dir, &m->config, master, o->save_bf16, m->step);
     if (m->world == 1) {
         float *am = (float *)mallocCheck(P * sizeof(float)), *av = (float *)mallocCheck(P * sizeof(float));
         gpu_gather_to_host(m, m->adam_m, am);
         gpu_gather_to_host(m, m->adam_v, av);
-        optstate_write(dir, m->step, P, &o->train.settings, am, av, o->save_bf16 ? master : NULL);
-        free(am); free(av);
-    } else {   // this rank's shards as they are: a resume needs the same W
-        float *am = (float *)mallocCheck(S * sizeof(float)), *av = (float *)mallocCheck(S * sizeof(float));
-        float *ms = (float *)mallocCheck(S * sizeof(float));
-        cudaCheck(cudaMemcpy(am, m->adam_m, S * sizeof(float), cudaMemcpyDeviceToHost));
-        cudaCheck(cudaMemcpy(av, m->adam_v, S * sizeof(float), cudaMemcpyDeviceToHost));
-        cudaCheck(cudaMemcpy(ms, m->master_memory, S * sizeof(float), cudaMemcpyDeviceToHost));
-        char shard_dir[4000];
-        optstate_name(shard_dir, sizeof shard_dir, dir, m->rank, m->world);
-        make_dir(dir);
-        make_dir(shard_dir);
-        optstate_write(shard_dir, m->step, S, &o->train.settings, am, av, ms);
-        free(am); free(av); free(ms);
+        train_checkpoint_write(dir, &m->config, master, o->save_bf16, m->step, &o->train.settings, am, av,
+                               o->save_bf16 ? master : NULL);
+        free(am); free(av); free(master);
+        return;
     }
-    free(master);
+    float *am = (float *)mallocCheck(S * sizeof(float)), *av = (float *)mallocCheck(S * sizeof(float));
+    float *ms = (float *)mallocCheck(S * sizeof(float));
+    cudaCheck(cudaMemcpy(am, m->adam_m, S * sizeof(float), cudaMemcpyDeviceToHost));
+    cudaCheck(cudaMemcpy(av, m->adam_v, S * sizeof(float), cudaMemcpyDeviceToHost));
+    cudaCheck(cudaMemcpy(ms, m->master_memory, S * sizeof(float), cudaMemcpyDeviceToHost));
+    // nothing that is not finite is saved, on any rank (all ranks learn it, and stop together)
+    double bad = gpu_sum_over_ranks(m, (double)(count_nonfinite(am, S) + count_nonfinite(av, S) + count_nonfinite(ms, S)));
+    if (bad > 0)
+        die("%s: not saving step %zu: %.0f weights or AdamW moments are NaN or infinite (the training diverged); "
+            "the previous checkpoint is kept", dir, m->step, bad);
+    CheckpointWriter w;
+    double pid = 0.0;
+    if (lead) {
+        checkpoint_begin(&w, dir);
+        pid = (double)getpid();
+    }
+    pid = gpu_sum_over_ranks(m, pid);   // rank 0's pid names the new folder; the sum is also the barrier after its begin
+    if (!lead) checkpoint_join(&w, dir, (long)pid);
+    char path[4400], name[64];
+    if (lead) {
+        FILE *fp = checkpoint_open(&w, "config.json", path, sizeof path);
+        config_write_fp(&m->config, fp);
+        checkpoint_close(fp, path);
+        size_t count;
+        TensorInfo *tensors = qwen2_tensor_list(&m->config, &count);
+        fp = checkpoint_open(&w, "model.safetensors", path, sizeof path);
+        safetensors_write_fp(fp, path, tensors, 0, count, master, o->save_bf16, m->step);
+        checkpoint_close(fp, path);
+        free(tensors);
+    }
+    snprintf(name, sizeof name, "rank%d-of-%d", m->rank, m->world);
+    char sub[4400];
+    checkpoint_subdir(&w, name, sub, sizeof sub);
+    snprintf(name, sizeof name, "rank%d-of-%d/optimizer.bin", m->rank, m->world);
+    FILE *fp = checkpoint_open(&w, name, path, sizeof path);
+    optstate_write_fp(fp, path, m->step, S, &o->train.settings, am, av, ms);
+    checkpoint_close(fp, path);
+    fsync_dir(sub);
+    gpu_sum_over_ranks(m, 0.0);   // every rank's files are closed
+    if (lead) checkpoint_commit(&w);
+    gpu_sum_over_ranks(m, 0.0);   // and swapped in, before any rank goes on (or exits)
+    free(am); free(av); free(ms); free(master);
 }
 
 // A resumed run needs the number of ranks that saved it (each rank's optimizer
@@ -304,7 +339,7 @@ static void sft_train_run(SftOptions *o) {
     uint8_t *mask = (uint8_t *)mallocCheck(mb * (size_t)s->max_seq_len);
     float loss = 0.0f;
     double t_start = now_seconds();
-    size_t tokens_done = 0, first_step = model.step;
+    size_t tokens_done = 0, first_step = model.step, last_saved = SIZE_MAX;
     for (size_t step = model.step; step < end; step++) {
         double t0 = now_seconds();
         double lr = schedule_lr(step, total, warmup, s->lr);
@@ -335,6 +370,7 @@ static void sft_train_run(SftOptions *o) {
         flops = gpu_sum_over_ranks(&model, flops);
         ntok = gpu_sum_over_ranks(&model, ntok);
         float norm = gpu_update(&model, lr, s->beta1, s->beta2, s->eps, s->weight_decay, s->max_grad_norm, (int)s->decay_norm_weights);
+        train_check_step("sft train", step + 1, loss, norm, t->out_dir, last_saved);   // diverged: stop, save nothing
         cudaCheck(cudaDeviceSynchronize());
         tokens_done += (size_t)ntok;
         double t1 = now_seconds(), dt = t1 - t0 > 1e-9 ? t1 - t0 : 1e-9;
@@ -347,7 +383,10 @@ static void sft_train_run(SftOptions *o) {
                    format_duration(per_step * (double)(end - step - 1), eta, sizeof eta));
             fflush(stdout);
         }
-        if ((t->save_every > 0 && (step + 1) % t->save_every == 0) || step + 1 == end) sft_save(&model, o, t->out_dir);
+        if ((t->save_every > 0 && (step + 1) % t->save_every == 0) || step + 1 == end) {
+            sft_save(&model, o, t->out_dir);
+            last_saved = step + 1;
+        }
     }
     if (lead) {
         // what this rank holds against the plan's count for the largest micro-batch it trained
@@ -443,6 +482,8 @@ static int main_train(int argc, char **argv) {
     // the ranks: --nproc forks them here (one node), else a launcher (torchrun, srun) started us
     if (nproc > 0 && o.train.resume_dir == NULL && o.train.settings.batch_size % (uint64_t)nproc != 0)
         die("sft train: %d ranks do not divide the batch of %llu sequences", nproc, (unsigned long long)o.train.settings.batch_size);
+    if (o.train.resume_dir != NULL && getenv("RANK") == NULL && getenv("SLURM_PROCID") == NULL)
+        checkpoint_recover(o.train.resume_dir);   // a kill between the two renames of a fallback swap (one process only)
     if (nproc > 0 && o.train.resume_dir != NULL) sft_check_resume_ranks(o.train.resume_dir, nproc);
     double timeout = SFT_LAUNCH_TIMEOUT;
     const char *timeout_env = getenv("SFT_LAUNCH_TIMEOUT");   // tests shorten it

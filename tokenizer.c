@@ -604,6 +604,15 @@ static inline void tokenizer_find_byte_ids(Tokenizer *tok, const char *path) {
     }
 }
 
+// Every id below the tokenizer's size must name a token: an id beyond the
+// vocabulary, or a gap in the ids, would give the model embedding rows that
+// no text can reach and make tokenizer_size() a lie.
+static inline void tokenizer_check_dense(const Tokenizer *tok, const char *path) {
+    for (uint32_t id = 0; id < tok->n_ids; id++)
+        if (tok->kind[id] == TOK_ABSENT)
+            die("%s: no token has id %u, but ids run up to %u: the ids must run from 0 without gaps", path, id, tok->n_ids - 1);
+}
+
 // Adds merge number `rank` from its two symbol strings (byte-level form).
 // Returns an error message or NULL.
 static inline const char *tokenizer_parse_merge(Tokenizer *tok, const char *a, size_t na, const char *b, size_t nb,
@@ -667,11 +676,18 @@ static inline Tokenizer *tokenizer_load_hf_json(const char *path) {
         die_json(path, &doc, type, "model.type is not \"BPE\"");
     const JsonValue *vocab = json_get(model, "vocab");
     if (vocab == NULL || vocab->type != JSON_OBJECT) die_json(path, &doc, model, "missing object \"model.vocab\"");
+    const JsonValue *added = json_get(root, "added_tokens");
+    if (added && added->type != JSON_ARRAY && added->type != JSON_NULL) die_json(path, &doc, added, "added_tokens is not an array");
+    // the ids run from 0 without gaps (tokenizer_check_dense()): none can reach the number of entries
+    size_t n_entries = vocab->len + (added && added->type == JSON_ARRAY ? added->len : 0);
     ByteBuf bytes = {NULL, 0, 0};
     for (size_t i = 0; i < vocab->len; i++) {
         const JsonValue *v = &vocab->items[i];
         if (v->type != JSON_NUMBER || !v->is_integer || v->integer < 0)
             die_json(path, &doc, v, "model.vocab[\"%s\"]: the id is not a non-negative integer", vocab->keys[i]);
+        if ((uint64_t)v->integer >= n_entries)
+            die_json(path, &doc, v, "model.vocab[\"%s\"]: id %lld is beyond the %zu entries of the vocabulary and added tokens",
+                     vocab->keys[i], (long long)v->integer, n_entries);
         bytes.len = 0;
         bytelevel_decode(vocab->keys[i], vocab->key_lens[i], &bytes);
         const char *err = tokenizer_set_id(tok, (uint32_t)(v->integer > (1 << 30) ? (1 << 30) : v->integer),
@@ -702,13 +718,14 @@ static inline Tokenizer *tokenizer_load_hf_json(const char *path) {
         if (err) die_json(path, &doc, m, "model.merges[%zu]: %s", r, err);
     }
 
-    const JsonValue *added = json_get(root, "added_tokens");
-    if (added && added->type != JSON_ARRAY && added->type != JSON_NULL) die_json(path, &doc, added, "added_tokens is not an array");
     for (size_t i = 0; added && added->type == JSON_ARRAY && i < added->len; i++) {
         const JsonValue *a = &added->items[i];
         const JsonValue *id = json_get(a, "id"), *content = json_get(a, "content");
         if (id == NULL || id->type != JSON_NUMBER || !id->is_integer || id->integer < 0 || id->integer >= (1 << 30))
             die_json(path, &doc, a, "added_tokens[%zu]: missing or bad \"id\"", i);
+        if ((uint64_t)id->integer >= n_entries)
+            die_json(path, &doc, a, "added_tokens[%zu]: id %lld is beyond the %zu entries of the vocabulary and added tokens", i,
+                     (long long)id->integer, n_entries);
         if (content == NULL || content->type != JSON_STRING || content->len == 0)
             die_json(path, &doc, a, "added_tokens[%zu]: missing or empty \"content\"", i);
         if (json_true(json_get(a, "lstrip")) || json_true(json_get(a, "rstrip")) || json_true(json_get(a, "single_word")))
@@ -728,6 +745,7 @@ static inline Tokenizer *tokenizer_load_hf_json(const char *path) {
         bytebuf_free(&b);
         tokenizer_add_added(tok, (uint32_t)id->integer, content->str, content->len, special);
     }
+    tokenizer_check_dense(tok, path);
     json_free(&doc);
     free(text);
     return tok;
@@ -748,6 +766,9 @@ static inline Tokenizer *tokenizer_load_vocab_merges(const char *dir) {
         const JsonValue *v = &doc.root->items[i];
         if (v->type != JSON_NUMBER || !v->is_integer || v->integer < 0)
             die_json(path, &doc, v, "\"%s\": the id is not a non-negative integer", doc.root->keys[i]);
+        if ((uint64_t)v->integer >= doc.root->len)   // vocab.json's ids run 0..n-1; the added tokens come after
+            die_json(path, &doc, v, "\"%s\": id %lld is beyond the %zu entries of the vocabulary", doc.root->keys[i],
+                     (long long)v->integer, doc.root->len);
         bytes.len = 0;
         bytelevel_decode(doc.root->keys[i], doc.root->key_lens[i], &bytes);
         const char *err = tokenizer_set_id(tok, (uint32_t)(v->integer > (1 << 30) ? (1 << 30) : v->integer),
@@ -790,6 +811,7 @@ static inline Tokenizer *tokenizer_load_vocab_merges(const char *dir) {
     load_json_file(path, &doc, &text);
     const JsonValue *decoder = json_get(doc.root, "added_tokens_decoder");
     if (decoder && decoder->type != JSON_OBJECT) die_json(path, &doc, decoder, "added_tokens_decoder is not an object");
+    size_t n_entries = tok->vocab.n + (decoder ? decoder->len : 0);
     for (size_t i = 0; decoder && i < decoder->len; i++) {
         const JsonValue *a = &decoder->items[i];
         char *end;
@@ -797,6 +819,8 @@ static inline Tokenizer *tokenizer_load_vocab_merges(const char *dir) {
         const JsonValue *content = json_get(a, "content");
         if (*end != '\0' || end == decoder->keys[i] || id < 0 || id >= (1 << 30))
             die_json(path, &doc, a, "added_tokens_decoder: key \"%s\" is not an id", decoder->keys[i]);
+        if ((uint64_t)id >= n_entries)
+            die_json(path, &doc, a, "added_tokens_decoder: id %lld is beyond the %zu entries of vocab.json and the added tokens", id, n_entries);
         if (content == NULL || content->type != JSON_STRING || content->len == 0)
             die_json(path, &doc, a, "added_tokens_decoder[\"%s\"]: missing or empty \"content\"", decoder->keys[i]);
         if (json_true(json_get(a, "lstrip")) || json_true(json_get(a, "rstrip")) || json_true(json_get(a, "single_word")))
@@ -810,6 +834,7 @@ static inline Tokenizer *tokenizer_load_vocab_merges(const char *dir) {
         bytebuf_free(&b);
         tokenizer_add_added(tok, (uint32_t)id, content->str, content->len, special);
     }
+    tokenizer_check_dense(tok, path);
     json_free(&doc);
     free(text);
     free(path);
@@ -1413,11 +1438,8 @@ static inline void write_bytelevel_string(FILE *fp, const char *s, size_t n, Byt
     json_write_string(fp, scratch->data, scratch->len);
 }
 
-static inline void tokenizer_save(const Tokenizer *tok, const char *dir) {
-    mkdir(dir, 0755);   // may exist already; atomic_open reports any real problem
-    char *path = path_join(dir, "tokenizer.json");
-    AtomicFile af = atomic_open(path);
-    FILE *fp = af.fp;
+// Writes tokenizer.json to fp (what: its name in errors).
+static inline void tokenizer_write(const Tokenizer *tok, FILE *fp, const char *what) {
     const char *bytelevel_flags = "\"add_prefix_space\": false, \"trim_offsets\": false, \"use_regex\": false";
     fprintf(fp, "{\n  \"version\": \"1.0\",\n  \"truncation\": null,\n  \"padding\": null,\n  \"added_tokens\": [");
     int first = 1;
@@ -1465,11 +1487,24 @@ static inline void tokenizer_save(const Tokenizer *tok, const char *dir) {
         json_write_string(fp, merge.data, merge.len);
     }
     fprintf(fp, "\n    ]\n  }\n}\n");
-    if (ferror(fp)) die("%s: write failed", af.tmp_path);
-    atomic_commit(&af);
+    if (ferror(fp)) die("%s: write failed", what);
     bytebuf_free(&scratch);
     bytebuf_free(&merge);
+}
+
+// DIR/tokenizer.json (DIR is created if missing), through a temporary name.
+static inline AtomicFile tokenizer_save_open(const char *dir) {
+    if (mkdir(dir, 0755) != 0 && errno != EEXIST) die("%s: cannot create the tokenizer folder: %s", dir, strerror(errno));
+    char *path = path_join(dir, "tokenizer.json");
+    AtomicFile af = atomic_open(path);
     free(path);
+    return af;
+}
+
+static inline void tokenizer_save(const Tokenizer *tok, const char *dir) {
+    AtomicFile af = tokenizer_save_open(dir);
+    tokenizer_write(tok, af.fp, af.tmp_path);
+    atomic_commit(&af);
 }
 
 // ----------------------------------------------------------------------------
@@ -1656,6 +1691,7 @@ static int cmd_train(int argc, char **argv) {
     if (vocab_size == 0) die("train: missing --vocab-size N (see --help)");
     if (out_dir == NULL) die("train: missing --out DIR (see --help)");
     if (n_files == 0) die("train: no input FILES (see --help)");
+    AtomicFile out = tokenizer_save_open(out_dir);   // an unwritable --out fails now, before any work or output
     // the added tokens: split the comma-separated list
     char *list = strdup(added_list);
     char **added = (char **)mallocCheck((strlen(list) + 1) * sizeof(char *));
@@ -1672,7 +1708,8 @@ static int cmd_train(int argc, char **argv) {
     fprintf(stderr, "train: %d files, %zu bytes, target vocab %ld + %d added tokens\n", n_files, total, vocab_size, n_added);
     Tokenizer *tok = tokenizer_train((const char *const *)texts, lens, n_files, (uint32_t)vocab_size,
                                      (const char *const *)added, n_added, 1);
-    tokenizer_save(tok, out_dir);
+    tokenizer_write(tok, out.fp, out.tmp_path);
+    atomic_commit(&out);
     fprintf(stderr, "train: wrote %s/tokenizer.json (%u ids, %u merges)\n", out_dir, tokenizer_size(tok), tok->n_merges);
     for (int f = 0; f < n_files; f++) free(texts[f]);
     free(texts); free(lens); free(added); free(list); free(files);

@@ -20,6 +20,7 @@
 #define S1C_ADAMW_CUH
 
 #include "common/cuda_common.cuh"
+#include "common/detmath.h"
 
 // The scalars of one step for one group of tensors, as s1.c computes them.
 typedef struct {
@@ -45,8 +46,8 @@ static inline float adamw_clip_factor(float norm, float max_grad_norm) {
 static inline AdamWScalars adamw_scalars(double lr, size_t step, float beta1, float beta2, float eps, double weight_decay) {
     AdamWScalars s;
     // the scalars as torch computes them: in double, used as float
-    double bias_correction1 = 1.0 - pow(beta1, (double)step);
-    double bias_correction2 = 1.0 - pow(beta2, (double)step);
+    double bias_correction1 = 1.0 - det_pow(beta1, (double)step);   // common/detmath.h, as s1.c: libm's pow differs by CPU
+    double bias_correction2 = 1.0 - det_pow(beta2, (double)step);
     s.step_size = (float)(lr / bias_correction1);
     s.bc2_sqrt = (float)sqrt(bias_correction2);
     s.w1 = (float)(1.0 - (double)beta1);

@@ -2,12 +2,14 @@
  * attention.cuh: causal GQA flash attention on the GPU, for training rows and
  * for one decoded token, and its backward pass (FlashAttention-2). Twins of
  * s1.c's attention_forward(), attention_row() and attention_backward(); tested
- * by tests/emu_kernels.cu and tests/emu_kernels_attention.cu.
+ * by tests/emu_kernels.cu and tests/emu_kernels_attention.cu. A tensor-core forward
+ * kernel (mma.sync, attention_forward_tc()) is the alternative attention_tensor_cores selects.
  */
 #ifndef S1C_ATTENTION_CUH
 #define S1C_ATTENTION_CUH
 
 #include "common/cuda_common.cuh"
+#include "common/mma.cuh"   // mma.sync, ldmatrix, cp.async: the tensor-core forward kernel
 
 // Causal GQA flash attention (one sequence, or new tokens after a KV cache).
 //
@@ -104,6 +106,193 @@ static size_t attention_smem_bytes(int HD) {
     return (size_t)(ATT_BQ * HD + ATT_BK * (HD + 1) + ATT_BK * HD + ATT_WARPS * ATT_BK) * sizeof(float);
 }
 
+// ----------------------------------------------------------------------------
+// The same forward pass on tensor cores (FlashAttention-2 style), the alternative
+// selected by attention_tensor_cores (off by default: the CUDA-core kernel above
+// stays the default until a tensor-core backward exists). Head dims 64 and 128.
+//
+// A block takes ATC_BQ = 64 query rows of one query head; each of its 4 warps
+// owns 16 rows (one m16 tile) and keeps their Q fragments in registers. K and V
+// tiles of ATC_BK = 64 keys go through two shared-memory stages filled by
+// cp.async (the copy of tile j+1 is in flight while tile j is used; keys past
+// the end are zero-filled). Per tile, S = Q K^T by mma.sync (K rows as the
+// "col" operand: plain ldmatrix), the causal mask and the online softmax in
+// fp32 registers (a row's 4 owners, one quad, share max and sum by shuffles),
+// then P is rounded to bf16, reused straight from the S accumulators as the A
+// fragment (the m16n8 C layout of two n8 tiles is the m16k16 A layout), and
+// O += P V by mma.sync (V by ldmatrix.trans). Query blocks run latest first:
+// they have the most keys, so the long blocks start early. Shared memory:
+// (BQ + 4 BK) (HD + 8) bf16 = 46,080 bytes at HD 64, 87,040 at HD 128 (opt-in).
+//
+// Precision. Scores: exact bf16 products, fp32 sums (as the CUDA-core kernel).
+// The running sum l adds the fp32 p, but P V uses p~ = bf16(p), |p~ - p| <= u p
+// (u = 2^-8), so with w_tu = p_tu / l_t the output moves by at most
+//     |sum_u (p~_tu - p_tu) v_ud| / l_t <= u sum_u w_tu |v_ud|   (<= u max|v|)
+// on top of the CUDA-core kernel's bound; tests/emu_kernels_attention_tc.cu
+// checks that (the weights computed in double from the inputs).
+//
+// Not yet: all query heads of one KV head in one block (GQA: K and V read once
+// per group); the backward pass.
+#define ATC_BQ 64
+#define ATC_BK 64
+#define ATC_WARPS 4
+#define ATC_PAD 8   // bf16: rows stay 16-byte aligned for ldmatrix/cp.async, and start in different banks
+
+static bool attention_tensor_cores = false;   // the programs' default: the CUDA-core kernel
+
+template <int HD>
+__global__ void __launch_bounds__(ATC_WARPS * WARP_SIZE)
+attention_forward_tc_kernel(floatX *out, float *lse, const floatX *q, const floatX *k, const floatX *v, int Tq, int past,
+                            int NQ, int NKV, float scale) {
+    // out q (Tq,NQ,HD), lse (Tq,NQ) or NULL, k v (past+Tq,NKV,HD)
+    constexpr int LD = HD + ATC_PAD, CH = HD / 8;   // row stride; 16-byte chunks per row
+    CU_EXTERN_SHARED(float4, atc_smem);       // float4: 16-byte aligned, as ldmatrix and cp.async need
+    floatX *smem = reinterpret_cast<floatX *>(atc_smem);
+    floatX *qs = smem;                        // (BQ, LD)
+    floatX *ks = qs + ATC_BQ * LD;            // (2, BK, LD) two stages
+    floatX *vs = ks + 2 * ATC_BK * LD;        // (2, BK, LD)
+    int warp = threadIdx.x / WARP_SIZE, lane = threadIdx.x % WARP_SIZE, g = lane / 4, t = lane % 4;
+    int q0 = (gridDim.x - 1 - blockIdx.x) * ATC_BQ, h = blockIdx.y, kvh = h / (NQ / NKV);
+    size_t QD = (size_t)NQ * HD, KD = (size_t)NKV * HD;
+    int num_keys = past + min(q0 + ATC_BQ, Tq);   // the keys the block's last row sees
+    int ntiles = (num_keys + ATC_BK - 1) / ATC_BK;
+
+    for (int c = threadIdx.x; c < ATC_BQ * CH; c += blockDim.x) {   // rows past Tq: zeros
+        int r = c / CH, d = c % CH * 8;
+        bool ok = q0 + r < Tq;
+        cp_async_zfill<16>(&qs[r * LD + d], ok ? q + (size_t)(q0 + r) * QD + (size_t)h * HD + d : q, ok ? 16 : 0);
+    }
+    auto load_kv = [&](int stage, int k0) {
+        for (int c = threadIdx.x; c < ATC_BK * CH; c += blockDim.x) {
+            int j = c / CH, d = c % CH * 8, u = k0 + j;
+            bool ok = u < num_keys;   // zeros past the end: p = 0 there, and 0 * zero is no NaN
+            size_t off = (size_t)u * KD + (size_t)kvh * HD + d;
+            cp_async_zfill<16>(&ks[(stage * ATC_BK + j) * LD + d], ok ? k + off : k, ok ? 16 : 0);
+            cp_async_zfill<16>(&vs[(stage * ATC_BK + j) * LD + d], ok ? v + off : v, ok ? 16 : 0);
+        }
+    };
+    load_kv(0, 0);
+    cp_async_commit();   // group 0: Q and the first K, V tile
+
+    uint32_t qf[HD / 16][4];
+    float o[HD / 8][4];
+#pragma unroll
+    for (int i = 0; i < HD / 8; i++) o[i][0] = o[i][1] = o[i][2] = o[i][3] = 0.0f;
+    float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};   // rows g and g+8; l: this lane's part
+    int row0 = q0 + warp * 16 + g;                              // rows row0 and row0 + 8 (of Tq)
+    int qpos[2] = {past + row0, past + row0 + 8};
+    int warp_last = past + q0 + warp * 16 + 15;                 // the warp's last query position
+
+    for (int kt = 0; kt < ntiles; kt++) {
+        if (kt + 1 < ntiles) load_kv((kt + 1) & 1, (kt + 1) * ATC_BK);
+        cp_async_commit();    // (empty on the last tile: the count stays uniform)
+        cp_async_wait<1>();   // all but the newest group: tile kt (and Q) landed
+        __syncthreads();      // ... for every thread's copies
+        if (kt == 0) {
+#pragma unroll
+            for (int kk = 0; kk < HD / 16; kk++) ldmatrix<4>(qf[kk], &qs[(warp * 16 + lane % 16) * LD + kk * 16 + lane / 16 * 8]);
+        }
+        int k0 = kt * ATC_BK;
+        const floatX *kst = ks + (kt & 1) * ATC_BK * LD, *vst = vs + (kt & 1) * ATC_BK * LD;
+        if (k0 <= warp_last) {   // warp-uniform: a tile wholly in the warp's future is skipped
+            float s[ATC_BK / 8][4];
+#pragma unroll
+            for (int j = 0; j < ATC_BK / 8; j++) s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.0f;
+#pragma unroll
+            for (int kk = 0; kk < HD / 16; kk++) {
+#pragma unroll
+                for (int np = 0; np < ATC_BK / 16; np++) {   // keys np*16..+15: two n8 tiles per ldmatrix.x4
+                    uint32_t b4[4];
+                    ldmatrix<4>(b4, &kst[(np * 16 + lane % 8 + lane / 16 * 8) * LD + kk * 16 + (lane / 8 % 2) * 8]);
+                    uint32_t b0[2] = {b4[0], b4[1]}, b1[2] = {b4[2], b4[3]};
+                    mma_bf16_16816(s[2 * np], qf[kk], b0, s[2 * np]);
+                    mma_bf16_16816(s[2 * np + 1], qf[kk], b1, s[2 * np + 1]);
+                }
+            }
+            float mx[2] = {m[0], m[1]};
+#pragma unroll
+            for (int j = 0; j < ATC_BK / 8; j++)
+#pragma unroll
+                for (int e = 0; e < 4; e++) {
+                    int r = e / 2, u = k0 + j * 8 + 2 * t + e % 2;
+                    s[j][e] = u <= qpos[r] ? s[j][e] * scale : -INFINITY;   // causal mask
+                    mx[r] = fmaxf(mx[r], s[j][e]);
+                }
+            float c[2];
+#pragma unroll
+            for (int r = 0; r < 2; r++) {   // finite: key 0 is in every row's first tile
+                mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 1));
+                mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 2));
+                c[r] = expf(m[r] - mx[r]);   // rescales what was accumulated (0 on the first tile)
+                m[r] = mx[r];
+                l[r] *= c[r];
+            }
+#pragma unroll
+            for (int i = 0; i < HD / 8; i++) { o[i][0] *= c[0]; o[i][1] *= c[0]; o[i][2] *= c[1]; o[i][3] *= c[1]; }
+            uint32_t pf[ATC_BK / 16][4];   // P as bf16 A fragments: keys 16*kk2 .. +15
+#pragma unroll
+            for (int j = 0; j < ATC_BK / 8; j++) {
+                float p[4];
+#pragma unroll
+                for (int e = 0; e < 4; e++) {
+                    p[e] = expf(s[j][e] - m[e / 2]);
+                    l[e / 2] += p[e];
+                }
+                pf[j / 2][(j % 2) * 2 + 0] = pack_bf16x2(p[0], p[1]);   // row g, keys 2t, 2t+1 (+8 for odd j)
+                pf[j / 2][(j % 2) * 2 + 1] = pack_bf16x2(p[2], p[3]);   // row g+8
+            }
+#pragma unroll
+            for (int kk2 = 0; kk2 < ATC_BK / 16; kk2++) {
+#pragma unroll
+                for (int dp = 0; dp < HD / 16; dp++) {   // dims dp*16..+15: two n8 tiles per ldmatrix.x4.trans
+                    uint32_t b4[4];
+                    ldmatrix<4, true>(b4, &vst[(kk2 * 16 + lane % 8 + (lane / 8 % 2) * 8) * LD + dp * 16 + lane / 16 * 8]);
+                    uint32_t b0[2] = {b4[0], b4[1]}, b1[2] = {b4[2], b4[3]};
+                    mma_bf16_16816(o[2 * dp], pf[kk2], b0, o[2 * dp]);
+                    mma_bf16_16816(o[2 * dp + 1], pf[kk2], b1, o[2 * dp + 1]);
+                }
+            }
+        }
+        __syncthreads();   // every warp is done with stage kt & 1 before tile kt+2's copy overwrites it
+    }
+#pragma unroll
+    for (int r = 0; r < 2; r++) {
+        l[r] += __shfl_xor_sync(0xffffffffu, l[r], 1);
+        l[r] += __shfl_xor_sync(0xffffffffu, l[r], 2);
+        int row = row0 + 8 * r;
+        if (row >= Tq) continue;
+        floatX *orow = out + (size_t)row * QD + (size_t)h * HD;
+#pragma unroll
+        for (int i = 0; i < HD / 8; i++) {
+            orow[i * 8 + 2 * t] = round_bf16(o[i][2 * r] / l[r]);
+            orow[i * 8 + 2 * t + 1] = round_bf16(o[i][2 * r + 1] / l[r]);
+        }
+        if (lse != NULL && t == 0) lse[(size_t)row * NQ + h] = m[r] + logf(l[r]);
+    }
+}
+
+static size_t attention_tc_smem_bytes(int HD) { return (size_t)(ATC_BQ + 4 * ATC_BK) * (HD + ATC_PAD) * sizeof(floatX); }
+
+// attention_forward() on tensor cores: the same contract, HD 64 or 128.
+static void attention_forward_tc(floatX *out, float *lse, const floatX *q, const floatX *k, const floatX *v, int Tq,
+                                 int past, int NQ, int NKV, int HD) {
+    if (HD != 64 && HD != 128) die("attention_forward_tc: head_dim %d is not supported (64 or 128)", HD);
+    if (NQ % NKV != 0) die("attention_forward_tc: %d query heads are not a multiple of %d KV heads", NQ, NKV);
+    if (NQ > 65535) die("attention_forward_tc: %d query heads exceed the grid's y limit", NQ);
+    if (Tq <= 0) return;
+    dim3 grid((unsigned)((Tq + ATC_BQ - 1) / ATC_BQ), (unsigned)NQ);
+    float scale = 1.0f / sqrtf((float)HD);
+    size_t smem = attention_tc_smem_bytes(HD);
+    if (HD == 64) {
+        cudaCheck(cudaFuncSetAttribute(attention_forward_tc_kernel<64>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+        CU_LAUNCH(attention_forward_tc_kernel<64>, grid, ATC_WARPS * WARP_SIZE, smem, 0)(out, lse, q, k, v, Tq, past, NQ, NKV, scale);
+    } else {
+        cudaCheck(cudaFuncSetAttribute(attention_forward_tc_kernel<128>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+        CU_LAUNCH(attention_forward_tc_kernel<128>, grid, ATC_WARPS * WARP_SIZE, smem, 0)(out, lse, q, k, v, Tq, past, NQ, NKV, scale);
+    }
+    cudaCheck(cudaGetLastError());
+}
+
 // out (Tq,NQ,HD) = causal attention of the Tq query rows at positions past.. over
 // the past+Tq keys/values (k, v: (past+Tq, NKV, HD), a sequence's or a KV cache's).
 // lse (Tq,NQ), when not NULL, receives each row's log-sum-exp of its scaled
@@ -112,6 +301,10 @@ static void attention_forward(floatX *out, float *lse, const floatX *q, const fl
                               int NQ, int NKV, int HD) {
     if (HD > ATT_MAX_HD || HD % 2 != 0) die("attention_forward: head_dim %d is not supported (even, at most %d)", HD, ATT_MAX_HD);
     if (NQ % NKV != 0) die("attention_forward: %d query heads are not a multiple of %d KV heads", NQ, NKV);
+    if (attention_tensor_cores && (HD == 64 || HD == 128)) {   // the tensor-core alternative, when chosen
+        attention_forward_tc(out, lse, q, k, v, Tq, past, NQ, NKV, HD);
+        return;
+    }
     dim3 grid((unsigned)((Tq + ATT_BQ - 1) / ATT_BQ), (unsigned)NQ);
     float scale = 1.0f / sqrtf((float)HD);
     CU_LAUNCH(attention_forward_kernel, grid, ATT_WARPS * WARP_SIZE, attention_smem_bytes(HD), 0)(out, lse, q, k, v, Tq, past, NQ, NKV, HD, scale);

@@ -57,7 +57,7 @@ __global__ void crossentropy_forward_kernel(float *losses, const float *logits, 
         }
         const float *x = logits + (size_t)row * V;
         float m = -INFINITY, s = 0.0f;
-        for (int i = threadIdx.x; i < V; i += blockDim.x) merge_max_sum(&m, &s, x[i], 1.0f);
+        for (int i = threadIdx.x; i < V; i += blockDim.x) merge_max_sum(&m, &s, cu_ld(&x[i]), 1.0f);   // cu_ld: counted by CUEMU_PROFILE (dev/crossentropy.cu v2)
         for (int off = WARP_SIZE / 2; off > 0; off /= 2) {
             float m2 = __shfl_xor_sync(0xffffffffu, m, off), s2 = __shfl_xor_sync(0xffffffffu, s, off);
             merge_max_sum(&m, &s, m2, s2);

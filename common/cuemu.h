@@ -25,12 +25,13 @@
  *     compiler checks every signature. cuemu_blas.h and cuemu_nccl.h do the
  *     same for the cuBLAS and NCCL subsets.
  *
- * Not emulated: speed, bit-exact GPU floating point, inline PTX, textures,
+ * Not emulated: speed, bit-exact GPU floating point, inline PTX (but common/mma.cuh
+ * wraps mma.sync, ldmatrix and cp.async, emulated exactly here), textures,
  * dynamic parallelism, graphs, cooperative launch. Work on created streams is
  * queued and runs when something waits for it (see "Streams").
  *
  * Knobs: env CUEMU_THREADS, CUEMU_SCHEDULE, CUEMU_STACK_KB, CUEMU_POISON,
- * CUEMU_NCCL_TIMEOUT; macros CUEMU_UCONTEXT, CUEMU_SINGLE_THREAD,
+ * CUEMU_NCCL_TIMEOUT, CUEMU_PROFILE (the memory-access profile, cuemu_profile.h); macros CUEMU_UCONTEXT, CUEMU_SINGLE_THREAD,
  * CUEMU_NO_ASAN_FIBER_HOOKS, CUEMU_NO_VALGRIND. ASan, TSan and Valgrind are
  * told about every fiber and its stack.
  *
@@ -304,10 +305,12 @@ inline void raw_switch(Context *from, Context *to) {
 // Fibers and the per-OS-thread scheduler state
 
 enum FiberState { RUNNABLE, AT_SYNCTHREADS, AT_WARP_OP, DONE };
-enum WarpOp { OP_SYNCWARP, OP_SHFL_IDX, OP_SHFL_UP, OP_SHFL_DOWN, OP_SHFL_XOR, OP_BALLOT, OP_ANY, OP_ALL };
+enum WarpOp { OP_SYNCWARP, OP_SHFL_IDX, OP_SHFL_UP, OP_SHFL_DOWN, OP_SHFL_XOR, OP_BALLOT, OP_ANY, OP_ALL,
+              OP_MMA, OP_LDMATRIX };  // the last two: warp collectives (see "Warp collectives")
 inline const char *warp_op_name(int op) {
     static const char *names[] = {"__syncwarp", "__shfl_sync", "__shfl_up_sync", "__shfl_down_sync",
-                                  "__shfl_xor_sync", "__ballot_sync", "__any_sync", "__all_sync"};
+                                  "__shfl_xor_sync", "__ballot_sync", "__any_sync", "__all_sync",
+                                  "mma.sync", "ldmatrix"};
     return names[op];
 }
 
@@ -364,6 +367,7 @@ struct Worker {
     Warp warps[32];
     int queue[1024];            // ring of runnable fibers, head first
     int qhead = 0, qlen = 0;
+    uint64_t block_serial = 0;  // counts the blocks run here: per-thread state (cp.async) knows a new block
     int order[1024];
     uint64_t rng = 0;
     unsigned char *dyn_smem = nullptr;
@@ -585,6 +589,7 @@ inline void run_block(Worker &w, int nthreads) {
     dim3 bd = blockDim;
     w.nthreads = nthreads;
     w.ndone = w.nsync = 0;
+    w.block_serial++;
     for (int i = 0; i < 32; i++) {
         Warp &wp = w.warps[i];
         wp.exist_mask = wp.done_mask = wp.wait_mask = 0;
@@ -645,11 +650,63 @@ inline void report_deadlock(Worker &w) {
     cuemu_fail("deadlock in %s: no CUDA thread can run", b);
 }
 
+// ----------------------------------------------------------------------------
+// Warp collectives: mma.sync and ldmatrix (the wrappers are in common/mma.cuh)
+//
+// Their PTX forms are .aligned: all 32 lanes execute the same instruction
+// together. Each lane hands in a pointer to its own operands (on its fiber
+// stack, alive while it waits) and the function that computes the result;
+// the last lane to arrive checks that every lane came from the same call site
+// with the same variant, then calls the function once with all 32 pointers,
+// and it writes each lane's result registers. The warp barrier itself is
+// warp_op(), so lanes that exited, wait at __syncthreads() or wait in another
+// warp operation are reported as for shuffles.
+
+typedef void (*CollectiveFn)(void *const lanes[32]);
+inline void warp_op(int op, unsigned mask, const void *val, int size, int arg, int width, const char *file, int line);
+
+inline void complete_collective(Worker &w, int base, uint32_t mask) {
+    Fiber *f0 = w.pool[base + __builtin_ctz(mask)];
+    CollectiveFn fn0;
+    memcpy(&fn0, f0->val, sizeof fn0);
+    void *lanes[32] = {};
+    int ids[32], n = 0;
+    for (uint32_t m = mask; m; m &= m - 1) {
+        int lane = __builtin_ctz(m);
+        Fiber *f = w.pool[base + lane];
+        CollectiveFn fn;
+        memcpy(&fn, f->val, sizeof fn);
+        if (f->line != f0->line || strcmp(f->file, f0->file) != 0 || f->arg != f0->arg || fn != fn0) {
+            char b[64];
+            block_location(b, sizeof b);
+            cuemu_fail("%s: divergent %s: %s at %s:%d, %s at %s:%d (all 32 lanes of a warp must execute the same "
+                       "%s together)", b, warp_op_name(f0->op), ThreadName(f0).s, f0->file, f0->line,
+                       ThreadName(f).s, f->file, f->line, warp_op_name(f0->op));
+        }
+        memcpy(&lanes[lane], f->val + sizeof(CollectiveFn), sizeof(void *));
+        f->state = RUNNABLE;
+        ids[n++] = base + lane;
+    }
+    fn0(lanes);
+    w.warps[base >> 5].wait_mask &= ~mask;
+    enqueue(w, ids, n, true);
+}
+
+// One lane's part of a collective of kind op (OP_MMA, OP_LDMATRIX), variant
+// `variant` (which must agree across lanes): waits for the whole warp.
+inline void warp_collective(int op, int variant, CollectiveFn fn, void *lane_data, const char *file, int line) {
+    unsigned char val[16];
+    memcpy(val, &fn, sizeof fn);
+    memcpy(val + sizeof fn, &lane_data, sizeof lane_data);
+    warp_op(op, 0xffffffffu, val, (int)sizeof val, variant, 32, file, line);
+}
+
 // Computes the result of every lane in the warp operation's mask (PTX
 // shfl.sync rules, width included) and releases them.
 inline void complete_warp_op(Worker &w, int base, uint32_t mask) {
     Fiber *f0 = w.pool[base + __builtin_ctz(mask)];
     int op = f0->op;
+    if (op == OP_MMA || op == OP_LDMATRIX) { complete_collective(w, base, mask); return; }
     int ids[32], n = 0;
     uint32_t ballot = 0;
     if (op == OP_BALLOT || op == OP_ANY || op == OP_ALL) {
@@ -993,6 +1050,10 @@ inline void launch(const Job &job) {
     for (std::thread &t : helpers) t.join();
 }
 
+// The memory-access profile (CUEMU_PROFILE=1) around each launch: common/cuemu_profile.h.
+inline bool profile_begin(const Job &job, const char *name);
+inline void profile_end(const Job &job, const char *name, bool began);
+
 // CU_LAUNCH(kernel, grid, block, smem, stream)(args...): converts the
 // arguments to the kernel's parameter types once, at launch, as nvcc does;
 // every CUDA thread then calls the kernel with its own by-value copies.
@@ -1022,7 +1083,11 @@ struct Launcher {
         job.block = block;
         job.smem = smem;
         if (check_launch(job) != cudaSuccess) return;  // the kernel does not run; cudaGetLastError says why
-        on_stream(stream, [job, params] { launch(job); });
+        on_stream(stream, [job, params, name = name] {
+            bool profiled = profile_begin(job, name);
+            launch(job);
+            profile_end(job, name, profiled);
+        });
     }
 };
 
@@ -1439,4 +1504,8 @@ inline cudaError_t cudaGetDeviceProperties(cudaDeviceProp *prop, int device) {
 #include "cuemu_nccl.h"
 
 #endif  // !__CUDACC__
+
+// The memory-access profile and its accessors cu_ld/cu_st (both compilers).
+#include "cuemu_profile.h"
+
 #endif  // S1C_CUEMU_H

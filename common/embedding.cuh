@@ -44,9 +44,9 @@ __global__ void embedding_backward_kernel(float *dtable, const float *dout, cons
     for (int k = blockIdx.x; k < U; k += gridDim.x) {
         float *row = dtable + (size_t)(uint32_t)unique[k] * C;   // ids are stored as their bits
         for (int c = threadIdx.x; c < C; c += blockDim.x) {
-            float acc = row[c];
-            for (int j = starts[k]; j < starts[k + 1]; j++) acc += dout[(size_t)positions[j] * C + c];
-            row[c] = acc;
+            float acc = cu_ld(&row[c]);   // cu_ld/cu_st: the emulator's profile counts them (dev/embedding_backward.cu v2)
+            for (int j = starts[k]; j < starts[k + 1]; j++) acc += cu_ld(&dout[(size_t)positions[j] * C + c]);
+            cu_st(&row[c], acc);
         }
     }
 }

@@ -66,18 +66,30 @@ static inline void sample_settings_default(SampleSettings *s) {
     s->readme_variant = 0;
 }
 
+// Bounds of the sampling flags: token counts beyond any context a Qwen2 model
+// has (2^24 positions, common/qwen2_config.h) are refused, so none of them can
+// overflow the int and long they are kept in; a temperature above 100 is a
+// uniform draw in all but name.
+#define SAMPLE_MAX_TOKENS (1l << 24)
+#define SAMPLE_MAX_WAITS 1024
+#define SAMPLE_MAX_TEMPERATURE 100.0
+
 // 1 if argv[*i] is --max-thinking or --wait (consumed into s), else 0.
 // ./s1 eval sweeps lists of both instead (--budgets, --waits).
 static inline int parse_budget_flag(int argc, char **argv, int *i, SampleSettings *s) {
     const char *a = argv[*i];
     if (flag_is(a, "--max-thinking")) {
         const char *v = flag_value(argc, argv, i);
-        char *end;
-        long b = strtol(v, &end, 10);
-        if (strcmp(v, "auto") == 0) b = -1;
-        else if (*end != '\0' || end == v || b < 1) die("%s: '%s' is neither a positive integer nor 'auto'", a, v);
-        s->max_thinking = b;
-    } else if (flag_is(a, "--wait")) s->waits = (int)flag_count(argc, argv, i, 1);
+        if (strcmp(v, "auto") == 0) s->max_thinking = -1;
+        else {
+            char *end;
+            errno = 0;
+            long b = strtol(v, &end, 10);
+            if (errno != 0 || *end != '\0' || end == v || v[0] < '0' || v[0] > '9' || b < 1 || b > SAMPLE_MAX_TOKENS)
+                die("%s: '%s' is neither a positive integer up to %ld nor 'auto'", a, v, SAMPLE_MAX_TOKENS);
+            s->max_thinking = b;
+        }
+    } else if (flag_is(a, "--wait")) s->waits = (int)flag_count_max(argc, argv, i, 1, SAMPLE_MAX_WAITS);
     else return 0;
     return 1;
 }
@@ -86,11 +98,11 @@ static inline int parse_budget_flag(int argc, char **argv, int *i, SampleSetting
 static inline int parse_sample_flag(int argc, char **argv, int *i, SampleSettings *s) {
     const char *a = argv[*i];
     if (flag_is(a, "--ignore-str")) s->ignore_str = flag_value(argc, argv, i);
-    else if (flag_is(a, "--temperature")) s->temperature = (float)flag_number(argc, argv, i);
-    else if (flag_is(a, "--top-p")) s->topp = (float)flag_number(argc, argv, i);
+    else if (flag_is(a, "--temperature")) s->temperature = (float)flag_number_max(argc, argv, i, SAMPLE_MAX_TEMPERATURE);
+    else if (flag_is(a, "--top-p")) s->topp = (float)flag_number_max(argc, argv, i, 1.0);
     else if (flag_is(a, "--seed")) s->seed = flag_count(argc, argv, i, 1);
-    else if (flag_is(a, "--max-gen-toks")) s->max_gen_toks = (long)flag_count(argc, argv, i, 0);
-    else if (flag_is(a, "--max-context")) s->max_context = flag_count(argc, argv, i, 0);
+    else if (flag_is(a, "--max-gen-toks")) s->max_gen_toks = (long)flag_count_max(argc, argv, i, 0, SAMPLE_MAX_TOKENS);
+    else if (flag_is(a, "--max-context")) s->max_context = flag_count_max(argc, argv, i, 0, SAMPLE_MAX_TOKENS);
     else if (flag_is(a, "--readme-variant")) s->readme_variant = 1;
     else return 0;
     return 1;

@@ -28,6 +28,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include "common/util.h"   // die(): out of memory is a one-line error like every other
 
 typedef enum { JSON_NULL, JSON_FALSE, JSON_TRUE, JSON_NUMBER, JSON_STRING, JSON_ARRAY, JSON_OBJECT } JsonType;
 
@@ -65,7 +66,7 @@ static inline void *json_arena_alloc(JsonDoc *doc, size_t n) {
     if (b == NULL || b->used + n > b->cap) {
         size_t cap = n > (1u << 20) ? n : (1u << 20);
         b = (JsonArenaBlock *)malloc(sizeof(JsonArenaBlock) + 16 + cap);
-        if (b == NULL) { fprintf(stderr, "error: out of memory parsing JSON\n"); exit(1); }
+        if (b == NULL) die("out of memory parsing JSON");
         b->next = doc->blocks;
         b->used = 0;
         b->cap = cap;
@@ -137,7 +138,7 @@ static inline void json_sbuf_put(JsonParser *p, size_t *len, const char *bytes, 
         size_t cap = p->sbuf_cap ? p->sbuf_cap : 256;
         while (*len + k + 1 > cap) cap *= 2;
         char *nb = (char *)realloc(p->sbuf, cap);
-        if (!nb) { fprintf(stderr, "error: out of memory parsing JSON\n"); exit(1); }
+        if (!nb) die("out of memory parsing JSON");
         p->sbuf = nb;
         p->sbuf_cap = cap;
     }
@@ -292,7 +293,7 @@ static inline int json_parse_number(JsonParser *p, JsonValue *v) {
     char buf[64];
     size_t k = p->i - start;
     char *tmp = k < sizeof buf ? buf : (char *)malloc(k + 1);
-    if (!tmp) { fprintf(stderr, "error: out of memory parsing JSON\n"); exit(1); }
+    if (!tmp) die("out of memory parsing JSON");
     memcpy(tmp, p->s + start, k);
     tmp[k] = '\0';
     v->type = JSON_NUMBER;
@@ -313,7 +314,7 @@ static inline void json_push(JsonParser *p, const JsonValue *v) {
     if (p->stack_len == p->stack_cap) {
         p->stack_cap = p->stack_cap ? p->stack_cap * 2 : 64;
         p->stack = (JsonValue *)realloc(p->stack, p->stack_cap * sizeof(JsonValue));
-        if (!p->stack) { fprintf(stderr, "error: out of memory parsing JSON\n"); exit(1); }
+        if (!p->stack) die("out of memory parsing JSON");
     }
     p->stack[p->stack_len++] = *v;
 }
@@ -323,7 +324,7 @@ static inline void json_push_key(JsonParser *p, char *k, size_t klen) {
         p->kstack_cap = p->kstack_cap ? p->kstack_cap * 2 : 64;
         p->kstack = (char **)realloc(p->kstack, p->kstack_cap * sizeof(char *));
         p->klstack = (size_t *)realloc(p->klstack, p->kstack_cap * sizeof(size_t));
-        if (!p->kstack || !p->klstack) { fprintf(stderr, "error: out of memory parsing JSON\n"); exit(1); }
+        if (!p->kstack || !p->klstack) die("out of memory parsing JSON");
     }
     p->kstack[p->kstack_len] = k;
     p->klstack[p->kstack_len++] = klen;
@@ -364,16 +365,20 @@ static inline int json_parse_container(JsonParser *p, JsonValue *v, int is_objec
     size_t count = p->stack_len - base;
     v->type = is_object ? JSON_OBJECT : JSON_ARRAY;
     v->len = count;
-    v->items = (JsonValue *)json_arena_alloc(p->doc, count * sizeof(JsonValue));
-    memcpy(v->items, p->stack + base, count * sizeof(JsonValue));
-    p->stack_len = base;
-    if (is_object) {
-        v->keys = (char **)json_arena_alloc(p->doc, count * sizeof(char *));
-        v->key_lens = (size_t *)json_arena_alloc(p->doc, count * sizeof(size_t));
-        memcpy(v->keys, p->kstack + kbase, count * sizeof(char *));
-        memcpy(v->key_lens, p->klstack + kbase, count * sizeof(size_t));
-        p->kstack_len = kbase;
+    // an empty container keeps NULL arrays: the scratch stacks may never have been
+    // allocated, and memcpy from NULL (even of 0 bytes) is undefined behaviour
+    if (count > 0) {
+        v->items = (JsonValue *)json_arena_alloc(p->doc, count * sizeof(JsonValue));
+        memcpy(v->items, p->stack + base, count * sizeof(JsonValue));
+        if (is_object) {
+            v->keys = (char **)json_arena_alloc(p->doc, count * sizeof(char *));
+            v->key_lens = (size_t *)json_arena_alloc(p->doc, count * sizeof(size_t));
+            memcpy(v->keys, p->kstack + kbase, count * sizeof(char *));
+            memcpy(v->key_lens, p->klstack + kbase, count * sizeof(size_t));
+        }
     }
+    p->stack_len = base;
+    if (is_object) p->kstack_len = kbase;
     p->depth--;
     return 0;
 }

@@ -13,6 +13,7 @@
 #define S1C_QWEN2_CONFIG_H
 
 #include <errno.h>
+#include <math.h>
 #include <stddef.h>
 #include <string.h>
 #include "common/util.h"
@@ -33,15 +34,44 @@ typedef struct {
     long long bos_token_id, eos_token_id;   // -1 when absent; copied to the saved config
 } Qwen2Config;
 
+// The largest value each size may take: far above any released Qwen2 (the
+// 72B model: vocab 152064, hidden 8192, intermediate 29568, 80 layers, 64/8
+// heads of 128, 131072 positions), low enough that every product of sizes this
+// code forms fits 64 bits, and that a config.json with hidden_size 2^62 is
+// refused by name instead of wrapping an allocation size.
+#define QWEN2_MAX_VOCAB (1ull << 24)
+#define QWEN2_MAX_HIDDEN (1ull << 16)
+#define QWEN2_MAX_INTERMEDIATE (1ull << 18)
+#define QWEN2_MAX_LAYERS 1024ull
+#define QWEN2_MAX_HEADS 1024ull
+#define QWEN2_MAX_HEAD_DIM 1024ull
+#define QWEN2_MAX_POSITIONS (1ull << 24)
+#define QWEN2_MAX_PARAMETERS (1ull << 40)   // 1.1e12, 15x Qwen2.5-72B
+
 static inline void config_validate(const Qwen2Config *c, const char *what) {
     if (c->vocab_size == 0 || c->hidden_size == 0 || c->intermediate_size == 0 || c->num_layers == 0 ||
         c->num_heads == 0 || c->num_kv_heads == 0 || c->head_dim == 0)
         die("%s: every model size must be positive", what);
+    const struct { const char *name; size_t value; unsigned long long max; } sizes[] = {
+        {"vocab_size", c->vocab_size, QWEN2_MAX_VOCAB}, {"hidden_size", c->hidden_size, QWEN2_MAX_HIDDEN},
+        {"intermediate_size", c->intermediate_size, QWEN2_MAX_INTERMEDIATE}, {"num_hidden_layers", c->num_layers, QWEN2_MAX_LAYERS},
+        {"num_attention_heads", c->num_heads, QWEN2_MAX_HEADS}, {"num_key_value_heads", c->num_kv_heads, QWEN2_MAX_HEADS},
+        {"head_dim", c->head_dim, QWEN2_MAX_HEAD_DIM}, {"max_position_embeddings", c->max_position_embeddings, QWEN2_MAX_POSITIONS}};
+    for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++)
+        if (sizes[i].value > sizes[i].max)
+            die("%s: %s %zu is implausible (this code accepts at most %llu)", what, sizes[i].name, sizes[i].value, sizes[i].max);
+    // the parameter count (common/qwen2_weights.h's layout) with every size at most its maximum fits 64 bits
+    size_t H = c->hidden_size, QD = c->num_heads * c->head_dim, KD = c->num_kv_heads * c->head_dim;
+    size_t per_layer = 2 * H + QD * H + QD + 2 * (KD * H + KD) + H * QD + 3 * c->intermediate_size * H;
+    size_t params = c->vocab_size * H * (c->tie_word_embeddings ? 1 : 2) + H + c->num_layers * per_layer;
+    if (params > QWEN2_MAX_PARAMETERS)
+        die("%s: the model would have %zu parameters, implausibly many (this code accepts at most %llu)", what, params, QWEN2_MAX_PARAMETERS);
     if (c->num_heads % c->num_kv_heads != 0)
         die("%s: num_attention_heads %zu is not a multiple of num_key_value_heads %zu", what, c->num_heads, c->num_kv_heads);
     if (c->head_dim % 2 != 0) die("%s: head_dim %zu must be even for RoPE", what, c->head_dim);
     if (c->vocab_size > (1ull << 32)) die("%s: vocab_size %zu does not fit 32-bit token ids", what, c->vocab_size);
-    if (!(c->rope_theta > 0) || !(c->rms_norm_eps > 0)) die("%s: rope_theta and rms_norm_eps must be positive", what);
+    if (!(c->rope_theta > 0) || !isfinite(c->rope_theta) || !(c->rms_norm_eps > 0) || !(c->rms_norm_eps < 1))
+        die("%s: rope_theta must be positive and finite, rms_norm_eps in (0, 1)", what);
 }
 
 

@@ -14,7 +14,9 @@
  *                              shards; F32, F16 or BF16), every name, shape and
  *                              dtype checked, each tensor handed to a callback
  *   qwen2_checkpoint_write()   config.json + model.safetensors (F32 or BF16),
- *                              each through a temporary file and a rename
+ *                              as one unit: a new folder swapped in by one
+ *                              rename (CheckpointWriter, also used by
+ *                              common/train.h for optimizer.bin)
  *   qwen2_init_parameters()    HF's from-scratch initialisation, seeded
  */
 #ifndef S1C_QWEN2_WEIGHTS_H
@@ -25,8 +27,11 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/types.h>
+#include <unistd.h>
 #include "common/util.h"
+#include "common/detmath.h"
 #include "common/json.h"
 #include "common/qwen2_config.h"
 #include "common/safetensors.h"
@@ -160,8 +165,16 @@ static inline size_t qwen2_checkpoint_read(const char *dir, const Qwen2Config *c
     for (size_t file = 0; file < files.num_files; file++) {
         SafetensorsFile f;
         safetensors_folder_open_file(&files, file, &f);
+        f.check_finite = 1;   // a NaN or Inf weight is refused here, naming the tensor
         const JsonValue *meta = json_get(f.metadata, "s1c_step");
-        if (meta != NULL && meta->type == JSON_STRING) step = (size_t)strtoull(meta->str, NULL, 10);
+        if (meta != NULL && meta->type == JSON_STRING) {
+            char *end;
+            errno = 0;
+            unsigned long long k = strtoull(meta->str, &end, 10);
+            if (errno != 0 || end == meta->str || *end != '\0' || meta->str[0] < '0' || meta->str[0] > '9' || k > (1ull << 40))
+                die("%s: metadata s1c_step \"%s\" is not a step count", f.path, meta->str);
+            step = (size_t)k;
+        }
         for (size_t i = 0; i < f.num_entries; i++) {
             const SafetensorsEntry *e = &f.entries[i];
             const TensorInfo *t = find_tensor(tensors, count, e->name);
@@ -198,10 +211,22 @@ static inline size_t qwen2_checkpoint_read(const char *dir, const Qwen2Config *c
 
 // ----------------------------------------------------------------------------
 // writing a checkpoint folder
+//
+// A checkpoint is one unit. Its files (config.json, model.safetensors and, for
+// a training run, optimizer.bin) are written into a new folder DIR.tmp.<pid>
+// beside DIR, each synced; then that folder takes DIR's place in one atomic
+// step (renameat2 RENAME_EXCHANGE), and the parent folder is synced. Until that
+// step DIR is the previous checkpoint, whole; after it, the new one. A kill at
+// any moment leaves one of the two, never a model of step k+1 with the
+// optimizer of step k. Whatever else DIR holds (a tokenizer copied beside the
+// weights, an eval folder) moves into the new folder; stale weights (the
+// shards of an index, an optimizer.bin that is not this checkpoint's) do not.
+// The next checkpoint of DIR removes what a killed run left (DIR.tmp.<pid> of
+// a dead pid). On a file system without RENAME_EXCHANGE the swap is two
+// renames, DIR -> DIR.old.<pid> and the new folder -> DIR, and
+// checkpoint_recover() puts DIR.old.<pid> back when a kill fell between them.
 
-static inline void config_write(const Qwen2Config *c, const char *path) {
-    AtomicFile af = atomic_open(path);
-    FILE *fp = af.fp;
+static inline void config_write_fp(const Qwen2Config *c, FILE *fp) {
     fprintf(fp, "{\n  \"architectures\": [\"Qwen2ForCausalLM\"],\n  \"model_type\": \"qwen2\",\n");
     fprintf(fp, "  \"hidden_act\": \"silu\",\n  \"attention_dropout\": 0.0,\n  \"initializer_range\": 0.02,\n");
     fprintf(fp, "  \"vocab_size\": %zu,\n  \"hidden_size\": %zu,\n  \"intermediate_size\": %zu,\n", c->vocab_size, c->hidden_size, c->intermediate_size);
@@ -212,6 +237,12 @@ static inline void config_write(const Qwen2Config *c, const char *path) {
     if (c->bos_token_id >= 0) fprintf(fp, "  \"bos_token_id\": %lld,\n", c->bos_token_id);
     if (c->eos_token_id >= 0) fprintf(fp, "  \"eos_token_id\": %lld,\n", c->eos_token_id);
     fprintf(fp, "  \"torch_dtype\": \"float32\"\n}\n");
+}
+
+// config.json on its own, through a temporary name
+static inline void config_write(const Qwen2Config *c, const char *path) {
+    AtomicFile af = atomic_open(path);
+    config_write_fp(c, af.fp);
     atomic_commit(&af);
 }
 
@@ -219,12 +250,12 @@ static inline void make_dir(const char *dir) {
     if (mkdir(dir, 0755) != 0 && errno != EEXIST) die("%s: cannot create directory: %s", dir, strerror(errno));
 }
 
-// Writes the tensors [first, first + count) of a tensor list to a safetensors
-// file, as F32 or BF16 taken from the flat fp32 buffer params, through a
-// temporary name. The metadata records the AdamW step, so a resume can check
-// that the model and optimizer files belong together.
-static inline void safetensors_write(const char *path, const TensorInfo *tensors, size_t first, size_t count,
-                                     const float *params, int bf16, size_t step) {
+// Writes the tensors [first, first + count) of a tensor list as a safetensors
+// file to fp (what: its name for errors), as F32 or BF16 taken from the flat
+// fp32 buffer params. The metadata records the AdamW step, so a resume can
+// check that the model and optimizer files belong together.
+static inline void safetensors_write_fp(FILE *fp, const char *what, const TensorInfo *tensors, size_t first, size_t count,
+                                        const float *params, int bf16, size_t step) {
     ByteBuf hdr;
     memset(&hdr, 0, sizeof hdr);
     char buf[512];
@@ -243,36 +274,245 @@ static inline void safetensors_write(const char *path, const TensorInfo *tensors
     }
     bytebuf_puts(&hdr, "}");
     while ((8 + hdr.len) % 8 != 0) bytebuf_puts(&hdr, " ");  // writers pad so the data starts 8-aligned
-    AtomicFile af = atomic_open(path);
     uint8_t lenbuf[8];
     for (int i = 0; i < 8; i++) lenbuf[i] = (uint8_t)((uint64_t)hdr.len >> (8 * i));
-    fwriteCheck(lenbuf, 1, 8, af.fp, af.tmp_path);
-    fwriteCheck(hdr.data, 1, hdr.len, af.fp, af.tmp_path);
+    fwriteCheck(lenbuf, 1, 8, fp, what);
+    fwriteCheck(hdr.data, 1, hdr.len, fp, what);
+    uint16_t chunk[4096];
     for (size_t i = first; i < first + count; i++) {
         const float *p = params + tensors[i].offset;
         size_t n = tensors[i].numel;
-        if (!bf16) { fwriteCheck(p, sizeof(float), n, af.fp, af.tmp_path); continue; }
-        for (size_t j = 0; j < n; j++) {
-            uint16_t b = float_to_bf16(p[j]);
-            fwriteCheck(&b, 2, 1, af.fp, af.tmp_path);
+        if (!bf16) { fwriteCheck(p, sizeof(float), n, fp, what); continue; }
+        for (size_t j = 0; j < n; j += 4096) {
+            size_t k = n - j < 4096 ? n - j : 4096;
+            for (size_t q = 0; q < k; q++) chunk[q] = float_to_bf16(p[j + q]);
+            fwriteCheck(chunk, 2, k, fp, what);
         }
     }
-    atomic_commit(&af);
     bytebuf_free(&hdr);
 }
 
+// One safetensors file on its own, through a temporary name.
+static inline void safetensors_write(const char *path, const TensorInfo *tensors, size_t first, size_t count,
+                                     const float *params, int bf16, size_t step) {
+    AtomicFile af = atomic_open(path);
+    safetensors_write_fp(af.fp, path, tensors, first, count, params, bf16, step);
+    atomic_commit(&af);
+}
+
+typedef struct {
+    char dir[4096];    // the checkpoint folder (a symbolic link resolved)
+    char tmp[4200];    // DIR.tmp.<pid>: the new checkpoint until the commit
+    char parent[4096];
+} CheckpointWriter;
+
+// The new checkpoint's own files and the stale ones it replaces: these are
+// never carried over from the previous checkpoint.
+// (A folder is never one of them: what the new checkpoint writes as a folder,
+// such as a rank's optimizer shards, replaces the old one in checkpoint_retire().)
+static inline int checkpoint_owned_name(const char *name) {
+    size_t n = strlen(name);
+    return strcmp(name, "config.json") == 0 || strcmp(name, "optimizer.bin") == 0 ||
+           strcmp(name, "model.safetensors.index.json") == 0 || (n > 12 && strcmp(name + n - 12, ".safetensors") == 0) ||
+           strstr(name, ".tmp.") != NULL;
+}
+
+// Empties a superseded checkpoint folder (the previous checkpoint after the
+// swap, or what a killed run left): a subfolder that dir lacks moves there
+// (it belongs to the user); one that dir has too is the checkpoint's own (a
+// rank's optimizer shards, replaced by the new ones) and goes; every file goes
+// (each was either written by us or hard-linked into dir before the swap);
+// then the folder itself.
+static inline void checkpoint_retire(const char *old, const char *dir) {
+    DIR *d = opendir(old);
+    if (d == NULL) {
+        if (errno == ENOTDIR) unlink(old);
+        return;
+    }
+    struct dirent *e;
+    char src[4400], dst[4400];
+    while ((e = readdir(d)) != NULL) {
+        if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0) continue;
+        join_path(src, sizeof src, old, e->d_name);
+        join_path(dst, sizeof dst, dir, e->d_name);
+        struct stat st, dst_st;
+        if (lstat(src, &st) != 0) continue;
+        if (!S_ISDIR(st.st_mode)) unlink(src);
+        else if (lstat(dst, &dst_st) != 0 && errno == ENOENT) rename(src, dst);
+        else remove_temporary_dir(src);
+    }
+    closedir(d);
+    rmdir(old);   // left in place if a subfolder could not move: nothing of the user's is deleted
+}
+
+// The parent folder, the resolved path and the temporary name of checkpoint folder dir.
+static inline void checkpoint_paths(CheckpointWriter *w, const char *dir) {
+    char given[4096];
+    snprintf(given, sizeof given, "%s", dir);
+    size_t n = strlen(given);
+    while (n > 1 && given[n - 1] == '/') given[--n] = '\0';
+    char *real = realpath(given, NULL);   // an existing folder (or a link to one) by its real path
+    if (snprintf(w->dir, sizeof w->dir, "%s", real ? real : given) >= (int)sizeof w->dir) die("%s: path too long", dir);
+    free(real);
+    const char *base = path_basename(w->dir);
+    if (base[0] == '\0' || strcmp(base, ".") == 0 || strcmp(base, "..") == 0 || strcmp(w->dir, "/") == 0)
+        die("%s: a checkpoint needs a folder of its own, not this one", dir);
+    char cwd[4096];
+    if (getcwd(cwd, sizeof cwd) != NULL && strcmp(cwd, w->dir) == 0) die("%s: a checkpoint cannot replace the current folder", dir);
+    path_dirname(w->dir, w->parent, sizeof w->parent);
+    if (snprintf(w->tmp, sizeof w->tmp, "%s.tmp.%ld", w->dir, (long)getpid()) >= (int)sizeof w->tmp) die("%s: path too long", dir);
+}
+
+// Puts the previous checkpoint back if a run was killed between the two
+// renames of the fallback swap (DIR missing, DIR.old.<dead pid> present), and
+// retires what killed runs left beside DIR. Any checkpoint load or save of DIR
+// may call it; it changes nothing when there is nothing to repair.
+static inline void checkpoint_recover(const char *dir) {
+    CheckpointWriter w;
+    checkpoint_paths(&w, dir);
+    const char *base = path_basename(w.dir);
+    DIR *d = opendir(w.parent);
+    if (d == NULL) return;
+    char names[64][256];
+    int n = 0;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL && n < 64)
+        if (strlen(e->d_name) < 256 && (stale_temporary_pid(e->d_name, base, ".tmp.") || stale_temporary_pid(e->d_name, base, ".old.")))
+            snprintf(names[n++], 256, "%s", e->d_name);
+    closedir(d);
+    struct stat st;
+    char path[4400];
+    for (int i = 0; i < n; i++) {
+        join_path(path, sizeof path, w.parent, names[i]);
+        if (strstr(names[i] + strlen(base), ".old.") == names[i] + strlen(base) && lstat(w.dir, &st) != 0 && errno == ENOENT) {
+            if (rename(path, w.dir) != 0) die("%s: cannot restore the previous checkpoint from %s: %s", w.dir, path, strerror(errno));
+            fsync_dir(w.parent);
+            continue;
+        }
+        checkpoint_retire(path, w.dir);
+    }
+}
+
+// Starts a checkpoint of folder dir: repairs what a killed run left, then
+// creates the empty folder the new files go to (removed again by any exit
+// before checkpoint_commit()).
+static inline void checkpoint_begin(CheckpointWriter *w, const char *dir) {
+    checkpoint_recover(dir);
+    checkpoint_paths(w, dir);
+    struct stat st;
+    if (stat(w->dir, &st) == 0 && !S_ISDIR(st.st_mode)) die("%s: exists and is not a folder", dir);
+    if (mkdir(w->tmp, 0755) != 0) die("%s: cannot create the checkpoint folder %s: %s", dir, w->tmp, strerror(errno));
+    temporary_register(w->tmp, 1);
+}
+
+// For a checkpoint written by several processes (sft train over W ranks):
+// rank 0 calls checkpoint_begin() and tells the others its pid (the new
+// folder is DIR.tmp.<that pid>); each other rank calls checkpoint_join() with
+// it, after rank 0's begin (a barrier), and writes its files there too
+// (checkpoint_subdir() for a folder of its own); after a barrier that follows
+// every rank's last checkpoint_close(), rank 0 alone calls checkpoint_commit().
+// Only rank 0 cleans up or removes anything: another machine cannot tell
+// whether rank 0's pid is alive.
+static inline void checkpoint_join(CheckpointWriter *w, const char *dir, long rank0_pid) {
+    checkpoint_paths(w, dir);
+    if (snprintf(w->tmp, sizeof w->tmp, "%s.tmp.%ld", w->dir, rank0_pid) >= (int)sizeof w->tmp) die("%s: path too long", dir);
+}
+
+// Creates folder `name` inside the new checkpoint (e.g. one rank's optimizer
+// shards); *path receives its path. Sync it with fsync_dir() once its files are closed.
+static inline void checkpoint_subdir(const CheckpointWriter *w, const char *name, char *path, size_t n) {
+    join_path(path, n, w->tmp, name);
+    if (mkdir(path, 0755) != 0 && errno != EEXIST) die("%s: cannot create: %s", path, strerror(errno));
+}
+
+// Opens file `name` of the new checkpoint for writing; *path receives its path.
+static inline FILE *checkpoint_open(const CheckpointWriter *w, const char *name, char *path, size_t n) {
+    join_path(path, n, w->tmp, name);
+    FILE *fp = fopen(path, "wb");
+    if (fp == NULL) die("%s: cannot write: %s", path, strerror(errno));
+    return fp;
+}
+
+// Flushes, syncs and closes one file of the new checkpoint (a full disk fails here at the latest).
+static inline void checkpoint_close(FILE *fp, const char *path) {
+    if (fflush(fp) != 0 || ferror(fp) || fsync(fileno(fp)) != 0) die("%s: write failed: %s", path, strerror(errno ? errno : EIO));
+    if (fclose(fp) != 0) die("%s: write failed: %s", path, strerror(errno));
+}
+
+// Before the swap: what the previous checkpoint holds besides its own files
+// joins the new one (files as hard links, folders moved).
+static inline void checkpoint_carry_over(const CheckpointWriter *w) {
+    DIR *d = opendir(w->dir);
+    if (d == NULL) die("%s: cannot read the previous checkpoint folder: %s", w->dir, strerror(errno));
+    struct dirent *e;
+    char src[4400], dst[4400];
+    while ((e = readdir(d)) != NULL) {
+        if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0 || checkpoint_owned_name(e->d_name)) continue;
+        join_path(src, sizeof src, w->dir, e->d_name);
+        join_path(dst, sizeof dst, w->tmp, e->d_name);
+        struct stat st, dst_st;
+        if (lstat(src, &st) != 0 || lstat(dst, &dst_st) == 0) continue;   // the new checkpoint has its own
+        int failed = S_ISDIR(st.st_mode) ? rename(src, dst) : linkat(AT_FDCWD, src, AT_FDCWD, dst, 0);
+        if (failed != 0) die("%s: cannot carry %s over into the new checkpoint: %s", w->dir, e->d_name, strerror(errno));
+    }
+    closedir(d);
+}
+
+// Swaps the new checkpoint in (one atomic rename), syncs the parent folder
+// and retires the previous checkpoint.
+static inline void checkpoint_commit(CheckpointWriter *w) {
+    struct stat st;
+    char old[4300];
+    memcpy(old, w->tmp, sizeof w->tmp);
+    int first = lstat(w->dir, &st) != 0;
+    if (first && errno != ENOENT) die("%s: %s", w->dir, strerror(errno));
+    if (!first) checkpoint_carry_over(w);
+    fsync_dir(w->tmp);   // every name in the new folder, its files' and the carried ones, is on disk before the swap
+    if (first) {   // the first checkpoint of this folder
+        if (rename(w->tmp, w->dir) != 0) die("%s: cannot rename %s to it: %s", w->dir, w->tmp, strerror(errno));
+        old[0] = '\0';
+    } else {
+        // S1C_TEST_NO_RENAME_EXCHANGE: tests/test_checkpoint.sh runs the fallback below on a file system that has the exchange
+        long swapped = -1;
+        errno = ENOSYS;
+#if defined(__linux__) && defined(SYS_renameat2)
+        if (getenv("S1C_TEST_NO_RENAME_EXCHANGE") == NULL)
+            swapped = syscall(SYS_renameat2, AT_FDCWD, w->tmp, AT_FDCWD, w->dir, 2 /* RENAME_EXCHANGE */);
+#endif
+        if (swapped != 0) {
+            if (errno != EINVAL && errno != ENOSYS && errno != EOPNOTSUPP)
+                die("%s: cannot swap in the new checkpoint %s: %s", w->dir, w->tmp, strerror(errno));
+            // no atomic exchange here: two renames, which checkpoint_recover() repairs if cut in between
+            if (snprintf(old, sizeof old, "%s.old.%ld", w->dir, (long)getpid()) >= (int)sizeof old) die("%s: path too long", w->dir);
+            if (rename(w->dir, old) != 0) die("%s: cannot move the previous checkpoint aside: %s", w->dir, strerror(errno));
+            if (rename(w->tmp, w->dir) != 0) {
+                int err = errno;
+                if (rename(old, w->dir) != 0) die("%s: cannot rename %s to it (%s), and cannot restore %s", w->dir, w->tmp, strerror(err), old);
+                die("%s: cannot rename %s to it: %s", w->dir, w->tmp, strerror(err));
+            }
+        }
+    }
+    temporary_unregister(w->tmp);
+    fsync_dir(w->parent);
+    if (old[0] != '\0') checkpoint_retire(old, w->dir);
+}
+
 // Writes dir/config.json and dir/model.safetensors (one file, F32 or BF16),
-// a folder that transformers' from_pretrained loads.
+// a folder that transformers' from_pretrained loads, as one unit.
 static inline void qwen2_checkpoint_write(const char *dir, const Qwen2Config *c, const float *params, int bf16, size_t step) {
-    make_dir(dir);
-    char path[4096];
-    snprintf(path, sizeof path, "%s/config.json", dir);
-    config_write(c, path);
+    CheckpointWriter w;
+    checkpoint_begin(&w, dir);
+    char path[4400];
+    FILE *fp = checkpoint_open(&w, "config.json", path, sizeof path);
+    config_write_fp(c, fp);
+    checkpoint_close(fp, path);
     size_t count;
     TensorInfo *tensors = qwen2_tensor_list(c, &count);
-    snprintf(path, sizeof path, "%s/model.safetensors", dir);
-    safetensors_write(path, tensors, 0, count, params, bf16, step);
+    fp = checkpoint_open(&w, "model.safetensors", path, sizeof path);
+    safetensors_write_fp(fp, path, tensors, 0, count, params, bf16, step);
+    checkpoint_close(fp, path);
     free(tensors);
+    checkpoint_commit(&w);
 }
 
 // ----------------------------------------------------------------------------
@@ -290,7 +530,7 @@ static inline double rng_uniform(uint64_t *state) { return (double)(rng_next(sta
 
 static inline float rng_normal(uint64_t *state) {  // Box-Muller
     double u1 = rng_uniform(state), u2 = rng_uniform(state);
-    return (float)(sqrt(-2.0 * log(1.0 - u1)) * cos(2.0 * M_PI * u2));
+    return (float)(sqrt(-2.0 * det_log(1.0 - u1)) * det_cos(2.0 * M_PI * u2));   // common/detmath.h: not libm's, which differs by CPU
 }
 
 // Weights N(0, 0.02), biases 0, RMSNorm weights 1, drawn in HF tensor order

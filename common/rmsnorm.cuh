@@ -12,6 +12,9 @@
 // RMSNorm as Qwen2RMSNorm in bf16: y = x * rsqrt(mean(x^2) + eps) in fp32, cast
 // to bf16, THEN multiplied by the weight (HF's order). One warp per row.
 // rstd (N,) keeps r for the backward pass (NULL: not kept).
+// Version 2 of dev/rmsnorm.cu (the coalesced one): loads and stores go through
+// cu_ld/cu_st (common/cuemu_profile.h: plain accesses on the GPU) so that the
+// emulator's CUEMU_PROFILE=1 can count its sectors.
 __global__ void rmsnorm_forward_kernel(floatX *out, float *rstd, const floatX *inp, const floatX *weight, int N, int C, float eps) {
     // out (N,C), rstd (N,), inp (N,C), weight (C,)
     int warps = blockDim.x / WARP_SIZE, lane = threadIdx.x % WARP_SIZE;
@@ -19,15 +22,15 @@ __global__ void rmsnorm_forward_kernel(floatX *out, float *rstd, const floatX *i
         const floatX *x = inp + (size_t)row * C;
         float ss = 0.0f;
         for (int i = lane; i < C; i += WARP_SIZE) {
-            float xi = __bfloat162float(x[i]);
+            float xi = __bfloat162float(cu_ld(&x[i]));
             ss += xi * xi;
         }
         float r = rsqrtf(warp_sum(ss) / (float)C + eps);
         if (rstd != NULL && lane == 0) rstd[row] = r;
         floatX *o = out + (size_t)row * C;
         for (int i = lane; i < C; i += WARP_SIZE) {
-            float y = __bfloat162float(round_bf16(__bfloat162float(x[i]) * r));
-            o[i] = round_bf16(__bfloat162float(weight[i]) * y);
+            float y = __bfloat162float(round_bf16(__bfloat162float(cu_ld(&x[i])) * r));
+            cu_st(&o[i], round_bf16(__bfloat162float(cu_ld(&weight[i])) * y));
         }
     }
 }

@@ -29,9 +29,10 @@ __global__ void rope_forward_kernel(floatX *x, const int *pos, int N, int NH, in
         float c = __bfloat162float(round_bf16(cosf(angle)));
         float s = direction * __bfloat162float(round_bf16(sinf(angle)));
         floatX *v = x + row * HD;
-        float a = __bfloat162float(v[i]), b = __bfloat162float(v[i + half]);
-        v[i] = round_bf16(a * c - b * s);
-        v[i + half] = round_bf16(b * c + a * s);
+        // cu_ld/cu_st: counted by the emulator's profile (dev/rope.cu v2)
+        float a = __bfloat162float(cu_ld(&v[i])), b = __bfloat162float(cu_ld(&v[i + half]));
+        cu_st(&v[i], round_bf16(a * c - b * s));
+        cu_st(&v[i + half], round_bf16(b * c + a * s));
     }
 }
 

@@ -67,6 +67,7 @@ typedef struct {
     const JsonValue *metadata;   // the "__metadata__" object or NULL
     SafetensorsEntry *entries;
     size_t num_entries;
+    int check_finite;      // set by model loaders: a NaN or Inf in a float tensor is an error naming it
 } SafetensorsFile;
 
 static inline size_t safetensors_dtype_size(const char *dtype) {
@@ -91,6 +92,8 @@ static inline void safetensors_open(SafetensorsFile *f, const char *path) {
     f->path = path;
     f->fp = fopen(path, "rb");
     if (f->fp == NULL) die("%s: cannot open: %s", path, strerror(errno));
+    struct stat st;
+    if (fstat(fileno(f->fp), &st) != 0 || !S_ISREG(st.st_mode)) die("%s: not a safetensors file: not a regular file", path);
     if (fseeko(f->fp, 0, SEEK_END) != 0) die("%s: cannot seek", path);
     size_t file_size = (size_t)ftello(f->fp);
     rewind(f->fp);
@@ -130,13 +133,19 @@ static inline void safetensors_open(SafetensorsFile *f, const char *path) {
         if (shape->len > 8) die("%s: tensor %s has %zu dimensions", path, name, shape->len);
         se->ndim = shape->len;
         se->numel = 1;
+        // the product of the dimensions is checked for overflow: [2^40, 2^24] must not wrap
+        // to 0 elements and pass with an empty byte range (a 0 anywhere is a real empty tensor)
+        int overflow = 0, empty = 0;
         for (size_t d = 0; d < shape->len; d++) {
             const JsonValue *x = &shape->items[d];
             if (x->type != JSON_NUMBER || !x->is_integer || x->integer < 0 || x->integer > (1ll << 40))
                 die("%s: tensor %s: shape entries must be non-negative integers", path, name);
             se->dims[d] = (size_t)x->integer;
-            se->numel *= se->dims[d];
+            empty |= se->dims[d] == 0;
+            overflow |= __builtin_mul_overflow(se->numel, se->dims[d], &se->numel);
         }
+        if (empty) se->numel = 0;
+        else if (overflow) die("%s: tensor %s: the product of its shape overflows", path, name);
         for (int j = 0; j < 2; j++)
             if (offs->items[j].type != JSON_NUMBER || !offs->items[j].is_integer || offs->items[j].integer < 0)
                 die("%s: tensor %s: data_offsets must be non-negative integers", path, name);
@@ -145,6 +154,8 @@ static inline void safetensors_open(SafetensorsFile *f, const char *path) {
         if (se->begin > se->end) die("%s: tensor %s: data_offsets [%zu, %zu) run backwards", path, name, se->begin, se->end);
         if (se->end > data_size)
             die("%s: tensor %s: data_offsets [%zu, %zu) lie outside the %zu-byte data buffer (truncated file?)", path, name, se->begin, se->end, data_size);
+        if (se->numel > data_size / se->dtype_size)
+            die("%s: tensor %s: its shape and dtype need more bytes than the %zu-byte data buffer", path, name, data_size);
         if (se->end - se->begin != se->numel * se->dtype_size)
             die("%s: tensor %s: data_offsets span %zu bytes, but shape and dtype need %zu", path, name, se->end - se->begin, se->numel * se->dtype_size);
     }
@@ -168,15 +179,27 @@ static inline void safetensors_read_raw(SafetensorsFile *f, const SafetensorsEnt
     freadCheck(dst, 1, e->end - e->begin, f->fp, f->path);
 }
 
+// With f->check_finite, a weight that is NaN or infinite is a load-time error
+// naming the tensor: it would only surface later as a NaN loss.
+static inline void safetensors_check_finite(const SafetensorsFile *f, const SafetensorsEntry *e, const float *x) {
+    if (!f->check_finite) return;
+    for (size_t j = 0; j < e->numel; j++)
+        if (!isfinite(x[j])) die("%s: tensor %s: element %zu is %s", f->path, e->name, j, isnan(x[j]) ? "NaN" : "infinite");
+}
+
 // Reads a F32, F16 or BF16 tensor as fp32.
 static inline void safetensors_read_f32(SafetensorsFile *f, const SafetensorsEntry *e, float *dst) {
     int f32 = strcmp(e->dtype, "F32") == 0, bf16 = strcmp(e->dtype, "BF16") == 0;
     if (!f32 && !bf16 && strcmp(e->dtype, "F16") != 0) die("%s: tensor %s has dtype %s; only F32, F16 and BF16 are supported", f->path, e->name, e->dtype);
-    if (f32) { safetensors_read_raw(f, e, dst); return; }
-    uint16_t *raw = (uint16_t *)mallocCheck(e->numel * sizeof(uint16_t));
-    safetensors_read_raw(f, e, raw);
-    for (size_t j = 0; j < e->numel; j++) dst[j] = bf16 ? bf16_to_float(raw[j]) : half_to_float(raw[j]);
-    free(raw);
+    if (f32) {
+        safetensors_read_raw(f, e, dst);
+    } else {
+        uint16_t *raw = (uint16_t *)mallocCheck(e->numel * sizeof(uint16_t));
+        safetensors_read_raw(f, e, raw);
+        for (size_t j = 0; j < e->numel; j++) dst[j] = bf16 ? bf16_to_float(raw[j]) : half_to_float(raw[j]);
+        free(raw);
+    }
+    safetensors_check_finite(f, e, dst);
 }
 
 static inline void safetensors_close(SafetensorsFile *f) {
@@ -269,7 +292,12 @@ static inline uint16_t float_to_bf16(float f) {  // round to nearest even, as to
 // Reads a F32, F16 or BF16 tensor as bf16 bits (round to nearest even), the
 // GPU programs' weight format; a BF16 tensor is copied as stored.
 static inline void safetensors_read_bf16(SafetensorsFile *f, const SafetensorsEntry *e, uint16_t *dst) {
-    if (strcmp(e->dtype, "BF16") == 0) { safetensors_read_raw(f, e, dst); return; }
+    if (strcmp(e->dtype, "BF16") == 0) {
+        safetensors_read_raw(f, e, dst);
+        for (size_t j = 0; f->check_finite && j < e->numel; j++)   // exponent all ones: Inf or NaN
+            if ((dst[j] & 0x7f80u) == 0x7f80u) die("%s: tensor %s: element %zu is %s", f->path, e->name, j, dst[j] & 0x7fu ? "NaN" : "infinite");
+        return;
+    }
     float *tmp = (float *)mallocCheck(e->numel * sizeof(float));
     safetensors_read_f32(f, e, tmp);
     for (size_t j = 0; j < e->numel; j++) dst[j] = float_to_bf16(tmp[j]);

@@ -31,6 +31,7 @@
 #include <string.h>
 
 #include "common/util.h"
+#include "common/detmath.h"   // exp with the same bits on every CPU (libm's differs)
 
 // ----------------------------------------------------------------------------
 // seeded RNG: xorshift64* (as in llama2.c); the state must never be zero
@@ -173,7 +174,7 @@ static inline uint32_t sampler_sample(Sampler *s, const float *logits, size_t n_
     if (maxv == -INFINITY) die("sampler: every token id is banned or has probability zero");
     double sum = 0.0;
     for (uint32_t i = 0; i < s->n_valid; i++) {
-        float p = sampler_is_banned(i, banned, n_banned) ? 0.0f : expf((logits[i] - maxv) / s->temperature);
+        float p = sampler_is_banned(i, banned, n_banned) ? 0.0f : det_expf((logits[i] - maxv) / s->temperature);
         s->probs[i] = p;
         sum += p;
     }

@@ -48,6 +48,8 @@ static inline size_t shard_seq_len(const Shard *s, size_t i) { return (size_t)(s
 static inline void shard_read(Shard *s, const char *path) {
     FILE *fp = fopen(path, "rb");
     if (fp == NULL) die("%s: cannot open shard: %s", path, strerror(errno));
+    struct stat st;
+    if (fstat(fileno(fp), &st) != 0 || !S_ISREG(st.st_mode)) die("%s: not a shard: not a regular file", path);
     if (fseek(fp, 0, SEEK_END) != 0) die("%s: cannot seek", path);
     long long file_size = ftell(fp);
     rewind(fp);
@@ -56,6 +58,8 @@ static inline void shard_read(Shard *s, const char *path) {
     ShardHeader *h = &s->header;
     if (h->magic != SHARD_MAGIC) die("%s: not a shard (bad magic 0x%08x)", path, h->magic);
     if (h->version != SHARD_VERSION) die("%s: unsupported shard version %u (this build reads %u)", path, h->version, SHARD_VERSION);
+    for (int k = 0; k < 9; k++)
+        if (h->reserved[k] != 0) die("%s: corrupt shard: reserved header word %d is %u, not 0", path, k, h->reserved[k]);
     if (h->num_sequences > (1ull << 40) || h->num_tokens > (1ull << 40)) die("%s: implausible counts in header", path);
     unsigned long long want = sizeof(ShardHeader) + (h->num_sequences + 1) * 8ull + h->num_tokens * 4ull + h->num_tokens;
     if ((unsigned long long)file_size != want)
@@ -69,10 +73,16 @@ static inline void shard_read(Shard *s, const char *path) {
     fclose(fp);
     if (s->offsets[0] != 0 || s->offsets[h->num_sequences] != h->num_tokens)
         die("%s: corrupt shard: sequence offsets do not span the %llu tokens", path, (unsigned long long)h->num_tokens);
+    // every offset is checked before any of them indexes mask[]: offsets that rise
+    // far past num_tokens and only fall back at the end must not get that far
     for (uint64_t i = 0; i < h->num_sequences; i++) {
         if (s->offsets[i + 1] <= s->offsets[i]) die("%s: corrupt shard: sequence %llu is empty or offsets decrease", path, (unsigned long long)i);
-        if (s->mask[s->offsets[i]] != 0) die("%s: corrupt shard: first token of sequence %llu is marked as a target", path, (unsigned long long)i);
+        if (s->offsets[i + 1] > h->num_tokens)
+            die("%s: corrupt shard: sequence %llu ends at token %llu, past the %llu tokens", path, (unsigned long long)i,
+                (unsigned long long)s->offsets[i + 1], (unsigned long long)h->num_tokens);
     }
+    for (uint64_t i = 0; i < h->num_sequences; i++)
+        if (s->mask[s->offsets[i]] != 0) die("%s: corrupt shard: first token of sequence %llu is marked as a target", path, (unsigned long long)i);
     for (uint64_t t = 0; t < h->num_tokens; t++) {
         if (s->ids[t] >= h->vocab_size) die("%s: corrupt shard: token %llu has id %u >= vocab_size %u", path, (unsigned long long)t, s->ids[t], h->vocab_size);
         if (s->mask[t] > 1) die("%s: corrupt shard: mask value %u at token %llu", path, s->mask[t], (unsigned long long)t);
@@ -86,9 +96,9 @@ static inline void shard_free(Shard *s) {
     memset(s, 0, sizeof *s);
 }
 
-// Writes a shard atomically (temporary name, then rename).
-static inline void shard_write(const char *path, uint32_t vocab_size, uint64_t num_sequences, const uint64_t *offsets,
-                        const uint32_t *ids, const uint8_t *mask) {
+// Writes a shard to fp (what: its name in errors).
+static inline void shard_write_fp(FILE *fp, const char *what, uint32_t vocab_size, uint64_t num_sequences, const uint64_t *offsets,
+                                  const uint32_t *ids, const uint8_t *mask) {
     ShardHeader h;
     memset(&h, 0, sizeof h);
     h.magic = SHARD_MAGIC;
@@ -96,11 +106,17 @@ static inline void shard_write(const char *path, uint32_t vocab_size, uint64_t n
     h.num_sequences = num_sequences;
     h.num_tokens = offsets[num_sequences];
     h.vocab_size = vocab_size;
+    fwriteCheck(&h, sizeof h, 1, fp, what);
+    fwriteCheck(offsets, sizeof(uint64_t), num_sequences + 1, fp, what);
+    fwriteCheck(ids, sizeof(uint32_t), h.num_tokens, fp, what);
+    fwriteCheck(mask, 1, h.num_tokens, fp, what);
+}
+
+// Writes a shard atomically (temporary name, then rename).
+static inline void shard_write(const char *path, uint32_t vocab_size, uint64_t num_sequences, const uint64_t *offsets,
+                               const uint32_t *ids, const uint8_t *mask) {
     AtomicFile af = atomic_open(path);
-    fwriteCheck(&h, sizeof h, 1, af.fp, af.tmp_path);
-    fwriteCheck(offsets, sizeof(uint64_t), num_sequences + 1, af.fp, af.tmp_path);
-    fwriteCheck(ids, sizeof(uint32_t), h.num_tokens, af.fp, af.tmp_path);
-    fwriteCheck(mask, 1, h.num_tokens, af.fp, af.tmp_path);
+    shard_write_fp(af.fp, path, vocab_size, num_sequences, offsets, ids, mask);
     atomic_commit(&af);
 }
 

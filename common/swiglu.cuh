@@ -13,8 +13,8 @@
 __global__ void swiglu_forward_kernel(floatX *out, const floatX *gate, const floatX *up, size_t n) {
     // out may alias gate: each element is read before it is written, by the same thread
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
-        float g = __bfloat162float(gate[i]);
-        out[i] = round_bf16(g / (1.0f + expf(-g)) * __bfloat162float(up[i]));
+        float g = __bfloat162float(cu_ld(&gate[i]));   // cu_ld/cu_st: counted by the emulator's profile (dev/swiglu.cu v2)
+        cu_st(&out[i], round_bf16(g / (1.0f + expf(-g)) * __bfloat162float(cu_ld(&up[i]))));
     }
 }
 

@@ -6,8 +6,13 @@
  *
  *   schedule_lr()          HF get_cosine_schedule_with_warmup
  *   dataloader_batch()     the sequences of optimizer step k (seeded shuffles per epoch)
- *   train_flag()           the shared flags; train_flags_help() their help lines
+ *   train_flag()           the shared flags; train_flags_help() their help lines;
+ *                          train_settings_check() their bounds (flags and a resumed file alike)
  *   optstate_write/read()  DIR/optimizer.bin: AdamW moments, step, settings [, master weights]
+ *   train_checkpoint_write()  config.json, model.safetensors and optimizer.bin as one
+ *                          unit (a new folder swapped in by one rename), never non-finite
+ *   train_check_step()     after every step: a loss or gradient norm that is NaN or
+ *                          infinite stops the run, naming the step, before any save
  */
 #ifndef S1C_TRAIN_H
 #define S1C_TRAIN_H
@@ -18,6 +23,7 @@
 #include <stdio.h>
 #include <string.h>
 #include "common/util.h"
+#include "common/detmath.h"
 #include "common/shard.h"
 #include "common/qwen2_weights.h"   // rng_uniform()
 
@@ -34,7 +40,7 @@ static inline double schedule_lr(size_t k, size_t total_steps, size_t warmup_ste
     if (k < warmup_steps) return lr0 * (double)k / (double)(warmup_steps > 1 ? warmup_steps : 1);
     size_t decay = total_steps - warmup_steps;
     double progress = (double)(k - warmup_steps) / (double)(decay > 1 ? decay : 1);
-    double f = 0.5 * (1.0 + cos(M_PI * 0.5 * 2.0 * progress));
+    double f = 0.5 * (1.0 + det_cos(M_PI * 0.5 * 2.0 * progress));   // common/detmath.h: the same bits on every CPU
     return lr0 * (f > 0.0 ? f : 0.0);
 }
 
@@ -62,12 +68,16 @@ static inline void dataloader_init(DataLoader *d, const char *path, size_t batch
     d->batch_size = batch_size;
     d->max_seq_len = max_seq_len;
     d->seed = seed;
-    size_t S = (size_t)d->shard.header.num_sequences;
+    size_t S = (size_t)d->shard.header.num_sequences, longest = 0;
+    for (size_t i = 0; i < S; i++) longest = shard_seq_len(&d->shard, i) > longest ? shard_seq_len(&d->shard, i) : longest;
+    // a batch holds at most batch_size sequences of at most min(max_seq_len, the longest) tokens:
+    // sized by the data, so --max-seq-len 2^50 neither wraps the size nor asks for terabytes
+    size_t row = longest < max_seq_len ? longest : max_seq_len, batch_tokens = mul_check(batch_size, row, path);
     d->order = (size_t *)mallocCheck(S * sizeof(size_t));
     d->order_epoch = SIZE_MAX;
-    d->ids = (uint32_t *)mallocCheck(batch_size * max_seq_len * sizeof(uint32_t));
-    d->mask = (uint8_t *)mallocCheck(batch_size * max_seq_len);
-    d->seq_offsets = (size_t *)mallocCheck((batch_size + 1) * sizeof(size_t));
+    d->ids = (uint32_t *)mallocCheck(mul_check(batch_tokens, sizeof(uint32_t), path));
+    d->mask = (uint8_t *)mallocCheck(batch_tokens);
+    d->seq_offsets = (size_t *)mallocCheck(mul_check(batch_size + 1, sizeof(size_t), path));
 }
 
 static inline size_t dataloader_steps_per_epoch(const DataLoader *d) {
@@ -138,6 +148,33 @@ typedef struct {
     uint64_t data_hash;       // and a hash of its contents, to catch a resume on other data
 } TrainSettings;
 
+// The largest values the run's settings may take (flags and a resumed
+// optimizer.bin alike): a learning rate above 1 moves each AdamW weight by more
+// than 1 per step and can only diverge; the sizes keep every buffer size product
+// within 64 bits.
+#define TRAIN_MAX_LR 1.0
+#define TRAIN_MAX_WEIGHT_DECAY 1.0
+#define TRAIN_MAX_EPOCHS (1ull << 20)
+#define TRAIN_MAX_BATCH (1ull << 20)
+#define TRAIN_MAX_SEQ_LEN (1ull << 24)
+
+// Every setting in its range; what names the flags' program or the optimizer.bin they came from.
+static inline void train_settings_check(const TrainSettings *s, const char *what) {
+    if (!(s->lr >= 0 && s->lr <= TRAIN_MAX_LR)) die("%s: --lr %g is outside [0, %g]", what, s->lr, TRAIN_MAX_LR);
+    if (!(s->warmup_ratio >= 0 && s->warmup_ratio <= 1)) die("%s: --warmup-ratio %g is outside [0, 1]", what, s->warmup_ratio);
+    if (!(s->weight_decay >= 0 && s->weight_decay <= TRAIN_MAX_WEIGHT_DECAY))
+        die("%s: --weight-decay %g is outside [0, %g]", what, s->weight_decay, TRAIN_MAX_WEIGHT_DECAY);
+    if (!(s->max_grad_norm >= 0 && isfinite(s->max_grad_norm))) die("%s: --clip %g is not a finite non-negative number", what, s->max_grad_norm);
+    if (!(s->beta1 >= 0 && s->beta1 < 1 && s->beta2 >= 0 && s->beta2 < 1 && s->eps > 0 && s->eps < 1))
+        die("%s: AdamW betas must lie in [0, 1) and eps in (0, 1)", what);
+    if (s->decay_norm_weights > 1) die("%s: corrupt settings (decay_norm_weights %llu)", what, (unsigned long long)s->decay_norm_weights);
+    if (s->epochs < 1 || s->epochs > TRAIN_MAX_EPOCHS) die("%s: --epochs %llu is outside [1, %llu]", what, (unsigned long long)s->epochs, TRAIN_MAX_EPOCHS);
+    if (s->batch_size < 1 || s->batch_size > TRAIN_MAX_BATCH)
+        die("%s: --batch %llu is outside [1, %llu]", what, (unsigned long long)s->batch_size, TRAIN_MAX_BATCH);
+    if (s->max_seq_len < 1 || s->max_seq_len > TRAIN_MAX_SEQ_LEN)
+        die("%s: --max-seq-len %llu is outside [1, %llu]", what, (unsigned long long)s->max_seq_len, TRAIN_MAX_SEQ_LEN);
+}
+
 #define OPTSTATE_MAGIC 0x504F3153u   // "S1OP"
 #define OPTSTATE_VERSION 2u
 
@@ -153,10 +190,8 @@ typedef struct {
 // run's settings, and the fp32 master weights when model.safetensors holds
 // only their bf16 rounding (NULL: not written; ./s1 train's F32 model file is
 // its master). Written through a temporary file and a rename.
-static inline void optstate_write(const char *dir, size_t step, size_t n, const TrainSettings *s, const float *m,
-                                  const float *v, const float *master) {
-    char path[4096];
-    snprintf(path, sizeof path, "%s/optimizer.bin", dir);
+static inline void optstate_write_fp(FILE *fp, const char *what, size_t step, size_t n, const TrainSettings *s, const float *m,
+                                     const float *v, const float *master) {
     OptStateHeader h;
     memset(&h, 0, sizeof h);
     h.magic = OPTSTATE_MAGIC;
@@ -165,12 +200,77 @@ static inline void optstate_write(const char *dir, size_t step, size_t n, const 
     h.num_parameters = n;
     h.has_master = master != NULL;
     h.settings = *s;
+    fwriteCheck(&h, sizeof h, 1, fp, what);
+    fwriteCheck(m, sizeof(float), n, fp, what);
+    fwriteCheck(v, sizeof(float), n, fp, what);
+    if (master != NULL) fwriteCheck(master, sizeof(float), n, fp, what);
+}
+
+// optimizer.bin alone, through a temporary name. A training checkpoint
+// writes it with train_checkpoint_write() instead, in one unit with the model.
+static inline void optstate_write(const char *dir, size_t step, size_t n, const TrainSettings *s, const float *m,
+                                  const float *v, const float *master) {
+    char path[4096];
+    snprintf(path, sizeof path, "%s/optimizer.bin", dir);
     AtomicFile af = atomic_open(path);
-    fwriteCheck(&h, sizeof h, 1, af.fp, af.tmp_path);
-    fwriteCheck(m, sizeof(float), n, af.fp, af.tmp_path);
-    fwriteCheck(v, sizeof(float), n, af.fp, af.tmp_path);
-    if (master != NULL) fwriteCheck(master, sizeof(float), n, af.fp, af.tmp_path);
+    optstate_write_fp(af.fp, path, step, n, s, m, v, master);
     atomic_commit(&af);
+}
+
+// The number of values of x[0..n) that are NaN or infinite.
+static inline size_t count_nonfinite(const float *x, size_t n) {
+    size_t bad = 0;
+    for (size_t i = 0; i < n; i++) bad += !isfinite(x[i]);
+    return bad;
+}
+
+// A training checkpoint as one unit (common/qwen2_weights.h's CheckpointWriter):
+// DIR/config.json, DIR/model.safetensors (the n parameters as F32, or their
+// bf16 rounding) and DIR/optimizer.bin (moments, step, settings, and the fp32
+// master weights when master != NULL) appear together or not at all, and the
+// previous checkpoint stays whole until they do. Parameters or moments that
+// are not finite are never saved: the previous checkpoint is kept and the
+// error names the step.
+static inline void train_checkpoint_write(const char *dir, const Qwen2Config *c, const float *params, int bf16, size_t step,
+                                          const TrainSettings *s, const float *m, const float *v, const float *master) {
+    size_t n = parameter_count(c), bad = count_nonfinite(params, n) + count_nonfinite(m, n) + count_nonfinite(v, n);
+    if (master != NULL) bad += count_nonfinite(master, n);
+    if (bad > 0)
+        die("%s: not saving step %zu: %zu weights or AdamW moments are NaN or infinite (the training diverged); "
+            "the previous checkpoint is kept", dir, step, bad);
+    CheckpointWriter w;
+    checkpoint_begin(&w, dir);
+    char path[4400];
+    FILE *fp = checkpoint_open(&w, "config.json", path, sizeof path);
+    config_write_fp(c, fp);
+    checkpoint_close(fp, path);
+    size_t count;
+    TensorInfo *tensors = qwen2_tensor_list(c, &count);
+    fp = checkpoint_open(&w, "model.safetensors", path, sizeof path);
+    safetensors_write_fp(fp, path, tensors, 0, count, params, bf16, step);
+    checkpoint_close(fp, path);
+    free(tensors);
+    fp = checkpoint_open(&w, "optimizer.bin", path, sizeof path);
+    optstate_write_fp(fp, path, step, n, s, m, v, master);
+    checkpoint_close(fp, path);
+    checkpoint_commit(&w);
+}
+
+// The check after every optimizer step of a training run (./s1 train and sft
+// train): a loss or gradient norm that is NaN or infinite stops the run with an
+// error naming the step, before anything is saved over the last good
+// checkpoint. last_saved: the step of the last checkpoint this run wrote to
+// out_dir, or SIZE_MAX for none.
+static inline void train_check_step(const char *prog, size_t step, float loss, float grad_norm, const char *out_dir, size_t last_saved) {
+    if (isfinite(loss) && isfinite(grad_norm)) return;
+    char kept[4200], l[32], g[32];
+    if (last_saved == SIZE_MAX) snprintf(kept, sizeof kept, "nothing was saved to %s", out_dir);
+    else snprintf(kept, sizeof kept, "the checkpoint of step %zu in %s is kept", last_saved, out_dir);
+    // NaN without printf's sign ("-nan"): the sign of a NaN means nothing
+    snprintf(l, sizeof l, isnan(loss) ? "NaN" : "%g", (double)loss);
+    snprintf(g, sizeof g, isnan(grad_norm) ? "NaN" : "%g", (double)grad_norm);
+    die("%s: step %zu: the loss is %s and the gradient norm %s, not finite: the training diverged (try a lower --lr); "
+        "stopping, %s", prog, step, l, g, kept);
 }
 
 // Reads DIR/optimizer.bin of a model with n parameters whose model.safetensors
@@ -189,11 +289,15 @@ static inline int optstate_read(const char *dir, size_t step, size_t n, TrainSet
     if (h.step != step)
         die("%s: optimizer state is at step %llu but model.safetensors at step %zu (interrupted save?)", path, (unsigned long long)h.step, step);
     if (h.has_master > 1) die("%s: corrupt optimizer state header (has_master %llu)", path, (unsigned long long)h.has_master);
+    train_settings_check(&h.settings, path);
     freadCheck(m, sizeof(float), n, fp, path);
     freadCheck(v, sizeof(float), n, fp, path);
     if (h.has_master) freadCheck(master, sizeof(float), n, fp, path);
     if (fgetc(fp) != EOF) die("%s: trailing bytes after the optimizer state", path);
     fclose(fp);
+    for (size_t i = 0; i < n; i++)   // the second moment is a mean of squares
+        if (!isfinite(m[i]) || !isfinite(v[i]) || v[i] < 0) die("%s: corrupt optimizer state: moment %zu is m %g, v %g", path, i, (double)m[i], (double)v[i]);
+    if (h.has_master && count_nonfinite(master, n) > 0) die("%s: corrupt optimizer state: a master weight is NaN or infinite", path);
     *s = h.settings;
     return (int)h.has_master;
 }
@@ -250,7 +354,11 @@ static inline void train_flags_help(void) {
            "  --seed N             data-order seed (default 42)\n"
            "  --save-every N       also checkpoint every N steps (default 0: only at the end)\n"
            "  --stop-at N          stop after step N and checkpoint; the schedule still spans the full run\n"
-           "  --threads N          OpenMP threads (default: all cores)\n");
+           "  --threads N          OpenMP threads, at most 4 per core (default: all cores)\n"
+           "Limits: --lr and --weight-decay at most 1, --epochs and --batch at most 2^20, --max-seq-len at\n"
+           "most 2^24, --micro-batch at most --batch. A checkpoint is written as one unit (a new folder swapped\n"
+           "in by one rename); a loss or gradient norm that is NaN or infinite stops the run, naming the step,\n"
+           "and keeps the last checkpoint.\n");
 }
 
 // Parses the shared flag at argv[*i] into o and returns 1, or returns 0 when
@@ -265,19 +373,19 @@ static inline int train_flag(int argc, char **argv, int *i, TrainOptions *o, con
     else if (flag_is(a, "--init-seed")) o->init_seed = flag_count(argc, argv, i, 1);
     else if (flag_is(a, "--resume")) o->resume_dir = flag_value(argc, argv, i);
     else if (flag_is(a, "--out")) o->out_dir = flag_value(argc, argv, i);
-    else if (flag_is(a, "--micro-batch")) o->micro_batch = flag_count(argc, argv, i, 0);
+    else if (flag_is(a, "--micro-batch")) o->micro_batch = flag_count_max(argc, argv, i, 0, TRAIN_MAX_BATCH);
     else if (flag_is(a, "--save-every")) o->save_every = flag_count(argc, argv, i, 1);
     else if (flag_is(a, "--stop-at")) o->stop_at = flag_count(argc, argv, i, 0);
-    else if (flag_is(a, "--threads")) o->threads = (int)flag_count(argc, argv, i, 0);
+    else if (flag_is(a, "--threads")) o->threads = flag_threads(argc, argv, i);
     else {
-        if (flag_is(a, "--epochs")) s->epochs = flag_count(argc, argv, i, 0);
-        else if (flag_is(a, "--batch")) s->batch_size = flag_count(argc, argv, i, 0);
-        else if (flag_is(a, "--lr")) s->lr = flag_number(argc, argv, i);
-        else if (flag_is(a, "--warmup-ratio")) s->warmup_ratio = flag_number(argc, argv, i);
-        else if (flag_is(a, "--weight-decay")) s->weight_decay = flag_number(argc, argv, i);
+        if (flag_is(a, "--epochs")) s->epochs = flag_count_max(argc, argv, i, 0, TRAIN_MAX_EPOCHS);
+        else if (flag_is(a, "--batch")) s->batch_size = flag_count_max(argc, argv, i, 0, TRAIN_MAX_BATCH);
+        else if (flag_is(a, "--lr")) s->lr = flag_number_max(argc, argv, i, TRAIN_MAX_LR);
+        else if (flag_is(a, "--warmup-ratio")) s->warmup_ratio = flag_number_max(argc, argv, i, 1.0);
+        else if (flag_is(a, "--weight-decay")) s->weight_decay = flag_number_max(argc, argv, i, TRAIN_MAX_WEIGHT_DECAY);
         else if (flag_is(a, "--decay-norms")) s->decay_norm_weights = 1;
         else if (flag_is(a, "--clip")) s->max_grad_norm = flag_number(argc, argv, i);
-        else if (flag_is(a, "--max-seq-len")) s->max_seq_len = flag_count(argc, argv, i, 0);
+        else if (flag_is(a, "--max-seq-len")) s->max_seq_len = flag_count_max(argc, argv, i, 0, TRAIN_MAX_SEQ_LEN);
         else if (flag_is(a, "--seed")) s->seed = flag_count(argc, argv, i, 1);
         else return 0;
         *settings_flag = a;
@@ -293,6 +401,7 @@ static inline void train_options_check(const TrainOptions *o, const char *settin
     if (o->resume_dir != NULL && settings_flag != NULL)
         die("%s: %s cannot be combined with --resume: the run's settings come from %s/optimizer.bin", prog, settings_flag, o->resume_dir);
     if (o->settings.warmup_ratio > 1.0) die("%s: --warmup-ratio must be at most 1", prog);
+    train_settings_check(&o->settings, prog);
 }
 
 // ----------------------------------------------------------------------------
@@ -316,8 +425,11 @@ static inline void train_data_open(TrainOptions *o, DataLoader *loader, size_t v
     s->data_hash = hash;
     if (loader->shard.header.vocab_size > vocab_size)
         die("%s: shard vocab_size %u exceeds the model's %zu embedding rows", o->data_path, loader->shard.header.vocab_size, vocab_size);
+    if (o->micro_batch > s->batch_size)
+        die("--micro-batch %zu is larger than the batch of %llu sequences per step", o->micro_batch, (unsigned long long)s->batch_size);
     *total = (size_t)s->epochs * dataloader_steps_per_epoch(loader);
     *warmup = schedule_warmup_steps(*total, s->warmup_ratio);
+    if (o->stop_at > *total) die("--stop-at %zu is past the run's last step %zu", o->stop_at, *total);
     *end = o->stop_at > 0 && o->stop_at < *total ? o->stop_at : *total;
     size_t truncated = 0;
     for (size_t i = 0; i < (size_t)s->num_sequences; i++) truncated += shard_seq_len(&loader->shard, i) > s->max_seq_len;

@@ -156,3 +156,14 @@ static inline float max_abs(const float *x, size_t n) {
 }
 
 #endif // S1C_KERNEL_TEST_H
+
+// ----------------------------------------------------------------------------
+// wrappers the kernel workbench (dev/*.cu) adds to tests/s1_ref.c
+#ifndef S1C_KERNEL_TEST_DEV_H
+#define S1C_KERNEL_TEST_DEV_H
+extern "C" {
+void s1ref_residual(float *out, const float *inp, size_t n);
+float s1ref_crossentropy(float *lse, float *dlogits, const float *logits, const uint32_t *targets, const float *weights,
+                         float grad_scale, size_t N, size_t V);
+}
+#endif // S1C_KERNEL_TEST_DEV_H

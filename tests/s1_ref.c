@@ -255,3 +255,17 @@ void s1ref_model_zero_grad(void *model) { qwen2_zero_grad((Qwen2 *)model); }
 void s1ref_model_backward(void *model, float grad_scale) { qwen2_backward((Qwen2 *)model, grad_scale); }
 // the model's gradients, NULL before the first backward
 const float *s1ref_model_grads_memory(void *model) { return ((Qwen2 *)model)->grads_memory; }
+
+// ---- for the kernel workbench (dev/*.cu)
+
+// out (n,) += inp (n,): s1.c's residual add
+void s1ref_residual(float *out, const float *inp, size_t n) { residual_forward(out, inp, n); }
+
+// s1.c's cross-entropy over given logits (N,V): lse (N,) and the summed loss; with
+// dlogits != NULL also its backward, dlogits (N,V) = grad_scale * w * (softmax - onehot)
+float s1ref_crossentropy(float *lse, float *dlogits, const float *logits, const uint32_t *targets, const float *weights,
+                         float grad_scale, size_t N, size_t V) {
+    float loss = crossentropy_forward(lse, logits, targets, weights, N, V);
+    if (dlogits) crossentropy_backward(dlogits, logits, lse, targets, weights, grad_scale, N, V);
+    return loss;
+}

@@ -432,9 +432,8 @@ int main(void) {
             HarnessOut h;
             harness_reference(s, LEN(s), B, n_ignore, 20, &h);
             IdList th = {h.thinking, h.n_thinking, 0}, tr = {h.transition, h.n_transition, 0}, an = {h.answer, h.n_answer, 0};
-            int same = r.res.thinking.len == th.len && !memcmp(r.res.thinking.data, th.data, th.len * 4) &&
-                       r.res.transition.len == tr.len && !memcmp(r.res.transition.data, tr.data, tr.len * 4) &&
-                       r.res.answer.len == an.len && !memcmp(r.res.answer.data, an.data, an.len * 4) &&
+            int same = ids_eq(&r.res.thinking, th.data, th.len) && ids_eq(&r.res.transition, tr.data, tr.len) &&
+                       ids_eq(&r.res.answer, an.data, an.len) &&
                        r.res.waits == h.waits && context_consistent(&r);
             if (!same && mismatches++ < 3) {
                 printf("  trial %d (B=%ld N=%d) differs\n", trial, B, n_ignore);

@@ -3,6 +3,7 @@
 # a normal build and an ASan+UBSan single-thread build) and checks the messages;
 # checks that clean kernels stay clean under ASan and Valgrind, and that the kernel
 # tests pass with the ucontext switch and with 2 OS threads.
+# sanitize: skip (no C program here: `make test SANITIZE=1` does not rebuild these)
 . tests/lib.sh
 NEG=build/tests/cuemu_neg_kernels
 NEG_ASAN=build/tests/asan/cuemu_neg_kernels

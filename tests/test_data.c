@@ -641,8 +641,9 @@ static void test_synth(void) {
         CHECK(glance > 0, "glance %lld in \"%s\"", glance, thinking.data);
         slips += glance != right;
         // a trace checks at most once, and a check always ends in the right answer, naming the glance's slip
-        const char *wait = strstr(thinking.data, "\nWait, let me ");
-        CHECK(wait == strstr(thinking.data, "Wait") - 1 || (!wait && !strstr(thinking.data, "Wait")), "\"%s\"", thinking.data);
+        // (first_wait - 1 only when there is a Wait: NULL - 1 is undefined behaviour)
+        const char *wait = strstr(thinking.data, "\nWait, let me "), *first_wait = strstr(thinking.data, "Wait");
+        CHECK(first_wait ? wait == first_wait - 1 : !wait, "\"%s\"", thinking.data);
         if (wait) {
             checks++;
             CHECK(strstr(wait + 2, "Wait") == NULL, "two checks in \"%s\"", thinking.data);

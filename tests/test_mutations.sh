@@ -9,6 +9,7 @@
 # unbroken sources pass the same tests in tests/run.sh.
 #
 # Needs `make test`'s build (the s1.c oracle object, ./s1 and the tools).
+# sanitize: skip (emulated CUDA builds of mutated sources: no C program of ours is rebuilt with the sanitizers here)
 . tests/lib.sh
 ROOT=$PWD
 TREE=$TMP/tree

@@ -176,17 +176,7 @@ static void sft_save(GpuModel *m, const SftOptions *o, const char *dir) {
     pid = gpu_sum_over_ranks(m, pid);   // rank 0's pid names the new folder; the sum is also the barrier after its begin
     if (!lead) checkpoint_join(&w, dir, (long)pid);
     char path[4400], name[64];
-    if (lead) {
-        FILE *fp = checkpoint_open(&w, "config.json", path, sizeof path);
-        config_write_fp(&m->config, fp);
-        checkpoint_close(fp, path);
-        size_t count;
-        TensorInfo *tensors = qwen2_tensor_list(&m->config, &count);
-        fp = checkpoint_open(&w, "model.safetensors", path, sizeof path);
-        safetensors_write_fp(fp, path, tensors, 0, count, master, o->save_bf16, m->step);
-        checkpoint_close(fp, path);
-        free(tensors);
-    }
+    if (lead) qwen2_checkpoint_write_model(&w, &m->config, master, o->save_bf16, m->step);
     snprintf(name, sizeof name, "rank%d-of-%d", m->rank, m->world);
     char sub[4400];
     checkpoint_subdir(&w, name, sub, sizeof sub);

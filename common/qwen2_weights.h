@@ -497,21 +497,28 @@ static inline void checkpoint_commit(CheckpointWriter *w) {
     if (old[0] != '\0') checkpoint_retire(old, w->dir);
 }
 
-// Writes dir/config.json and dir/model.safetensors (one file, F32 or BF16),
-// a folder that transformers' from_pretrained loads, as one unit.
-static inline void qwen2_checkpoint_write(const char *dir, const Qwen2Config *c, const float *params, int bf16, size_t step) {
-    CheckpointWriter w;
-    checkpoint_begin(&w, dir);
+// The model's files in a checkpoint being written: config.json and
+// model.safetensors (one file, every tensor F32 or BF16 from the flat fp32
+// buffer params), a folder that transformers' from_pretrained loads.
+static inline void qwen2_checkpoint_write_model(const CheckpointWriter *w, const Qwen2Config *c, const float *params, int bf16,
+                                                size_t step) {
     char path[4400];
-    FILE *fp = checkpoint_open(&w, "config.json", path, sizeof path);
+    FILE *fp = checkpoint_open(w, "config.json", path, sizeof path);
     config_write_fp(c, fp);
     checkpoint_close(fp, path);
     size_t count;
     TensorInfo *tensors = qwen2_tensor_list(c, &count);
-    fp = checkpoint_open(&w, "model.safetensors", path, sizeof path);
+    fp = checkpoint_open(w, "model.safetensors", path, sizeof path);
     safetensors_write_fp(fp, path, tensors, 0, count, params, bf16, step);
     checkpoint_close(fp, path);
     free(tensors);
+}
+
+// Writes dir/config.json and dir/model.safetensors as one unit.
+static inline void qwen2_checkpoint_write(const char *dir, const Qwen2Config *c, const float *params, int bf16, size_t step) {
+    CheckpointWriter w;
+    checkpoint_begin(&w, dir);
+    qwen2_checkpoint_write_model(&w, c, params, bf16, step);
     checkpoint_commit(&w);
 }
 

@@ -82,8 +82,13 @@ EMU_NEG_ASAN := $(patsubst tests/%.cu,build/tests/asan/%,$(wildcard tests/cuemu_
 EMU_NEG_TSAN := $(patsubst tests/%.cu,build/tests/tsan/%,$(wildcard tests/cuemu_neg_*.cu))
 EMU_UCONTEXT := $(patsubst tests/%.cu,build/tests/ucontext/%,$(wildcard tests/emu_cuemu_kernels.cu))
 EMU_ASAN_FLAGS = -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -DCUEMU_SINGLE_THREAD
-# `make cuda` also compiles every test .cu with nvcc (-c: running them needs a GPU)
+# `make cuda` also compiles every test .cu with nvcc (-c: running them needs a GPU), and
+# links the kernel tests against the s1.c oracle as build/cuda/tests/emu_kernels* (tests/run_gpu.sh
+# runs them on a GPU; the emulator's own tests, emu_cuemu_* and emu_mma, have no GPU twin)
 CUDA_TEST_OBJECTS := $(patsubst tests/%.cu,build/cuda/%.o,$(wildcard tests/emu_*.cu tests/cuemu_neg_*.cu))
+CUDA_KERNEL_TESTS := $(patsubst tests/%.cu,build/cuda/tests/%,$(wildcard tests/emu_kernels*.cu))
+# GPU benchmarks (bench/*.cu): nvcc only, since timing them needs a GPU
+CUDA_BENCH := $(patsubst bench/%.cu,build/cuda/bench/%,$(wildcard bench/*.cu))
 
 # The fuzz harnesses (tests/fuzz/fuzz_*.c): libFuzzer builds in build/fuzz/, and
 # gcc builds with tests/fuzz/replay.c as main() in build/tests/ that `make test`
@@ -190,6 +195,14 @@ build/cuda/%.o: tests/%.cu tests/test.h tests/kernel_test.h $(SOURCES)
 	@mkdir -p build/cuda
 	$(NVCC) $(NVCCFLAGS) -c -o $@ $<
 
+build/cuda/bench/%: bench/%.cu $(SOURCES)
+	@mkdir -p build/cuda/bench
+	$(NVCC) $(NVCCFLAGS) -o $@ $< $(NVCC_LDLIBS)
+
+build/cuda/tests/%: build/cuda/%.o build/tests/s1_ref.o
+	@mkdir -p build/cuda/tests
+	$(NVCC) $(NVCCFLAGS) -o $@ $< build/tests/s1_ref.o $(NVCC_LDLIBS) -Xcompiler -fopenmp
+
 build/dev/%: dev/%.cu $(DEV_DEPS)
 	@mkdir -p build/dev
 	$(CXX) $(EMU_CXXFLAGS) -o $@ $< -x none build/tests/s1_ref.o $(EMU_LDLIBS)
@@ -202,7 +215,7 @@ dev: $(DEV_PROGRAMS)
 
 emu: $(EMU_PROGRAMS) $(EMU_TESTS) $(EMU_NEG) $(EMU_NEG_ASAN) $(EMU_NEG_TSAN) $(EMU_UCONTEXT)
 
-cuda: $(CUDA_PROGRAMS) $(CUDA_TEST_OBJECTS) $(CUDA_DEV_PROGRAMS)
+cuda: $(CUDA_PROGRAMS) $(CUDA_TEST_OBJECTS) $(CUDA_KERNEL_TESTS) $(CUDA_BENCH) $(CUDA_DEV_PROGRAMS)
 
 test: all $(C_TESTS) $(C_TOOLS) $(FUZZ_REPLAY) emu dev
 	@S1C_SANITIZE=$(SANITIZE) tests/run.sh

@@ -5,8 +5,8 @@
 # flags, the same JSON lines; common/generate.h), raw-id continuation, help and one-line
 # errors for bad input.
 . tests/lib.sh
-SFT=build/emu/sft
-SAMPLE=build/emu/sample
+SFT=${SFT:-build/emu/sft}      # tests/run_gpu.sh: build/cuda/sft
+SAMPLE=${SAMPLE:-build/emu/sample}
 S1=./s1
 GQA=tests/fixtures/qwen-tiny-gqa
 TIED=tests/fixtures/qwen-tiny-tied

@@ -140,7 +140,30 @@ static size_t attention_smem_bytes(int HD) {
 
 static bool attention_tensor_cores = false;   // the programs' default: the CUDA-core kernel
 
-template <int HD>
+// O (16 query rows x HD, the warp's m16n8 accumulators: o[i] holds dims 8i..8i+7) += P (16 rows x
+// ATC_BK keys, bf16 A fragments: pf[kk] holds keys 16kk..16kk+15) . V (ATC_BK keys x HD, shared
+// memory, row stride LD): the P.V step of attention_forward_tc_kernel, a class of its own so that
+// dev/attention.cu can swap in exercise 6's version (dev/exercises/06-attention-pv-tensor-cores.md).
+// On tensor cores: V's k16 x n8 B fragments come straight from shared memory by ldmatrix.trans.
+struct AtcPvTensorCores {
+    template <int HD, int LD>
+    __device__ static __forceinline__ void accumulate(float (&o)[HD / 8][4], const uint32_t (&pf)[ATC_BK / 16][4],
+                                                      const floatX *vst, int lane) {
+#pragma unroll
+        for (int kk2 = 0; kk2 < ATC_BK / 16; kk2++) {
+#pragma unroll
+            for (int dp = 0; dp < HD / 16; dp++) {   // dims dp*16..+15: two n8 tiles per ldmatrix.x4.trans
+                uint32_t b4[4];
+                ldmatrix<4, true>(b4, &vst[(kk2 * 16 + lane % 8 + (lane / 8 % 2) * 8) * LD + dp * 16 + lane / 16 * 8]);
+                uint32_t b0[2] = {b4[0], b4[1]}, b1[2] = {b4[2], b4[3]};
+                mma_bf16_16816(o[2 * dp], pf[kk2], b0, o[2 * dp]);
+                mma_bf16_16816(o[2 * dp + 1], pf[kk2], b1, o[2 * dp + 1]);
+            }
+        }
+    }
+};
+
+template <int HD, class PV = AtcPvTensorCores>
 __global__ void __launch_bounds__(ATC_WARPS * WARP_SIZE)
 attention_forward_tc_kernel(floatX *out, float *lse, const floatX *q, const floatX *k, const floatX *v, int Tq, int past,
                             int NQ, int NKV, float scale) {
@@ -241,17 +264,7 @@ attention_forward_tc_kernel(floatX *out, float *lse, const floatX *q, const floa
                 pf[j / 2][(j % 2) * 2 + 0] = pack_bf16x2(p[0], p[1]);   // row g, keys 2t, 2t+1 (+8 for odd j)
                 pf[j / 2][(j % 2) * 2 + 1] = pack_bf16x2(p[2], p[3]);   // row g+8
             }
-#pragma unroll
-            for (int kk2 = 0; kk2 < ATC_BK / 16; kk2++) {
-#pragma unroll
-                for (int dp = 0; dp < HD / 16; dp++) {   // dims dp*16..+15: two n8 tiles per ldmatrix.x4.trans
-                    uint32_t b4[4];
-                    ldmatrix<4, true>(b4, &vst[(kk2 * 16 + lane % 8 + (lane / 8 % 2) * 8) * LD + dp * 16 + lane / 16 * 8]);
-                    uint32_t b0[2] = {b4[0], b4[1]}, b1[2] = {b4[2], b4[3]};
-                    mma_bf16_16816(o[2 * dp], pf[kk2], b0, o[2 * dp]);
-                    mma_bf16_16816(o[2 * dp + 1], pf[kk2], b1, o[2 * dp + 1]);
-                }
-            }
+            PV::template accumulate<HD, LD>(o, pf, vst, lane);
         }
         __syncthreads();   // every warp is done with stage kt & 1 before tile kt+2's copy overwrites it
     }
@@ -273,7 +286,8 @@ attention_forward_tc_kernel(floatX *out, float *lse, const floatX *q, const floa
 
 static size_t attention_tc_smem_bytes(int HD) { return (size_t)(ATC_BQ + 4 * ATC_BK) * (HD + ATC_PAD) * sizeof(floatX); }
 
-// attention_forward() on tensor cores: the same contract, HD 64 or 128.
+// attention_forward() on tensor cores: the same contract, HD 64 or 128. PV: the P.V step (above).
+template <class PV = AtcPvTensorCores>
 static void attention_forward_tc(floatX *out, float *lse, const floatX *q, const floatX *k, const floatX *v, int Tq,
                                  int past, int NQ, int NKV, int HD) {
     if (HD != 64 && HD != 128) die("attention_forward_tc: head_dim %d is not supported (64 or 128)", HD);
@@ -283,13 +297,10 @@ static void attention_forward_tc(floatX *out, float *lse, const floatX *q, const
     dim3 grid((unsigned)((Tq + ATC_BQ - 1) / ATC_BQ), (unsigned)NQ);
     float scale = 1.0f / sqrtf((float)HD);
     size_t smem = attention_tc_smem_bytes(HD);
-    if (HD == 64) {
-        cudaCheck(cudaFuncSetAttribute(attention_forward_tc_kernel<64>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
-        CU_LAUNCH(attention_forward_tc_kernel<64>, grid, ATC_WARPS * WARP_SIZE, smem, 0)(out, lse, q, k, v, Tq, past, NQ, NKV, scale);
-    } else {
-        cudaCheck(cudaFuncSetAttribute(attention_forward_tc_kernel<128>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
-        CU_LAUNCH(attention_forward_tc_kernel<128>, grid, ATC_WARPS * WARP_SIZE, smem, 0)(out, lse, q, k, v, Tq, past, NQ, NKV, scale);
-    }
+    void (*attention_forward_tc_kernel_hd)(floatX *, float *, const floatX *, const floatX *, const floatX *, int, int, int, int, float) =
+        HD == 64 ? attention_forward_tc_kernel<64, PV> : attention_forward_tc_kernel<128, PV>;
+    cudaCheck(cudaFuncSetAttribute(attention_forward_tc_kernel_hd, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+    CU_LAUNCH(attention_forward_tc_kernel_hd, grid, ATC_WARPS * WARP_SIZE, smem, 0)(out, lse, q, k, v, Tq, past, NQ, NKV, scale);
     cudaCheck(cudaGetLastError());
 }
 

@@ -24,7 +24,10 @@
  *     one bank must deliver (the same word to many lanes is a broadcast, free);
  *     conflicts = wavefronts - the fewest the request's distinct words allow
  *     (ceil(words / 32)), so a 32-way conflict is 31 extra wavefronts;
- *   - the same figures per call site (file:line of the accessor).
+ *   - the same figures per call site (file:line of the accessor);
+ *   - the tensor-core instructions of common/mma.cuh, where the launch ran any:
+ *     mma.sync m16n8k16 and ldmatrix counted once per warp, cp.async per thread
+ *     with its bytes (their memory traffic is not in the figures above).
  *
  * How a warp-wide request is formed. A GPU issues one instruction for the 32
  * lanes of a warp; the emulator runs lanes as fibers, one after another. The
@@ -93,6 +96,12 @@ struct Figures {
     }
 };
 
+// The tensor-core instructions of common/mma.cuh a launch executed: mma.sync and ldmatrix
+// warp-wide (one per warp, whatever the lanes), cp.async per thread with its bytes.
+struct TensorOps {
+    uint64_t mma = 0, ldmatrix = 0, cp_async = 0, cp_async_bytes = 0;
+};
+
 struct State {
     std::mutex mutex;
     bool active = false, busy = false;
@@ -100,6 +109,7 @@ struct State {
     uintptr_t static_lo = UINTPTR_MAX, static_hi = 0;
     Figures last[2][2];                      // the last report's totals, [shared][store], for tests
     size_t last_static = 0;
+    TensorOps ops, last_ops;                 // this launch's tensor-core instructions; the last report's
 };
 inline State &state() { static State s; return s; }
 
@@ -126,6 +136,18 @@ inline void record(const void *p, int size, bool store, const char *file, int li
     if (!s.active) return;
     if (shared && !in_dyn) { s.static_lo = std::min(s.static_lo, a); s.static_hi = std::max(s.static_hi, a + size); }
     s.log.push_back(Access{block, f->tid, file, line, a, size, store, shared});
+}
+
+// Called by common/mma.cuh's emulation: one warp-wide mma.sync (what: 'm') or ldmatrix ('l'),
+// or one thread's cp.async of `bytes` ('c'). Counted only while a launch is profiled.
+inline void count_tensor_op(char what, int bytes) {
+    if (!enabled()) return;
+    State &s = state();
+    std::lock_guard<std::mutex> lock(s.mutex);
+    if (!s.active) return;
+    if (what == 'm') s.ops.mma++;
+    else if (what == 'l') s.ops.ldmatrix++;
+    else { s.ops.cp_async++; s.ops.cp_async_bytes += (uint64_t)bytes; }
 }
 
 // The figures of one warp-wide request: the k-th access of each lane.
@@ -239,8 +261,13 @@ inline void report(const Job &job, const char *name) {
     fprintf(stderr, "cuemu profile: %s<<<(%u,%u,%u), (%u,%u,%u)>>>: %d threads/block, shared memory %zu B dynamic, "
             "%zu B static touched\n", name, job.grid.x, job.grid.y, job.grid.z, job.block.x, job.block.y, job.block.z,
             nthreads, job.smem, static_bytes);
+    s.last_ops = s.ops;
+    if (s.ops.mma || s.ops.ldmatrix || s.ops.cp_async)
+        fprintf(stderr, "cuemu profile:   tensor cores: %llu mma.sync m16n8k16 (warp-wide), %llu ldmatrix (warp-wide), "
+                "%llu cp.async (%llu B)\n", (unsigned long long)s.ops.mma, (unsigned long long)s.ops.ldmatrix,
+                (unsigned long long)s.ops.cp_async, (unsigned long long)s.ops.cp_async_bytes);
     if (s.log.empty()) {
-        fprintf(stderr, "cuemu profile:   no accesses seen (the kernel does not use cu_ld/cu_st)\n");
+        fprintf(stderr, "cuemu profile:   no cu_ld/cu_st accesses seen\n");
         return;
     }
     print_figures("global load", totals[0][0]);
@@ -260,6 +287,7 @@ inline void report(const Job &job, const char *name) {
 // Called by the Launcher around every launch (common/cuemu.h).
 // The totals of the last profiled launch, [shared][store] (tests/emu_cuemu_profile.cu reads them).
 inline const prof::Figures &profile_last(bool shared, bool store) { return prof::state().last[shared][store]; }
+inline const prof::TensorOps &profile_last_tensor_ops() { return prof::state().last_ops; }
 
 inline bool profile_begin(const Job &, const char *name) {
     if (!prof::enabled()) return false;
@@ -271,6 +299,7 @@ inline bool profile_begin(const Job &, const char *name) {
     }
     s.busy = s.active = true;
     s.log.clear();
+    s.ops = prof::TensorOps();
     s.static_lo = UINTPTR_MAX;
     s.static_hi = 0;
     return true;

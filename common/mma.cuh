@@ -185,6 +185,7 @@ struct MmaLane { const uint32_t *a, *b; const float *c; float *d; };
 
 // The whole warp's m16n8k16: gather A, B, C from the fragments, compute, scatter D.
 inline void mma_16816_run(void *const lanes[32]) {
+    prof::count_tensor_op('m', 0);   // CUEMU_PROFILE=1 (common/cuemu_profile.h)
     float A[16][16], B[16][8], C[16][8];
     for (int l = 0; l < 32; l++) {
         const MmaLane *p = (const MmaLane *)lanes[l];
@@ -216,6 +217,7 @@ struct LdmLane { const unsigned char *row; uint32_t *r; };
 
 template <int NUM, bool TRANS>
 inline void ldmatrix_run(void *const lanes[32]) {
+    prof::count_tensor_op('l', 0);
     uint16_t M[4][8][8];
     for (int m = 0; m < NUM; m++)
         for (int r = 0; r < 8; r++) memcpy(M[m][r], ((const LdmLane *)lanes[8 * m + r])->row, 16);
@@ -277,6 +279,7 @@ inline void cp_issue(void *dst, const void *src, int size, int src_bytes, const 
         cuemu_fail("%s: %s: cp.async source %p is not global memory from cudaMalloc, at %s:%d", b, ThreadName(f).s,
                    src, file, line);
     }
+    prof::count_tensor_op('c', size);
     CpThread &s = cp_thread("cp.async");
     CpCopy c;
     c.dst = (unsigned char *)dst;

@@ -13,6 +13,13 @@
  *   v2  common/attention.cuh (what the programs run): FlashAttention with an
  *       online softmax; a block stages key and value tiles in shared memory
  *       once for 16 query rows, lanes own keys (scores) and then dims (output).
+ *   v3  common/attention.cuh's attention_forward_tc(): the same online softmax
+ *       with S = QK^T and O += PV on the tensor cores (mma.sync m16n8k16 bf16,
+ *       fp32 accumulators), K and V tiles double-buffered by cp.async, P kept in
+ *       registers as bf16. On an H100 the tensor cores give ~15x the bf16 FLOPs
+ *       of the CUDA cores' fp32 FMAs, and the kernel no longer waits on two
+ *       shared-memory loads per FMA. The price is bf16 P: the bound widens by
+ *       u max|v| (derived in common/attention.cuh). Exercise 6 is its P.V step.
  * Decode, one new query row per head over the cached keys:
  *   d1  one thread per head, the same two passes.
  *   d2  common/attention.cuh: a block per head, 8 warps split the keys, merged
@@ -117,11 +124,12 @@ typedef void (*DecodeFn)(floatX *, const floatX *, const floatX *, const floatX 
 typedef void (*GqaFn)(float *, const float *, int, int, int, int);
 
 // Tq rows after past cached ones; the bound is tests/emu_kernels.cu's: one bf16
-// rounding of the output (u |ref|) plus 1e-5 for the fp32 sums (max |v| = 1).
-static void check_forward(const char *label, ForwardFn fn, int T, int past, int NQ, int NKV, int HD) {
+// rounding of the output (u |ref|) plus 1e-5 for the fp32 sums (max |v| = 1);
+// bf16_p: P is rounded to bf16 (the tensor-core kernels), which adds u max|v| = u.
+static void check_forward(const char *label, ForwardFn fn, int T, int past, int NQ, int NKV, int HD, int bf16_p = 0) {
     char name[192];
-    snprintf(name, sizeof name, "attention %s vs s1.c, %d rows after %d, NQ=%d, NKV=%d, HD=%d (bound u|ref| + 1e-5)", label,
-             T - past, past, NQ, NKV, HD);
+    snprintf(name, sizeof name, "attention %s vs s1.c, %d rows after %d, NQ=%d, NKV=%d, HD=%d (bound u|ref| + 1e-5%s)", label,
+             T - past, past, NQ, NKV, HD, bf16_p ? " + u" : "");
     TEST_BEGIN(name);
     kt_seed(9);
     size_t QD = (size_t)NQ * HD, KD = (size_t)NKV * HD, Tq = (size_t)(T - past);
@@ -132,7 +140,7 @@ static void check_forward(const char *label, ForwardFn fn, int T, int past, int 
     floatX *d_out = dev_alloc<floatX>(Tq * QD);
     fn(d_out, d_q, d_k, d_v, (int)Tq, past, NQ, NKV, HD);
     float *got = from_device(d_out, Tq * QD);
-    check_close("attention", got, ref + past * QD, Tq * QD, DEV_U, 1e-5f, NULL);
+    check_close("attention", got, ref + past * QD, Tq * QD, DEV_U, 1e-5f + (bf16_p ? DEV_U : 0.0f), NULL);
     free(q); free(k); free(v); free(ref); free(got);
     cudaCheck(cudaFree(d_q)); cudaCheck(cudaFree(d_k)); cudaCheck(cudaFree(d_v)); cudaCheck(cudaFree(d_out));
     TEST_END();
@@ -192,6 +200,19 @@ static void check_gqa(const char *label, GqaFn fn, int exact, int T, int NQ, int
 
 static void check_v1(void) { check_forward("v1", attention_forward_v1, 64, 0, 4, 2, 64); check_forward("v1", attention_forward_v1, 70, 63, 4, 2, 12); }
 static void check_v2(void) { check_forward("v2", attention_forward_v2, 64, 0, 4, 2, 64); check_forward("v2", attention_forward_v2, 70, 63, 4, 2, 12); }
+// v3 (and exercise 6): the tensor-core kernel, whose P.V step is the class PV
+template <class PV>
+static void attention_forward_v3(floatX *out, const floatX *q, const floatX *k, const floatX *v, int Tq, int past, int NQ,
+                                 int NKV, int HD) {
+    attention_forward_tc<PV>(out, NULL, q, k, v, Tq, past, NQ, NKV, HD);
+}
+// exercise 6 grades its P.V by the mma.sync count of these two calls against v3's (dev/grade)
+template <class PV>
+static void check_tc(const char *label) {
+    check_forward(label, attention_forward_v3<PV>, 80, 0, 4, 2, 64, 1);
+    check_forward(label, attention_forward_v3<PV>, 70, 63, 4, 1, 128, 1);
+}
+static void check_v3(void) { check_tc<AtcPvTensorCores>("v3"); }
 static void check_d1(void) { check_decode("d1", attention_decode_v1, 70, 4, 2, 64); }
 static void check_d2(void) { check_decode("d2", attention_decode, 70, 4, 2, 64); }
 static void check_g1(void) { check_gqa("g1", gqa_sum_v1, 0, 64, 8, 2, 64); }
@@ -215,15 +236,25 @@ static void bench_setup(void) {
 }
 static void bench_v1(void) { bench_setup(); attention_forward_v1(bo, bq, bk, bv, TB, 0, NQB, NKVB, HDB); }
 static void bench_v2(void) { bench_setup(); attention_forward_v2(bo, bq, bk, bv, TB, 0, NQB, NKVB, HDB); }
+static void bench_v3(void) { bench_setup(); attention_forward_v3<AtcPvTensorCores>(bo, bq, bk, bv, TB, 0, NQB, NKVB, HDB); }
 static void bench_d1(void) { bench_setup(); attention_decode_v1(bo, bq, bk, bv, TB, NQB, NKVB, HDB); }
 static void bench_d2(void) { bench_setup(); attention_decode(bo, bq, bk, bv, TB, NQB, NKVB, HDB); }
 static void bench_g1(void) { bench_setup(); gqa_sum_v1(bdk, bpart, TB, NQB, NKVB, HDB); }
 static void bench_g2(void) { bench_setup(); gqa_sum_v2(bdk, bpart, TB, NQB, NKVB, HDB); }
 
-#ifdef DEV_EXERCISE   // dev/grade: a student's file (exercise 4), listed as version "x"
+#ifdef DEV_EXERCISE   // dev/grade: a student's file (exercise 4 or 6), listed as version "x"
 #include DEV_EXERCISE
+#if DEV_EXERCISE_NUMBER == 6   // the P.V step of v3: struct ExercisePv
+static void check_x(void) { check_tc<ExercisePv>("x (exercise 6)"); }
+static void bench_x(void) { bench_setup(); attention_forward_v3<ExercisePv>(bo, bq, bk, bv, TB, 0, NQB, NKVB, HDB); }
+#define X_BYTES FWD_BYTES
+#define X_FLOPS FWD_FLOPS
+#else
 static void check_x(void) { check_gqa("x (exercise 4)", exercise_gqa_sum, 1, 64, 8, 2, 64); }
 static void bench_x(void) { bench_setup(); exercise_gqa_sum(bdk, bpart, TB, NQB, NKVB, HDB); }
+#define X_BYTES GQA_BYTES
+#define X_FLOPS GQA_FLOPS
+#endif
 #endif
 
 // models: forward reads q, k, v and writes out once (bf16), 4 T^2/2 NQ HD FLOPs (causal QK^T and PV);
@@ -237,12 +268,13 @@ static void bench_x(void) { bench_setup(); exercise_gqa_sum(bdk, bpart, TB, NQB,
 static const DevVersion versions[] = {
     {"1", "forward, one thread per (row, head), two passes from global memory", check_v1, bench_v1, FWD_BYTES, FWD_FLOPS},
     {"2", "forward, flash attention with key/value tiles in shared memory (common/attention.cuh)", check_v2, bench_v2, FWD_BYTES, FWD_FLOPS},
+    {"3", "forward on tensor cores: mma.sync for QK^T and PV, cp.async double buffering (common/attention.cuh)", check_v3, bench_v3, FWD_BYTES, FWD_FLOPS},
     {"d1", "decode, one thread per head", check_d1, bench_d1, DEC_BYTES, DEC_FLOPS},
     {"d2", "decode, a block per head, 8 warps split the keys (common/attention.cuh)", check_d2, bench_d2, DEC_BYTES, DEC_FLOPS},
     {"g1", "GQA group sum of dk with atomicAdd (order and bits vary)", check_g1, bench_g1, GQA_BYTES, GQA_FLOPS},
     {"g2", "GQA group sum, a thread per output summing its heads in order: no atomics", check_g2, bench_g2, GQA_BYTES, GQA_FLOPS},
 #ifdef DEV_EXERCISE
-    {"x", "the exercise file given to dev/grade", check_x, bench_x, GQA_BYTES, GQA_FLOPS},
+    {"x", "the exercise file given to dev/grade", check_x, bench_x, X_BYTES, X_FLOPS},
 #endif
 };
 

@@ -7,10 +7,13 @@
 //   the same read of a padded tile[32][33]: word 33*l, bank l: 1 wavefront, 0 conflicts
 //   broadcast: every lane reads tile[0][0]: one word, 1 wavefront, 0 conflicts
 //   lanes that branch to different loads: the figures are "not exact"
+//   tensor cores (common/mma.cuh): 2 blocks of 2 warps, each thread one 16-byte cp.async,
+//     each warp one ldmatrix.x4 and 3 mma.sync: 128 cp.async (2048 B), 4 ldmatrix, 12 mma
 // Run by tests/run.sh in all three schedules (the figures do not depend on the
 // order: accesses are paired per lane, not by time), or alone:
 //   build/tests/emu_cuemu_profile      (it sets CUEMU_PROFILE=1 itself; the report goes to stderr)
 #include "common/cuemu.h"
+#include "common/mma.cuh"
 #include "tests/test.h"
 #include <stdlib.h>
 
@@ -48,6 +51,21 @@ __global__ void divergent(float *out, const float *in) {
     if (l & 1) x = cu_ld(&in[l]);   // odd and even lanes: two instructions (on their own lines: sites are lines)
     else x = cu_ld(&in[32 + l]);
     cu_st(&out[l], x);
+}
+
+// Each warp stages 32 x 16 bytes (four 8x8 bf16 matrices) by cp.async, loads them as an
+// ldmatrix.x4 A fragment and multiplies it 3 times (the values do not matter here).
+__global__ void tensor_ops(float *out, const float *in) {
+    __shared__ __align__(16) uint16_t tile[2][32][8];
+    int warp = threadIdx.x / 32, l = threadIdx.x % 32;
+    cp_async<16>(&tile[warp][l][0], &in[4 * l]);
+    cp_async_wait_all();
+    __syncwarp();
+    uint32_t a[4], b[2] = {0, 0};
+    ldmatrix<4>(a, &tile[warp][l][0]);
+    float d[4] = {0, 0, 0, 0};
+    for (int i = 0; i < 3; i++) mma_bf16_16816(d, a, b, d);
+    out[blockIdx.x * 64 + threadIdx.x] = d[0];
 }
 
 // The figures are the emulator's (under nvcc the accessors are plain loads and
@@ -138,6 +156,17 @@ int main(void) {
         const cuemu::prof::Figures &ld = last(false, false);
         CHECK(ld.requests == 4 && ld.units == 16, "%llu requests %llu sectors, want 4, 16", (unsigned long long)ld.requests,
               (unsigned long long)ld.units);
+    }
+    TEST_END();
+
+    TEST_BEGIN("profile: tensor-core instructions: 12 mma.sync and 4 ldmatrix (per warp), 128 cp.async of 2048 B");
+    CU_LAUNCH(tensor_ops, 2, 64, 0, 0)(d_out, d_in);
+    cudaCheck(cudaDeviceSynchronize());
+    {
+        const cuemu::prof::TensorOps &ops = cuemu::profile_last_tensor_ops();
+        CHECK(ops.mma == 12 && ops.ldmatrix == 4 && ops.cp_async == 128 && ops.cp_async_bytes == 2048,
+              "%llu mma, %llu ldmatrix, %llu cp.async (%llu B); want 12, 4, 128 (2048 B)", (unsigned long long)ops.mma,
+              (unsigned long long)ops.ldmatrix, (unsigned long long)ops.cp_async, (unsigned long long)ops.cp_async_bytes);
     }
     TEST_END();
 

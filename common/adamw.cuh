@@ -63,16 +63,17 @@ __global__ void adamw_kernel(floatX *params, float *master, float *m, float *v, 
                              float clip, AdamWScalars s) {
     // params (n,) bf16; master m v grads (n,) fp32
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
-        float grad = __fmul_rn(grads[i], clip);                                     // grad = g * clip
-        float p = __fmul_rn(master[i], s.shrink);                                   // p = p * shrink
-        float mi = __fadd_rn(m[i], __fmul_rn(s.w1, __fsub_rn(grad, m[i])));         // m = m + w1 * (grad - m)
-        float vi = __fadd_rn(__fmul_rn(v[i], s.beta2), __fmul_rn(__fmul_rn(s.w2, grad), grad));  // v = v * beta2 + w2 * grad * grad
+        float grad = __fmul_rn(cu_ld(&grads[i]), clip);                             // grad = g * clip
+        float p = __fmul_rn(cu_ld(&master[i]), s.shrink);                           // p = p * shrink
+        float mi = cu_ld(&m[i]), vi = cu_ld(&v[i]);
+        mi = __fadd_rn(mi, __fmul_rn(s.w1, __fsub_rn(grad, mi)));                   // m = m + w1 * (grad - m)
+        vi = __fadd_rn(__fmul_rn(vi, s.beta2), __fmul_rn(__fmul_rn(s.w2, grad), grad));  // v = v * beta2 + w2 * grad * grad
         float denom = __fadd_rn(__fdiv_rn(__fsqrt_rn(vi), s.bc2_sqrt), s.eps);      // denom = sqrt(v) / bc2_sqrt + eps
         p = __fadd_rn(p, __fmul_rn(-s.step_size, __fdiv_rn(mi, denom)));            // p = p + (-step_size) * (m / denom)
-        m[i] = mi;
-        v[i] = vi;
-        master[i] = p;
-        params[i] = round_bf16(p);
+        cu_st(&m[i], mi);
+        cu_st(&v[i], vi);
+        cu_st(&master[i], p);
+        cu_st(&params[i], round_bf16(p));
     }
 }
 

@@ -114,8 +114,8 @@ __global__ void column_sum_finish_kernel(float *out, const float *partials, int 
     // out (C,) += sum over b of partials (blocks, C), b in increasing order
     for (int c = blockIdx.x * blockDim.x + threadIdx.x; c < C; c += gridDim.x * blockDim.x) {
         float s = 0.0f;
-        for (int b = 0; b < blocks; b++) s += partials[(size_t)b * C + c];
-        out[c] += s;
+        for (int b = 0; b < blocks; b++) s += cu_ld(&partials[(size_t)b * C + c]);
+        cu_st(&out[c], cu_ld(&out[c]) + s);
     }
 }
 

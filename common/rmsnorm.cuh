@@ -72,25 +72,25 @@ __global__ void rmsnorm_backward_kernel(float *dinp, floatX *dinp_bf16, float *p
     for (int row = begin + (int)threadIdx.x / WARP_SIZE; row < end; row += warps) {
         const floatX *x = inp + (size_t)row * C;
         const float *d = dout + (size_t)row * C;
-        float r = rstd[row], gy = 0.0f;
+        float r = cu_ld(&rstd[row]), gy = 0.0f;
         for (int i = lane; i < C; i += WARP_SIZE)
-            gy += __bfloat162float(weight[i]) * d[i] * (__bfloat162float(x[i]) * r);
+            gy += __bfloat162float(cu_ld(&weight[i])) * cu_ld(&d[i]) * (__bfloat162float(cu_ld(&x[i])) * r);
         gy = warp_sum(gy) / (float)C;
         float *dx = dinp + (size_t)row * C;
         for (int i = lane; i < C; i += WARP_SIZE) {
-            float v = dx[i] + r * (__bfloat162float(weight[i]) * d[i] - (__bfloat162float(x[i]) * r) * gy);
-            dx[i] = v;
-            if (dinp_bf16 != NULL) dinp_bf16[(size_t)row * C + i] = round_bf16(v);
+            float v = cu_ld(&dx[i]) + r * (__bfloat162float(cu_ld(&weight[i])) * cu_ld(&d[i]) - (__bfloat162float(cu_ld(&x[i])) * r) * gy);
+            cu_st(&dx[i], v);
+            if (dinp_bf16 != NULL) cu_st(&dinp_bf16[(size_t)row * C + i], round_bf16(v));
         }
     }
     // stage 1 of dweight: this block's rows, in order, per column
     for (int c = threadIdx.x; c < C; c += blockDim.x) {
         float s = 0.0f;
         for (int n = begin; n < end; n++) {
-            float y = __bfloat162float(round_bf16(__bfloat162float(inp[(size_t)n * C + c]) * rstd[n]));
-            s += dout[(size_t)n * C + c] * y;
+            float y = __bfloat162float(round_bf16(__bfloat162float(cu_ld(&inp[(size_t)n * C + c])) * cu_ld(&rstd[n])));
+            s += cu_ld(&dout[(size_t)n * C + c]) * y;
         }
-        partials[(size_t)blockIdx.x * C + c] = s;
+        cu_st(&partials[(size_t)blockIdx.x * C + c], s);
     }
 }
 

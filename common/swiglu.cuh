@@ -34,10 +34,10 @@ __global__ void swiglu_backward_kernel(floatX *dgate, floatX *dup, const floatX 
                                        const floatX *up, size_t n) {
     // dgate dup dout gate up (n,)
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
-        float d = __bfloat162float(dout[i]), g = __bfloat162float(gate[i]), u = __bfloat162float(up[i]);
+        float d = __bfloat162float(cu_ld(&dout[i])), g = __bfloat162float(cu_ld(&gate[i])), u = __bfloat162float(cu_ld(&up[i]));
         float sig = 1.0f / (1.0f + expf(-g));
-        dgate[i] = round_bf16(d * u * sig * (1.0f + g * (1.0f - sig)));
-        dup[i] = round_bf16(d * g * sig);
+        cu_st(&dgate[i], round_bf16(d * u * sig * (1.0f + g * (1.0f - sig))));
+        cu_st(&dup[i], round_bf16(d * g * sig));
     }
 }
 

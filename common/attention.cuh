@@ -2,14 +2,19 @@
  * attention.cuh: causal GQA flash attention on the GPU, for training rows and
  * for one decoded token, and its backward pass (FlashAttention-2). Twins of
  * s1.c's attention_forward(), attention_row() and attention_backward(); tested
- * by tests/emu_kernels.cu and tests/emu_kernels_attention.cu. A tensor-core forward
- * kernel (mma.sync, attention_forward_tc()) is the alternative attention_tensor_cores selects.
+ * by tests/emu_kernels.cu, tests/emu_kernels_attention.cu and
+ * tests/emu_kernels_attention_tc.cu. Two versions of the training kernels: on
+ * the CUDA cores (attention_forward_cuda_cores(), attention_backward_cuda_cores():
+ * the readable reference, any even head dim up to 128) and on the tensor cores
+ * (attention_forward_tc(), attention_backward_tc(): mma.sync, ldmatrix, cp.async;
+ * head dims 64 and 128). attention_forward() and attention_backward() pick the
+ * tensor cores where they can, unless attention_tensor_cores is cleared.
  */
 #ifndef S1C_ATTENTION_CUH
 #define S1C_ATTENTION_CUH
 
 #include "common/cuda_common.cuh"
-#include "common/mma.cuh"   // mma.sync, ldmatrix, cp.async: the tensor-core forward kernel
+#include "common/mma.cuh"   // mma.sync, ldmatrix, cp.async: the tensor-core kernels
 
 // Causal GQA flash attention (one sequence, or new tokens after a KV cache).
 //
@@ -107,9 +112,8 @@ static size_t attention_smem_bytes(int HD) {
 }
 
 // ----------------------------------------------------------------------------
-// The same forward pass on tensor cores (FlashAttention-2 style), the alternative
-// selected by attention_tensor_cores (off by default: the CUDA-core kernel above
-// stays the default until a tensor-core backward exists). Head dims 64 and 128.
+// The same forward pass on tensor cores (FlashAttention-2 style), what
+// attention_forward() runs by default at head dims 64 and 128.
 //
 // A block takes ATC_BQ = 64 query rows of one query head; each of its 4 warps
 // owns 16 rows (one m16 tile) and keeps their Q fragments in registers. K and V
@@ -132,13 +136,15 @@ static size_t attention_smem_bytes(int HD) {
 // checks that (the weights computed in double from the inputs).
 //
 // Not yet: all query heads of one KV head in one block (GQA: K and V read once
-// per group); the backward pass.
+// per group; today each query head's block reads them again, from L2 mostly).
 #define ATC_BQ 64
 #define ATC_BK 64
 #define ATC_WARPS 4
 #define ATC_PAD 8   // bf16: rows stay 16-byte aligned for ldmatrix/cp.async, and start in different banks
 
-static bool attention_tensor_cores = false;   // the programs' default: the CUDA-core kernel
+// The programs' choice: true (the default) runs attention on the tensor cores wherever the head dim
+// allows (64 and 128: every Qwen2.5 size); false keeps the CUDA-core kernels, the readable reference.
+static bool attention_tensor_cores = true;
 
 // O (16 query rows x HD, the warp's m16n8 accumulators: o[i] holds dims 8i..8i+7) += P (16 rows x
 // ATC_BK keys, bf16 A fragments: pf[kk] holds keys 16kk..16kk+15) . V (ATC_BK keys x HD, shared
@@ -308,18 +314,22 @@ static void attention_forward_tc(floatX *out, float *lse, const floatX *q, const
 // the past+Tq keys/values (k, v: (past+Tq, NKV, HD), a sequence's or a KV cache's).
 // lse (Tq,NQ), when not NULL, receives each row's log-sum-exp of its scaled
 // scores (s1.c's layout), which attention_backward() needs.
-static void attention_forward(floatX *out, float *lse, const floatX *q, const floatX *k, const floatX *v, int Tq, int past,
-                              int NQ, int NKV, int HD) {
+static void attention_forward_cuda_cores(floatX *out, float *lse, const floatX *q, const floatX *k, const floatX *v, int Tq,
+                                         int past, int NQ, int NKV, int HD) {
     if (HD > ATT_MAX_HD || HD % 2 != 0) die("attention_forward: head_dim %d is not supported (even, at most %d)", HD, ATT_MAX_HD);
     if (NQ % NKV != 0) die("attention_forward: %d query heads are not a multiple of %d KV heads", NQ, NKV);
-    if (attention_tensor_cores && (HD == 64 || HD == 128)) {   // the tensor-core alternative, when chosen
-        attention_forward_tc(out, lse, q, k, v, Tq, past, NQ, NKV, HD);
-        return;
-    }
     dim3 grid((unsigned)((Tq + ATT_BQ - 1) / ATT_BQ), (unsigned)NQ);
     float scale = 1.0f / sqrtf((float)HD);
     CU_LAUNCH(attention_forward_kernel, grid, ATT_WARPS * WARP_SIZE, attention_smem_bytes(HD), 0)(out, lse, q, k, v, Tq, past, NQ, NKV, HD, scale);
     cudaCheck(cudaGetLastError());
+}
+
+// The programs' entry point: the tensor-core kernel where the head dim allows it
+// and attention_tensor_cores is set (the default), else the CUDA-core kernel.
+static void attention_forward(floatX *out, float *lse, const floatX *q, const floatX *k, const floatX *v, int Tq, int past,
+                              int NQ, int NKV, int HD) {
+    if (attention_tensor_cores && (HD == 64 || HD == 128)) attention_forward_tc(out, lse, q, k, v, Tq, past, NQ, NKV, HD);
+    else attention_forward_cuda_cores(out, lse, q, k, v, Tq, past, NQ, NKV, HD);
 }
 
 // ----------------------------------------------------------------------------
@@ -538,21 +548,331 @@ static size_t attention_backward_dq_smem_bytes(int HD) {
 // Floats of device scratch attention_backward() needs: D (T,NQ).
 static size_t attention_backward_scratch_floats(int T, int NQ) { return (size_t)T * NQ; }
 
+// D (T,NQ) = rowsum(dout * out), the first step of both backward passes
+static void attention_backward_D(float *D, const floatX *dout, const floatX *out, int T, int NQ, int HD) {
+    size_t rows = (size_t)T * NQ;
+    CU_LAUNCH(attention_backward_D_kernel, grid_for(rows, ATT_WARPS), ATT_WARPS * WARP_SIZE, 0, 0)(D, dout, out, rows, HD);
+    cudaCheck(cudaGetLastError());
+}
+// ----------------------------------------------------------------------------
+// The backward pass on tensor cores (HD 64 and 128), selected by
+// attention_tensor_cores like the forward: the same three steps and the same
+// ownership as the CUDA-core kernels above (deterministic, no atomics), with the
+// five T x T products on mma.sync m16n8k16. The D kernel is shared.
+//
+//  2. attention_backward_dkdv_tc_kernel: a block owns ATCB_BKV = 64 key rows of
+//     one KV head, its K and V tiles staged once in shared memory; each of its 4
+//     warps owns 16 key rows and their dk, dv accumulators (fp32 registers).
+//     It walks the G query heads of the group and, for each, the query tiles of
+//     ATCB_BQ = 32 rows from the one holding its first key (q, dout, lse, D
+//     double-buffered by cp.async). Per tile, a warp computes, transposed (keys
+//     as the m16 rows, so its accumulators stay its own):
+//        S^T = K Q^T, P^T = exp(scale S^T - lse) (causal mask), dV += P^T dO,
+//        dP^T = V dO^T, dS^T = P^T (dP^T - D), dK += dS^T Q,
+//     with P^T and dS^T rounded to bf16 and reused straight from the
+//     accumulators as A fragments (the forward's trick), K and V fragments by
+//     ldmatrix, Q and dO as the "col" operand (plain ldmatrix) for S^T and dP^T
+//     and as the k-major B operand (ldmatrix.trans) for dV and dK.
+//  3. attention_backward_dq_tc_kernel: a block owns 64 query rows of one query
+//     head (latest first, as the forward), its warps 16 rows each with their Q
+//     and dO fragments in registers; per key tile of 32 (K and V double-buffered)
+//        S = Q K^T, P, dP = dO V^T, dS = P (dP - D), dQ += dS K.
+// Shared memory: (2 x 64 + 4 x 32) (HD + 8) bf16 (+ 256 floats for the dk/dv
+// kernel's lse and D): 36,864 (37,376) bytes at HD 64, 69,632 (70,144) at 128.
+//
+// Precision: the products are exact and summed in fp32, as in the CUDA-core
+// kernels; what is new is one bf16 rounding of each p (for dV) and each ds (for
+// dK and dQ), |x~ - x| <= u|x|, so on top of the CUDA-core bound
+//     |d dv_ud| <= u sum_{h,t} p_tu |dout_td|,
+//     |d dk_ud| <= u scale sum_{h,t} |ds_tu| |q_td|,  |d dq_td| <= u scale sum_u |ds_tu| |k_ud|,
+// derived and checked in tests/emu_kernels_attention.cu.
+#define ATCB_BKV 64   // key rows per block of the dk/dv kernel: 4 warps x 16
+#define ATCB_BQ 32    // query rows per tile of the dk/dv kernel
+#define ATCB_DQ_BQ 64 // query rows per block of the dq kernel: 4 warps x 16
+#define ATCB_DQ_BK 32 // key rows per tile of the dq kernel
+
+// The n8 tiles of a 16 x 32 fp32 accumulator (rows g, g+8; columns 8j + 2t, +1),
+// rounded to bf16 as the two m16k16 A fragments of its 32 columns.
+__device__ __forceinline__ void atc_accumulator_to_a(uint32_t (&a)[2][4], const float (&c)[4][4]) {
+#pragma unroll
+    for (int j = 0; j < 4; j++) {
+        a[j / 2][(j % 2) * 2 + 0] = pack_bf16x2(c[j][0], c[j][1]);
+        a[j / 2][(j % 2) * 2 + 1] = pack_bf16x2(c[j][2], c[j][3]);
+    }
+}
+
+// acc (16 x 32, four n8 tiles) += A (16 x HD: the warp's rows of as, row stride LD)
+// . B^T (B: 32 rows of bs x HD): both operands row-major along HD (plain ldmatrix).
+template <int HD, int LD>
+__device__ __forceinline__ void atc_mma_abt(float (&acc)[4][4], const floatX *as, const floatX *bs, int lane) {
+#pragma unroll
+    for (int kk = 0; kk < HD / 16; kk++) {
+        uint32_t a[4];
+        ldmatrix<4>(a, &as[(lane % 16) * LD + kk * 16 + lane / 16 * 8]);
+#pragma unroll
+        for (int np = 0; np < 2; np++) {
+            uint32_t b4[4];
+            ldmatrix<4>(b4, &bs[(np * 16 + lane % 8 + lane / 16 * 8) * LD + kk * 16 + (lane / 8 % 2) * 8]);
+            uint32_t b0[2] = {b4[0], b4[1]}, b1[2] = {b4[2], b4[3]};
+            mma_bf16_16816(acc[2 * np], a, b0, acc[2 * np]);
+            mma_bf16_16816(acc[2 * np + 1], a, b1, acc[2 * np + 1]);
+        }
+    }
+}
+
+// acc (16 x HD) += A (16 x 32, bf16 A fragments) . B (32 rows of bs x HD, row stride LD: ldmatrix.trans)
+template <int HD, int LD>
+__device__ __forceinline__ void atc_mma_ab(float (&acc)[HD / 8][4], const uint32_t (&a)[2][4], const floatX *bs, int lane) {
+#pragma unroll
+    for (int kk = 0; kk < 2; kk++) {
+#pragma unroll
+        for (int dp = 0; dp < HD / 16; dp++) {
+            uint32_t b4[4];
+            ldmatrix<4, true>(b4, &bs[(kk * 16 + lane % 8 + (lane / 8 % 2) * 8) * LD + dp * 16 + lane / 16 * 8]);
+            uint32_t b0[2] = {b4[0], b4[1]}, b1[2] = {b4[2], b4[3]};
+            mma_bf16_16816(acc[2 * dp], a[kk], b0, acc[2 * dp]);
+            mma_bf16_16816(acc[2 * dp + 1], a[kk], b1, acc[2 * dp + 1]);
+        }
+    }
+}
+
+template <int HD>
+__global__ void __launch_bounds__(ATC_WARPS * WARP_SIZE)
+attention_backward_dkdv_tc_kernel(floatX *dk, floatX *dv, const float *D, const floatX *dout, const float *lse,
+                                  const floatX *q, const floatX *k, const floatX *v, int T, int NQ, int NKV, float scale) {
+    // dk dv k v (T,NKV,HD), dout q (T,NQ,HD), lse D (T,NQ)
+    constexpr int LD = HD + ATC_PAD, CH = HD / 8;
+    CU_EXTERN_SHARED(float4, atcb_smem);
+    floatX *ks = reinterpret_cast<floatX *>(atcb_smem);   // (BKV, LD)
+    floatX *vs = ks + ATCB_BKV * LD;                      // (BKV, LD)
+    floatX *qs = vs + ATCB_BKV * LD;                      // (2, BQ, LD) two stages
+    floatX *dos = qs + 2 * ATCB_BQ * LD;                  // (2, BQ, LD)
+    float *lses = reinterpret_cast<float *>(dos + 2 * ATCB_BQ * LD);   // (2, BQ)
+    float *Ds = lses + 2 * ATCB_BQ;                                    // (2, BQ)
+    int warp = threadIdx.x / WARP_SIZE, lane = threadIdx.x % WARP_SIZE, g = lane / 4, t = lane % 4;
+    int k0 = blockIdx.x * ATCB_BKV, kvh = blockIdx.y, G = NQ / NKV;
+    size_t QD = (size_t)NQ * HD, KD = (size_t)NKV * HD;
+
+    for (int c = threadIdx.x; c < ATCB_BKV * CH; c += blockDim.x) {   // key rows past T: zeros
+        int r = c / CH, d = c % CH * 8;
+        bool ok = k0 + r < T;
+        size_t off = (size_t)(k0 + r) * KD + (size_t)kvh * HD + d;
+        cp_async_zfill<16>(&ks[r * LD + d], ok ? k + off : k, ok ? 16 : 0);
+        cp_async_zfill<16>(&vs[r * LD + d], ok ? v + off : v, ok ? 16 : 0);
+    }
+    // the steps: for each head of the group, the query tiles from the one holding key k0
+    int first_tile = k0 / ATCB_BQ, tiles = (T + ATCB_BQ - 1) / ATCB_BQ - first_tile, steps = G * tiles;
+    auto load_q = [&](int stage, int step) {
+        int h = kvh * G + step / tiles, q0 = (first_tile + step % tiles) * ATCB_BQ;
+        for (int c = threadIdx.x; c < ATCB_BQ * CH; c += blockDim.x) {
+            int r = c / CH, d = c % CH * 8;
+            bool ok = q0 + r < T;
+            size_t off = (size_t)(q0 + r) * QD + (size_t)h * HD + d;
+            cp_async_zfill<16>(&qs[(stage * ATCB_BQ + r) * LD + d], ok ? q + off : q, ok ? 16 : 0);
+            cp_async_zfill<16>(&dos[(stage * ATCB_BQ + r) * LD + d], ok ? dout + off : dout, ok ? 16 : 0);
+        }
+        for (int r = threadIdx.x; r < ATCB_BQ; r += blockDim.x) {
+            bool ok = q0 + r < T;
+            size_t off = (size_t)(q0 + r) * NQ + h;
+            cp_async_zfill<4>(&lses[stage * ATCB_BQ + r], ok ? lse + off : lse, ok ? 4 : 0);
+            cp_async_zfill<4>(&Ds[stage * ATCB_BQ + r], ok ? D + off : D, ok ? 4 : 0);
+        }
+    };
+    load_q(0, 0);
+    cp_async_commit();   // group 0: K, V and the first tile
+
+    float dka[HD / 8][4], dva[HD / 8][4];
+#pragma unroll
+    for (int i = 0; i < HD / 8; i++)
+#pragma unroll
+        for (int e = 0; e < 4; e++) dka[i][e] = dva[i][e] = 0.0f;
+    int wk0 = k0 + warp * 16;   // the warp's first key
+    for (int step = 0; step < steps; step++) {
+        if (step + 1 < steps) load_q((step + 1) & 1, step + 1);
+        cp_async_commit();
+        cp_async_wait<1>();
+        __syncthreads();
+        int stage = step & 1, q0 = (first_tile + step % tiles) * ATCB_BQ;
+        const floatX *qst = qs + stage * ATCB_BQ * LD, *dost = dos + stage * ATCB_BQ * LD;
+        if (wk0 < T && q0 + ATCB_BQ - 1 >= wk0) {   // warp-uniform: some query of the tile sees the warp's keys
+            float s[4][4], dp[4][4];
+#pragma unroll
+            for (int j = 0; j < 4; j++)
+#pragma unroll
+                for (int e = 0; e < 4; e++) s[j][e] = dp[j][e] = 0.0f;
+            atc_mma_abt<HD, LD>(s, ks + warp * 16 * LD, qst, lane);     // S^T = K Q^T
+            atc_mma_abt<HD, LD>(dp, vs + warp * 16 * LD, dost, lane);   // dP^T = V dO^T
+#pragma unroll
+            for (int j = 0; j < 4; j++)
+#pragma unroll
+                for (int e = 0; e < 4; e++) {
+                    int col = 8 * j + 2 * t + e % 2, tq = q0 + col, u = wk0 + g + (e / 2) * 8;
+                    float p = tq < T && u <= tq ? expf(s[j][e] * scale - lses[stage * ATCB_BQ + col]) : 0.0f;
+                    s[j][e] = p;                                               // P^T
+                    dp[j][e] = p * (dp[j][e] - Ds[stage * ATCB_BQ + col]);     // dS^T
+                }
+            uint32_t pa[2][4], dsa[2][4];
+            atc_accumulator_to_a(pa, s);
+            atc_accumulator_to_a(dsa, dp);
+            atc_mma_ab<HD, LD>(dva, pa, dost, lane);    // dV += P^T dO
+            atc_mma_ab<HD, LD>(dka, dsa, qst, lane);    // dK += dS^T Q
+        }
+        __syncthreads();   // every warp is done with this stage before the tile after next overwrites it
+    }
+#pragma unroll
+    for (int r = 0; r < 2; r++) {
+        int u = wk0 + g + 8 * r;
+        if (u >= T) continue;
+        size_t off = (size_t)u * KD + (size_t)kvh * HD;
+#pragma unroll
+        for (int i = 0; i < HD / 8; i++)
+#pragma unroll
+            for (int e = 0; e < 2; e++) {
+                dk[off + i * 8 + 2 * t + e] = round_bf16(dka[i][2 * r + e] * scale);
+                dv[off + i * 8 + 2 * t + e] = round_bf16(dva[i][2 * r + e]);
+            }
+    }
+}
+
+template <int HD>
+__global__ void __launch_bounds__(ATC_WARPS * WARP_SIZE)
+attention_backward_dq_tc_kernel(floatX *dq, const float *D, const floatX *dout, const float *lse, const floatX *q,
+                                const floatX *k, const floatX *v, int T, int NQ, int NKV, float scale) {
+    // dq dout q (T,NQ,HD), k v (T,NKV,HD), lse D (T,NQ)
+    constexpr int LD = HD + ATC_PAD, CH = HD / 8;
+    CU_EXTERN_SHARED(float4, atcq_smem);
+    floatX *qs = reinterpret_cast<floatX *>(atcq_smem);   // (BQ, LD)
+    floatX *dos = qs + ATCB_DQ_BQ * LD;                   // (BQ, LD)
+    floatX *ks = dos + ATCB_DQ_BQ * LD;                   // (2, BK, LD) two stages
+    floatX *vs = ks + 2 * ATCB_DQ_BK * LD;                // (2, BK, LD)
+    int warp = threadIdx.x / WARP_SIZE, lane = threadIdx.x % WARP_SIZE, g = lane / 4, t = lane % 4;
+    int q0 = (gridDim.x - 1 - blockIdx.x) * ATCB_DQ_BQ, h = blockIdx.y, kvh = h / (NQ / NKV);
+    size_t QD = (size_t)NQ * HD, KD = (size_t)NKV * HD;
+    int num_keys = min(q0 + ATCB_DQ_BQ, T), ntiles = (num_keys + ATCB_DQ_BK - 1) / ATCB_DQ_BK;
+
+    for (int c = threadIdx.x; c < ATCB_DQ_BQ * CH; c += blockDim.x) {   // rows past T: zeros
+        int r = c / CH, d = c % CH * 8;
+        bool ok = q0 + r < T;
+        size_t off = (size_t)(q0 + r) * QD + (size_t)h * HD + d;
+        cp_async_zfill<16>(&qs[r * LD + d], ok ? q + off : q, ok ? 16 : 0);
+        cp_async_zfill<16>(&dos[r * LD + d], ok ? dout + off : dout, ok ? 16 : 0);
+    }
+    auto load_kv = [&](int stage, int kt0) {
+        for (int c = threadIdx.x; c < ATCB_DQ_BK * CH; c += blockDim.x) {
+            int j = c / CH, d = c % CH * 8;
+            bool ok = kt0 + j < num_keys;
+            size_t off = (size_t)(kt0 + j) * KD + (size_t)kvh * HD + d;
+            cp_async_zfill<16>(&ks[(stage * ATCB_DQ_BK + j) * LD + d], ok ? k + off : k, ok ? 16 : 0);
+            cp_async_zfill<16>(&vs[(stage * ATCB_DQ_BK + j) * LD + d], ok ? v + off : v, ok ? 16 : 0);
+        }
+    };
+    load_kv(0, 0);
+    cp_async_commit();   // group 0: Q, dO and the first K, V tile
+
+    int row0 = q0 + warp * 16 + g, warp_last = q0 + warp * 16 + 15;
+    float lse_r[2], D_r[2];
+#pragma unroll
+    for (int r = 0; r < 2; r++) {
+        int row = row0 + 8 * r;
+        lse_r[r] = row < T ? lse[(size_t)row * NQ + h] : 0.0f;
+        D_r[r] = row < T ? D[(size_t)row * NQ + h] : 0.0f;
+    }
+    float dqa[HD / 8][4];
+#pragma unroll
+    for (int i = 0; i < HD / 8; i++) dqa[i][0] = dqa[i][1] = dqa[i][2] = dqa[i][3] = 0.0f;
+    for (int kt = 0; kt < ntiles; kt++) {
+        if (kt + 1 < ntiles) load_kv((kt + 1) & 1, (kt + 1) * ATCB_DQ_BK);
+        cp_async_commit();
+        cp_async_wait<1>();
+        __syncthreads();
+        int kt0 = kt * ATCB_DQ_BK;
+        const floatX *kst = ks + (kt & 1) * ATCB_DQ_BK * LD, *vst = vs + (kt & 1) * ATCB_DQ_BK * LD;
+        if (kt0 <= warp_last) {   // warp-uniform: a tile wholly in the warp's future is skipped
+            float s[4][4], dp[4][4];
+#pragma unroll
+            for (int j = 0; j < 4; j++)
+#pragma unroll
+                for (int e = 0; e < 4; e++) s[j][e] = dp[j][e] = 0.0f;
+            atc_mma_abt<HD, LD>(s, qs + warp * 16 * LD, kst, lane);     // S = Q K^T
+            atc_mma_abt<HD, LD>(dp, dos + warp * 16 * LD, vst, lane);   // dP = dO V^T
+#pragma unroll
+            for (int j = 0; j < 4; j++)
+#pragma unroll
+                for (int e = 0; e < 4; e++) {
+                    int r = e / 2, u = kt0 + 8 * j + 2 * t + e % 2, row = row0 + 8 * r;
+                    float p = row < T && u <= row ? expf(s[j][e] * scale - lse_r[r]) : 0.0f;
+                    dp[j][e] = p * (dp[j][e] - D_r[r]);   // dS
+                }
+            uint32_t dsa[2][4];
+            atc_accumulator_to_a(dsa, dp);
+            atc_mma_ab<HD, LD>(dqa, dsa, kst, lane);   // dQ += dS K
+        }
+        __syncthreads();
+    }
+#pragma unroll
+    for (int r = 0; r < 2; r++) {
+        int row = row0 + 8 * r;
+        if (row >= T) continue;
+        floatX *dqr = dq + (size_t)row * QD + (size_t)h * HD;
+#pragma unroll
+        for (int i = 0; i < HD / 8; i++) {
+            dqr[i * 8 + 2 * t] = round_bf16(dqa[i][2 * r] * scale);
+            dqr[i * 8 + 2 * t + 1] = round_bf16(dqa[i][2 * r + 1] * scale);
+        }
+    }
+}
+
+static size_t attention_backward_dkdv_tc_smem_bytes(int HD) {
+    return (size_t)(2 * ATCB_BKV + 4 * ATCB_BQ) * (HD + ATC_PAD) * sizeof(floatX) + 4 * ATCB_BQ * sizeof(float);
+}
+static size_t attention_backward_dq_tc_smem_bytes(int HD) {
+    return (size_t)(2 * ATCB_DQ_BQ + 4 * ATCB_DQ_BK) * (HD + ATC_PAD) * sizeof(floatX);
+}
+
+// attention_backward() on tensor cores: the same contract, HD 64 or 128.
+static void attention_backward_tc(floatX *dq, floatX *dk, floatX *dv, float *scratch, const floatX *dout, const floatX *out,
+                                  const float *lse, const floatX *q, const floatX *k, const floatX *v,
+                                  int T, int NQ, int NKV, int HD) {
+    if (HD != 64 && HD != 128) die("attention_backward_tc: head_dim %d is not supported (64 or 128)", HD);
+    if (NQ % NKV != 0) die("attention_backward_tc: %d query heads are not a multiple of %d KV heads", NQ, NKV);
+    if (NQ > 65535) die("attention_backward_tc: %d query heads exceed the grid's y limit", NQ);
+    if (T <= 0) return;
+    float scale = 1.0f / sqrtf((float)HD), *D = scratch;
+    attention_backward_D(D, dout, out, T, NQ, HD);
+
+    typedef void (*DkdvKernel)(floatX *, floatX *, const float *, const floatX *, const float *, const floatX *,
+                               const floatX *, const floatX *, int, int, int, float);
+    DkdvKernel attention_backward_dkdv_tc_kernel_hd =
+        HD == 64 ? attention_backward_dkdv_tc_kernel<64> : attention_backward_dkdv_tc_kernel<128>;
+    size_t smem = attention_backward_dkdv_tc_smem_bytes(HD);
+    cudaCheck(cudaFuncSetAttribute(attention_backward_dkdv_tc_kernel_hd, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+    dim3 grid_kv((unsigned)((T + ATCB_BKV - 1) / ATCB_BKV), (unsigned)NKV);
+    CU_LAUNCH(attention_backward_dkdv_tc_kernel_hd, grid_kv, ATC_WARPS * WARP_SIZE, smem, 0)(dk, dv, D, dout, lse, q, k, v, T, NQ, NKV, scale);
+    cudaCheck(cudaGetLastError());
+
+    typedef void (*DqKernel)(floatX *, const float *, const floatX *, const float *, const floatX *, const floatX *,
+                             const floatX *, int, int, int, float);
+    DqKernel attention_backward_dq_tc_kernel_hd = HD == 64 ? attention_backward_dq_tc_kernel<64> : attention_backward_dq_tc_kernel<128>;
+    smem = attention_backward_dq_tc_smem_bytes(HD);
+    cudaCheck(cudaFuncSetAttribute(attention_backward_dq_tc_kernel_hd, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+    dim3 grid_q((unsigned)((T + ATCB_DQ_BQ - 1) / ATCB_DQ_BQ), (unsigned)NQ);
+    CU_LAUNCH(attention_backward_dq_tc_kernel_hd, grid_q, ATC_WARPS * WARP_SIZE, smem, 0)(dq, D, dout, lse, q, k, v, T, NQ, NKV, scale);
+    cudaCheck(cudaGetLastError());
+}
+
 // dq (T,NQ,HD), dk dv (T,NKV,HD) bf16, WRITTEN (not accumulated: they are per-step activation gradients);
 // dout out q (T,NQ,HD), k v (T,NKV,HD) bf16, lse (T,NQ) fp32 from attention_forward; one sequence, positions 0..T-1.
 // scratch: at least attention_backward_scratch_floats(T, NQ) floats of device memory (D = rowsum(dout*out)).
-static void attention_backward(floatX *dq, floatX *dk, floatX *dv, float *scratch, const floatX *dout, const floatX *out,
-                               const float *lse, const floatX *q, const floatX *k, const floatX *v,
-                               int T, int NQ, int NKV, int HD) {
+static void attention_backward_cuda_cores(floatX *dq, floatX *dk, floatX *dv, float *scratch, const floatX *dout,
+                                          const floatX *out, const float *lse, const floatX *q, const floatX *k,
+                                          const floatX *v, int T, int NQ, int NKV, int HD) {
     if (HD > ATT_MAX_HD || HD % 2 != 0) die("attention_backward: head_dim %d is not supported (even, at most %d)", HD, ATT_MAX_HD);
     if (NQ % NKV != 0) die("attention_backward: %d query heads are not a multiple of %d KV heads", NQ, NKV);
     if (NQ > 65535) die("attention_backward: %d query heads exceed the grid's y limit", NQ);
     if (T <= 0) return;
     float scale = 1.0f / sqrtf((float)HD), *D = scratch;
     int block = ATT_WARPS * WARP_SIZE;
-    size_t rows = (size_t)T * NQ;
-    CU_LAUNCH(attention_backward_D_kernel, grid_for(rows, ATT_WARPS), block, 0, 0)(D, dout, out, rows, HD);
-    cudaCheck(cudaGetLastError());
+    attention_backward_D(D, dout, out, T, NQ, HD);
 
     size_t smem = attention_backward_dkdv_smem_bytes(HD);
     cudaCheck(cudaFuncSetAttribute(attention_backward_dkdv_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
@@ -565,6 +885,14 @@ static void attention_backward(floatX *dq, floatX *dk, floatX *dv, float *scratc
     dim3 grid_q((unsigned)((T + ATT_BQ - 1) / ATT_BQ), (unsigned)NQ);
     CU_LAUNCH(attention_backward_dq_kernel, grid_q, block, smem, 0)(dq, D, dout, lse, q, k, v, T, NQ, NKV, HD, scale);
     cudaCheck(cudaGetLastError());
+}
+
+// The programs' entry point, chosen as attention_forward() chooses.
+static void attention_backward(floatX *dq, floatX *dk, floatX *dv, float *scratch, const floatX *dout, const floatX *out,
+                               const float *lse, const floatX *q, const floatX *k, const floatX *v,
+                               int T, int NQ, int NKV, int HD) {
+    if (attention_tensor_cores && (HD == 64 || HD == 128)) attention_backward_tc(dq, dk, dv, scratch, dout, out, lse, q, k, v, T, NQ, NKV, HD);
+    else attention_backward_cuda_cores(dq, dk, dv, scratch, dout, out, lse, q, k, v, T, NQ, NKV, HD);
 }
 
 // Decoding: one new query token per head against the ntok cached keys (itself

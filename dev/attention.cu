@@ -74,7 +74,7 @@ static void attention_forward_v1(floatX *out, const floatX *q, const floatX *k, 
 
 static void attention_forward_v2(floatX *out, const floatX *q, const floatX *k, const floatX *v, int Tq, int past, int NQ,
                                  int NKV, int HD) {
-    attention_forward(out, NULL, q, k, v, Tq, past, NQ, NKV, HD);
+    attention_forward_cuda_cores(out, NULL, q, k, v, Tq, past, NQ, NKV, HD);
 }
 
 // decode: the last row, one thread per head

@@ -1,6 +1,7 @@
 /*
- * emu_kernels_attention.cu: the attention backward pass of common/attention.cuh
- * (FlashAttention-2, attention_backward()) against s1.c's attention_backward(),
+ * emu_kernels_attention.cu: the attention backward passes of common/attention.cuh
+ * (FlashAttention-2 on the CUDA cores, attention_backward_cuda_cores(), and on the
+ * tensor cores, attention_backward_tc()) against s1.c's attention_backward(),
  * the fp32 CPU oracle (linked in through tests/s1_ref.c), on the CPU through the
  * CUDA emulator; tests/run.sh runs it in the forward, reverse and random thread
  * schedules. Also the forward kernel's lse, which the backward pass consumes.
@@ -14,7 +15,9 @@
  *
  * Shapes cut across the tiles: the dk/dv kernel takes 16 key rows per block and
  * query tiles of 32 rows starting at the block's first key; the dq kernel takes
- * 16 query rows per block and key tiles of 32.
+ * 16 query rows per block and key tiles of 32. On tensor cores (head dims 64 and
+ * 128): 64 key rows per block, query tiles of 32; 64 query rows, key tiles of 32;
+ * GQA ratios 1, 5 and 8; up to T = 2048.
  *
  * ---- The error bound (derived, not fitted) -------------------------------------
  * u = 2^-8 (one bf16 rounding, relative), e = 2^-24 (one fp32 rounding). For
@@ -50,6 +53,10 @@
  * computed below in double from the inputs (attention_backward_bound()). In
  * practice the u|ref| term (the final rounding) dominates: the e-terms are
  * ~1e-4 relative at these sizes, Delta_t ~ u of D's magnitude.
+ *
+ * On tensor cores each p is also rounded to bf16 before dv's product, each ds
+ * before dk's and dq's: |x~ - x| <= u|x|, which adds u p_tu |dout_td| per term to
+ * E(dv), u scale c_tu |q_td| to E(dk) and u scale c_tu |k_ud| to E(dq).
  *
  * lse, per implementation: the scores are off by (HD+1) e sig, which moves the
  * log-sum-exp by at most (HD+1) e sigmax_t (d lse/d s_u = p_u, summing to 1);
@@ -102,9 +109,11 @@ static void lse_bound(double *Lambda, const float *q, const float *k, const floa
 
 // E(dq), E(dk), E(dv) of the header comment, each already times (1+u): the
 // check is then |got - ref| <= u|ref| + extra.
+// tc: the tensor-core kernels' bf16 p (for dv) and ds (for dk, dq) add u p |dout|,
+// u scale c |q| and u scale c |k| per term (c >= |ds|).
 static void attention_backward_bound(float *Edq, float *Edk, float *Edv, const float *q, const float *k, const float *v,
                                      const float *dout, const float *out, const float *lse, const double *Lambda,
-                                     size_t T, size_t NQ, size_t NKV, size_t HD) {
+                                     size_t T, size_t NQ, size_t NKV, size_t HD, int tc) {
     size_t QD = NQ * HD, KD = NKV * HD, G = NQ / NKV;
     double scale = 1.0 / sqrt((double)HD), e = EPS32;
     double *eq = (double *)calloc(T * QD, sizeof(double)), *ek = (double *)calloc(T * KD, sizeof(double));
@@ -128,9 +137,9 @@ static void attention_backward_bound(float *Edq, float *Edk, float *Edv, const f
                 sig *= scale;
                 double p = exp(s - L), c = p * (a + b);
                 double pi = e * ((HD + 3) * sig + fabs(L) + 4.0), eps = pi + (HD + 2) * e;
-                double wq = scale * (c * (2.0 * (eps + (T + 2) * e) + lam) + p * Delta);
-                double wk = scale * (c * (2.0 * (eps + (G * T + 2) * e) + lam) + p * Delta);
-                double wv = p * (2.0 * (pi + (G * T + 2) * e) + lam);
+                double wq = scale * (c * (2.0 * (eps + (T + 2) * e) + lam + (tc ? U : 0.0)) + p * Delta);
+                double wk = scale * (c * (2.0 * (eps + (G * T + 2) * e) + lam + (tc ? U : 0.0)) + p * Delta);
+                double wv = p * (2.0 * (pi + (G * T + 2) * e) + lam + (tc ? U : 0.0));
                 double *eqr = eq + t * QD + h * HD, *ekr = ek + u * KD + kvh * HD, *evr = ev + u * KD + kvh * HD;
                 for (size_t d = 0; d < HD; d++) {
                     eqr[d] += wq * fabs(kr[d]);
@@ -159,9 +168,12 @@ static uint32_t fnv1a(const float *x, size_t n) {
 // ----------------------------------------------------------------------------
 // the cases
 
-static void test_attention_backward(size_t T, size_t NQ, size_t NKV, size_t HD, const char *why) {
+// tc: the backward pass on tensor cores (attention_backward_tc()); the forward's lse
+// comes from the CUDA-core kernel either way (its bound Lambda is derived above)
+static void test_attention_backward(size_t T, size_t NQ, size_t NKV, size_t HD, const char *why, int tc = 0) {
     char name[256];
-    snprintf(name, sizeof name, "attention_backward vs s1.c, T=%zu, NQ=%zu, NKV=%zu, HD=%zu (%s)", T, NQ, NKV, HD, why);
+    snprintf(name, sizeof name, "attention_backward%s vs s1.c, T=%zu, NQ=%zu, NKV=%zu, HD=%zu (%s)", tc ? " on tensor cores" : "",
+             T, NQ, NKV, HD, why);
     TEST_BEGIN(name);
     size_t QD = NQ * HD, KD = NKV * HD;
     float *q = host_random(T * QD, 2.0f), *k = host_random(T * KD, 2.0f), *v = host_random(T * KD, 1.0f);
@@ -177,7 +189,7 @@ static void test_attention_backward(size_t T, size_t NQ, size_t NKV, size_t HD, 
     // the GPU forward's lse, as a training step feeds it to the backward pass
     floatX *d_out_gpu = device_alloc_nan<floatX>(T * QD);
     float *d_lse = device_alloc_nan<float>(T * NQ), *lse_gpu = (float *)mallocCheck(T * NQ * sizeof(float));
-    attention_forward(d_out_gpu, d_lse, d_q, d_k, d_v, (int)T, 0, (int)NQ, (int)NKV, (int)HD);
+    attention_forward_cuda_cores(d_out_gpu, d_lse, d_q, d_k, d_v, (int)T, 0, (int)NQ, (int)NKV, (int)HD);
     cudaCheck(cudaMemcpy(lse_gpu, d_lse, T * NQ * sizeof(float), cudaMemcpyDeviceToHost));
     double *Lambda = (double *)mallocCheck(T * NQ * sizeof(double));
     float *Lf = (float *)mallocCheck(T * NQ * sizeof(float));
@@ -187,12 +199,13 @@ static void test_attention_backward(size_t T, size_t NQ, size_t NKV, size_t HD, 
 
     floatX *d_dq = device_alloc_nan<floatX>(T * QD), *d_dk = device_alloc_nan<floatX>(T * KD), *d_dv = device_alloc_nan<floatX>(T * KD);
     float *d_scratch = device_alloc_nan<float>(attention_backward_scratch_floats((int)T, (int)NQ));
-    attention_backward(d_dq, d_dk, d_dv, d_scratch, d_dout, d_out, d_lse, d_q, d_k, d_v, (int)T, (int)NQ, (int)NKV, (int)HD);
+    if (tc) attention_backward_tc(d_dq, d_dk, d_dv, d_scratch, d_dout, d_out, d_lse, d_q, d_k, d_v, (int)T, (int)NQ, (int)NKV, (int)HD);
+    else attention_backward_cuda_cores(d_dq, d_dk, d_dv, d_scratch, d_dout, d_out, d_lse, d_q, d_k, d_v, (int)T, (int)NQ, (int)NKV, (int)HD);
     float *got_dq = from_device(d_dq, T * QD), *got_dk = from_device(d_dk, T * KD), *got_dv = from_device(d_dv, T * KD);
 
     float *Edq = (float *)mallocCheck(T * QD * sizeof(float)), *Edk = (float *)mallocCheck(T * KD * sizeof(float));
     float *Edv = (float *)mallocCheck(T * KD * sizeof(float));
-    attention_backward_bound(Edq, Edk, Edv, q, k, v, dout, out, lse, Lambda, T, NQ, NKV, HD);
+    attention_backward_bound(Edq, Edk, Edv, q, k, v, dout, out, lse, Lambda, T, NQ, NKV, HD, tc);
     check_close("dq", got_dq, dq, T * QD, U, 0.0f, Edq);
     check_close("dk", got_dk, dk, T * KD, U, 0.0f, Edk);
     check_close("dv", got_dv, dv, T * KD, U, 0.0f, Edv);
@@ -220,5 +233,13 @@ int main(void) {
     test_attention_backward(77, 14, 2, 16, "GQA 7:1 as Qwen2.5-0.5B, T a multiple of no tile");
     test_attention_backward(100, 14, 2, 128, "GQA 7:1 at HD 128");
     test_attention_backward(300, 14, 2, 64, "Qwen2.5-0.5B's heads, 19 key blocks x 10 query tiles");
+    // tensor cores: key blocks of 64 and query tiles of 32 (dk, dv), query blocks of 64 and key tiles of 32 (dq)
+    test_attention_backward(1, 2, 1, 64, "a single row", 1);
+    test_attention_backward(31, 4, 4, 64, "less than one tile, no GQA", 1);
+    test_attention_backward(64, 5, 1, 128, "exactly one block, GQA 5:1, HD 128", 1);
+    test_attention_backward(65, 8, 1, 64, "one row past a block, GQA 8:1", 1);
+    test_attention_backward(100, 10, 2, 128, "GQA 5:1 at HD 128, partial tiles", 1);
+    test_attention_backward(300, 8, 1, 64, "GQA 8:1, 5 key blocks x 10 query tiles per head", 1);
+    test_attention_backward(2048, 2, 1, 64, "a long sequence: 32 key blocks x 64 query tiles per head", 1);
     return test_summary();
 }

@@ -2,7 +2,7 @@
  * emu_kernels_attention_tc.cu: the tensor-core attention forward kernel of
  * common/attention.cuh (attention_forward_tc_kernel: mma.sync, ldmatrix,
  * cp.async double buffering, P in bf16), reached through attention_forward()
- * with attention_tensor_cores set, against s1.c's attention (the fp32 CPU
+ * (attention_tensor_cores: on by default), against s1.c's attention (the fp32 CPU
  * oracle, through tests/s1_ref.c), on the CPU through the CUDA emulator;
  * tests/run.sh runs it in the forward, reverse and random thread schedules.
  *
@@ -75,9 +75,7 @@ static void test_attention_tc(size_t T, size_t past, size_t NQ, size_t NKV, size
     cudaCheck(cudaMalloc((void **)&d_lse, Tq * NQ * sizeof(float)));
     cudaCheck(cudaMemset(d_out, 0xFF, Tq * QD * sizeof(floatX)));   // NaN: a row never written fails
     cudaCheck(cudaMemset(d_lse, 0xFF, Tq * NQ * sizeof(float)));
-    attention_tensor_cores = true;
-    attention_forward(d_out, d_lse, d_q, d_k, d_v, (int)Tq, (int)past, (int)NQ, (int)NKV, (int)HD);
-    attention_tensor_cores = false;
+    attention_forward(d_out, d_lse, d_q, d_k, d_v, (int)Tq, (int)past, (int)NQ, (int)NKV, (int)HD);   // the default: tensor cores
     float *got = from_device(d_out, Tq * QD), *got_lse = host_from(d_lse, Tq * NQ);
     check_close("attention_tc", got, ref + past * QD, Tq * QD, U, 1e-5f, extra + past * QD);   // max|v| = 1
     check_close("attention_tc lse", got_lse, lse + past * NQ, Tq * NQ, 0.0f, 0.0f, Lambda + past * NQ);

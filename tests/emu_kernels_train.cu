@@ -5,7 +5,9 @@
  * both HF fixture models against s1.c's qwen2_backward() (with the weights
  * rounded to bf16, as the GPU holds them), with sequences of several lengths
  * in one step; micro-batches; activation checkpointing (bit-identical
- * gradients); determinism; and gpu_update() against s1.c's qwen2_update().
+ * gradients); determinism; a model of head dim 64, whose attention runs on the
+ * tensor cores (test_tensor_core_model()); and gpu_update() against s1.c's
+ * qwen2_update().
  *
  * The bound on the gradients. The GPU and the oracle run the same arithmetic
  * on the same bf16 weights; they differ by the GPU's bf16 roundings of
@@ -178,6 +180,78 @@ static void test_long_sequences(const char *dir) {
 }
 
 
+// The fixtures' head dims (16, 12) take the CUDA-core attention; at head dim 64 the
+// programs run it on tensor cores (attention_tensor_cores, the default). A random
+// Qwen2 with 2 query heads of 64 and 1 KV head, weights N(0, 0.1) so that the scores
+// are far from uniform, written as a checkpoint and trained on sequences of 77 and
+// 40 tokens. Tensor cores add two bf16 roundings per layer to a gradient's path (P
+// before P V and dV, dS before dK and dQ): the bound counts ROUNDINGS_PER_LAYER + 2.
+// The CUDA-core kernels, on the same model, keep the fixtures' bound.
+static void test_tensor_core_model(void) {
+    TEST_BEGIN("gpu_forward_backward gradients == s1.c at head dim 64: attention on tensor cores, and on CUDA cores");
+    Qwen2Config c;
+    memset(&c, 0, sizeof c);
+    c.vocab_size = 300; c.hidden_size = 128; c.intermediate_size = 192; c.num_layers = 2;
+    c.num_heads = 2; c.num_kv_heads = 1; c.head_dim = 64; c.max_position_embeddings = 256;
+    c.rope_theta = 10000.0; c.rms_norm_eps = 1e-6; c.tie_word_embeddings = 0; c.bos_token_id = c.eos_token_id = -1;
+    size_t count, n = parameter_count(&c);
+    float *params = (float *)mallocCheck(n * sizeof(float));
+    TensorInfo *tensors = qwen2_tensor_list(&c, &count);
+    uint64_t state = 2024;
+    for (size_t i = 0; i < count; i++) {
+        int kind = parameter_info[tensors[i].param].kind;
+        for (size_t j = 0; j < tensors[i].numel; j++)
+            params[tensors[i].offset + j] = kind == KIND_NORM ? 1.0f : (kind == KIND_WEIGHT ? 0.1f : 0.05f) * rng_normal(&state);
+    }
+    free(tensors);
+    char tmp[] = "/tmp/s1c-tc-XXXXXX", dir[64];
+    CHECK(mkdtemp(tmp) != NULL, "mkdtemp failed");
+    snprintf(dir, sizeof dir, "%s/model", tmp);
+    qwen2_checkpoint_write(dir, &c, params, 0, 0);
+
+    const size_t S = 2;
+    size_t offsets[S + 1] = {0, 77, 117}, N = offsets[S];
+    uint32_t ids[117];
+    uint8_t mask[117];
+    uint32_t lcg = 7;
+    for (size_t i = 0; i < N; i++) {
+        lcg = lcg * 1664525u + 1013904223u;
+        ids[i] = (lcg >> 8) % 300;
+        mask[i] = i != offsets[0] && i != offsets[1] && (lcg >> 4) % 4 != 0;
+    }
+    void *ref = s1ref_model_load(dir, 1);
+    s1ref_model_zero_grad(ref);
+    float ref_loss = s1ref_model_loss(ref, ids, mask, offsets, S);
+    float loss_bound = 2.0f * LOGIT_ROUNDINGS * (float)U * max_abs(s1ref_model_logits(ref), N * s1ref_model_vocab(ref));
+    s1ref_model_backward(ref, 1.0f);
+    GpuModel m;
+    gpu_model_open(&m, dir, 64, 1);
+    GpuTrainActs acts;
+    memset(&acts, 0, sizeof acts);
+    for (int tc = 1; tc >= 0; tc--) {
+        attention_tensor_cores = tc != 0;
+        cudaCheck(cudaMemset(m.grads_memory, 0, m.shard_numel * sizeof(float)));
+        float loss = gpu_forward_backward(&m, &acts, ids, mask, offsets, S, 1.0f, 0);
+        float *g = device_grads(&m);
+        printf("note: head dim 64 on %s: loss gpu %.7f, s1.c %.7f, |diff| %.3g (bound %.3g)\n", tc ? "tensor cores" : "CUDA cores",
+               loss, ref_loss, fabsf(loss - ref_loss), loss_bound);
+        CHECK(fabsf(loss - ref_loss) <= loss_bound, "loss %.7f vs s1.c %.7f (bound %.3g)", loss, ref_loss, loss_bound);
+        double bound = GRAD_SAFETY * sqrt((double)((ROUNDINGS_PER_LAYER + (tc ? 2 : 0)) * c.num_layers + HEAD_ROUNDINGS)) * U;
+        check_grads(tc ? "head dim 64, tensor cores" : "head dim 64, CUDA cores", &m.config, g, s1ref_model_grads_memory(ref), bound);
+        free(g);
+    }
+    attention_tensor_cores = true;
+    gpu_train_acts_free(&acts);
+    gpu_model_free(&m);
+    s1ref_model_free(ref);
+    free(params);
+    char path[96];
+    const char *files[] = {"config.json", "model.safetensors"};
+    for (int i = 0; i < 2; i++) { snprintf(path, sizeof path, "%s/%s", dir, files[i]); unlink(path); }
+    CHECK(rmdir(dir) == 0 && rmdir(tmp) == 0, "the checkpoint %s holds other files than its two", dir);
+    TEST_END();
+}
+
 // ----------------------------------------------------------------------------
 // ZeRO-3 over W ranks (ranks as threads of this process, over the emulator's NCCL)
 //
@@ -302,6 +376,7 @@ int main(void) {
     test_fixture_gradients("tests/fixtures/qwen-tiny-tied");
     test_fixture_gradients("tests/fixtures/qwen-tiny-gqa");
     test_long_sequences("tests/fixtures/qwen-tiny-gqa");
+    test_tensor_core_model();
     test_sharded_gradients("tests/fixtures/qwen-tiny-gqa", 2, 0);
     test_sharded_gradients("tests/fixtures/qwen-tiny-gqa", 4, 0);
     test_sharded_gradients("tests/fixtures/qwen-tiny-gqa", 4, 1);

@@ -9,10 +9,16 @@
  * Semantics (column-major, as cuBLAS): C = alpha * op(A) * op(B) + beta * C with
  * op(A)(i,p) = A[i + p*lda] (CUBLAS_OP_N) or A[p + i*lda] (CUBLAS_OP_T).
  * Matrices are fp32 or bf16, the compute type is fp32 (alpha and beta are host
- * floats), sums are accumulated in double, and with beta == 0 C is never read
- * (so NaN in an uninitialised output does not leak). Strides of the batched
- * calls are in elements. The GPU may sum in another order (split-K, TF32), so
- * compare results with tolerances.
+ * floats), and with beta == 0 C is never read (so NaN in an uninitialised
+ * output does not leak). Strides of the batched calls are in elements.
+ *
+ * Sums are accumulated in fp32, as the GPU's tensor cores do, in a blocked
+ * order: the k products of a dot product in blocks of GEMM_K_BLOCK (a tile's
+ * depth: an mma.sync chain), each block summed in fp32 and added into the fp32
+ * accumulator. A GPU's cuBLAS may pick other tiles or split k across blocks, so
+ * its sums are in another order, with errors of the same size (n e per term,
+ * e = 2^-24): a test bound that holds here, derived for fp32 sums, holds there.
+ * (It used to be double, which hid fp32's accumulation error from the tests.)
  */
 #ifndef S1C_CUEMU_BLAS_H
 #define S1C_CUEMU_BLAS_H
@@ -25,6 +31,8 @@ struct cublasContext {
 };
 
 namespace cuemu {
+
+#define GEMM_K_BLOCK 32
 
 inline float load_element(const void *base, cudaDataType type, size_t i) {
     if (type == CUDA_R_32F) return static_cast<const float *>(base)[i];
@@ -49,13 +57,17 @@ inline void gemm_one(cublasOperation_t transa, cublasOperation_t transb, int m, 
     for (int j = 0; j < n; j++) {
         for (int i = 0; i < m; i++) {
             const float *a = &a_rows[(size_t)i * k], *b = &b_cols[(size_t)j * k];
-            double sum = 0.0;
-            for (int p = 0; p < k; p++) sum += (double)a[p] * (double)b[p];
+            float sum = 0.0f;
+            for (int p0 = 0; p0 < k; p0 += GEMM_K_BLOCK) {
+                float block = 0.0f;
+                for (int p = p0; p < k && p < p0 + GEMM_K_BLOCK; p++) block += a[p] * b[p];
+                sum += block;
+            }
             size_t c = i + (size_t)j * ldc;
-            double out = (double)alpha * sum;
-            if (beta != 0.0f) out += (double)beta * load_element(C, ctype, c);  // beta == 0: C is not read
-            if (ctype == CUDA_R_32F) static_cast<float *>(C)[c] = (float)out;
-            else static_cast<__nv_bfloat16 *>(C)[c] = __float2bfloat16((float)out);
+            float out = alpha * sum;
+            if (beta != 0.0f) out += beta * load_element(C, ctype, c);  // beta == 0: C is not read
+            if (ctype == CUDA_R_32F) static_cast<float *>(C)[c] = out;
+            else static_cast<__nv_bfloat16 *>(C)[c] = __float2bfloat16(out);
         }
     }
 }

@@ -196,6 +196,26 @@ static void test_invalid_arguments(cublasHandle_t handle) {
     TEST_END();
 }
 
+// The accumulation order, by hand: x = [2^24, 1 x 63] . [1 x 64]. In blocks of 32
+// summed in fp32: the first block's 31 ones each round away (2^24 + 1 is a tie,
+// rounded to even), the second block is 32, so 2^24 + 32 (representable). One
+// running fp32 sum would lose all 63 ones; a double sum keeps them (2^24 + 63).
+static void test_fp32_blocked_sum(cublasHandle_t handle) {
+    TEST_BEGIN("cublasSgemm sums in fp32 in blocks of 32 along k: [2^24, 1 x 63] . [1 x 64] = 2^24 + 32");
+    float a[64], b[64], c = -1.0f;
+    for (int i = 0; i < 64; i++) { a[i] = 1.0f; b[i] = 1.0f; }
+    a[0] = 16777216.0f;
+    void *dA = device_copy(a, sizeof a), *dB = device_copy(b, sizeof b), *dC;
+    cudaCheck(cudaMalloc(&dC, sizeof(float)));
+    const float one = 1.0f, zero = 0.0f;
+    cublasCheck(cublasSgemm(handle, CUBLAS_OP_T, CUBLAS_OP_N, 1, 1, 64, &one, (const float *)dA, 64, (const float *)dB, 64,
+                            &zero, (float *)dC, 1));
+    cudaCheck(cudaMemcpy(&c, dC, sizeof(float), cudaMemcpyDeviceToHost));
+    CHECK(c == 16777216.0f + 32.0f, "got 2^24 + %g, want 2^24 + 32", (double)c - 16777216.0);
+    cudaCheck(cudaFree(dA)); cudaCheck(cudaFree(dB)); cudaCheck(cudaFree(dC));
+    TEST_END();
+}
+
 int main(void) {
     cublasHandle_t handle;
     cublasCheck(cublasCreate(&handle));
@@ -208,6 +228,7 @@ int main(void) {
     test_bf16_gemm(handle);
     test_strided_batched(handle);
     test_invalid_arguments(handle);
+    test_fp32_blocked_sum(handle);
     cublasCheck(cublasDestroy(handle));
     cudaCheck(cudaStreamDestroy(stream));
     return test_summary();

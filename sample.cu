@@ -13,6 +13,8 @@
  *   ./s1 sample --model s1-32B --tokenizer tokenizers/qwen2.5 --prompts aime24.jsonl --max-thinking 4000 --wait 2
  *   # continuation of raw token ids (no tokenizer, no budget forcing): prints the generated ids
  *   build/cuda/sample --model Qwen2.5-0.5B-Instruct --prompt-ids 151644,8948,198 --max-gen-toks 64
+ *   # the per-token time model of batch-1 decoding: bytes per token against the HBM bandwidth
+ *   build/cuda/sample --plan --config configs/qwen2.5-32b-instruct.json
  *
  * Everything around the decoder is common/generate.h, shared with s1.c: the
  * flags and their defaults, reading the prompts, the delimiters, the 'auto'
@@ -165,11 +167,38 @@ static void continue_ids(const char *model_dir, const char *ids_arg, const Sampl
 }
 
 // ----------------------------------------------------------------------------
+// sample --plan: what one decoded token costs at batch 1, on paper. Every
+// weight is read once per token (bf16; of an untied embedding only the token's
+// row, while the LM head reads its whole matrix), and the attention reads the
+// whole KV cache (bf16 K and V of every layer); the FLOPs (2 per weight, plus
+// 4 L NQ HD per cached token) are far below what the bandwidth allows, so the
+// time is the bytes over the HBM bandwidth.
+
+static void decode_plan(const char *config_path, double gbps, size_t context) {
+    Qwen2Config c;
+    config_read(&c, config_path);
+    size_t n = parameter_count(&c), VH = c.vocab_size * c.hidden_size;
+    double weights = 2.0 * (double)(c.tie_word_embeddings ? n : n - VH + c.hidden_size);
+    double kv_per_token = 2.0 * 2.0 * (double)c.num_layers * (double)(c.num_kv_heads * c.head_dim);   // K and V, bf16
+    printf("model: %s, %zu parameters (%zu layers, %zu KV heads of %zu, %s) | HBM %.0f GB/s\n", config_path, n, c.num_layers,
+           c.num_kv_heads, c.head_dim, c.tie_word_embeddings ? "tied" : "untied", gbps);
+    printf("per token: weights %.3f GB (bf16, read once), KV cache %.1f KB per cached token\n", weights / 1e9, kv_per_token / 1e3);
+    printf("%12s %14s %14s %12s %12s\n", "context", "KV cache GB", "bytes GB", "ms/token", "tokens/s");
+    size_t contexts[] = {0, 1024, 4096, 16384, 32768, context};
+    for (size_t i = 0; i < sizeof contexts / sizeof contexts[0]; i++) {
+        if (i == 5 && (context == 0 || context == 1024 || context == 4096 || context == 16384 || context == 32768)) break;
+        double kv = kv_per_token * (double)contexts[i], bytes = weights + kv, ms = bytes / (gbps * 1e9) * 1e3;
+        printf("%12zu %14.3f %14.3f %12.2f %12.1f\n", contexts[i], kv / 1e9, bytes / 1e9, ms, 1e3 / ms);
+    }
+}
+
+// ----------------------------------------------------------------------------
 // command line: the flags of ./s1 sample (common/generate.h)
 
 static void usage(void) {
     printf("usage: sample --model DIR --tokenizer DIR --prompts FILE.jsonl [--out FILE.jsonl] [options]\n"
            "       sample --model DIR --prompt-ids ID,ID,... [--max-gen-toks N] [--temperature T] [--top-p P] [--seed N]\n"
+           "       sample --plan --config CONFIG.json [--context N] [--hbm-gbps X]\n"
            "\n"
            "The GPU twin of ./s1 sample: the same flags, the same JSON lines.\n"
            SAMPLE_ABOUT_HELP
@@ -178,7 +207,12 @@ static void usage(void) {
            SAMPLE_FLAGS_HELP
            "  --prompt-ids IDS     instead of --prompts and --tokenizer: continue these comma-separated token ids\n"
            "                       (no chat template, no budget forcing) for up to --max-gen-toks tokens or the\n"
-           "                       config's eos_token_id; prints the generated ids\n");
+           "                       config's eos_token_id; prints the generated ids\n"
+           "  --plan               the time model of one decoded token at batch 1 (no GPU needed): every bf16 weight\n"
+           "                       and the KV cache read once, over the HBM bandwidth, at contexts 0 to 32768 and N\n"
+           "  --config FILE        the model's config.json for --plan (configs/qwen2.5-32b-instruct.json, ...)\n"
+           "  --context N          a context length to add to --plan's table\n"
+           "  --hbm-gbps X         the bandwidth for --plan in GB/s (default 3350, an H100 SXM)\n");
 }
 
 int main(int argc, char **argv) {
@@ -186,9 +220,17 @@ int main(int argc, char **argv) {
     SampleSettings s;
     sample_settings_default(&s);
     int forcing = 0;   // a budget-forcing flag was given
+    const char *plan_config = NULL;
+    int plan = 0;
+    double hbm_gbps = 3350.0;
+    size_t plan_context = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (flag_is(a, "--help") || flag_is(a, "-h")) { usage(); return 0; }
+        else if (flag_is(a, "--plan")) plan = 1;
+        else if (flag_is(a, "--config")) plan_config = flag_value(argc, argv, &i);
+        else if (flag_is(a, "--context")) plan_context = flag_count_max(argc, argv, &i, 0, 1u << 24);
+        else if (flag_is(a, "--hbm-gbps")) hbm_gbps = flag_number_max(argc, argv, &i, 1e6);
         else if (flag_is(a, "--model")) model_dir = flag_value(argc, argv, &i);
         else if (flag_is(a, "--tokenizer")) tok_dir = flag_value(argc, argv, &i);
         else if (flag_is(a, "--prompts")) prompts_path = flag_value(argc, argv, &i);
@@ -197,6 +239,12 @@ int main(int argc, char **argv) {
         else if (parse_budget_flag(argc, argv, &i, &s)) forcing = 1;
         else if (!parse_sample_flag(argc, argv, &i, &s)) die("sample: unknown argument '%s' (see sample --help)", a);
         forcing |= strcmp(a, "--ignore-str") == 0 || strcmp(a, "--readme-variant") == 0;
+    }
+    if (plan || plan_config) {
+        if (!plan || !plan_config) die("sample: --plan needs --config CONFIG.json, and --config goes with --plan (see sample --help)");
+        if (hbm_gbps <= 0) die("sample: --hbm-gbps must be positive");
+        decode_plan(plan_config, hbm_gbps, plan_context);
+        return 0;
     }
     if (prompt_ids) {
         if (!model_dir) die("sample: --prompt-ids needs --model (see sample --help)");

@@ -59,6 +59,21 @@ make_shard tests/fixtures/qwen-tiny-gqa "$TMP/gqa.shard"
 expect_eq "--data counts the shard's 4 sequences and 53 tokens" \
     "$($SFT plan --config tests/fixtures/qwen-tiny-gqa/config.json --data "$TMP/gqa.shard" --gpus 2 | grep -c 'epoch: 4 sequences, 53 tokens')" "1"
 
+# ---- sample --plan: batch-1 decoding reads every bf16 weight once per token (of the untied embedding only
+# the token's row) and the whole KV cache. By hand for 32B: 2 * (32,763,876,352 - 152,064 * 5,120 + 5,120)
+# = 63,970,627,584 bytes; the KV cache 2 (K, V) * 2 bytes * 64 layers * 8 * 128 = 262,144 bytes per token.
+SAMPLE=build/emu/sample
+dec=$($SAMPLE --plan --config $C32 --context 2000)
+expect_eq "sample --plan 32B: weights 63.971 GB per token" "$(echo "$dec" | grep -c 'weights 63.971 GB')" "1"
+expect_eq "sample --plan 32B: 262.1 KB of KV cache per cached token" "$(echo "$dec" | grep -c 'KV cache 262.1 KB per cached token')" "1"
+for ctx in 0 32768 2000; do
+    want=$(awk -v c=$ctx 'BEGIN { b = 63970627584 + 262144 * c; printf "%.2f %.1f", b / 3350e9 * 1e3, 3350e9 / b }')
+    expect_eq "sample --plan 32B at context $ctx: $want ms/token, tokens/s at 3350 GB/s" \
+        "$(echo "$dec" | awk -v c=$ctx '$1 == c { print $4, $5 }')" "$want"
+done
+expect_error "sample --plan without --config" "--plan needs --config" $SAMPLE --plan
+expect_error "sample --plan with a zero bandwidth" "--hbm-gbps must be positive" $SAMPLE --plan --config $C32 --hbm-gbps 0
+
 # ---- errors: one line, non-zero exit
 expect_error "plan without --config" "--config is required" $SFT plan
 expect_error "plan with --data and --tokens" "give --data or --tokens/--sequences, not both" $SFT plan --config $C32 --data "$TMP/gqa.shard" --tokens 5 --sequences 1

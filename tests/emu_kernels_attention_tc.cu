@@ -6,7 +6,7 @@
  * oracle, through tests/s1_ref.c), on the CPU through the CUDA emulator;
  * tests/run.sh runs it in the forward, reverse and random thread schedules.
  *
- * Shapes: head_dim 64 and 128; GQA ratios 1, 5 and 8; T up to 300, so blocks of
+ * Shapes: head_dim 64 and 128; GQA ratios 1, 5 and 8; T up to 2048, so blocks of
  * 64 query rows and key tiles of 64 end part-way (the zero-filled remainder
  * paths), a single row, an exact tile, and rows after a KV cache (past > 0).
  *
@@ -94,5 +94,6 @@ int main(void) {
     test_attention_tc(130, 0, 16, 2, 128, "GQA 8:1, HD 128");
     test_attention_tc(200, 137, 8, 1, 64, "GQA 8:1 after a KV cache: 63 rows over 200 keys");
     test_attention_tc(150, 71, 5, 1, 128, "GQA 5:1 after a KV cache, HD 128");
+    test_attention_tc(2048, 0, 2, 1, 64, "a long sequence: 32 query blocks over up to 32 key tiles");
     return test_summary();
 }

@@ -21,6 +21,11 @@
 #                 ~15% faster, but its results differ from another CPU's
 #   SANITIZE=1    the C programs and C tests with ASan + UBSan
 #                 (-fno-sanitize-recover=all); `make test SANITIZE=1` runs them
+#   PTXAS_V=1     nvcc with -Xptxas -v: ptxas prints every kernel's registers, stack
+#                 frame, spill stores/loads and shared memory while `make cuda` builds
+#                 (nvcc's flags are not recorded in build/flags/: use it on a fresh
+#                 build/cuda, or with -B). `make ptxas` prints that report for the
+#                 kernels of sft.cu and sample.cu alone (tutorial/cuda.md's table)
 # A change of these rebuilds what they affect (build/flags/ records them).
 #
 # Each program is one .c file; a program that needs another's functions
@@ -58,6 +63,9 @@ CUDA_HOME ?= /usr/local/cuda
 NVCC ?= $(CUDA_HOME)/bin/nvcc
 NVCCFLAGS = -O3 -arch=sm_90 -std=c++17 -I. --Werror all-warnings -Xcompiler -Wall,-Wextra,-Werror
 NVCC_LDLIBS = -lcublas -lnccl
+ifeq ($(PTXAS_V),1)
+NVCCFLAGS += -Xptxas -v
+endif
 
 # The emulated build: the same .cu sources as C++17 on the CPU (common/cuemu.h).
 EMU_CXXFLAGS = -O2 -ffp-contract=off $(EMU_ARCH) -std=c++17 -x c++ -include common/cuemu.h -I. -isystem $(CUDA_HOME)/include \
@@ -109,7 +117,7 @@ DEV_PROGRAMS := $(addprefix build/dev/,$(DEV_OPS))
 CUDA_DEV_PROGRAMS := $(addprefix build/cuda/dev/,$(DEV_OPS))
 DEV_DEPS := dev/dev.cuh build/tests/s1_ref.o tests/test.h tests/kernel_test.h $(SOURCES)
 
-.PHONY: all test cuda emu clean fuzz fuzz-build dev
+.PHONY: all test cuda emu clean fuzz fuzz-build dev ptxas
 all: $(C_PROGRAMS)
 
 # make print-VAR: the value of a variable (tests/test_repro.sh builds with the Makefile's flags)
@@ -212,6 +220,17 @@ build/cuda/dev/%: dev/%.cu $(DEV_DEPS)
 	$(NVCC) $(NVCCFLAGS) -o $@ $< build/tests/s1_ref.o $(NVCC_LDLIBS) -Xcompiler -fopenmp
 
 dev: $(DEV_PROGRAMS)
+
+# ptxas's resource report (registers, stack frame, spills, shared memory) of every kernel
+# the two GPU programs compile, names demangled: build/ptxas/PROGRAM.txt, and on stdout
+ptxas:
+	@mkdir -p build/ptxas
+	@for p in $(CU_PROGRAMS); do \
+	    $(NVCC) $(filter-out -Xptxas -v,$(NVCCFLAGS)) -Xptxas -v -c -o build/ptxas/$$p.o $$p.cu >build/ptxas/$$p.raw 2>&1 \
+	        || { cat build/ptxas/$$p.raw; exit 1; }; \
+	    c++filt <build/ptxas/$$p.raw >build/ptxas/$$p.txt; \
+	    echo "== $$p.cu (build/ptxas/$$p.txt)"; grep -E "Compiling entry|stack frame|Used" build/ptxas/$$p.txt; \
+	done
 
 emu: $(EMU_PROGRAMS) $(EMU_TESTS) $(EMU_NEG) $(EMU_NEG_ASAN) $(EMU_NEG_TSAN) $(EMU_UCONTEXT)
 

@@ -13,6 +13,7 @@
  *   ./data render IN.jsonl --out FILE.txt [--traces gemini|deepseek]
  *   ./data show SHARD [--text --tokenizer DIR]
  *   ./data synth --out POOL.jsonl [--n 500] [--seed 1] [--max-digits 4] [--eval-set]
+ *   ./data bench aime24|aime25|math500|gpqa FILE --out OUT.jsonl [--seed 1234]
  *
  * `select` runs the stages na, quality, difficulty, decontaminate, dedup and
  * select, printing one line "<stage>: <in> -> <out>" each. `tokenize` writes
@@ -34,6 +35,7 @@
  *
  * Tutorial: tutorial/data.md.
  */
+#include <ctype.h>
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -1470,7 +1472,13 @@ static void usage(int status) {
             "      with the loss targets between \xe2\x9f\xa6 and \xe2\x9f\xa7.\n"
             "  ./data synth --out FILE [--n 500] [--seed 1] [--max-digits 4] [--eval-set]\n"
             "      a synthetic featurised pool of arithmetic problems (or, with --eval-set,\n"
-            "      held-out {\"question\", \"answer\"} problems that never occur in a pool).\n");
+            "      held-out {\"question\", \"answer\"} problems that never occur in a pool).\n"
+            "  ./data bench aime24|aime25|math500|gpqa FILE --out OUT.jsonl [--seed 1234]\n"
+            "      a benchmark file you downloaded (JSONL or CSV; GPQA: gpqa_diamond.csv) as problems for\n"
+            "      ./s1 eval, each question exactly the prompt s1's harness task builds. GPQA's choices are\n"
+            "      shuffled as the task did (random.shuffle per row): --seed 1234 is the state vLLM's worker\n"
+            "      left Python's random in (it reseeds with its seed, 1234, after lm-eval's random.seed(0));\n"
+            "      --seed 0 is lm-eval's own seed (a run without vLLM).\n");
     exit(status);
 }
 
@@ -1753,6 +1761,238 @@ static int cmd_synth(int argc, char **argv) {
     return 0;
 }
 
+// ----------------------------------------------------------------------------
+// ./data bench: the benchmarks as s1's harness prompts them
+//
+// s1 evaluated AIME24 (simplescaling/aime24_nofigures), MATH500 (simplescaling/
+// openaimath, test), GPQA Diamond (Idavidrein/gpqa, gpqa_diamond) and AIME25
+// (TIGER-Lab/AIME25) through its lm-evaluation-harness tasks. Users download the
+// files themselves (GPQA's CSV is behind a click-through licence); `bench`
+// turns one into our problems JSONL {"question", "answer", "id"}, "question"
+// being exactly the user turn the task builds (doc_to_text), so ./s1 eval runs
+// the same prompts. Inputs: JSONL (one object per line; `datasets` exports it
+// with to_json) or CSV with a header row (RFC 4180: quoted fields may hold
+// commas, quotes and newlines).
+
+#include "common/pyrandom.h"
+
+typedef struct {
+    size_t n;
+    char **keys, **vals;   // vals[i] NULL for a JSON null
+} BenchRow;
+
+typedef struct {
+    BenchRow *rows;
+    size_t n;
+} BenchTable;
+
+static void bench_row_add(BenchRow *r, const char *k, const char *v, size_t vlen) {
+    r->keys = reallocCheck(r->keys, (r->n + 1) * sizeof(char *));
+    r->vals = reallocCheck(r->vals, (r->n + 1) * sizeof(char *));
+    r->keys[r->n] = strdup(k);
+    r->vals[r->n] = v ? strndup(v, vlen) : NULL;
+    r->n++;
+}
+
+static const char *bench_get(const BenchRow *r, const char *k) {
+    for (size_t i = 0; i < r->n; i++) if (strcmp(r->keys[i], k) == 0) return r->vals[i];
+    return NULL;
+}
+
+static void bench_table_push(BenchTable *t, BenchRow row) {
+    t->rows = reallocCheck(t->rows, (t->n + 1) * sizeof(BenchRow));
+    t->rows[t->n++] = row;
+}
+
+static void bench_table_free(BenchTable *t) {
+    for (size_t i = 0; i < t->n; i++) {
+        for (size_t j = 0; j < t->rows[i].n; j++) { free(t->rows[i].keys[j]); free(t->rows[i].vals[j]); }
+        free(t->rows[i].keys); free(t->rows[i].vals);
+    }
+    free(t->rows);
+}
+
+// JSONL (jsonl_next()): strings as they are, integers in decimal (AIME25's answers may be numbers),
+// null as NULL; other values are not fields a task reads
+static void bench_read_jsonl(const char *path, BenchTable *t) {
+    JsonlReader r;
+    jsonl_open(&r, path, 0);
+    for (const JsonValue *obj; (obj = jsonl_next(&r)) != NULL;) {
+        BenchRow row = {0, NULL, NULL};
+        for (size_t i = 0; i < obj->len; i++) {
+            const JsonValue *v = &obj->items[i];
+            char num[32];
+            if (v->type == JSON_STRING) bench_row_add(&row, obj->keys[i], v->str, v->len);
+            else if (v->type == JSON_NUMBER && v->is_integer) {
+                snprintf(num, sizeof num, "%lld", (long long)v->integer);
+                bench_row_add(&row, obj->keys[i], num, strlen(num));
+            } else if (v->type == JSON_NULL) bench_row_add(&row, obj->keys[i], NULL, 0);
+        }
+        bench_table_push(t, row);
+    }
+    jsonl_close(&r);
+}
+
+// CSV (RFC 4180) with a header row; blank lines are skipped, as pandas.read_csv does
+static void bench_read_csv(const char *path, const char *text, size_t len, BenchTable *t) {
+    char **header = NULL;
+    size_t n_header = 0, line_no = 1;
+    ByteBuf field = {NULL, 0, 0};
+    char **fields = NULL;
+    size_t n_fields = 0, cap_fields = 0;
+    size_t i = 0;
+    while (i < len) {
+        // one record
+        n_fields = 0;
+        size_t record_line = line_no;
+        if (text[i] == '\n' || (text[i] == '\r' && i + 1 < len && text[i + 1] == '\n')) {   // a blank line
+            i += text[i] == '\r' ? 2 : 1;
+            line_no++;
+            continue;
+        }
+        for (;;) {
+            field.len = 0;
+            bytebuf_append(&field, "", 0);
+            if (i < len && text[i] == '"') {
+                i++;
+                for (;;) {
+                    if (i >= len) die("%s:%zu: a quoted field is not closed", path, record_line);
+                    if (text[i] == '"') {
+                        if (i + 1 < len && text[i + 1] == '"') { bytebuf_append(&field, "\"", 1); i += 2; continue; }
+                        i++;
+                        break;
+                    }
+                    if (text[i] == '\n') line_no++;
+                    bytebuf_append(&field, text + i, 1);
+                    i++;
+                }
+                if (i < len && text[i] != ',' && text[i] != '\n' && text[i] != '\r')
+                    die("%s:%zu: text after a closing quote", path, record_line);
+            } else {
+                size_t s0 = i;
+                while (i < len && text[i] != ',' && text[i] != '\n' && !(text[i] == '\r' && i + 1 < len && text[i + 1] == '\n')) {
+                    if (text[i] == '"') die("%s:%zu: a quote inside an unquoted field", path, record_line);
+                    i++;
+                }
+                bytebuf_append(&field, text + s0, i - s0);
+            }
+            if (n_fields == cap_fields) { cap_fields = cap_fields ? 2 * cap_fields : 16; fields = reallocCheck(fields, cap_fields * sizeof(char *)); }
+            fields[n_fields++] = strdup(field.data);
+            if (i < len && text[i] == ',') { i++; continue; }
+            if (i < len && text[i] == '\r') i++;
+            if (i < len && text[i] == '\n') { i++; line_no++; }
+            break;
+        }
+        if (header == NULL) { header = fields; n_header = n_fields; fields = NULL; cap_fields = 0; continue; }
+        if (n_fields != n_header) die("%s:%zu: %zu fields, the header has %zu", path, record_line, n_fields, n_header);
+        BenchRow row = {0, NULL, NULL};
+        for (size_t f = 0; f < n_fields; f++) { bench_row_add(&row, header[f], fields[f], strlen(fields[f])); free(fields[f]); }
+        bench_table_push(t, row);
+    }
+    if (header == NULL) die("%s: no header row", path);
+    for (size_t f = 0; f < n_header; f++) free(header[f]);
+    free(header); free(fields);
+    bytebuf_free(&field);
+}
+
+static void bench_read(const char *path, BenchTable *t) {
+    size_t len;
+    char *text = read_file_check(path, &len);
+    memset(t, 0, sizeof *t);
+    if (len >= 4 && memcmp(text, "PAR1", 4) == 0)
+        die("%s: a Parquet file; export it as JSONL (datasets: ds.to_json(\"x.jsonl\")) or CSV first", path);
+    size_t k = 0;
+    while (k < len && isspace((unsigned char)text[k])) k++;
+    int jsonl = k < len && text[k] == '{';
+    if (!jsonl) bench_read_csv(path, text, len, t);
+    free(text);
+    if (jsonl) bench_read_jsonl(path, t);
+    if (t->n == 0) die("%s: no rows", path);
+}
+
+static void bench_write(FILE *fp, const char *question, const char *answer, const char *id) {
+    fputs("{\"question\": ", fp);
+    json_write_string(fp, question, strlen(question));
+    fputs(", \"answer\": ", fp);
+    json_write_string(fp, answer, strlen(answer));
+    if (id) { fputs(", \"id\": ", fp); json_write_string(fp, id, strlen(id)); }
+    fputs("}\n", fp);
+}
+
+static int cmd_bench(int argc, char **argv) {
+    const char *kind = NULL, *in_path = NULL, *out_path = NULL;
+    int64_t seed = 1234;
+    for (int i = 2; i < argc; i++) {
+        const char *f = argv[i];
+        if (flag_is(f, "--out")) out_path = flag_value(argc, argv, &i);
+        else if (flag_is(f, "--seed")) seed = (int64_t)flag_count_max(argc, argv, &i, 1, (size_t)INT64_MAX);
+        else if (f[0] == '-' && f[1] == '-') die("bench: unknown flag %s (see ./data --help)", f);
+        else if (!kind) kind = f;
+        else if (!in_path) in_path = f;
+        else die("bench: unexpected argument \"%s\"", f);
+    }
+    if (!kind || !in_path || !out_path) die("bench: expected ./data bench aime24|aime25|math500|gpqa FILE --out OUT.jsonl");
+    int gpqa = strcmp(kind, "gpqa") == 0;
+    if (!gpqa && strcmp(kind, "aime24") && strcmp(kind, "aime25") && strcmp(kind, "math500"))
+        die("bench: unknown benchmark \"%s\" (expected aime24, aime25, math500 or gpqa)", kind);
+    BenchTable t;
+    bench_read(in_path, &t);
+    AtomicFile af = atomic_open(out_path);
+    PyRandom rng;
+    pyrandom_seed(&rng, seed);
+    for (size_t r = 0; r < t.n; r++) {
+        const BenchRow *row = &t.rows[r];
+        char id[32];
+        snprintf(id, sizeof id, "%zu", r);
+        if (gpqa) {
+            // process_docs (gpqa/openai/utils.py:221-242): choices = [Incorrect 1, 2, 3, Correct], one
+            // random.shuffle per row in file order, answer = the letter the correct one lands on; then
+            // doc_to_text_gpqa: QUERY_TEMPLATE = "{Question}\n\nA) {choice1}\nB) {choice2}\nC) {choice3}\nD) {choice4}" (:12, :286-287)
+            static const char *const cols[5] = {"Question", "Incorrect Answer 1", "Incorrect Answer 2", "Incorrect Answer 3", "Correct Answer"};
+            const char *v[5];
+            for (int c = 0; c < 5; c++)
+                if (!(v[c] = bench_get(row, cols[c]))) die("%s: row %zu has no \"%s\" column", in_path, r + 1, cols[c]);
+            size_t perm[4] = {0, 1, 2, 3};   // indices into choices = v[1..4]
+            pyrandom_shuffle(&rng, perm, 4);
+            ByteBuf q = {NULL, 0, 0};
+            bytebuf_puts(&q, v[0]);
+            bytebuf_puts(&q, "\n");
+            char answer[2] = {0, 0};
+            for (int c = 0; c < 4; c++) {
+                char label[5] = {'\n', (char)('A' + c), ')', ' ', 0};
+                bytebuf_puts(&q, label);
+                bytebuf_puts(&q, v[1 + perm[c]]);
+                // choices.index(doc["Correct Answer"]): the first choice EQUAL to the correct text
+                if (!answer[0] && strcmp(v[1 + perm[c]], v[4]) == 0) answer[0] = (char)('A' + c);
+            }
+            const char *rid = bench_get(row, "Record ID");
+            bench_write(af.fp, q.data, answer, rid ? rid : id);
+            bytebuf_free(&q);
+        } else {
+            // aime/utils.py and openai_math/utils.py: process_docs (problem = doc.get("problem",
+            // doc.get("question")); answer = doc.get("answer", doc.get("orig_answer", ...))) and
+            // doc_to_text = QUERY_TEMPLATE.format(Question=problem), QUERY_TEMPLATE = "{Question}"
+            const char *q = bench_get(row, "problem"), *a = bench_get(row, "answer");
+            if (!q) q = bench_get(row, "question");
+            if (!q) q = bench_get(row, "Problem");   // some AIME exports capitalise
+            if (!a) a = bench_get(row, "orig_answer");
+            if (!a) a = bench_get(row, "orig_orig_answer");
+            if (!a) a = bench_get(row, "Answer");
+            if (!q) die("%s: row %zu has no \"problem\" or \"question\"", in_path, r + 1);
+            if (!a) die("%s: row %zu has no \"answer\"", in_path, r + 1);
+            const char *rid = bench_get(row, "id");
+            if (!rid) rid = bench_get(row, "unique_id");
+            if (!rid) rid = bench_get(row, "ID");
+            bench_write(af.fp, q, a, rid ? rid : id);
+        }
+    }
+    atomic_commit(&af);
+    printf("wrote %s: %zu %s problems%s\n", out_path, t.n, kind, gpqa ? "" : "");
+    if (gpqa) printf("choices shuffled as CPython's random.shuffle after random.seed(%lld)\n", (long long)seed);
+    bench_table_free(&t);
+    return 0;
+}
+
 #ifndef DATA_NO_MAIN
 int main(int argc, char **argv) {
     if (argc < 2) usage(1);
@@ -1763,6 +2003,7 @@ int main(int argc, char **argv) {
     if (!strcmp(argv[1], "show")) return cmd_show(argc, argv);
     if (!strcmp(argv[1], "render")) return cmd_render(argc, argv);
     if (!strcmp(argv[1], "synth")) return cmd_synth(argc, argv);
-    die("unknown command \"%s\" (expected select, tokenize, render, show or synth; see ./data --help)", argv[1]);
+    if (!strcmp(argv[1], "bench")) return cmd_bench(argc, argv);
+    die("unknown command \"%s\" (expected select, tokenize, render, show, synth or bench; see ./data --help)", argv[1]);
 }
 #endif

@@ -675,7 +675,10 @@ static void activations_ensure(Qwen2 *m, size_t N, size_t S) {
 // sequence without targets contributes 0 but still counts in S, so every
 // sequence of an optimizer step has the same weight. The GPU trainer must
 // match this. mask == NULL computes the logits only and returns 0.
-static float qwen2_forward(Qwen2 *m, const uint32_t *ids, const uint8_t *mask, const size_t *seq_offsets, size_t S) {
+// seq_weights (S,), or NULL for 1/S each: the loss is then
+// sum_s seq_weights[s] * (token mean of s) (train_loss_weights(), --loss-norm).
+static float qwen2_forward_weighted(Qwen2 *m, const uint32_t *ids, const uint8_t *mask, const size_t *seq_offsets, size_t S,
+                                    const double *seq_weights) {
     const Qwen2Config *c = &m->config;
     size_t N = seq_offsets[S], L = c->num_layers, H = c->hidden_size, I = c->intermediate_size, V = c->vocab_size;
     size_t NQ = c->num_heads, NKV = c->num_kv_heads, HD = c->head_dim, QD = NQ * HD, KD = NKV * HD;
@@ -696,7 +699,8 @@ static float qwen2_forward(Qwen2 *m, const uint32_t *ids, const uint8_t *mask, c
             a->pos[n] = n - n0;
             int scored = mask != NULL && n + 1 < n1 && mask[n + 1];
             a->targets[n] = scored ? ids[n + 1] : 0;
-            a->weights[n] = scored ? (float)(1.0 / ((double)S * (double)targets)) : 0.0f;
+            double w = seq_weights != NULL ? seq_weights[s] / (double)targets : 1.0 / ((double)S * (double)targets);
+            a->weights[n] = scored ? (float)w : 0.0f;
         }
     }
     rope_table_ensure(m, max_len);
@@ -729,6 +733,10 @@ static float qwen2_forward(Qwen2 *m, const uint32_t *ids, const uint8_t *mask, c
     m->backward_ready = mask != NULL;
     if (mask == NULL) return 0.0f;
     return crossentropy_forward(a->celse, a->logits, a->targets, a->weights, N, V);
+}
+
+static float qwen2_forward(Qwen2 *m, const uint32_t *ids, const uint8_t *mask, const size_t *seq_offsets, size_t S) {
+    return qwen2_forward_weighted(m, ids, mask, seq_offsets, S, NULL);
 }
 
 static void qwen2_zero_grad(Qwen2 *m) {
@@ -795,7 +803,12 @@ typedef struct {
     float beta1, beta2, eps;
     float weight_decay;
     float max_grad_norm;        // <= 0: no clipping
-    int decay_norm_weights;     // 1: transformers 4.46.1, which decays RMSNorm weights too (s1-spec 1.3)
+    // 1: RMSNorm weights decay too, as in s1's run. transformers 4.46.1 exempted only biases and
+    // what sits in an nn.LayerNorm: get_decay_parameter_names (trainer.py:1131-1140) filters
+    // get_parameter_names(model, ALL_LAYERNORM_LAYERS) (trainer_pt_utils.py:1128-1141), with
+    // ALL_LAYERNORM_LAYERS = [nn.LayerNorm] (pytorch_utils.py:27), and Qwen2RMSNorm is a plain
+    // nn.Module (models/qwen2/modeling_qwen2.py:67). 0: --exempt-norms, newer transformers' rule.
+    int decay_norm_weights;
 } AdamWConfig;
 
 // Global L2 norm of all gradients: in double, on one thread, with LANES
@@ -1008,19 +1021,20 @@ static float train_run(TrainOptions *o) {
     }
     float loss = 0.0f;
     double t_start = now_seconds();
+    double *seq_weights = (double *)mallocCheck((size_t)s->batch_size * sizeof(double));
     size_t tokens_done = 0, first_step = model.step, last_saved = SIZE_MAX;
     for (size_t step = model.step; step < end; step++) {
         double t0 = now_seconds();
         double lr = schedule_lr(step, total, warmup, s->lr);
         dataloader_batch(&loader, step);
+        train_loss_weights(&loader, s, seq_weights);   // each sequence's share of the step's loss (--loss-norm)
         qwen2_zero_grad(&model);
         loss = 0.0f;
         for (size_t i = 0; i < loader.num_seqs; i += o->micro_batch) {  // gradient accumulation over micro-batches
             size_t k = i + o->micro_batch < loader.num_seqs ? o->micro_batch : loader.num_seqs - i;
             size_t offs[k + 1], n0 = dataloader_micro_batch(&loader, i, k, offs);
-            float weight = (float)k / (float)loader.num_seqs;
-            loss += weight * qwen2_forward(&model, loader.ids + n0, loader.mask + n0, offs, k);
-            qwen2_backward(&model, weight);
+            loss += qwen2_forward_weighted(&model, loader.ids + n0, loader.mask + n0, offs, k, seq_weights + i);
+            qwen2_backward(&model, 1.0f);   // the weights are the step's: the micro-batches' gradients add up to its
         }
         float norm = qwen2_update(&model, lr, &adamw);
         train_check_step("train", step + 1, loss, norm, o->out_dir, last_saved);   // diverged: stop, save nothing
@@ -1040,6 +1054,7 @@ static float train_run(TrainOptions *o) {
         }
     }
     if (!o->quiet) printf("done: %zu steps, %zu tokens in %.1fs; checkpoint in %s\n", end - first_step, tokens_done, now_seconds() - t_start, o->out_dir);
+    free(seq_weights);
     dataloader_free(&loader);
     qwen2_free(&model);
     return loss;
@@ -1055,7 +1070,9 @@ static void usage_train(void) {
            "\n"
            "Fine-tunes Qwen2.5 on a token shard (from ./data) with s1's recipe: AdamW, cosine schedule with\n"
            "linear warmup, global grad-norm clipping, loss = mean over sequences of each sequence's token mean.\n"
-           "Writes DIR/model.safetensors + config.json (loadable by HF transformers) and DIR/optimizer.bin.\n"
+           "Everything is fp32 here (s1's run: fp32 weights and AdamW, bf16 forward, backward and gradient\n"
+           "reduce-scatter under FSDP; tutorial/optimizer.md). Writes DIR/model.safetensors + config.json\n"
+           "(loadable by HF transformers) and DIR/optimizer.bin.\n"
            "\n");
     train_flags_help();
 }
@@ -1277,10 +1294,11 @@ static void make_dirs(const char *path) {
     free(p);
 }
 
-// Generates problems [start, end) into gens[0 .. end-start), in parallel: each
-// thread has its own KV cache, problem i draws from seed + i, so the results
+// Generates jobs [start, end) into gens[0 .. end-start), in parallel: job j is
+// sample j % k of problem j / k (k samples per problem, for maj@k and cov@k), and
+// draws from seed + j, so with k = 1 problem i draws from seed + i, and the results
 // are the same for any thread count. Progress goes to stderr when total > 0.
-static void generate_batch(Generator *g, const SampleSettings *s, long budget, size_t context, const ProblemSet *ps,
+static void generate_batch(Generator *g, const SampleSettings *s, long budget, size_t context, const ProblemSet *ps, size_t k,
                            size_t start, size_t end, Generation *gens, size_t *done, size_t total, double t0) {
     rope_table_ensure(&g->model, context);   // grown here, read-only inside the threads
     #pragma omp parallel
@@ -1290,7 +1308,7 @@ static void generate_batch(Generator *g, const SampleSettings *s, long budget, s
         for (size_t i = start; i < end; i++) {
             Sampler sampler;
             sampler_init(&sampler, tokenizer_size(g->tok), s->temperature, s->topp, s->seed + i);
-            generate(g, kv, s, budget, &sampler, &ps->items[i].prompt, &gens[i - start]);
+            generate(g, kv, s, budget, &sampler, &ps->items[i / k].prompt, &gens[i - start]);
             sampler_free(&sampler);
             if (total) {
                 #pragma omp critical
@@ -1344,7 +1362,7 @@ static int main_sample(int argc, char **argv) {
     problems_read(&ps, prompts_path, 0);
     Generator g;
     generator_init(&g, model_dir, tok_dir, s.ignore_str);
-    size_t longest = problems_encode(&ps, g.tok);
+    size_t longest = problems_encode_control(&ps, g.tok, &s.control, s.max_thinking);
     long budget = resolve_budget(&g.delim, s.max_thinking, s.max_gen_toks, longest);
     AtomicFile af;
     FILE *fp = stdout;
@@ -1356,7 +1374,7 @@ static int main_sample(int argc, char **argv) {
     double t0 = now_seconds();
     for (size_t start = 0; start < ps.n; start += chunk) {
         size_t end = start + chunk < ps.n ? start + chunk : ps.n;
-        generate_batch(&g, &s, budget, context, &ps, start, end, gens, &done, out_path ? ps.n : 0, t0);
+        generate_batch(&g, &s, budget, context, &ps, 1, start, end, gens, &done, out_path ? ps.n : 0, t0);
         for (size_t i = start; i < end; i++) {
             write_generation(fp, i, &gens[i - start]);
             generation_free(&gens[i - start]);
@@ -1372,15 +1390,27 @@ static int main_sample(int argc, char **argv) {
 
 // ----------------------------------------------------------------------------
 // ./s1 eval: the test-time scaling table
+//
+// A setting is one method (budget forcing, or rejection sampling), one control
+// prompt, one Wait count and one budget; a curve is every budget of one method,
+// control and Wait count. Every setting runs over every problem of every
+// --problems file (s1's tasks) k times (--samples).
 
 typedef struct {
+    int rejection;            // 0 = budget forcing, 1 = rejection sampling
+    ControlPrompt control;
     long budget;              // as given; -1 = auto
     long resolved;            // the budget used
     int waits;
-    size_t correct, n, defaulted;
-    double thinking_tokens;   // mean
-    size_t max_thinking_seen; // for the Control metric
-    double waits_mean, forced_exits;
+    size_t correct, n, defaulted;   // pass@1: the first sample of each problem
+    size_t *set_correct, *set_n;    // the same per --problems file
+    double thinking_tokens;   // mean of s1's statistic (compute_sample_stats.py), the first samples
+    double thinking_ids;      // mean of ours: the ids the answer phase saw
+    size_t max_thinking_seen; // s1's statistic, for the Control metric
+    long a_max;               // the Control metric's upper bound: the instructed tokens (token:N), else B
+    double waits_mean, forced_exits, tries_mean;
+    size_t capped;            // rejection sampling: problems where no try fitted
+    size_t maj[16], cov[16];  // maj@2^(i+1), cov@2^(i+1) over the problems
 } SettingResult;
 
 // A comma-separated list of integers in [lo, hi] (and "auto" -> -1 with
@@ -1412,6 +1442,24 @@ static size_t parse_list(const char *v, const char *flag, long *out, size_t max,
     return n;
 }
 
+// --controls: a comma-separated list of control prompts
+static size_t parse_controls(const char *v, ControlPrompt *out, size_t max) {
+    size_t n = 0;
+    for (const char *t = v;; t++) {
+        const char *comma = strchr(t, ',');
+        size_t len = comma ? (size_t)(comma - t) : strlen(t);
+        char item[64];
+        if (len == 0 || len >= sizeof item) die("--controls: empty or overlong item in '%s'", v);
+        if (n == max) die("--controls: at most %zu values", max);
+        memcpy(item, t, len);
+        item[len] = '\0';
+        if (!control_parse(item, &out[n++])) die("--controls: '%s' is not none, token:N, token, step:N, long or short", item);
+        if (comma == NULL) break;
+        t = comma;
+    }
+    return n;
+}
+
 // The answer check for one problem: multiple choice when the ground truth is a letter A-D,
 // else AIME/MATH rules (digit strings as integers, else the normaliser).
 static int score_output(const char *output, const char *gt, int *defaulted, char **candidate_out) {
@@ -1419,26 +1467,28 @@ static int score_output(const char *output, const char *gt, int *defaulted, char
     char *cand = score_extract(output, &kind);
     int ok;
     *defaulted = 0;
-    if (strlen(gt) == 1 && gt[0] >= 'A' && gt[0] <= 'D') ok = score_choice(cand, defaulted) == gt[0];
+    if (score_is_choice(gt)) ok = score_choice(cand, defaulted) == gt[0];
     else ok = score_math_equal(cand, gt);
     *candidate_out = cand;
     return ok;
 }
 
 // Control, Scaling and Performance (s1-spec 7.4) over the settings, with a in
-// mean thinking tokens and f(a) in accuracy points.
-static void scaling_metrics(const SettingResult *r, size_t n, double *control, double *scaling, double *performance) {
+// mean thinking tokens (s1's statistic) and f(a) in accuracy points.
+static void scaling_metrics(const SettingResult *r, size_t n, size_t stride, double *control, double *scaling, double *performance) {
     size_t within = 0, pairs = 0;
     double slopes = 0.0;
     *performance = 0.0;
-    for (size_t i = 0; i < n; i++) {
-        within += r[i].max_thinking_seen <= (size_t)r[i].resolved;   // a_min = 0, a_max = the setting's budget
-        double fi = 100.0 * (double)r[i].correct / (double)r[i].n;
+    for (size_t a = 0; a < n; a++) {
+        const SettingResult *ri = &r[a * stride];
+        within += ri->max_thinking_seen <= (size_t)ri->a_max;   // a_min = 0
+        double fi = 100.0 * (double)ri->correct / (double)ri->n;
         if (fi > *performance) *performance = fi;
-        for (size_t j = 0; j < n; j++) {
-            double fj = 100.0 * (double)r[j].correct / (double)r[j].n;
-            if (r[j].thinking_tokens > r[i].thinking_tokens) {
-                slopes += (fj - fi) / (r[j].thinking_tokens - r[i].thinking_tokens);
+        for (size_t b = 0; b < n; b++) {
+            const SettingResult *rj = &r[b * stride];
+            double fj = 100.0 * (double)rj->correct / (double)rj->n;
+            if (rj->thinking_tokens > ri->thinking_tokens) {
+                slopes += (fj - fi) / (rj->thinking_tokens - ri->thinking_tokens);
                 pairs++;
             }
         }
@@ -1448,27 +1498,44 @@ static void scaling_metrics(const SettingResult *r, size_t n, double *control, d
 }
 
 static void usage_eval(void) {
-    printf("usage: ./s1 eval --model DIR --tokenizer DIR --problems FILE.jsonl [--budgets LIST] [--waits LIST]\n"
-           "                 [--out DIR] [--limit N] [options]\n"
+    printf("usage: ./s1 eval --model DIR --tokenizer DIR --problems FILE.jsonl [--problems FILE2.jsonl ...]\n"
+           "                 [--budgets LIST] [--waits LIST] [--out DIR] [--limit N] [options]\n"
            "\n"
            "Sweeps thinking budgets and Wait counts over held-out problems (JSONL with \"question\" and\n"
-           "\"answer\") and prints the test-time scaling table: accuracy and mean thinking tokens per setting,\n"
-           "then Control / Scaling / Performance (s1-spec 7.4). Answers are extracted and compared as the s1\n"
-           "harness does, with a deterministic normaliser instead of the LLM judge (common/score.h).\n"
+           "\"answer\"; ./data bench makes them from AIME24, MATH500, GPQA Diamond and AIME25) and prints the\n"
+           "test-time scaling table: accuracy and mean thinking tokens per setting, then Control / Scaling /\n"
+           "Performance (s1-spec 7.4) per curve. Answers are extracted and compared as the s1 harness does,\n"
+           "with a deterministic normaliser instead of the LLM judge (common/score.h). Thinking tokens are\n"
+           "s1's statistic (eval/compute_sample_stats.py: the uncut thinking text re-tokenized, minus its\n"
+           "first and last lines); the ids the answer phase saw are the second column.\n"
            "\n"
+           "  --problems FILE      a problems file; repeat it to run several (s1's tasks) in one batch: the\n"
+           "                       'auto' budget then uses the longest prompt of all of them, as lm-eval did\n"
            "  --budgets LIST       thinking budgets, e.g. 32,64,128,auto (default auto)\n"
            "  --waits LIST         Wait counts, e.g. 0,1,2 (default 0); every budget is run with every count\n"
+           "  --methods LIST       forcing (budget forcing) and/or rejection (rejection sampling, one curve per\n"
+           "                       control; Waits do not apply), e.g. forcing,rejection (default forcing)\n"
+           "  --max-tries T        rejection sampling's cap on tries per problem (default 64)\n"
+           "  --controls LIST      control prompts, each a curve: none, token:N, token (N = the budget),\n"
+           "                       step:N, long, short (s1's TCC, SCC, CCC; default none)\n"
+           "  --samples K          K samples per problem (use --temperature 1): adds maj@k and cov@k for\n"
+           "                       k = 2, 4, ..., K; accuracy and thinking tokens stay those of the first sample\n"
            "  --out DIR            writes DIR/eval.jsonl (every output and its score), DIR/scaling.md (the\n"
-           "                       table) and DIR/scaling.svg (accuracy against mean thinking tokens)\n"
-           "  --limit N            only the first N problems\n"
+           "                       tables) and DIR/scaling.svg (accuracy against mean thinking tokens)\n"
+           "  --limit N            only the first N problems of each file (lm-eval's --limit)\n"
            SAMPLE_FLAGS_HELP
            THREADS_FLAG_HELP);
 }
 
+#define EVAL_MAX_SETS 16
+
 static int main_eval(int argc, char **argv) {
-    const char *model_dir = NULL, *tok_dir = NULL, *problems_path = NULL, *out_dir = NULL;
+    const char *model_dir = NULL, *tok_dir = NULL, *out_dir = NULL, *problem_paths[EVAL_MAX_SETS];
     long budgets[32] = {-1}, waits[32] = {0};
-    size_t n_budgets = 1, n_waits = 1, limit = 0;
+    ControlPrompt controls[16] = {{CONTROL_NONE, 0}};
+    int methods[2] = {0, 1}, n_methods = 1;
+    size_t n_budgets = 1, n_waits = 1, n_controls = 1, n_sets = 0, limit = 0, k = 1;
+    long max_tries = 64;
     SampleSettings s;
     sample_settings_default(&s);
     for (int i = 0; i < argc; i++) {
@@ -1476,21 +1543,64 @@ static int main_eval(int argc, char **argv) {
         if (flag_is(a, "--help") || flag_is(a, "-h")) { usage_eval(); return 0; }
         else if (flag_is(a, "--model")) model_dir = flag_value(argc, argv, &i);
         else if (flag_is(a, "--tokenizer")) tok_dir = flag_value(argc, argv, &i);
-        else if (flag_is(a, "--problems")) problems_path = flag_value(argc, argv, &i);
+        else if (flag_is(a, "--problems")) {
+            if (n_sets == EVAL_MAX_SETS) die("eval: at most %d --problems files", EVAL_MAX_SETS);
+            problem_paths[n_sets++] = flag_value(argc, argv, &i);
+        }
         else if (flag_is(a, "--out")) out_dir = flag_value(argc, argv, &i);
         else if (flag_is(a, "--limit")) limit = flag_count(argc, argv, &i, 0);
+        else if (flag_is(a, "--samples")) k = flag_count_max(argc, argv, &i, 0, 64);
+        else if (flag_is(a, "--max-tries")) max_tries = (long)flag_count_max(argc, argv, &i, 0, 1000000);
         else if (flag_is(a, "--budgets")) { const char *f = a; n_budgets = parse_list(flag_value(argc, argv, &i), f, budgets, 32, 1, 1, SAMPLE_MAX_TOKENS); }
         else if (flag_is(a, "--waits")) { const char *f = a; n_waits = parse_list(flag_value(argc, argv, &i), f, waits, 32, 0, 0, SAMPLE_MAX_WAITS); }
+        else if (flag_is(a, "--controls")) n_controls = parse_controls(flag_value(argc, argv, &i), controls, 16);
+        else if (flag_is(a, "--methods")) {
+            const char *v = flag_value(argc, argv, &i);
+            n_methods = 0;
+            if (strcmp(v, "forcing") == 0) methods[n_methods++] = 0;
+            else if (strcmp(v, "rejection") == 0) methods[n_methods++] = 1;
+            else if (strcmp(v, "forcing,rejection") == 0) { methods[n_methods++] = 0; methods[n_methods++] = 1; }
+            else if (strcmp(v, "rejection,forcing") == 0) { methods[n_methods++] = 1; methods[n_methods++] = 0; }
+            else die("--methods: '%s' is not forcing, rejection or both, comma-separated", v);
+        }
         else if (!parse_cpu_sample_flag(argc, argv, &i, &s)) die("eval: unknown argument '%s' (see ./s1 eval --help)", a);
     }
-    if (!model_dir || !tok_dir || !problems_path) die("eval: --model, --tokenizer and --problems are required (see ./s1 eval --help)");
-    ProblemSet ps;
-    problems_read(&ps, problems_path, 1);
-    const size_t n_eval = limit && limit < ps.n ? limit : ps.n;
+    if (!model_dir || !tok_dir || n_sets == 0) die("eval: --model, --tokenizer and --problems are required (see ./s1 eval --help)");
+    if (s.max_tries || s.control.kind != CONTROL_NONE) die("eval: use --methods and --controls (--rejection and --control are ./s1 sample's)");
+
+    // every file's problems (the first --limit of each) in one batch, as lm-eval runs its tasks
+    ProblemSet ps = {NULL, 0};
+    size_t *set_of = NULL, set_size[EVAL_MAX_SETS] = {0};
+    for (size_t f = 0; f < n_sets; f++) {
+        ProblemSet one;
+        problems_read(&one, problem_paths[f], 1);
+        size_t n = limit && limit < one.n ? limit : one.n;
+        ps.items = (Problem *)reallocCheck(ps.items, (ps.n + n) * sizeof(Problem));
+        set_of = (size_t *)reallocCheck(set_of, (ps.n + n) * sizeof(size_t));
+        for (size_t i = 0; i < one.n; i++) {
+            if (i < n) { ps.items[ps.n] = one.items[i]; set_of[ps.n++] = f; }
+            else { free(one.items[i].question); free(one.items[i].answer); }
+        }
+        set_size[f] = n;
+        free(one.items);
+    }
+    const size_t n_eval = ps.n, n_jobs = n_eval * k;
     Generator g;
     generator_init(&g, model_dir, tok_dir, s.ignore_str);
-    size_t longest = problems_encode(&ps, g.tok), n_settings = n_budgets * n_waits;
-    SettingResult *res = (SettingResult *)callocCheck(n_settings, sizeof(SettingResult));
+
+    // the settings: method x control x Wait count x budget (rejection sampling: no Waits)
+    size_t n_settings = 0, n_curves = 0;
+    SettingResult *res = (SettingResult *)callocCheck((size_t)n_methods * n_controls * n_waits * n_budgets, sizeof(SettingResult));
+    for (int m = 0; m < n_methods; m++)
+        for (size_t c = 0; c < n_controls; c++)
+            for (size_t w = 0; w < (methods[m] ? 1 : n_waits); w++, n_curves++)
+                for (size_t b = 0; b < n_budgets; b++) {
+                    SettingResult *r = &res[n_settings++];
+                    r->rejection = methods[m];
+                    r->control = controls[c];
+                    r->budget = budgets[b];
+                    r->waits = methods[m] ? 0 : (int)waits[w];
+                }
     FILE *detail = NULL;
     AtomicFile detail_af;
     char path[4096];
@@ -1500,84 +1610,174 @@ static int main_eval(int argc, char **argv) {
         detail_af = atomic_open(path);
         detail = detail_af.fp;
     }
-    printf("eval: %zu problems x %zu settings, %s decoding, %d threads\n", n_eval, n_settings,
-           s.temperature == 0.0f ? "greedy" : "sampled", omp_get_max_threads());
+    printf("eval: %zu problems from %zu file%s x %zu settings%s, %s decoding, %d threads\n", n_eval, n_sets, n_sets > 1 ? "s" : "",
+           n_settings, k > 1 ? " x samples" : "", s.temperature == 0.0f ? "greedy" : "sampled", omp_get_max_threads());
     fflush(stdout);
-    Generation *gens = (Generation *)callocCheck(n_eval, sizeof(Generation));
+    Generation *gens = (Generation *)callocCheck(n_jobs, sizeof(Generation));
+    char **cands = (char **)callocCheck(n_jobs, sizeof(char *));
+    int *oks = (int *)callocCheck(n_jobs, sizeof(int));
     double t0 = now_seconds();
     size_t done = 0;
-    for (size_t w = 0; w < n_waits; w++)
-        for (size_t b = 0; b < n_budgets; b++) {
-            SettingResult *r = &res[w * n_budgets + b];
-            SampleSettings st = s;
-            st.max_thinking = budgets[b];
-            st.waits = (int)waits[w];
-            r->budget = budgets[b];
-            r->waits = st.waits;
-            r->resolved = resolve_budget(&g.delim, st.max_thinking, st.max_gen_toks, longest);
-            size_t context = sample_context(&st, g.model.config.max_position_embeddings, longest);
-            generate_batch(&g, &st, r->resolved, context, &ps, 0, n_eval, gens, &done, n_settings * n_eval, t0);
-            for (size_t i = 0; i < n_eval; i++) {
-                Generation *gen = &gens[i];
-                int defaulted;
-                char *cand;
-                int ok = score_output(gen->text, ps.items[i].answer, &defaulted, &cand);
-                r->correct += ok;
+    for (size_t si = 0; si < n_settings; si++) {
+        SettingResult *r = &res[si];
+        SampleSettings st = s;
+        st.max_thinking = r->budget;
+        st.waits = r->waits;
+        st.max_tries = r->rejection ? max_tries : 0;
+        r->set_correct = (size_t *)callocCheck(n_sets, sizeof(size_t));
+        r->set_n = (size_t *)callocCheck(n_sets, sizeof(size_t));
+        // the prompts of this control; 'auto' from the longest of them over every file (one lm-eval batch)
+        size_t longest = problems_encode_control(&ps, g.tok, &r->control, r->budget);
+        r->resolved = resolve_budget(&g.delim, st.max_thinking, st.max_gen_toks, longest);
+        r->a_max = r->control.kind == CONTROL_TOKENS ? (r->control.n ? r->control.n : r->resolved) : r->resolved;
+        size_t context = sample_context(&st, g.model.config.max_position_embeddings, longest);
+        generate_batch(&g, &st, r->resolved, context, &ps, k, 0, n_jobs, gens, &done, n_settings * n_jobs, t0);
+        char cname[32];
+        control_name(&r->control, cname, sizeof cname);
+        for (size_t j = 0; j < n_jobs; j++) {
+            const size_t i = j / k;
+            Generation *gen = &gens[j];
+            int defaulted;
+            oks[j] = score_output(gen->text, ps.items[i].answer, &defaulted, &cands[j]);
+            if (j % k == 0) {   // pass@1 and the thinking statistics: the first sample, as s1's filtered_resps[0]
+                r->correct += oks[j];
+                r->set_correct[set_of[i]] += oks[j];
+                r->set_n[set_of[i]]++;
                 r->defaulted += defaulted;
                 r->n++;
                 r->thinking_tokens += (double)gen->thinking_tokens;
+                r->thinking_ids += (double)gen->thinking_ids;
                 if (gen->thinking_tokens > r->max_thinking_seen) r->max_thinking_seen = gen->thinking_tokens;
                 r->waits_mean += gen->waits;
                 r->forced_exits += gen->forced_exit;
-                if (detail) {
-                    fprintf(detail, "{\"budget\": %ld, \"wait\": %d, ", r->resolved, r->waits);
-                    write_generation_fields(detail, i, gen);
-                    fprintf(detail, ", \"extracted\": ");
-                    json_write_string(detail, cand, strlen(cand));
-                    fprintf(detail, ", \"gt\": ");
-                    json_write_string(detail, ps.items[i].answer, strlen(ps.items[i].answer));
-                    fprintf(detail, ", \"correct\": %s}\n", ok ? "true" : "false");
-                }
-                free(cand);
-                generation_free(gen);
+                r->tries_mean += (double)gen->tries;
+                r->capped += (size_t)gen->capped;
             }
-            r->thinking_tokens /= (double)r->n;
-            r->waits_mean /= (double)r->n;
-            r->forced_exits /= (double)r->n;
+            if (detail) {
+                fprintf(detail, "{\"set\": ");
+                json_write_string(detail, problem_paths[set_of[i]], strlen(problem_paths[set_of[i]]));
+                fprintf(detail, ", \"method\": \"%s\", \"control\": \"%s\", \"budget\": %ld, \"wait\": %d, \"sample\": %zu, ",
+                        r->rejection ? "rejection" : "forcing", cname, r->resolved, r->waits, j % k);
+                write_generation_fields(detail, i, gen);
+                fprintf(detail, ", \"extracted\": ");
+                json_write_string(detail, cands[j], strlen(cands[j]));
+                fprintf(detail, ", \"gt\": ");
+                json_write_string(detail, ps.items[i].answer, strlen(ps.items[i].answer));
+                fprintf(detail, ", \"correct\": %s}\n", oks[j] ? "true" : "false");
+            }
+            generation_free(gen);
         }
-    free(gens);
+        // maj@k and cov@k for k = 2, 4, ..., K (s1: n_res_list = [2**i for i in range(1, K.bit_length())])
+        for (size_t i = 0; i < n_eval; i++) {
+            for (size_t e = 0; ((size_t)2 << e) <= k; e++) {
+                int maj, cov;
+                score_maj_cov(cands + i * k, oks + i * k, (size_t)2 << e, ps.items[i].answer, &maj, &cov);
+                r->maj[e] += (size_t)maj;
+                r->cov[e] += (size_t)cov;
+            }
+        }
+        for (size_t j = 0; j < n_jobs; j++) { free(cands[j]); cands[j] = NULL; }
+        r->thinking_tokens /= (double)r->n;
+        r->thinking_ids /= (double)r->n;
+        r->waits_mean /= (double)r->n;
+        r->forced_exits /= (double)r->n;
+        r->tries_mean /= (double)r->n;
+    }
+    free(gens); free(cands); free(oks);
     if (detail) atomic_commit(&detail_af);
 
     // the table, on stdout and in DIR/scaling.md
+    int any_rejection = 0, any_control = 0;
+    for (size_t si = 0; si < n_settings; si++) {
+        any_rejection |= res[si].rejection;
+        any_control |= res[si].control.kind != CONTROL_NONE;
+    }
     ByteBuf table = {NULL, 0, 0};
-    char line[512];
-    snprintf(line, sizeof line, "| budget | Wait | accuracy | mean thinking tokens | mean Waits | forced exits |\n"
-                                "|---|---|---|---|---|---|\n");
-    bytebuf_puts(&table, line);
-    for (size_t k = 0; k < n_settings; k++) {
-        const SettingResult *r = &res[k];
+    char line[1024];
+    char (*names)[96] = (char (*)[96])mallocCheck(n_settings * 96);   // the curve of each setting
+    for (size_t si = 0; si < n_settings; si++) {
+        const SettingResult *r = &res[si];
+        char cname[32];
+        control_name(&r->control, cname, sizeof cname);
+        int len = 0;
+        if (r->rejection) len = snprintf(names[si], 96, "rejection sampling");
+        else len = snprintf(names[si], 96, r->waits ? "Wait x%d" : "no forcing (cap only)", r->waits);
+        if (r->control.kind != CONTROL_NONE) snprintf(names[si] + len, 96 - (size_t)len, ", control %s", cname);
+    }
+    bytebuf_puts(&table, "| budget | Wait |");
+    if (any_rejection) bytebuf_puts(&table, " method | mean tries |");
+    if (any_control) bytebuf_puts(&table, " control |");
+    bytebuf_puts(&table, " accuracy | mean thinking tokens (s1) | mean thinking ids (ours) | mean Waits | forced exits |");
+    for (size_t e = 0; ((size_t)2 << e) <= k; e++) {
+        snprintf(line, sizeof line, " maj@%zu | cov@%zu |", (size_t)2 << e, (size_t)2 << e);
+        bytebuf_puts(&table, line);
+    }
+    bytebuf_puts(&table, "\n|---|---|");
+    if (any_rejection) bytebuf_puts(&table, "---|---|");
+    if (any_control) bytebuf_puts(&table, "---|");
+    bytebuf_puts(&table, "---|---|---|---|---|");
+    for (size_t e = 0; ((size_t)2 << e) <= k; e++) bytebuf_puts(&table, "---|---|");
+    bytebuf_puts(&table, "\n");
+    for (size_t si = 0; si < n_settings; si++) {
+        const SettingResult *r = &res[si];
         char bud[32];
         if (r->budget < 0) snprintf(bud, sizeof bud, "auto (%ld)", r->resolved);
         else snprintf(bud, sizeof bud, "%ld", r->resolved);
-        snprintf(line, sizeof line, "| %s | %d | %.1f%% (%zu/%zu) | %.1f | %.2f | %.0f%% |\n", bud, r->waits,
-                 100.0 * (double)r->correct / (double)r->n, r->correct, r->n, r->thinking_tokens, r->waits_mean, 100.0 * r->forced_exits);
+        snprintf(line, sizeof line, "| %s | %d |", bud, r->waits);
         bytebuf_puts(&table, line);
+        if (any_rejection) {
+            snprintf(line, sizeof line, " %s | %.1f%s |", r->rejection ? "rejection" : "forcing", r->tries_mean,
+                     r->capped ? " (capped)" : "");
+            bytebuf_puts(&table, line);
+        }
+        if (any_control) {
+            char cname[32];
+            control_name(&r->control, cname, sizeof cname);
+            snprintf(line, sizeof line, " %s |", cname);
+            bytebuf_puts(&table, line);
+        }
+        snprintf(line, sizeof line, " %.1f%% (%zu/%zu) | %.1f | %.1f | %.2f | %.0f%% |", 100.0 * (double)r->correct / (double)r->n,
+                 r->correct, r->n, r->thinking_tokens, r->thinking_ids, r->waits_mean, 100.0 * r->forced_exits);
+        bytebuf_puts(&table, line);
+        for (size_t e = 0; ((size_t)2 << e) <= k; e++) {
+            snprintf(line, sizeof line, " %.1f%% | %.1f%% |", 100.0 * (double)r->maj[e] / (double)r->n, 100.0 * (double)r->cov[e] / (double)r->n);
+            bytebuf_puts(&table, line);
+        }
+        bytebuf_puts(&table, "\n");
     }
-    // the metrics per curve (one Wait count, every budget), then over every setting
+    // accuracy per problems file (lm-eval reports each task)
+    if (n_sets > 1) {
+        bytebuf_puts(&table, "\n| setting |");
+        for (size_t f = 0; f < n_sets; f++) {
+            snprintf(line, sizeof line, " %s (%zu) |", problem_paths[f], set_size[f]);
+            bytebuf_puts(&table, line);
+        }
+        bytebuf_puts(&table, "\n|---|");
+        for (size_t f = 0; f < n_sets; f++) bytebuf_puts(&table, "---|");
+        bytebuf_puts(&table, "\n");
+        for (size_t si = 0; si < n_settings; si++) {
+            snprintf(line, sizeof line, "| %s, B=%ld |", names[si], res[si].resolved);
+            bytebuf_puts(&table, line);
+            for (size_t f = 0; f < n_sets; f++) {
+                snprintf(line, sizeof line, " %.1f%% |", 100.0 * (double)res[si].set_correct[f] / (double)res[si].set_n[f]);
+                bytebuf_puts(&table, line);
+            }
+            bytebuf_puts(&table, "\n");
+        }
+    }
+    // the metrics per curve (every budget of one method, control and Wait count), then over every setting
     bytebuf_puts(&table, "\n| settings | Control | Scaling (accuracy points per 100 thinking tokens) | Performance |\n"
                          "|---|---|---|---|\n");
-    for (size_t w = 0; w <= n_waits; w++) {
+    for (size_t cv = 0; cv <= n_curves; cv++) {
         double control, scaling, performance;
-        const SettingResult *first = w < n_waits ? res + w * n_budgets : res;
-        scaling_metrics(first, w < n_waits ? n_budgets : n_settings, &control, &scaling, &performance);
-        char name[32];
-        if (w < n_waits) snprintf(name, sizeof name, "Wait x%ld, all budgets", waits[w]);
-        else snprintf(name, sizeof name, "all settings");
-        snprintf(line, sizeof line, "| %s | %.0f%% | %.2f | %.1f%% |\n", name, control, scaling, performance);
+        if (cv < n_curves) scaling_metrics(res + cv * n_budgets, n_budgets, 1, &control, &scaling, &performance);
+        else scaling_metrics(res, n_settings, 1, &control, &scaling, &performance);
+        if (cv < n_curves) snprintf(line, sizeof line, "| %s, all budgets | %.0f%% | %.2f | %.1f%% |\n", names[cv * n_budgets], control, scaling, performance);
+        else snprintf(line, sizeof line, "| all settings | %.0f%% | %.2f | %.1f%% |\n", control, scaling, performance);
         bytebuf_puts(&table, line);
     }
     size_t defaulted = 0;
-    for (size_t k = 0; k < n_settings; k++) defaulted += res[k].defaulted;
+    for (size_t si = 0; si < n_settings; si++) defaulted += res[si].defaulted;
     if (defaulted) {
         snprintf(line, sizeof line, "multiple choice: %zu answers defaulted to \"A\" (nothing recognised)\n", defaulted);
         bytebuf_puts(&table, line);
@@ -1588,30 +1788,32 @@ static int main_eval(int argc, char **argv) {
         AtomicFile af = atomic_open(path);
         fwriteCheck(table.data, 1, table.len, af.fp, path);
         atomic_commit(&af);
-        // one curve per Wait count, its points in budget order
+        // one series per curve, its points in budget order
         double *xs = (double *)mallocCheck(n_settings * sizeof(double)), *ys = (double *)mallocCheck(n_settings * sizeof(double));
         char **labels = (char **)callocCheck(n_settings, sizeof(char *));
-        char (*names)[48] = (char (*)[48])mallocCheck(n_waits * 48);
-        SvgSeries *series = (SvgSeries *)callocCheck(n_waits, sizeof(SvgSeries));
-        for (size_t w = 0; w < n_waits; w++) {
+        SvgSeries *series = (SvgSeries *)callocCheck(n_curves, sizeof(SvgSeries));
+        for (size_t cv = 0; cv < n_curves; cv++) {
             for (size_t b = 0; b < n_budgets; b++) {
-                size_t k = w * n_budgets + b;
-                xs[k] = res[k].thinking_tokens;
-                ys[k] = 100.0 * (double)res[k].correct / (double)res[k].n;
-                labels[k] = (char *)mallocCheck(32);
-                snprintf(labels[k], 32, "B=%ld", res[k].resolved);
+                size_t si = cv * n_budgets + b;
+                xs[si] = res[si].thinking_tokens;
+                ys[si] = 100.0 * (double)res[si].correct / (double)res[si].n;
+                labels[si] = (char *)mallocCheck(32);
+                snprintf(labels[si], 32, "B=%ld", res[si].resolved);
             }
-            snprintf(names[w], 48, res[w * n_budgets].waits ? "Wait x%d" : "no forcing (cap only)", res[w * n_budgets].waits);
-            series[w] = (SvgSeries){names[w], xs + w * n_budgets, ys + w * n_budgets, n_budgets, (const char *const *)(labels + w * n_budgets)};
+            series[cv] = (SvgSeries){names[cv * n_budgets], xs + cv * n_budgets, ys + cv * n_budgets, n_budgets,
+                                     (const char *const *)(labels + cv * n_budgets)};
         }
         snprintf(path, sizeof path, "%s/scaling.svg", out_dir);
-        svg_line_plot_file(path, "Test-time scaling with budget forcing", "mean thinking tokens", "accuracy (%)", series, n_waits);
+        svg_line_plot_file(path, "Test-time scaling with budget forcing", "mean thinking tokens (s1's count)", "accuracy (%)", series, n_curves);
         printf("wrote %s/eval.jsonl, %s/scaling.md, %s/scaling.svg\n", out_dir, out_dir, out_dir);
-        for (size_t k = 0; k < n_settings; k++) free(labels[k]);
-        free(labels); free(names); free(series); free(xs); free(ys);
+        for (size_t si = 0; si < n_settings; si++) free(labels[si]);
+        free(labels); free(series); free(xs); free(ys);
     }
+    for (size_t si = 0; si < n_settings; si++) { free(res[si].set_correct); free(res[si].set_n); }
+    free(names);
     bytebuf_free(&table);
     free(res);
+    free(set_of);
     generator_free(&g);
     problems_free(&ps);
     return 0;

@@ -93,7 +93,7 @@ static void sample_prompts(const char *model_dir, const char *tok_dir, const cha
     check_tokenizer_fits(tok, tok_dir, model.config.vocab_size, model_dir);
     Delimiters delim;
     delimiters_init(&delim, tok, tok_dir, s->ignore_str);
-    size_t longest = problems_encode(&ps, tok);
+    size_t longest = problems_encode_control(&ps, tok, &s->control, s->max_thinking);
     long budget = resolve_budget(&delim, s->max_thinking, s->max_gen_toks, longest);
     size_t context = sample_context(s, model.config.max_position_embeddings, longest);
     GpuKVCache kv;

@@ -250,8 +250,10 @@ static void sft_model_open(GpuModel *m, SftOptions *o) {
 // rank j mod W; with --balance, longest first to the rank with the fewest
 // tokens so far among those with fewer than B / W sequences (ties: the lower
 // rank), so every rank gets B / W sequences and similar token counts. Either
-// way each sequence's gradient is scaled by 1 / B, and the ranks' sum is the
-// step's gradient: the assignment changes who computes what, never the loss.
+// way each sequence's gradient is scaled by its share of the step's loss
+// (train_loss_weights(), computed alike on every rank from the whole batch),
+// and the ranks' sum is the step's gradient: the assignment changes who
+// computes what, never the loss.
 static size_t sft_rank_sequences(const DataLoader *d, int rank, int world, int balance, size_t *mine) {
     size_t B = d->num_seqs, per = B / (size_t)world, count = 0;
     if (!balance) {
@@ -325,6 +327,7 @@ static void sft_train_run(SftOptions *o) {
     GpuTrainActs acts;
     memset(&acts, 0, sizeof acts);
     size_t *mine = (size_t *)mallocCheck((size_t)s->batch_size * sizeof(size_t));
+    double *seq_weights = (double *)mallocCheck((size_t)s->batch_size * sizeof(double)), *mb_weights = (double *)mallocCheck(mb * sizeof(double));
     uint32_t *ids = (uint32_t *)mallocCheck(mb * (size_t)s->max_seq_len * sizeof(uint32_t));
     uint8_t *mask = (uint8_t *)mallocCheck(mb * (size_t)s->max_seq_len);
     float loss = 0.0f;
@@ -334,6 +337,7 @@ static void sft_train_run(SftOptions *o) {
         double t0 = now_seconds();
         double lr = schedule_lr(step, total, warmup, s->lr);
         dataloader_batch(&loader, step);
+        train_loss_weights(&loader, s, seq_weights);   // each sequence's share of the step's loss (--loss-norm)
         cudaCheck(cudaMemset(model.grads_memory, 0, model.shard_numel * sizeof(float)));
         // this rank's sequences, in micro-batches; every rank runs the same number of rounds (a rank
         // left without sequences in a round still takes part in its collectives)
@@ -350,11 +354,11 @@ static void sft_train_run(SftOptions *o) {
                 memcpy(ids + offs[j], loader.ids + n0, len * sizeof(uint32_t));
                 memcpy(mask + offs[j], loader.mask + n0, len);
                 offs[j + 1] = offs[j] + len;
+                mb_weights[j] = seq_weights[seq];
                 flops += training_flops(c, len);
             }
             ntok += (double)offs[k];
-            float weight = (float)k / (float)loader.num_seqs;
-            my_loss += weight * gpu_forward_backward(&model, &acts, ids, mask, offs, k, weight, recompute);
+            my_loss += gpu_forward_backward_weighted(&model, &acts, ids, mask, offs, k, mb_weights, 1.0f, recompute);
         }
         loss = (float)gpu_sum_over_ranks(&model, my_loss);
         flops = gpu_sum_over_ranks(&model, flops);
@@ -387,7 +391,7 @@ static void sft_train_run(SftOptions *o) {
                state, o->world, 18.0 * (double)model.num_parameters);
         printf("done: %zu steps, %zu tokens in %.1fs; checkpoint in %s\n", end - first_step, tokens_done, now_seconds() - t_start, t->out_dir);
     }
-    free(mine); free(ids); free(mask);
+    free(mine); free(ids); free(mask); free(seq_weights); free(mb_weights);
     gpu_train_acts_free(&acts);
     dataloader_free(&loader);
     gpu_model_free(&model);

@@ -974,4 +974,147 @@ static void attention_decode(floatX *out, const floatX *q, const floatX *k, cons
     cudaCheck(cudaGetLastError());
 }
 
+// ----------------------------------------------------------------------------
+// Flash-decoding: one new token over a long cache, split across blocks. The
+// kernel above gives each query head one block, so a 40-head model runs 40
+// blocks on 132 SMs and reads each key row with 2-byte loads at a 2 KB stride.
+// Here the cache is cut into splits of FDEC_KEYS keys; block (split, KV head)
+// scores its keys for all G query heads of the group (so K and V are read once
+// per group, not once per head), lanes over the head dim with one 16-byte load
+// (8 bf16) each: a key row is HD/8 lanes, and a warp scores 32/(HD/8) keys at
+// once (2 at HD 128, 4 at HD 64), each such lane group a "stream" with its own
+// online softmax (m, l, o) per head. The block merges its streams in shared
+// memory and writes the split's (o unnormalised, m, l) per head to scratch;
+// attention_decode_combine_kernel merges the splits in order. The split size is
+// fixed, not tuned to the GPU, so the bits do not depend on the card. All fp32:
+// the bound of the kernel above (u|ref| + 1e-5 max|v|) holds.
+// Head dims 64 and 128 (every Qwen2.5 size) and G <= 8; attention_decode_flash()
+// falls back to the kernel above otherwise.
+#define FDEC_KEYS 256   // keys per split
+#define FDEC_WARPS 4
+#define FDEC_MAX_G 8    // query heads per KV head the registers hold
+
+static inline int attention_decode_splits(int ntok) { return (ntok + FDEC_KEYS - 1) / FDEC_KEYS; }
+// floats of scratch attention_decode_flash() needs for caches of up to max_ntok tokens
+static inline size_t attention_decode_scratch_floats(int max_ntok, int NQ, int HD) {
+    return (size_t)attention_decode_splits(max_ntok) * NQ * (HD + 2);
+}
+
+template <int HD>
+__global__ void __launch_bounds__(FDEC_WARPS * WARP_SIZE)
+attention_decode_split_kernel(float *part, const floatX *q, const floatX *k, const floatX *v, int ntok, int NQ, int NKV,
+                              float scale) {
+    // part (splits, NQ, HD + 2): per split and query head o (HD,), m, l; q (NQ,HD), k v (ntok,NKV,HD)
+    constexpr int LPK = HD / 8, KPW = WARP_SIZE / LPK, STREAMS = FDEC_WARPS * KPW;
+    CU_EXTERN_SHARED(float, fdec_smem);   // (STREAMS, G, HD + 2): each stream's o, m, l
+    int warp = threadIdx.x / WARP_SIZE, lane = threadIdx.x % WARP_SIZE;
+    int sub = lane / LPK, d0 = (lane % LPK) * 8, stream = warp * KPW + sub;
+    int G = NQ / NKV, kvh = blockIdx.y, u0 = blockIdx.x * FDEC_KEYS, u1 = min(u0 + FDEC_KEYS, ntok);
+    size_t KD = (size_t)NKV * HD;
+    float qr[FDEC_MAX_G][8], o[FDEC_MAX_G][8], m[FDEC_MAX_G], l[FDEC_MAX_G];
+#pragma unroll
+    for (int g = 0; g < FDEC_MAX_G; g++) {
+        if (g < G) bf16x8_unpack(cu_ld(reinterpret_cast<const uint4 *>(q + (size_t)(kvh * G + g) * HD + d0)), qr[g]);
+        m[g] = -INFINITY;
+        l[g] = 0.0f;
+#pragma unroll
+        for (int i = 0; i < 8; i++) o[g][i] = 0.0f;
+    }
+    // the warp's key groups in step (the same trip count for every lane: the shuffles need the whole warp)
+    for (int base = u0 + warp * KPW; base < u1; base += STREAMS) {
+        int u = base + sub;
+        bool ok = u < u1;
+        float kf[8], vf[8];
+        if (ok) {
+            bf16x8_unpack(cu_ld(reinterpret_cast<const uint4 *>(k + (size_t)u * KD + (size_t)kvh * HD + d0)), kf);
+            bf16x8_unpack(cu_ld(reinterpret_cast<const uint4 *>(v + (size_t)u * KD + (size_t)kvh * HD + d0)), vf);
+        } else {
+#pragma unroll
+            for (int i = 0; i < 8; i++) kf[i] = vf[i] = 0.0f;
+        }
+#pragma unroll
+        for (int g = 0; g < FDEC_MAX_G; g++) {
+            if (g >= G) break;   // uniform across the warp
+            float dot = 0.0f;
+#pragma unroll
+            for (int i = 0; i < 8; i++) dot += qr[g][i] * kf[i];
+#pragma unroll
+            for (int off = LPK / 2; off >= 1; off /= 2) dot += __shfl_xor_sync(0xffffffffu, dot, off);   // the key row's lanes
+            if (ok) {
+                float s = dot * scale, m_new = fmaxf(m[g], s), c = expf(m[g] - m_new), p = expf(s - m_new);
+                l[g] = l[g] * c + p;
+#pragma unroll
+                for (int i = 0; i < 8; i++) o[g][i] = o[g][i] * c + p * vf[i];
+                m[g] = m_new;
+            }
+        }
+    }
+#pragma unroll
+    for (int g = 0; g < FDEC_MAX_G; g++) {   // unrolled: o, m, l stay in registers (indexed by constants)
+        if (g >= G) break;
+        float *row = fdec_smem + ((size_t)stream * G + g) * (HD + 2);
+#pragma unroll
+        for (int i = 0; i < 8; i++) row[d0 + i] = o[g][i];
+        if (d0 == 0) { row[HD] = m[g]; row[HD + 1] = l[g]; }
+    }
+    __syncthreads();
+    // merge the streams in order; a stream that saw no key has m = -inf and weighs exp(-inf) = 0
+    for (int t = threadIdx.x; t < G * HD; t += blockDim.x) {
+        int g = t / HD, d = t % HD;
+        float mx = -INFINITY;   // finite: stream 0 scored key u0
+        for (int st = 0; st < STREAMS; st++) mx = fmaxf(mx, fdec_smem[((size_t)st * G + g) * (HD + 2) + HD]);
+        float num = 0.0f, den = 0.0f;
+        for (int st = 0; st < STREAMS; st++) {
+            const float *row = fdec_smem + ((size_t)st * G + g) * (HD + 2);
+            float w = expf(row[HD] - mx);
+            num += w * row[d];
+            den += w * row[HD + 1];
+        }
+        float *out = part + ((size_t)blockIdx.x * NQ + (size_t)kvh * G + g) * (HD + 2);
+        out[d] = num;
+        if (d == 0) { out[HD] = mx; out[HD + 1] = den; }
+    }
+}
+
+// out (NQ,HD) = the splits of part merged in order, normalised, rounded to bf16 once
+__global__ void __launch_bounds__(ATT_MAX_HD) attention_decode_combine_kernel(floatX *out, const float *part, int splits, int NQ, int HD) {
+    int h = blockIdx.x;
+    for (int d = threadIdx.x; d < HD; d += blockDim.x) {
+        float mx = -INFINITY;
+        for (int s = 0; s < splits; s++) mx = fmaxf(mx, part[((size_t)s * NQ + h) * (HD + 2) + HD]);
+        float num = 0.0f, den = 0.0f;
+        for (int s = 0; s < splits; s++) {
+            const float *row = part + ((size_t)s * NQ + h) * (HD + 2);
+            float w = expf(row[HD] - mx);
+            num += w * row[d];
+            den += w * row[HD + 1];
+        }
+        out[(size_t)h * HD + d] = round_bf16(num / den);
+    }
+}
+
+// attention_decode()'s contract, split across blocks. scratch: at least
+// attention_decode_scratch_floats(ntok, NQ, HD) floats of device memory; q, k and
+// v 16-byte aligned (as cudaMalloc'd buffers and HD-multiple offsets are).
+static void attention_decode_flash(floatX *out, float *scratch, const floatX *q, const floatX *k, const floatX *v, int ntok,
+                                   int NQ, int NKV, int HD) {
+    if (NQ % NKV != 0) die("attention_decode: %d query heads are not a multiple of %d KV heads", NQ, NKV);
+    int G = NQ / NKV;
+    if ((HD != 64 && HD != 128) || G > FDEC_MAX_G || !is_aligned16(q) || !is_aligned16(k) || !is_aligned16(v)) {
+        attention_decode(out, q, k, v, ntok, NQ, NKV, HD);
+        return;
+    }
+    if (ntok <= 0) die("attention_decode: no keys");
+    int splits = attention_decode_splits(ntok);
+    float scale = 1.0f / sqrtf((float)HD);
+    dim3 grid((unsigned)splits, (unsigned)NKV);
+    size_t smem = (size_t)FDEC_WARPS * (WARP_SIZE / (HD / 8)) * G * (HD + 2) * sizeof(float);
+    void (*attention_decode_split_kernel_hd)(float *, const floatX *, const floatX *, const floatX *, int, int, int, float) =
+        HD == 64 ? attention_decode_split_kernel<64> : attention_decode_split_kernel<128>;
+    CU_LAUNCH(attention_decode_split_kernel_hd, grid, FDEC_WARPS * WARP_SIZE, smem, 0)(scratch, q, k, v, ntok, NQ, NKV, scale);
+    cudaCheck(cudaGetLastError());
+    CU_LAUNCH(attention_decode_combine_kernel, NQ, HD, 0, 0)(out, scratch, splits, NQ, HD);
+    cudaCheck(cudaGetLastError());
+}
+
 #endif // S1C_ATTENTION_CUH

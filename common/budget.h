@@ -32,11 +32,17 @@
  *
  * Differences from vLLM that do not change the result with greedy decoding:
  * all rounds run in one KV-cache session (the "Wait" ids are appended to the
- * cache instead of re-prefilling the prompt, s1-spec 5.5), stop ids are never
- * fed to the cache, and the truncation to B rewinds the cache. Without
- * ignoring, the harness stops on the *strings* "<|im_start|>"/"<|im_end|>";
- * we stop on the ids, which differs only if ordinary tokens happened to spell
- * a delimiter out.
+ * cache instead of re-prefilling the prompt, s1-spec 5.5), a stop id the
+ * harness strips is never fed to the cache, and the truncation to B rewinds
+ * the cache.
+ *
+ * Which ids stop a thinking round is the caller's (think_stop; see
+ * generation_run() in common/generate.h for what vLLM 0.6.4.post1 made of the
+ * harness's stops), and which of them the harness strips off a round's end is
+ * `strip` (its until_thinking ids). A round that ends on a stop id outside
+ * `strip` (<|endoftext|>, which vLLM adds from generation_config.json) keeps
+ * it: it is fed before "Wait" or before the delimiter, and counts as a
+ * thinking id, as in the harness.
  *
  * readme_variant = 1 follows the README example instead (s1-spec 5.5): every
  * "Wait" round gets the REMAINING budget (B minus all ids generated so far,
@@ -78,7 +84,11 @@ typedef struct {
     long max_thinking;       // B >= 1 (see budget_auto)
     int n_ignore;            // N: < 0 = unset (one round, no min_tokens); >= 0: up to N+1 rounds
     IdSpan ignore_str;       // appended on each ignored stop ("Wait"); may be empty (Table 4 "no string")
-    IdSpan think_stop;       // stop ids of the thinking phase: <|im_start|>, <|im_end|>
+    IdSpan think_stop;       // stop ids of the thinking phase (see generation_run(): <|im_start|>, <|im_end|>,
+                             // and vLLM's extra eos id <|endoftext|>)
+    IdSpan strip;            // the stop ids the harness strips off a round's end (its until_thinking_tok:
+                             // <|im_start|>, <|im_end|>, in that order); empty = think_stop. A round that
+                             // ends on any other stop id keeps it, in the context and in the thinking
     IdSpan thinking_end;     // "<|im_start|>answer"
     IdSpan thinking_end_max; // "<|im_start|>answer\nFinal Answer:"
     IdSpan newline;          // "\n"
@@ -87,6 +97,8 @@ typedef struct {
     size_t context_limit;    // the context never grows beyond this (0 = no limit); hitting it counts as
                              // "length", as vLLM's max_model_len does; a delimiter that does not fit means no answer
     int readme_variant;      // 1: the README example's semantics instead of the harness's
+    long accept_within;      // rejection sampling (> 0): the thinking must end on a stop id within this many
+                             // ids, stop id included, or the run is rejected before the answer phase
     // does the decoded text of ids[0..n) end in '\n'? (the harness tests the
     // detokenized text, special tokens skipped; ".\n" and "\n\n" count too)
     int (*ends_with_newline)(void *text_ctx, const uint32_t *ids, size_t n);
@@ -101,11 +113,14 @@ typedef struct {
     IdList thinking;          // thinking ids as the answer phase sees them (truncated, stop stripped, "Wait"s included)
     IdList transition;        // ids appended after the thinking (delimiter, maybe "\n"); empty in the README variant
     IdList answer;            // answer ids, without the stop id
+    IdList uncut;             // the thinking ids before the cut to B, as vLLM's concatenated token_ids
+                              // ("Wait"s and a final stop id included): s1's stored text decodes these
     size_t generated;         // thinking ids before the truncation to B (incl. "Wait" ids and a final stop id)
     int waits;                // how many times the ignore string was inserted
     int rounds;               // thinking rounds run
     FinishReason think_finish;  // how the last thinking round ended
     int forced_exit;          // 1 if "Final Answer:" was appended (last round hit the budget)
+    int rejected;             // accept_within was set and the thinking did not fit: no transition, no answer
     FinishReason answer_finish;
 } BudgetResult;
 
@@ -113,6 +128,7 @@ static inline void budget_result_free(BudgetResult *r) {
     idlist_free(&r->thinking);
     idlist_free(&r->transition);
     idlist_free(&r->answer);
+    idlist_free(&r->uncut);
 }
 
 // B for max_tokens_thinking=auto (s1-spec 5.2): what is left of max_gen_toks after
@@ -173,6 +189,7 @@ static inline void budget_run(const Decoder *d, const BudgetConfig *c, BudgetRes
     IdList *gen = &res->thinking;   // grows to the untruncated thinking, then is cut in place
     FinishReason why;
     long n_round;
+    const IdSpan strip = c->strip.n ? c->strip : c->think_stop;
 
     if (!c->readme_variant) {
         const int rounds = c->n_ignore < 0 ? 1 : c->n_ignore + 1;
@@ -181,8 +198,15 @@ static inline void budget_run(const Decoder *d, const BudgetConfig *c, BudgetRes
             why = budget_generate_round(d, c, c->max_thinking, min_tokens, c->think_stop, gen, &n_round);
             res->rounds++;
             if (why == FINISH_LENGTH || r == rounds - 1) break;
-            if (!budget_fits(d, c, c->ignore_str.n + 1)) { why = FINISH_LENGTH; break; }   // the context is full
-            gen->len--;   // drop the stop id (never fed), then "Wait"
+            // The round ended on a stop id (never fed). The harness strips it only if it is one of its
+            // until_thinking ids (vllm_causallms.py:361-364); a stop id vLLM added from the generation
+            // config (<|endoftext|>) stays in cont, and the next round's prompt is requests + cont
+            // (:377), so the model reads it before "Wait".
+            const uint32_t stop_id = gen->data[gen->len - 1];
+            const int kept = !budget_span_has(strip, stop_id);
+            if (!budget_fits(d, c, c->ignore_str.n + 1 + (size_t)kept)) { why = FINISH_LENGTH; break; }   // the context is full
+            if (kept) d->feed(d->ctx, &stop_id, 1);
+            else gen->len--;
             budget_append(d, gen, c->ignore_str);
             res->waits++;
         }
@@ -202,15 +226,29 @@ static inline void budget_run(const Decoder *d, const BudgetConfig *c, BudgetRes
     }
     res->think_finish = why;
     res->generated = gen->len;
+    for (size_t i = 0; i < gen->len; i++) idlist_push(&res->uncut, gen->data[i]);
+    // Rejection sampling (vllm_causallms.py:286-330): generate with max_tokens = B+1 (:268-269) and keep a
+    // sample only if len(token_ids) <= B (:299), which holds only for one that stopped by itself.
+    if (c->accept_within > 0 && !(why == FINISH_STOP && (long)gen->len <= c->accept_within)) {
+        res->rejected = 1;
+        return;
+    }
 
     if (!c->readme_variant) {
         // the newline test reads the untruncated text, before the cut to B
         int ends_nl = 0;
         if (why == FINISH_LENGTH && c->ends_with_newline) ends_nl = c->ends_with_newline(c->text_ctx, gen->data, gen->len);
         if ((long)gen->len > c->max_thinking) gen->len = (size_t)c->max_thinking;
-        for (size_t i = 0; i < c->think_stop.n; i++)   // the harness strips each stop id in turn
-            if (gen->len && gen->data[gen->len - 1] == c->think_stop.ids[i]) gen->len--;
-        if (d->length(d->ctx) > prompt_len + gen->len) d->rewind(d->ctx, prompt_len + gen->len);
+        for (size_t i = 0; i < strip.n; i++)   // the harness strips each of its stop ids in turn (:396-399)
+            if (gen->len && gen->data[gen->len - 1] == strip.ids[i]) gen->len--;
+        // the context must end with the thinking: rewind a cut, or feed a final stop id the
+        // harness keeps (<|endoftext|>: requests[i] += cont + thinking_end_tok, :411)
+        const size_t want = prompt_len + gen->len, have = d->length(d->ctx);
+        if (have > want) d->rewind(d->ctx, want);
+        else if (have < want) {
+            if (!budget_fits(d, c, want - have)) { res->answer_finish = FINISH_LENGTH; return; }
+            d->feed(d->ctx, gen->data + (have - prompt_len), want - have);
+        }
         IdList *t = &res->transition;
         if (why == FINISH_LENGTH) {
             if (!ends_nl) for (size_t i = 0; i < c->newline.n; i++) idlist_push(t, c->newline.ids[i]);

@@ -41,7 +41,7 @@ __device__ inline floatX dlogit(float logit, int i, float lse, float scale, int 
 // writes their bf16 gradients, which land on fp32 elements [k B, (k+1) B) of
 // chunk k (B = blockDim): all read before that barrier (chunk <= k). The
 // target's logit and the lse are read in the first pass, before any write.
-__global__ void crossentropy_forward_kernel(float *losses, const float *logits, floatX *dlogits, const uint32_t *targets,
+__global__ void __launch_bounds__(256) crossentropy_forward_kernel(float *losses, const float *logits, floatX *dlogits, const uint32_t *targets,
                                             const float *weights, float grad_scale, int N, int V) {
     // losses (N,), logits (N,V) fp32, dlogits (N, 2V) bf16 over the same memory or NULL, targets weights (N,)
     __shared__ float warp_m[32], warp_s[32], row_lse;
@@ -86,7 +86,7 @@ __global__ void crossentropy_forward_kernel(float *losses, const float *logits, 
 }
 
 // *out = sum of x[0..n), in one block and a fixed order: deterministic, no atomics.
-__global__ void sum_kernel(float *out, const float *x, int n) {
+__global__ void __launch_bounds__(256) sum_kernel(float *out, const float *x, int n) {
     __shared__ float partial[32];
     float s = 0.0f;
     for (int i = threadIdx.x; i < n; i += blockDim.x) s += x[i];

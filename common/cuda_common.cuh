@@ -20,6 +20,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <limits.h>
 #include "common/util.h"
 #include "common/json.h"
 #include "common/qwen2_config.h"
@@ -50,5 +51,64 @@ __device__ inline float warp_max(float v) {
 }
 
 __device__ inline floatX round_bf16(float x) { return __float2bfloat16(x); }
+
+// ----------------------------------------------------------------------------
+// 16-byte vector access, for the memory-bound kernels (swiglu.cuh, rmsnorm.cuh, adamw.cuh)
+//
+// A memory-bound kernel runs at the speed it keeps bytes in flight. With one bf16
+// per lane a warp's load moves 64 bytes; with a uint4 (8 bf16) or a float4 per lane,
+// 512: 8x (bf16) or 4x (fp32) fewer load/store instructions and address
+// computations for the same bytes (llm.c's Packed128). The price: the address must
+// be 16-byte aligned or the GPU faults, and the emulator's cu_ld/cu_st check it
+// (common/cuemu_profile.h). So the launchers split n elements as
+//   [0, head)                   scalar: before the first 16-byte boundary
+//   [head, head + 8*nvec)       one uint4 (8 bf16) or two float4 (8 fp32) per thread per step
+//   [head + 8*nvec, n)          scalar: the tail, n - head not a multiple of 8
+// and run the whole thing scalar when the pointers do not share one alignment phase.
+#define VEC 8   // elements per vector step: 8 bf16 = 16 bytes (and 8 fp32 = two float4)
+
+// 8 bf16 <-> 8 floats in the 16 bytes of one uint4, element k in bits 16k..16k+15
+// (little-endian, as memory holds them). A bf16 is the top half of a float, so
+// the unpacking is exact: shifts and masks in registers, as the GPU does it.
+__device__ __forceinline__ void bf16x8_unpack(uint4 u, float f[VEC]) {
+    const unsigned w[4] = {u.x, u.y, u.z, u.w};
+#pragma unroll
+    for (int k = 0; k < 4; k++) {
+        f[2 * k] = __uint_as_float(w[k] << 16);
+        f[2 * k + 1] = __uint_as_float(w[k] & 0xffff0000u);
+    }
+}
+__device__ __forceinline__ uint4 bf16x8_pack(const float f[VEC]) {   // each rounded to bf16 once (round_bf16)
+    unsigned w[4];
+#pragma unroll
+    for (int k = 0; k < 4; k++)
+        w[k] = (unsigned)__bfloat16_as_ushort(round_bf16(f[2 * k])) | (unsigned)__bfloat16_as_ushort(round_bf16(f[2 * k + 1])) << 16;
+    return make_uint4(w[0], w[1], w[2], w[3]);
+}
+
+static inline int is_aligned16(const void *p) { return ((uintptr_t)p & 15) == 0; }
+
+// elements of `size` bytes from p to the first 16-byte boundary, at most n
+static inline int vec_head(const void *p, size_t size, int n) {
+    int head = (int)(((16 - ((uintptr_t)p & 15)) & 15) / size);
+    return head < n ? head : n;
+}
+
+// The element of the scalar part (head and tail, at most 7 + 7) this thread
+// takes, or -1: threads 0..15 of block 0 take them, whatever the grid.
+__device__ __forceinline__ int vec_rest_element(int n, int head) {
+    if (blockIdx.x != 0 || threadIdx.x >= 2 * VEC) return -1;
+    int t = threadIdx.x;
+    if (t < VEC) return t < head ? t : -1;
+    int i = head + (n - head) / VEC * VEC + (t - VEC);   // the tail's element t - 8
+    return i < n ? i : -1;
+}
+
+// The kernels index with int (32-bit math: one register, cheaper address arithmetic
+// than size_t): a size beyond it stops the program here instead of wrapping.
+static inline int int_size(size_t n, const char *what) {
+    if (n > (size_t)INT_MAX) die("%s: %zu elements, over the 2^31 - 1 its kernel's 32-bit indices allow", what, n);
+    return (int)n;
+}
 
 #endif // S1C_CUDA_COMMON_CUH

@@ -9,7 +9,7 @@
 #include "common/cuda_common.cuh"
 
 // Token embedding: out[n] = table[ids[n]]. One thread per element, grid-stride.
-__global__ void embedding_forward_kernel(floatX *out, const uint32_t *ids, const floatX *table, int N, int C) {
+__global__ void __launch_bounds__(256) embedding_forward_kernel(floatX *out, const uint32_t *ids, const floatX *table, int N, int C) {
     // out (N,C), ids (N,), table (V,C)
     size_t total = (size_t)N * C;
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < total; i += (size_t)gridDim.x * blockDim.x) {
@@ -38,7 +38,7 @@ static void embedding_forward(floatX *out, const uint32_t *ids, const floatX *ta
 // U <= N, so embedding_backward_scratch_ints(N) = 3N + 1 ints always suffice.
 static inline size_t embedding_backward_scratch_ints(int N) { return 3 * (size_t)N + 1; }
 
-__global__ void embedding_backward_kernel(float *dtable, const float *dout, const int *scratch, int U, int C) {
+__global__ void __launch_bounds__(256) embedding_backward_kernel(float *dtable, const float *dout, const int *scratch, int U, int C) {
     // dtable (V,C) fp32, dout (N,C) fp32, scratch as above
     const int *unique = scratch, *starts = scratch + U, *positions = scratch + 2 * U + 1;
     for (int k = blockIdx.x; k < U; k += gridDim.x) {

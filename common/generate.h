@@ -42,6 +42,65 @@
 // ----------------------------------------------------------------------------
 // settings and flags
 
+// A control prompt appended to the question, as s1's task utils build them from the environment
+// (PROMPTTOKEN, PROMPTSTEP, PROMPTLONG, PROMPTSHORT: lm_eval/tasks/aime/utils.py:11-20,
+// openai_math/utils.py:11-20; gpqa/openai/utils.py:15-22 appends the same text after the choices).
+typedef enum { CONTROL_NONE = 0, CONTROL_TOKENS, CONTROL_STEPS, CONTROL_LONG, CONTROL_SHORT } ControlKind;
+
+typedef struct {
+    ControlKind kind;
+    long n;   // tokens or steps; 0 with CONTROL_TOKENS = the setting's budget (TCC + budget forcing)
+} ControlPrompt;
+
+// Parses none, token:N, token, step:N, long, short. 1 if it is one of them.
+static inline int control_parse(const char *v, ControlPrompt *c) {
+    c->kind = CONTROL_NONE;
+    c->n = 0;
+    if (strcmp(v, "none") == 0) return 1;
+    if (strcmp(v, "long") == 0) { c->kind = CONTROL_LONG; return 1; }
+    if (strcmp(v, "short") == 0) { c->kind = CONTROL_SHORT; return 1; }
+    if (strcmp(v, "token") == 0) { c->kind = CONTROL_TOKENS; return 1; }
+    const char *num = NULL;
+    if (strncmp(v, "token:", 6) == 0) { c->kind = CONTROL_TOKENS; num = v + 6; }
+    else if (strncmp(v, "step:", 5) == 0) { c->kind = CONTROL_STEPS; num = v + 5; }
+    else return 0;
+    char *end;
+    errno = 0;
+    long n = strtol(num, &end, 10);
+    if (errno != 0 || *end != '\0' || num[0] < '0' || num[0] > '9' || n < 1 || n > (1l << 24)) return 0;
+    c->n = n;
+    return 1;
+}
+
+// the control's name, as --controls spells it
+static inline void control_name(const ControlPrompt *c, char *buf, size_t size) {
+    switch (c->kind) {
+    case CONTROL_NONE: snprintf(buf, size, "none"); break;
+    case CONTROL_TOKENS: if (c->n) snprintf(buf, size, "token:%ld", c->n); else snprintf(buf, size, "token"); break;
+    case CONTROL_STEPS: snprintf(buf, size, "step:%ld", c->n); break;
+    case CONTROL_LONG: snprintf(buf, size, "long"); break;
+    case CONTROL_SHORT: snprintf(buf, size, "short"); break;
+    }
+}
+
+// The text s1's templates append to the question ("{Question}" + this); `budget` stands in for a
+// bare "token". Empty for none.
+static inline void control_suffix(const ControlPrompt *c, long budget, char *buf, size_t size) {
+    switch (c->kind) {
+    case CONTROL_NONE: buf[0] = '\0'; break;
+    case CONTROL_TOKENS: snprintf(buf, size, "\n\nThink for up to %ld tokens.", c->n ? c->n : budget); break;
+    case CONTROL_STEPS: snprintf(buf, size, "\n\nThink for up to %ld steps.", c->n); break;
+    case CONTROL_LONG:
+        snprintf(buf, size, "\n\nAnswer after a long amount of thinking. If you feel like you are finished early, spend the "
+                            "extra time trying to double-check your work until you are absolutely sure that you have the "
+                            "correct answer.");
+        break;
+    case CONTROL_SHORT:
+        snprintf(buf, size, "\n\nAnswer after a short amount of thinking. Do not spend excessive time double-checking your work.");
+        break;
+    }
+}
+
 // Everything a generation needs besides the prompt.
 typedef struct {
     long max_thinking;         // B; < 0 = auto
@@ -52,6 +111,9 @@ typedef struct {
     long max_gen_toks;         // the harness's max_gen_toks: auto budget and answer limit
     size_t max_context;        // the whole context (vLLM's max_model_len); 0 = max_gen_toks, at most the model's positions
     int readme_variant;
+    int plain_stops;           // 1: stop thinking on <|im_start|>/<|im_end|> ids in every round (--think-stops ids)
+    long max_tries;            // rejection sampling: > 0 = at most this many tries (--rejection T); 0 = forcing
+    ControlPrompt control;     // appended to every question (--control)
 } SampleSettings;
 
 static inline void sample_settings_default(SampleSettings *s) {
@@ -64,6 +126,10 @@ static inline void sample_settings_default(SampleSettings *s) {
     s->max_gen_toks = 32768;
     s->max_context = 0;
     s->readme_variant = 0;
+    s->plain_stops = 0;
+    s->max_tries = 0;
+    s->control.kind = CONTROL_NONE;
+    s->control.n = 0;
 }
 
 // Bounds of the sampling flags: token counts beyond any context a Qwen2 model
@@ -104,6 +170,17 @@ static inline int parse_sample_flag(int argc, char **argv, int *i, SampleSetting
     else if (flag_is(a, "--max-gen-toks")) s->max_gen_toks = (long)flag_count_max(argc, argv, i, 0, SAMPLE_MAX_TOKENS);
     else if (flag_is(a, "--max-context")) s->max_context = flag_count_max(argc, argv, i, 0, SAMPLE_MAX_TOKENS);
     else if (flag_is(a, "--readme-variant")) s->readme_variant = 1;
+    else if (flag_is(a, "--think-stops")) {
+        const char *v = flag_value(argc, argv, i);
+        if (strcmp(v, "vllm") == 0) s->plain_stops = 0;
+        else if (strcmp(v, "ids") == 0) s->plain_stops = 1;
+        else die("%s: '%s' is neither 'vllm' nor 'ids'", a, v);
+    }
+    else if (flag_is(a, "--rejection")) s->max_tries = (long)flag_count_max(argc, argv, i, 1, 1000000);
+    else if (flag_is(a, "--control")) {
+        const char *v = flag_value(argc, argv, i);
+        if (!control_parse(v, &s->control)) die("%s: '%s' is not none, token:N, token, step:N, long or short", a, v);
+    }
     else return 0;
     return 1;
 }
@@ -132,7 +209,16 @@ static inline int parse_sample_flag(int argc, char **argv, int *i, SampleSetting
     "                       max-gen-toks, at most the model's max_position_embeddings); reaching it ends a\n" \
     "                       phase like a length limit\n" \
     "  --readme-variant     the README example's forcing instead of the harness's: each Wait round gets the\n" \
-    "                       remaining budget, no truncation to B, no delimiter, no \"Final Answer:\"\n"
+    "                       remaining budget, no truncation to B, no delimiter, no \"Final Answer:\"\n" \
+    "  --think-stops M      what ends a thinking round: 'vllm' (default) as vLLM 0.6.4.post1 ran the harness:\n" \
+    "                       <|endoftext|> too (generation_config.json), and without --wait only <|im_end|>\n" \
+    "                       and <|endoftext|> (the string stop \"<|im_start|>\" never matches a skipped\n" \
+    "                       special token); 'ids': <|im_start|> and <|im_end|> in every round\n" \
+    "  --rejection T        rejection sampling (s1's Table 3 baseline): resample the whole thinking until it\n" \
+    "                       ends by itself within B tokens, at most T tries (the T-th is budget-forced);\n" \
+    "                       Waits are ignored, as in the harness. Use with --temperature 1, as s1 did\n" \
+    "  --control C          a control prompt appended to each question, from s1's task utils: token:N\n" \
+    "                       (\"Think for up to N tokens.\"), token (N = the budget B), step:N, long, short\n"
 
 // ----------------------------------------------------------------------------
 // s1's delimiters, spelled by the tokenizer (the demo's small BPE numbers its
@@ -140,8 +226,9 @@ static inline int parse_sample_flag(int argc, char **argv, int *i, SampleSetting
 
 typedef struct {
     IdList ignore, thinking_end, thinking_end_max, newline, thinking_start;
-    uint32_t think_stop[2], answer_stop[2];
+    uint32_t think_stop[2], answer_stop[2];   // think_stop: the harness's until_thinking ids, in its order
     size_t n_answer_stop;
+    int eot;                                  // <|endoftext|>, or -1 if the tokenizer has none
 } Delimiters;
 
 static inline uint32_t added_token_id(const Tokenizer *tok, const char *text, const char *dir) {
@@ -164,6 +251,7 @@ static inline void delimiters_init(Delimiters *d, Tokenizer *tok, const char *to
     d->answer_stop[d->n_answer_stop++] = d->think_stop[1];
     int eot = tokenizer_token_id(tok, "<|endoftext|>");   // Qwen2.5's second eos id (generation_config.json)
     if (eot >= 0) d->answer_stop[d->n_answer_stop++] = (uint32_t)eot;
+    d->eot = eot;
     encode_text(tok, ignore_str, &d->ignore);
     encode_text(tok, "<|im_start|>answer", &d->thinking_end);
     encode_text(tok, "<|im_start|>answer\nFinal Answer:", &d->thinking_end_max);
@@ -282,6 +370,29 @@ static inline size_t problems_encode(ProblemSet *ps, Tokenizer *tok) {
     return longest;
 }
 
+// problems_encode() with a control prompt appended to every question ("{Question}" + suffix, as
+// s1's QUERY_TEMPLATEs); a bare "token" instructs `budget` tokens, so it needs a number.
+static inline size_t problems_encode_control(ProblemSet *ps, Tokenizer *tok, const ControlPrompt *c, long budget) {
+    if (c->kind == CONTROL_NONE) return problems_encode(ps, tok);
+    if (c->kind == CONTROL_TOKENS && c->n == 0 && budget < 1)
+        die("control 'token' instructs the thinking budget, so it needs a number, not auto (or use token:N)");
+    char suffix[512];
+    control_suffix(c, budget, suffix, sizeof suffix);
+    size_t longest = 0;
+    ByteBuf q = {NULL, 0, 0};
+    for (size_t i = 0; i < ps->n; i++) {
+        q.len = 0;
+        bytebuf_puts(&q, ps->items[i].question);
+        bytebuf_puts(&q, suffix);
+        char *prompt = chat_s1_prompt(q.data);
+        encode_text(tok, prompt, &ps->items[i].prompt);
+        if (ps->items[i].prompt.len > longest) longest = ps->items[i].prompt.len;
+        free(prompt);
+    }
+    bytebuf_free(&q);
+    return longest;
+}
+
 // ----------------------------------------------------------------------------
 // the budget and the context of a run
 
@@ -310,11 +421,16 @@ static inline size_t sample_context(const SampleSettings *s, size_t max_position
 
 // One prompt's generation, decoded.
 typedef struct {
-    char *text;                // "<|im_start|>think" + thinking + transition + answer: what the harness scores
+    char *text;                // "<|im_start|>think" + UNCUT thinking + delimiter + answer: what the harness
+                               // stores (filtered_resps) and scores
     char *answer_text;         // the answer phase alone
     size_t text_len, answer_len;   // in bytes: a generated byte token can be a NUL
-    size_t thinking_tokens, prompt_tokens;
+    size_t thinking_tokens;    // s1's statistic (s1_thinking_tokens() on text): the x-axis of s1's curves
+    size_t thinking_ids;       // ours: the thinking ids the answer phase saw (cut to B, "Wait"s included)
+    size_t prompt_tokens;
     int waits, forced_exit;
+    long tries;                // rejection sampling: the tries it took (1 otherwise)
+    int capped;                // rejection sampling: no try fitted, the last was budget-forced
     FinishReason think_finish, answer_finish;
 } Generation;
 
@@ -323,6 +439,34 @@ static inline void generation_free(Generation *g) { free(g->text); free(g->answe
 static inline IdSpan id_span(const uint32_t *ids, size_t n) {
     IdSpan s = {ids, n};
     return s;
+}
+
+// s1's thinking-token count of one stored output (eval/compute_sample_stats.py:89-90,104, the
+// branch every budget-forcing run takes): the text before the first "<|im_start|>answer", split
+// on "\n", minus its first line ("<|im_start|>think" and what follows it) and its last line,
+// joined again and re-tokenized (tok.tokenize: no special tokens added). It reads the UNCUT
+// thinking the harness stores, so it can exceed B, and it is not our count of the ids the answer
+// phase saw ("Wait"s and a first or last partial line differ too).
+static inline size_t s1_thinking_tokens(const Tokenizer *tok, const char *text, size_t len) {
+    static const char delim[] = "<|im_start|>answer";
+    size_t end = len;
+    for (size_t i = 0; i + sizeof delim - 1 <= len; i++)
+        if (memcmp(text + i, delim, sizeof delim - 1) == 0) { end = i; break; }
+    const char *first = (const char *)memchr(text, '\n', end);
+    if (first == NULL) return 0;
+    size_t last = end;
+    while (last > 0 && text[last - 1] != '\n') last--;
+    last--;   // the last '\n' before end
+    if (text + last == first) return 0;   // two lines: [1:-1] is empty
+    IdList ids = {NULL, 0, 0};
+    // the encoder's pre-token cache is not thread-safe, and generation_run() runs in threads
+#ifdef _OPENMP
+    #pragma omp critical(s1c_tokenizer_encode)
+#endif
+    tokenizer_encode((Tokenizer *)tok, first + 1, (size_t)(text + last - (first + 1)), 1, &ids);
+    size_t n = ids.len;
+    idlist_free(&ids);
+    return n;
 }
 
 // One generation from an encoded prompt (ending in "<|im_start|>think") on a
@@ -337,7 +481,23 @@ static inline void generation_run(const Decoder *dec, const Tokenizer *tok, cons
     c.max_thinking = budget;
     c.n_ignore = s->waits > 0 ? s->waits : -1;
     c.ignore_str = id_span(d->ignore.data, d->ignore.len);
-    c.think_stop = id_span(d->think_stop, 2);
+    // The stops of a thinking round, as vLLM 0.6.4.post1 ran the harness. With --wait the harness
+    // passes stop_token_ids = [<|im_start|>, <|im_end|>] (vllm_causallms.py:273-280); without, the
+    // stop *strings* "<|im_start|>", "<|im_end|>" (:282), which never match: SamplingParams skips
+    // special tokens in the text by default (skip_special_tokens=True), so the text a stop string is
+    // searched in never holds them (vllm-project/vllm#2123), and such a round ends on the model's
+    // eos <|im_end|> alone (the tokenizer's eos_token, which vLLM stops on unless ignore_eos). In both
+    // cases SamplingParams.update_from_generation_config() adds the generation config's other eos id
+    // (Qwen2.5-Instruct: eos_token_id [151645, 151643], so <|endoftext|>) to stop_token_ids and to
+    // the ids min_tokens masks. The harness strips only its own stop ids off a round (strip), so a
+    // round that ends on <|endoftext|> keeps it (common/budget.h). --think-stops ids: the ids alone.
+    uint32_t stops[3];
+    size_t n_stops = 0;
+    if (s->plain_stops || s->waits > 0) stops[n_stops++] = d->think_stop[0];
+    stops[n_stops++] = d->think_stop[1];
+    if (!s->plain_stops && d->eot >= 0) stops[n_stops++] = (uint32_t)d->eot;
+    c.think_stop = id_span(stops, n_stops);
+    c.strip = id_span(d->think_stop, 2);
     c.thinking_end = id_span(d->thinking_end.data, d->thinking_end.len);
     c.thinking_end_max = id_span(d->thinking_end_max.data, d->thinking_end_max.len);
     c.newline = id_span(d->newline.data, d->newline.len);
@@ -348,12 +508,34 @@ static inline void generation_run(const Decoder *dec, const Tokenizer *tok, cons
     c.ends_with_newline = text_ends_with_newline;
     c.text_ctx = (void *)tok;
     BudgetResult r;
-    budget_run(dec, &c, &r);
+    out->tries = 1;
+    out->capped = 0;
+    if (s->max_tries > 0) {
+        // Rejection sampling: no ignoring (the harness's rejection branch comes before its Wait
+        // branch, vllm_causallms.py:286-331), limit B+1, keep the first try that stopped within B.
+        // The harness has no cap and refills its batch with copies of unfinished requests (:320-327),
+        // which only reorders the random draws; here each try continues the problem's own sampler.
+        // After max_tries - 1 rejected tries the last one is budget-forced at B instead.
+        const size_t prompt_len = dec->length(dec->ctx);
+        c.n_ignore = -1;
+        for (;; out->tries++) {
+            const int last = out->tries >= s->max_tries;
+            c.max_thinking = last ? budget : budget + 1;
+            c.accept_within = last ? 0 : budget;
+            budget_run(dec, &c, &r);
+            if (!r.rejected) break;
+            budget_result_free(&r);
+            dec->rewind(dec->ctx, prompt_len);
+        }
+        out->capped = c.accept_within == 0;
+    } else budget_run(dec, &c, &r);
     // the scored text: thinking_start + thinking + delimiter + answer, special tokens of the
     // generated parts skipped as vLLM's detokenizer does (the harness appends the delimiters as text)
+    // The harness stores the UNCUT thinking text: each round's text is concatenated (:353, :371) and
+    // only token_ids are cut to B (:382-384), so the text keeps what the model wrote past B.
     ByteBuf text = {NULL, 0, 0}, answer = {NULL, 0, 0};
     bytebuf_puts(&text, "<|im_start|>think");
-    tokenizer_decode(tok, r.thinking.data, r.thinking.len, !s->readme_variant, &text);
+    tokenizer_decode(tok, r.uncut.data, r.uncut.len, !s->readme_variant, &text);
     tokenizer_decode(tok, r.transition.data, r.transition.len, 0, &text);
     tokenizer_decode(tok, r.answer.data, r.answer.len, !s->readme_variant, &answer);
     bytebuf_append(&answer, "", 0);   // allocated even when empty
@@ -362,7 +544,8 @@ static inline void generation_run(const Decoder *dec, const Tokenizer *tok, cons
     out->text_len = text.len;
     out->answer_text = answer.data;
     out->answer_len = answer.len;
-    out->thinking_tokens = r.thinking.len;
+    out->thinking_ids = r.thinking.len;
+    out->thinking_tokens = s1_thinking_tokens(tok, text.data, text.len);
     out->prompt_tokens = prompt->len;
     out->waits = r.waits;
     out->forced_exit = r.forced_exit;
@@ -380,9 +563,10 @@ static inline void write_generation_fields(FILE *fp, size_t index, const Generat
     json_write_string(fp, gen->text, gen->text_len);
     fprintf(fp, ", \"answer\": ");
     json_write_string(fp, gen->answer_text, gen->answer_len);
-    fprintf(fp, ", \"prompt_tokens\": %zu, \"thinking_tokens\": %zu, \"waits\": %d, \"forced_exit\": %s, \"thinking_stop\": \"%s\", \"stop\": \"%s\"",
-            gen->prompt_tokens, gen->thinking_tokens, gen->waits, gen->forced_exit ? "true" : "false", finish_reason_name(gen->think_finish),
+    fprintf(fp, ", \"prompt_tokens\": %zu, \"thinking_tokens\": %zu, \"thinking_ids\": %zu, \"waits\": %d, \"forced_exit\": %s, \"thinking_stop\": \"%s\", \"stop\": \"%s\"",
+            gen->prompt_tokens, gen->thinking_tokens, gen->thinking_ids, gen->waits, gen->forced_exit ? "true" : "false", finish_reason_name(gen->think_finish),
             finish_reason_name(gen->answer_finish));
+    if (gen->tries > 1 || gen->capped) fprintf(fp, ", \"tries\": %ld, \"capped\": %s", gen->tries, gen->capped ? "true" : "false");
 }
 
 // one generation as a JSON line

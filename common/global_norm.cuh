@@ -36,7 +36,7 @@ __device__ inline double block_sum_double(double v) {
 }
 
 // Stage 1: block b sums g[i]^2 over its grid-stride share of i into partials[b].
-__global__ void global_norm_partials_kernel(double *partials, const float *g, size_t n) {
+__global__ void __launch_bounds__(GLOBAL_NORM_THREADS) global_norm_partials_kernel(double *partials, const float *g, size_t n) {
     // partials (gridDim.x,), g (n,)
     double s = 0.0;
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
@@ -46,7 +46,7 @@ __global__ void global_norm_partials_kernel(double *partials, const float *g, si
 }
 
 // Stage 2: one block adds the partials in a fixed order.
-__global__ void global_norm_finish_kernel(double *out, const double *partials, int count) {
+__global__ void __launch_bounds__(GLOBAL_NORM_THREADS) global_norm_finish_kernel(double *out, const double *partials, int count) {
     double s = 0.0;
     for (int i = threadIdx.x; i < count; i += blockDim.x) s += partials[i];
     double total = block_sum_double(s);

@@ -64,7 +64,10 @@ static inline void *json_arena_alloc(JsonDoc *doc, size_t n) {
     n = (n + 15) & ~(size_t)15;
     JsonArenaBlock *b = doc->blocks;
     if (b == NULL || b->used + n > b->cap) {
-        size_t cap = n > (1u << 20) ? n : (1u << 20);
+        // blocks double from 4 KB up to 1 MB: a JSONL line or a config.json needs a few KB, and
+        // a 1 MB block per document made every line of a JSONL file an mmap and an munmap
+        size_t grow = b == NULL ? (1u << 12) : b->cap >= (1u << 19) ? (1u << 20) : 2 * b->cap;
+        size_t cap = n > grow ? n : grow;
         b = (JsonArenaBlock *)malloc(sizeof(JsonArenaBlock) + 16 + cap);
         if (b == NULL) die("out of memory parsing JSON");
         b->next = doc->blocks;

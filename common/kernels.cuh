@@ -10,7 +10,7 @@
  *   header           launcher                 kernels                                s1.c twin
  *   embedding.cuh    embedding_forward()      embedding_forward_kernel               embedding_forward()
  *                    embedding_backward()     embedding_backward_kernel (per id)     embedding_backward()
- *   rmsnorm.cuh      rmsnorm_forward()        rmsnorm_forward_kernel                 rmsnorm_forward()
+ *   rmsnorm.cuh      rmsnorm_forward()        rmsnorm_forward_vec_kernel (16-byte)   rmsnorm_forward()
  *                    rmsnorm_backward()       rmsnorm_backward_kernel + column sums  rmsnorm_backward()
  *   matmul.cuh       matmul_forward()         cublasGemmEx + bias_fill_kernel        matmul_forward()
  *                    matmul_backward()        2 x cublasGemmEx + column sums (dbias) matmul_backward()
@@ -19,13 +19,15 @@
  *   attention.cuh    attention_forward()      attention_forward_kernel (flash)       attention_forward()
  *                    attention_backward()     _D_, _dkdv_, _dq_kernel (FA2)          attention_backward()
  *                    attention_decode()       attention_decode_kernel                attention_row() (KV cache)
- *   swiglu.cuh       swiglu_forward()         swiglu_forward_kernel                  swiglu_forward()
- *                    swiglu_backward()        swiglu_backward_kernel                 swiglu_backward()
+ *   swiglu.cuh       swiglu_forward()         swiglu_forward_vec_kernel (16-byte)    swiglu_forward()
+ *                    swiglu_backward()        swiglu_backward_vec_kernel (16-byte)   swiglu_backward()
  *   classifier.cuh   lm_head_loss()           cublasGemmEx per chunk of rows +       matmul_forward() (head) +
  *                    classifier_forward_      crossentropy_forward_kernel (+ bf16    crossentropy_forward(),
  *                    backward()               dlogits in place) + 2 GEMMs, sum_kernel  _backward(), matmul_backward()
  *   global_norm.cuh  global_norm()            fixed-grid partials + one block        qwen2_grad_norm()
- *   adamw.cuh        adamw_update()           adamw_kernel                           qwen2_update()
+ *   adamw.cuh        adamw_update()           adamw_vec_kernel (16-byte)             qwen2_update()
+ *   (16-byte: 8 elements a thread in 16-byte loads and stores, the one-element
+ *   kernel beside it where the pointers' alignment rules vectors out)
  *
  * then the model: gpu_model_load() (a HF checkpoint folder into bf16 GPU
  * memory), gpu_forward() (the masked s1 loss of a batch, as s1.c's
@@ -376,7 +378,7 @@ static size_t gpu_model_open(GpuModel *m, const char *dir, int chunk_rows, int t
 static void gpu_model_load(GpuModel *m, const char *dir, int chunk_rows) { gpu_model_open(m, dir, chunk_rows, 0); }
 
 // out (n,) = bf16(in (n,))
-__global__ void convert_to_bf16_kernel(floatX *out, const float *in, size_t n) {
+__global__ void __launch_bounds__(256) convert_to_bf16_kernel(floatX *out, const float *in, size_t n) {
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) out[i] = round_bf16(in[i]);
 }
 
@@ -440,7 +442,7 @@ __device__ inline float as_float(float x) { return x; }
 __device__ inline float as_float(floatX x) { return __bfloat162float(x); }
 
 // acc (n,) += x (n,), x fp32 or bf16
-template <class T> __global__ void accumulate_kernel(float *acc, const T *x, size_t n) {
+template <class T> __global__ void __launch_bounds__(256) accumulate_kernel(float *acc, const T *x, size_t n) {
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) acc[i] += as_float(x[i]);
 }
 
@@ -575,6 +577,7 @@ typedef struct {
     float *rstd2;     // (N,) fp32, or NULL
     floatX *gate, *up;  // (N,I) the MLP's projections
     floatX *mlp;      // (N,I) silu(gate) * up
+    float *decode_scratch;   // one decoded token: attention_decode_flash()'s splits (a GpuKVCache's), or NULL
 } LayerActs;
 
 // One transformer layer over N tokens, its weights w[P_LN1W .. P_DOWNW]
@@ -597,7 +600,10 @@ static void gpu_layer_forward(GpuModel *m, const floatX *const *w, int N, const 
     matmul_forward(m->cublas, a->v, a->ln1, w[P_VW], w[P_VB], N, H, KD, 0);
     rope_forward(a->q, m->pos, N, NQ, HD, theta);
     rope_forward(a->k, m->pos, N, NKV, HD, theta);
-    if (seq_offsets == NULL && N == 1) {
+    if (seq_offsets == NULL && N == 1 && a->decode_scratch != NULL) {
+        attention_decode_flash(a->att, a->decode_scratch, a->q, a->k - (size_t)past * KD, a->v - (size_t)past * KD, past + 1,
+                               NQ, NKV, HD);
+    } else if (seq_offsets == NULL && N == 1) {
         attention_decode(a->att, a->q, a->k - (size_t)past * KD, a->v - (size_t)past * KD, past + 1, NQ, NKV, HD);
     } else if (seq_offsets == NULL) {
         attention_forward(a->att, a->lse, a->q, a->k - (size_t)past * KD, a->v - (size_t)past * KD, N, past, NQ, NKV, HD);
@@ -622,7 +628,7 @@ static void gpu_layer_forward(GpuModel *m, const floatX *const *w, int N, const 
 
 // The inference buffers as a LayerActs: everything in place, one layer at a time.
 static LayerActs gpu_inference_acts(GpuModel *m, floatX *k, floatX *v) {
-    LayerActs a = {m->ln, NULL, m->q, k, v, m->att, NULL, m->res, m->ln, NULL, m->gate, m->up, m->gate};
+    LayerActs a = {m->ln, NULL, m->q, k, v, m->att, NULL, m->res, m->ln, NULL, m->gate, m->up, m->gate, NULL};
     return a;
 }
 
@@ -630,10 +636,12 @@ static LayerActs gpu_inference_acts(GpuModel *m, floatX *k, floatX *v) {
 // mask (N,)) with its loss targets, as s1.c's qwen2_forward() makes them:
 // targets[n] = ids[n+1] where mask[n+1] marks it a target of the same
 // sequence; weights[n] = 1 / (S * targets of n's sequence) there, 0 elsewhere,
-// so the weighted sum is s1's loss; pos[n] = n's position in its sequence.
-// Returns the weights in host memory (malloc'd): the LM head skips chunks
-// without a target.
-static float *gpu_batch_upload(GpuModel *m, const uint32_t *ids, const uint8_t *mask, const size_t *seq_offsets, size_t S) {
+// so the weighted sum is s1's loss (seq_weights[s] / targets with seq_weights,
+// the sequences' shares of the step's loss: train_loss_weights()); pos[n] = n's
+// position in its sequence. Returns the weights in host memory (malloc'd): the
+// LM head skips chunks without a target.
+static float *gpu_batch_upload(GpuModel *m, const uint32_t *ids, const uint8_t *mask, const size_t *seq_offsets, size_t S,
+                               const double *seq_weights) {
     size_t N = seq_offsets[S], V = m->config.vocab_size;
     uint32_t *targets = (uint32_t *)mallocCheck(N * sizeof(uint32_t));
     float *weights = (float *)mallocCheck(N * sizeof(float));
@@ -647,7 +655,8 @@ static float *gpu_batch_upload(GpuModel *m, const uint32_t *ids, const uint8_t *
             int scored = n + 1 < n1 && mask[n + 1];
             pos[n] = (int)(n - n0);
             targets[n] = scored ? ids[n + 1] : 0;
-            weights[n] = scored ? (float)(1.0 / ((double)S * (double)count)) : 0.0f;
+            double w = seq_weights != NULL ? seq_weights[s] / (double)count : 1.0 / ((double)S * (double)count);
+            weights[n] = scored ? (float)w : 0.0f;
         }
     }
     cudaCheck(cudaMemcpy(m->ids, ids, N * sizeof(uint32_t), cudaMemcpyHostToDevice));
@@ -670,7 +679,7 @@ static float gpu_forward(GpuModel *m, const uint32_t *ids, const uint8_t *mask, 
     if (N == 0) return 0.0f;
     if (N > (1u << 30)) die("gpu_forward: %zu tokens exceed the kernels' int range", N);
     gpu_activations_ensure(m, N);
-    float *weights = gpu_batch_upload(m, ids, mask, seq_offsets, S);
+    float *weights = gpu_batch_upload(m, ids, mask, seq_offsets, S, NULL);
 
     const floatX *w[NUM_PARAMETER_TENSORS];
     gpu_unit_weights(m, 0, w);
@@ -696,6 +705,7 @@ static float gpu_forward(GpuModel *m, const uint32_t *ids, const uint8_t *mask, 
 typedef struct {
     size_t max_len, len;   // capacity and tokens cached (the next token's position)
     floatX *k, *v;         // (L, max_len, KD) keys after RoPE, values
+    float *scratch;        // flash-decoding's per-split partial outputs (attention_decode_scratch_floats)
     float *logits;         // (V,) host copy of the last step's logits
 } GpuKVCache;
 
@@ -706,12 +716,15 @@ static void gpu_kvcache_create(GpuKVCache *kv, const GpuModel *m, size_t max_len
     kv->len = 0;
     cudaCheck(cudaMalloc((void **)&kv->k, bytes));
     cudaCheck(cudaMalloc((void **)&kv->v, bytes));
+    size_t scratch = attention_decode_scratch_floats((int)max_len, (int)c->num_heads, (int)c->head_dim);
+    cudaCheck(cudaMalloc((void **)&kv->scratch, scratch * sizeof(float)));
     kv->logits = (float *)mallocCheck(c->vocab_size * sizeof(float));
 }
 
 static void gpu_kvcache_free(GpuKVCache *kv) {
     cudaCheck(cudaFree(kv->k));
     cudaCheck(cudaFree(kv->v));
+    cudaCheck(cudaFree(kv->scratch));
     free(kv->logits);
     memset(kv, 0, sizeof *kv);
 }
@@ -742,6 +755,7 @@ static const float *gpu_decode(GpuModel *m, GpuKVCache *kv, const uint32_t *ids,
     for (size_t l = 0; l < L; l++) {
         size_t row = l * kv->max_len * KD + kv->len * KD;   // the new tokens' rows of layer l's cache
         LayerActs acts = gpu_inference_acts(m, kv->k + row, kv->v + row);
+        acts.decode_scratch = kv->scratch;
         gpu_unit_weights(m, 1 + l, w);
         gpu_layer_forward(m, w, (int)n, NULL, 1, &acts, m->res, m->res, (int)kv->len);
     }
@@ -965,9 +979,12 @@ static void gpu_layer_backward(GpuModel *m, GpuTrainActs *t, const floatX *const
 // sequences of each sequence's token-mean cross-entropy). With W > 1 every rank
 // must call it the same number of times: a rank without a sequence in a round
 // (S = 0, a short batch) computes nothing but makes every collective, in the
-// same order, since NCCL needs every rank in every call.
-static float gpu_forward_backward(GpuModel *m, GpuTrainActs *t, const uint32_t *ids, const uint8_t *mask,
-                                  const size_t *seq_offsets, size_t S, float grad_scale, int recompute) {
+// same order, since NCCL needs every rank in every call. seq_weights (S,): the
+// sequences' shares of the step's loss, as s1.c's qwen2_forward_weighted()
+// takes them (NULL: 1/S each, gpu_forward_backward()).
+static float gpu_forward_backward_weighted(GpuModel *m, GpuTrainActs *t, const uint32_t *ids, const uint8_t *mask,
+                                           const size_t *seq_offsets, size_t S, const double *seq_weights, float grad_scale,
+                                           int recompute) {
     const Qwen2Config *c = &m->config;
     size_t N = seq_offsets[S], H = c->hidden_size, V = c->vocab_size, L = c->num_layers;
     int busy = N > 0, ov = m->overlap;
@@ -978,7 +995,7 @@ static float gpu_forward_backward(GpuModel *m, GpuTrainActs *t, const uint32_t *
     if (busy) {
         gpu_batch_ensure(m, N);
         gpu_train_acts_ensure(m, t, N, recompute);
-        weights = gpu_batch_upload(m, ids, mask, seq_offsets, S);
+        weights = gpu_batch_upload(m, ids, mask, seq_offsets, S, seq_weights);
     }
     // forward, keeping each layer's activations (or only its input)
     const floatX *w[NUM_PARAMETER_TENSORS];
@@ -1038,6 +1055,11 @@ static float gpu_forward_backward(GpuModel *m, GpuTrainActs *t, const uint32_t *
     if (busy) cudaCheck(cudaMemcpy(&loss, m->loss, sizeof(float), cudaMemcpyDeviceToHost));
     free(weights);
     return loss;
+}
+
+static inline float gpu_forward_backward(GpuModel *m, GpuTrainActs *t, const uint32_t *ids, const uint8_t *mask,
+                                         const size_t *seq_offsets, size_t S, float grad_scale, int recompute) {
+    return gpu_forward_backward_weighted(m, t, ids, mask, seq_offsets, S, NULL, grad_scale, recompute);
 }
 
 // The global L2 norm of the gradients of all ranks, as s1.c's

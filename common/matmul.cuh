@@ -16,7 +16,7 @@
 // matrix W x^T, so A = W read transposed (op T, lda C) and B = x (op N, ldb C).
 // The bias is written into out first and the GEMM adds onto it (beta = 1), so
 // the fp32 sum is rounded to bf16 once, as torch's addmm does.
-__global__ void bias_fill_kernel(floatX *out, const floatX *bias, int N, int OC) {
+__global__ void __launch_bounds__(256) bias_fill_kernel(floatX *out, const floatX *bias, int N, int OC) {
     // out (N,OC) = bias (OC,) in every row
     size_t total = (size_t)N * OC;
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < total; i += (size_t)gridDim.x * blockDim.x)
@@ -99,7 +99,7 @@ __device__ inline void column_sum_rows(int N, int *begin, int *end) {
     *end = min(N, *begin + per);
 }
 
-__global__ void column_sum_partials_kernel(float *partials, const floatX *x, int N, int C) {
+__global__ void __launch_bounds__(256) column_sum_partials_kernel(float *partials, const floatX *x, int N, int C) {
     // partials (gridDim.x, C), x (N,C)
     int begin, end;
     column_sum_rows(N, &begin, &end);
@@ -110,7 +110,7 @@ __global__ void column_sum_partials_kernel(float *partials, const floatX *x, int
     }
 }
 
-__global__ void column_sum_finish_kernel(float *out, const float *partials, int blocks, int C) {
+__global__ void __launch_bounds__(256) column_sum_finish_kernel(float *out, const float *partials, int blocks, int C) {
     // out (C,) += sum over b of partials (blocks, C), b in increasing order
     for (int c = blockIdx.x * blockDim.x + threadIdx.x; c < C; c += gridDim.x * blockDim.x) {
         float s = 0.0f;

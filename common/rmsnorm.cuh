@@ -1,7 +1,7 @@
 /*
  * rmsnorm.cuh: RMSNorm (Qwen2RMSNorm) on the GPU. Twins of s1.c's
  * rmsnorm_forward() and rmsnorm_backward(); tested by tests/emu_kernels.cu and
- * tests/emu_kernels_backward.cu.
+ * tests/emu_kernels_backward.cu, versions in dev/rmsnorm.cu.
  */
 #ifndef S1C_RMSNORM_CUH
 #define S1C_RMSNORM_CUH
@@ -14,8 +14,10 @@
 // rstd (N,) keeps r for the backward pass (NULL: not kept).
 // Version 2 of dev/rmsnorm.cu (the coalesced one): loads and stores go through
 // cu_ld/cu_st (common/cuemu_profile.h: plain accesses on the GPU) so that the
-// emulator's CUEMU_PROFILE=1 can count its sectors.
-__global__ void rmsnorm_forward_kernel(floatX *out, float *rstd, const floatX *inp, const floatX *weight, int N, int C, float eps) {
+// emulator's CUEMU_PROFILE=1 can count its sectors. The programs run it when
+// rows are not whole 16-byte vectors (C % 8 != 0) or a pointer is misaligned.
+__global__ void __launch_bounds__(256) rmsnorm_forward_kernel(floatX *out, float *rstd, const floatX *inp, const floatX *weight,
+                                                              int N, int C, float eps) {
     // out (N,C), rstd (N,), inp (N,C), weight (C,)
     int warps = blockDim.x / WARP_SIZE, lane = threadIdx.x % WARP_SIZE;
     for (int row = blockIdx.x * warps + threadIdx.x / WARP_SIZE; row < N; row += gridDim.x * warps) {
@@ -35,9 +37,47 @@ __global__ void rmsnorm_forward_kernel(floatX *out, float *rstd, const floatX *i
     }
 }
 
+// Version 4 of dev/rmsnorm.cu, what the programs run: version 2 with 16-byte
+// accesses. Lane l takes the 8 elements 8l..8l+7, then 8(l+32).., so a warp's
+// load covers 512 contiguous bytes (16 sectors, all used) with one instruction
+// where version 2 needs 8. C % 8 == 0 and inp, out, weight 16-byte aligned
+// (rmsnorm_forward() checks), so every row starts on a 16-byte boundary.
+// The sum of squares adds in another order than version 2's (each lane sums its
+// 8 elements first): within the same bound, not the same bits.
+__global__ void __launch_bounds__(256) rmsnorm_forward_vec_kernel(floatX *out, float *rstd, const floatX *inp,
+                                                                  const floatX *weight, int N, int C, float eps) {
+    // out (N,C), rstd (N,), inp (N,C), weight (C,); N*C < 2^31 (32-bit offsets)
+    int warps = blockDim.x / WARP_SIZE, lane = threadIdx.x % WARP_SIZE;
+    for (int row = blockIdx.x * warps + threadIdx.x / WARP_SIZE; row < N; row += gridDim.x * warps) {
+        const floatX *x = inp + row * C;
+        float ss = 0.0f;
+        for (int i = lane * VEC; i < C; i += WARP_SIZE * VEC) {
+            float xv[VEC];
+            bf16x8_unpack(cu_ld((const uint4 *)(x + i)), xv);
+#pragma unroll
+            for (int k = 0; k < VEC; k++) ss += xv[k] * xv[k];
+        }
+        float r = rsqrtf(warp_sum(ss) / (float)C + eps);
+        if (rstd != NULL && lane == 0) rstd[row] = r;
+        floatX *o = out + row * C;
+        for (int i = lane * VEC; i < C; i += WARP_SIZE * VEC) {   // x again: the row is in L1/L2 by now
+            float xv[VEC], wv[VEC], ov[VEC];
+            bf16x8_unpack(cu_ld((const uint4 *)(x + i)), xv);
+            bf16x8_unpack(cu_ld((const uint4 *)(weight + i)), wv);
+#pragma unroll
+            for (int k = 0; k < VEC; k++) ov[k] = wv[k] * __bfloat162float(round_bf16(xv[k] * r));
+            cu_st((uint4 *)(o + i), bf16x8_pack(ov));
+        }
+    }
+}
+
 static void rmsnorm_forward(floatX *out, float *rstd, const floatX *inp, const floatX *weight, int N, int C, float eps) {
     const int block = 256;
-    CU_LAUNCH(rmsnorm_forward_kernel, grid_for((size_t)N, block / WARP_SIZE), block, 0, 0)(out, rstd, inp, weight, N, C, eps);
+    int_size((size_t)N * C, "rmsnorm_forward");
+    if (C % VEC == 0 && is_aligned16(out) && is_aligned16(inp) && is_aligned16(weight))
+        CU_LAUNCH(rmsnorm_forward_vec_kernel, grid_for((size_t)N, block / WARP_SIZE), block, 0, 0)(out, rstd, inp, weight, N, C, eps);
+    else   // rows that do not start on 16-byte boundaries: one bf16 per access
+        CU_LAUNCH(rmsnorm_forward_kernel, grid_for((size_t)N, block / WARP_SIZE), block, 0, 0)(out, rstd, inp, weight, N, C, eps);
     cudaCheck(cudaGetLastError());
 }
 
@@ -63,7 +103,7 @@ static void rmsnorm_forward(floatX *out, float *rstd, const floatX *inp, const f
 // order into scratch (stage 1); column_sum_finish() adds the blocks' partials
 // in block order onto dweight (stage 2). The grid depends on N alone: dweight
 // is bit-identical run to run. rstd (N,) is what rmsnorm_forward() kept.
-__global__ void rmsnorm_backward_kernel(float *dinp, floatX *dinp_bf16, float *partials, const float *dout,
+__global__ void __launch_bounds__(256) rmsnorm_backward_kernel(float *dinp, floatX *dinp_bf16, float *partials, const float *dout,
                                         const floatX *inp, const floatX *weight, const float *rstd, int N, int C) {
     // dinp (N,C), dinp_bf16 (N,C) or NULL, partials (gridDim.x, C), dout (N,C), inp (N,C), weight (C,), rstd (N,)
     int begin, end;

@@ -16,7 +16,7 @@
 // pass: the rotation is orthogonal, so the gradient goes back through its
 // transpose), as s1.c's rope_rotate(): sin is negated after its bf16 cast, an
 // exact operation, so both directions see the same cos and sin values.
-__global__ void rope_forward_kernel(floatX *x, const int *pos, int N, int NH, int HD, float theta, float direction) {
+__global__ void __launch_bounds__(256) rope_forward_kernel(floatX *x, const int *pos, int N, int NH, int HD, float theta, float direction) {
     // x (N,NH,HD), pos (N,); x'[i] = x[i] cos - x[i+HD/2] sin, x'[i+HD/2] = x[i+HD/2] cos + x[i] sin
     int half = HD / 2;
     size_t total = (size_t)N * NH * half;

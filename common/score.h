@@ -403,4 +403,39 @@ static inline char score_choice(const char *candidate, int *defaulted) {
     return 'A';
 }
 
+// ----------------------------------------------------------------------------
+// several samples per problem
+
+// the ground truth of a multiple-choice problem is a letter A-D
+static inline int score_is_choice(const char *gt) { return strlen(gt) == 1 && gt[0] >= 'A' && gt[0] <= 'D'; }
+
+// maj@k and cov@k of one problem over its first k samples (at most 64): cands[i] is sample i's
+// extracted answer, ok[i] whether it was scored correct. As process_results() in s1's task utils
+// (lm_eval/tasks/aime/utils.py:292-300, gpqa/openai/utils.py:209-217): cov = any of them correct;
+// maj = the most common answer (Counter.most_common(1): the first seen wins a tie) is the ground
+// truth. s1's LLM judge maps an answer equivalent to the ground truth or to an earlier answer onto
+// it; here answers are grouped by the comparison the scoring uses (letters for multiple choice,
+// else score_math_equal() against the group's first answer).
+static inline void score_maj_cov(char *const *cands, const int *ok, size_t k, const char *gt, int *maj, int *cov) {
+    size_t first[64], counts[64], n_groups = 0;
+    *cov = 0;
+    if (k > 64) k = 64;
+    for (size_t i = 0; i < k; i++) {
+        *cov |= ok[i];
+        size_t g = 0;
+        for (; g < n_groups; g++) {
+            const char *a = cands[first[g]], *b = cands[i];
+            int d, same;
+            if (score_is_choice(gt)) same = score_choice(a, &d) == score_choice(b, &d);
+            else same = strcmp(a, b) == 0 || score_math_equal(b, a);
+            if (same) break;
+        }
+        if (g == n_groups) { first[n_groups] = i; counts[n_groups++] = 0; }
+        counts[g]++;
+    }
+    size_t best = 0;
+    for (size_t g = 1; g < n_groups; g++) if (counts[g] > counts[best]) best = g;
+    *maj = n_groups ? ok[first[best]] : 0;
+}
+
 #endif // S1C_SCORE_H

@@ -5,7 +5,9 @@
  * and the optimizer-state file of a checkpoint. One copy, two programs.
  *
  *   schedule_lr()          HF get_cosine_schedule_with_warmup
- *   dataloader_batch()     the sequences of optimizer step k (seeded shuffles per epoch)
+ *   dataloader_batch()     the sequences of optimizer step k (seeded shuffles per epoch; the
+ *                          last step of an epoch filled up as accelerate's even_batches does)
+ *   train_loss_weights()   each sequence's share of the step's loss (--loss-norm)
  *   train_flag()           the shared flags; train_flags_help() their help lines;
  *                          train_settings_check() their bounds (flags and a resumed file alike)
  *   optstate_write/read()  DIR/optimizer.bin: AdamW moments, step, settings [, master weights]
@@ -19,6 +21,7 @@
 
 #include <errno.h>
 #include <math.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
@@ -47,17 +50,28 @@ static inline double schedule_lr(size_t k, size_t total_steps, size_t warmup_ste
 // ----------------------------------------------------------------------------
 // data loader: whole sequences from a shard, reshuffled every epoch
 
+// The last step of an epoch when the batch does not divide the shard (s1: 1000
+// = 62 x 16 + 8). TRAIN_LAST_BATCH_S1 (the default, 0 so that a zeroed loader
+// is s1's): the step still has batch_size sequences, the left-over ones
+// followed by the epoch's first ones again, as accelerate 1.0.1 fills it
+// (BatchSamplerShard with even_batches, see dataloader_batch()).
+// TRAIN_LAST_BATCH_SHORT: only the left-over ones.
+#define TRAIN_LAST_BATCH_S1 0u
+#define TRAIN_LAST_BATCH_SHORT 1u
+
 typedef struct {
     Shard shard;
     size_t batch_size;       // sequences per optimizer step
     size_t max_seq_len;      // longer sequences are right-truncated (TRL's block size)
     uint64_t seed;
+    unsigned last_batch;     // TRAIN_LAST_BATCH_S1 or TRAIN_LAST_BATCH_SHORT
     size_t *order;           // (num_sequences,) this epoch's permutation
     size_t order_epoch;      // which epoch order holds, SIZE_MAX for none
     // the current batch, gathered back to back
     uint32_t *ids;
     uint8_t *mask;
     size_t *seq_offsets;     // (batch_size + 1,)
+    size_t *seqs;            // (batch_size,) the shard index of each of its sequences
     size_t num_seqs;
 } DataLoader;
 
@@ -78,8 +92,13 @@ static inline void dataloader_init(DataLoader *d, const char *path, size_t batch
     d->ids = (uint32_t *)mallocCheck(mul_check(batch_tokens, sizeof(uint32_t), path));
     d->mask = (uint8_t *)mallocCheck(batch_tokens);
     d->seq_offsets = (size_t *)mallocCheck(mul_check(batch_size + 1, sizeof(size_t), path));
+    d->seqs = (size_t *)mallocCheck(mul_check(batch_size, sizeof(size_t), path));
 }
 
+// ceil(sequences / batch) under either last-batch rule: accelerate's
+// BatchSamplerShard.__len__ with even_batches is length + 1 when the ranks do
+// not divide the batches (accelerate v1.0.1 src/accelerate/data_loader.py:166-182),
+// so s1's run had 63 steps per epoch and its schedule 5 x 63 = 315 steps.
 static inline size_t dataloader_steps_per_epoch(const DataLoader *d) {
     return ((size_t)d->shard.header.num_sequences + d->batch_size - 1) / d->batch_size;
 }
@@ -97,21 +116,49 @@ static inline void dataloader_shuffle(DataLoader *d, size_t epoch) {
     d->order_epoch = epoch;
 }
 
-// Gathers the sequences of optimizer step k. The last step of an epoch takes
-// the remaining sequences (fewer than batch_size when it does not divide).
+// Gathers the sequences of optimizer step k: positions [b B, b B + B) of the
+// epoch's permutation (b = k mod steps per epoch, B = batch_size). When the
+// last step of an epoch runs past the end of the permutation:
+//   --last-batch short: it takes the remaining sequences, fewer than B;
+//   --last-batch s1:    it takes B: the remaining ones, then positions 0, 1, ...
+//                       of the same epoch's permutation again (cycling when the
+//                       shard has fewer than B sequences).
+// The s1 rule is accelerate 1.0.1's BatchSamplerShard._iter_with_no_split with
+// even_batches=True (its default; DataLoaderConfiguration, utils/dataclasses.py:767-768,
+// passed through by Trainer 4.46.1) on s1's 16 ranks x 1 sequence, in
+// src/accelerate/data_loader.py of v1.0.1: the first num_processes batches of
+// the epoch are kept (lines 212-215: `initial_data += batch` while idx <
+// num_processes), doubled while shorter than num_processes x batch_size
+// (237-238), and the ranks left without a batch at the end take them in order,
+// rank by rank (245-254: `batch += initial_data[cycle_index:end_index]`). With
+// 1000 sequences the 63rd step's ranks 0-7 hold positions 992-999 and ranks
+// 8-15 positions 0-7: the gradient, averaged over the 16 ranks, weights those 8
+// sequences twice in that epoch.
 static inline void dataloader_batch(DataLoader *d, size_t step) {
     size_t spe = dataloader_steps_per_epoch(d), epoch = step / spe, b = step % spe, S = (size_t)d->shard.header.num_sequences;
     if (d->order_epoch != epoch) dataloader_shuffle(d, epoch);
     size_t first = b * d->batch_size, last = first + d->batch_size < S ? first + d->batch_size : S;
-    d->num_seqs = last - first;
+    d->num_seqs = d->last_batch == TRAIN_LAST_BATCH_SHORT ? last - first : d->batch_size;
     d->seq_offsets[0] = 0;
     for (size_t i = 0; i < d->num_seqs; i++) {
-        size_t seq = d->order[first + i], start = (size_t)d->shard.offsets[seq], len = shard_seq_len(&d->shard, seq);
+        size_t p = first + i;
+        if (p >= S) p = (p - S) % S;   // the fill: the epoch's positions 0, 1, ... again
+        size_t seq = d->order[p], start = (size_t)d->shard.offsets[seq], len = shard_seq_len(&d->shard, seq);
         if (len > d->max_seq_len) len = d->max_seq_len;
         memcpy(d->ids + d->seq_offsets[i], d->shard.ids + start, len * sizeof(uint32_t));
         memcpy(d->mask + d->seq_offsets[i], d->shard.mask + start, len);
         d->seq_offsets[i + 1] = d->seq_offsets[i] + len;
+        d->seqs[i] = seq;
     }
+}
+
+// The loss targets of the current batch's sequence i: its masked tokens after
+// the first (the prediction at t scores token t + 1), as qwen2_forward() counts
+// them and as transformers 4.46.1 counts labels[..., 1:].ne(-100) (trainer.py:5044-5046).
+static inline size_t dataloader_targets(const DataLoader *d, size_t i) {
+    size_t count = 0;
+    for (size_t n = d->seq_offsets[i] + 1; n < d->seq_offsets[i + 1]; n++) count += d->mask[n] != 0;
+    return count;
 }
 
 // FNV-1a over the shard's offsets, ids and mask.
@@ -126,7 +173,7 @@ static inline uint64_t shard_hash(const Shard *sh) {
 
 static inline void dataloader_free(DataLoader *d) {
     shard_free(&d->shard);
-    free(d->order); free(d->ids); free(d->mask); free(d->seq_offsets);
+    free(d->order); free(d->ids); free(d->mask); free(d->seq_offsets); free(d->seqs);
 }
 
 // ----------------------------------------------------------------------------
@@ -139,14 +186,22 @@ typedef struct {
     double weight_decay;
     double max_grad_norm;
     double beta1, beta2, eps;
-    uint64_t decay_norm_weights;
+    uint64_t decay_norm_weights;   // 1 (default): RMSNorm weights decay, as in s1's run; 0: --exempt-norms
     uint64_t epochs;
     uint64_t batch_size;
     uint64_t max_seq_len;
     uint64_t seed;
     uint64_t num_sequences;   // of the training shard,
     uint64_t data_hash;       // and a hash of its contents, to catch a resume on other data
+    // from OPTSTATE_VERSION 3 on (a version 2 file is read as last_batch short, loss_norm sequence)
+    uint64_t last_batch;      // TRAIN_LAST_BATCH_S1 or TRAIN_LAST_BATCH_SHORT
+    uint64_t loss_norm;       // TRAIN_LOSS_SEQUENCE or TRAIN_LOSS_TOKENS
+    uint64_t loss_ranks;      // with TRAIN_LOSS_TOKENS: the ranks whose windows are normalised apart
 } TrainSettings;
+
+// How the step's loss weighs its sequences (train_loss_weights()).
+#define TRAIN_LOSS_SEQUENCE 0u   // each sequence's token mean, averaged over the step's sequences
+#define TRAIN_LOSS_TOKENS 1u     // every target token of a rank's window alike (transformers 4.46.1 num_items_in_batch)
 
 // The largest values the run's settings may take (flags and a resumed
 // optimizer.bin alike): a learning rate above 1 moves each AdamW weight by more
@@ -168,6 +223,10 @@ static inline void train_settings_check(const TrainSettings *s, const char *what
     if (!(s->beta1 >= 0 && s->beta1 < 1 && s->beta2 >= 0 && s->beta2 < 1 && s->eps > 0 && s->eps < 1))
         die("%s: AdamW betas must lie in [0, 1) and eps in (0, 1)", what);
     if (s->decay_norm_weights > 1) die("%s: corrupt settings (decay_norm_weights %llu)", what, (unsigned long long)s->decay_norm_weights);
+    if (s->last_batch > TRAIN_LAST_BATCH_SHORT) die("%s: corrupt settings (last_batch %llu)", what, (unsigned long long)s->last_batch);
+    if (s->loss_norm > TRAIN_LOSS_TOKENS) die("%s: corrupt settings (loss_norm %llu)", what, (unsigned long long)s->loss_norm);
+    if (s->loss_ranks < 1 || s->loss_ranks > TRAIN_MAX_BATCH)
+        die("%s: --loss-ranks %llu is outside [1, %llu]", what, (unsigned long long)s->loss_ranks, TRAIN_MAX_BATCH);
     if (s->epochs < 1 || s->epochs > TRAIN_MAX_EPOCHS) die("%s: --epochs %llu is outside [1, %llu]", what, (unsigned long long)s->epochs, TRAIN_MAX_EPOCHS);
     if (s->batch_size < 1 || s->batch_size > TRAIN_MAX_BATCH)
         die("%s: --batch %llu is outside [1, %llu]", what, (unsigned long long)s->batch_size, TRAIN_MAX_BATCH);
@@ -176,7 +235,7 @@ static inline void train_settings_check(const TrainSettings *s, const char *what
 }
 
 #define OPTSTATE_MAGIC 0x504F3153u   // "S1OP"
-#define OPTSTATE_VERSION 2u
+#define OPTSTATE_VERSION 3u          // 3: + last_batch, loss_norm, loss_ranks (issue 12); 2 is still read
 
 typedef struct {
     uint32_t magic, version;
@@ -185,6 +244,11 @@ typedef struct {
     uint64_t has_master;       // 1: fp32 master weights follow m and v (sft train with --save-dtype bf16)
     TrainSettings settings;
 } OptStateHeader;              // then float m[num_parameters], v[num_parameters] [, master[num_parameters]]
+
+// A version 2 header is a version 3 one without its last three settings.
+#define OPTSTATE_V2_HEADER_BYTES (offsetof(OptStateHeader, settings) + offsetof(TrainSettings, last_batch))
+// (a compile-time check that C and C++ both take: the settings added in version 3 close the header, no padding)
+typedef char optstate_v3_settings_close_the_header[OPTSTATE_V2_HEADER_BYTES + 3 * sizeof(uint64_t) == sizeof(OptStateHeader) ? 1 : -1];
 
 // DIR/optimizer.bin next to the HF files: the AdamW moments, the step and the
 // run's settings, and the fp32 master weights when model.safetensors holds
@@ -274,8 +338,19 @@ static inline int optstate_read(const char *dir, size_t step, size_t n, TrainSet
     FILE *fp = fopen(path, "rb");
     if (fp == NULL) die("%s: cannot open optimizer state: %s", path, strerror(errno));
     OptStateHeader h;
-    if (fread(&h, sizeof h, 1, fp) != 1) die("%s: truncated optimizer state header", path);
-    if (h.magic != OPTSTATE_MAGIC || h.version != OPTSTATE_VERSION) die("%s: not an s1.c optimizer state (bad magic or version)", path);
+    if (fread(&h, OPTSTATE_V2_HEADER_BYTES, 1, fp) != 1) die("%s: truncated optimizer state header", path);
+    if (h.magic != OPTSTATE_MAGIC || (h.version != 2 && h.version != OPTSTATE_VERSION))
+        die("%s: not an s1.c optimizer state (bad magic or version)", path);
+    if (h.version == 2) {
+        // Written before --last-batch, --loss-norm and the decaying norms default: that run
+        // trained on short last batches and the sequence mean, and resumes so; its norm
+        // decay rule is in the file (0 unless it was started with the old --decay-norms).
+        h.settings.last_batch = TRAIN_LAST_BATCH_SHORT;
+        h.settings.loss_norm = TRAIN_LOSS_SEQUENCE;
+        h.settings.loss_ranks = 1;
+    } else if (fread(&h.settings.last_batch, sizeof h - OPTSTATE_V2_HEADER_BYTES, 1, fp) != 1) {
+        die("%s: truncated optimizer state header", path);
+    }
     if (h.num_parameters != n)
         die("%s: optimizer state has %llu parameters, the model %zu", path, (unsigned long long)h.num_parameters, n);
     if (h.step != step)
@@ -322,6 +397,10 @@ static inline void train_options_defaults(TrainOptions *o) {
     o->settings.batch_size = 16;
     o->settings.max_seq_len = 32768;
     o->settings.seed = 42;
+    o->settings.decay_norm_weights = 1;                  // as transformers 4.46.1 did (train_flags_help)
+    o->settings.last_batch = TRAIN_LAST_BATCH_S1;
+    o->settings.loss_norm = TRAIN_LOSS_SEQUENCE;
+    o->settings.loss_ranks = 1;
     o->init_seed = 1234;
     o->micro_batch = 1;
 }
@@ -339,8 +418,17 @@ static inline void train_flags_help(void) {
            "  --lr X               peak learning rate (default 1e-5)\n"
            "  --warmup-ratio X     warmup steps = ceil(X * total steps) (default 0.05)\n"
            "  --weight-decay X     AdamW decoupled weight decay (default 1e-4)\n"
-           "  --decay-norms        also decay RMSNorm weights, as transformers 4.46.1 did (default: biases and\n"
-           "                       norm weights are exempt)\n"
+           "  --exempt-norms       no weight decay on RMSNorm weights, as newer transformers (default: they decay,\n"
+           "                       as in s1's run under transformers 4.46.1; biases never decay)\n"
+           "  --last-batch R       s1 (default): an epoch's last step still has --batch sequences, the left-over\n"
+           "                       ones and then the epoch's first ones again (accelerate's even_batches, as in\n"
+           "                       s1's run); short: only the left-over ones\n"
+           "  --loss-norm N        sequence (default): the mean over the step's sequences of each one's token\n"
+           "                       mean (s1's run, 16 ranks x 1 sequence); tokens: every target token of a\n"
+           "                       rank's window weighs alike (transformers 4.46.1 with gradient accumulation)\n"
+           "  --loss-ranks R       with --loss-norm tokens: the ranks of that run (sequence j of a step is rank\n"
+           "                       j mod R's, each rank's tokens normalised apart, ranks averaged); must divide\n"
+           "                       --batch (default 1: one window, the whole step)\n"
            "  --clip X             max global gradient norm, 0 = off (default 1.0)\n"
            "  --max-seq-len N      right-truncate longer sequences (default 32768)\n"
            "  --seed N             data-order seed (default 42)\n"
@@ -375,7 +463,18 @@ static inline int train_flag(int argc, char **argv, int *i, TrainOptions *o, con
         else if (flag_is(a, "--lr")) s->lr = flag_number_max(argc, argv, i, TRAIN_MAX_LR);
         else if (flag_is(a, "--warmup-ratio")) s->warmup_ratio = flag_number_max(argc, argv, i, 1.0);
         else if (flag_is(a, "--weight-decay")) s->weight_decay = flag_number_max(argc, argv, i, TRAIN_MAX_WEIGHT_DECAY);
-        else if (flag_is(a, "--decay-norms")) s->decay_norm_weights = 1;
+        else if (flag_is(a, "--exempt-norms")) s->decay_norm_weights = 0;
+        else if (flag_is(a, "--last-batch")) {
+            const char *v = flag_value(argc, argv, i);
+            if (strcmp(v, "s1") == 0) s->last_batch = TRAIN_LAST_BATCH_S1;
+            else if (strcmp(v, "short") == 0) s->last_batch = TRAIN_LAST_BATCH_SHORT;
+            else die("--last-batch: '%s' is not s1 or short", v);
+        } else if (flag_is(a, "--loss-norm")) {
+            const char *v = flag_value(argc, argv, i);
+            if (strcmp(v, "sequence") == 0) s->loss_norm = TRAIN_LOSS_SEQUENCE;
+            else if (strcmp(v, "tokens") == 0) s->loss_norm = TRAIN_LOSS_TOKENS;
+            else die("--loss-norm: '%s' is not sequence or tokens", v);
+        } else if (flag_is(a, "--loss-ranks")) s->loss_ranks = flag_count_max(argc, argv, i, 0, TRAIN_MAX_BATCH);
         else if (flag_is(a, "--clip")) s->max_grad_norm = flag_number(argc, argv, i);
         else if (flag_is(a, "--max-seq-len")) s->max_seq_len = flag_count_max(argc, argv, i, 0, TRAIN_MAX_SEQ_LEN);
         else if (flag_is(a, "--seed")) s->seed = flag_count(argc, argv, i, 1);
@@ -394,6 +493,50 @@ static inline void train_options_check(const TrainOptions *o, const char *settin
         die("%s: %s cannot be combined with --resume: the run's settings come from %s/optimizer.bin", prog, settings_flag, o->resume_dir);
     if (o->settings.warmup_ratio > 1.0) die("%s: --warmup-ratio must be at most 1", prog);
     train_settings_check(&o->settings, prog);
+    if (o->settings.loss_ranks != 1 && o->settings.loss_norm != TRAIN_LOSS_TOKENS)
+        die("%s: --loss-ranks applies to --loss-norm tokens only", prog);
+    if (o->settings.batch_size % o->settings.loss_ranks != 0)
+        die("%s: --loss-ranks %llu does not divide the batch of %llu sequences", prog, (unsigned long long)o->settings.loss_ranks,
+            (unsigned long long)o->settings.batch_size);
+}
+
+// ----------------------------------------------------------------------------
+// the loss of a step: how it weighs its sequences
+
+// w[i] for each sequence i of the current batch, so that the step's loss is
+//     sum_i w[i] * (token-mean cross-entropy of sequence i)
+// and its gradient is that sum's (both trainers give w to their forward pass).
+//
+// --loss-norm sequence (default): w[i] = 1 / B. s1's run: 16 ranks x 1 sequence,
+//   gradient accumulation 1 (train/sft.sh:9-10), so each rank's loss is one
+//   sequence's token mean and FSDP averages the 16 ranks' gradients.
+// --loss-norm tokens: what s1's code computes with gradient accumulation. In
+//   transformers 4.46.1 each rank counts the targets of its accumulation window,
+//   num_items_in_batch (trainer.py:5033-5049), Qwen2ForCausalLM takes it
+//   (**loss_kwargs, modeling_qwen2.py:1124; trainer.py:593 and 3620-3623), and the
+//   loss becomes sum / num_items_in_batch (loss/loss_utils.py:24-28); training_step
+//   multiplies it by the accumulation steps (trainer.py:3605-3606) and accelerate
+//   1.0.1's backward divides by them again (accelerator.py:2234-2236). So every
+//   target token of a window weighs alike, the windows (ranks) are averaged by
+//   the gradient reduction, and 4.46.1 does not gather the count across ranks
+//   (trainer.py:5044-5047). Sequence i belongs to rank i mod R
+//   (R = --loss-ranks; accelerate deals one-sequence batches round robin,
+//   data_loader.py:218-219), so w[i] = n_i / (R' * N_r): n_i its targets, N_r
+//   those of its rank's window, R' = min(R, B) the ranks that hold a sequence.
+//   R = 1 is s1's code on one GPU accumulating the whole step; R = B is the
+//   sequence mean again. A window without targets weighs 0.
+static inline void train_loss_weights(const DataLoader *d, const TrainSettings *s, double *w) {
+    size_t B = d->num_seqs;
+    if (s->loss_norm == TRAIN_LOSS_SEQUENCE) {
+        for (size_t i = 0; i < B; i++) w[i] = 1.0 / (double)B;
+        return;
+    }
+    size_t R = (size_t)s->loss_ranks < B ? (size_t)s->loss_ranks : B;
+    for (size_t r = 0; r < R; r++) {
+        size_t window = 0;
+        for (size_t i = r; i < B; i += R) window += dataloader_targets(d, i);
+        for (size_t i = r; i < B; i += R) w[i] = window > 0 ? (double)dataloader_targets(d, i) / ((double)R * (double)window) : 0.0;
+    }
 }
 
 // ----------------------------------------------------------------------------
@@ -408,6 +551,7 @@ static inline void train_options_check(const TrainOptions *o, const char *settin
 static inline void train_data_open(TrainOptions *o, DataLoader *loader, size_t vocab_size, size_t *total, size_t *warmup, size_t *end) {
     TrainSettings *s = &o->settings;
     dataloader_init(loader, o->data_path, (size_t)s->batch_size, (size_t)s->max_seq_len, s->seed);
+    loader->last_batch = (unsigned)s->last_batch;
     uint64_t hash = shard_hash(&loader->shard);
     if (o->resume_dir != NULL && (s->num_sequences != loader->shard.header.num_sequences || s->data_hash != hash))
         die("%s: not the data this run was trained on (%llu sequences, content hash %016llx; this shard: %llu, %016llx)",

@@ -24,6 +24,11 @@
  *   d1  one thread per head, the same two passes.
  *   d2  common/attention.cuh: a block per head, 8 warps split the keys, merged
  *       in shared memory.
+ *   d3  common/attention.cuh's flash-decoding: the cache cut into splits of 256
+ *       keys across blocks (hundreds of blocks at a long context instead of one
+ *       per head), a block per (split, KV head) scoring for all the group's
+ *       query heads (K and V read once per group), 16-byte loads with lanes over
+ *       the head dim; a second kernel merges the splits.
  * GQA group sum (the backward pass's dk = sum of the G = NQ/NKV query heads'
  * contributions to their shared KV head):
  *   g1  one thread per (row, query head, dim), atomicAdd into the KV head's dk:
@@ -213,8 +218,20 @@ static void check_tc(const char *label) {
     check_forward(label, attention_forward_v3<PV>, 70, 63, 4, 1, 128, 1);
 }
 static void check_v3(void) { check_tc<AtcPvTensorCores>("v3"); }
+static void attention_decode_v3(floatX *out, const floatX *q, const floatX *k, const floatX *v, int ntok, int NQ, int NKV, int HD) {
+    static float *scratch;   // enough for the checks' and the benchmark's shapes
+    static size_t floats;
+    size_t need = attention_decode_scratch_floats(ntok, NQ, HD);
+    if (need > floats) {
+        if (scratch) cudaCheck(cudaFree(scratch));
+        cudaCheck(cudaMalloc((void **)&scratch, need * sizeof(float)));
+        floats = need;
+    }
+    attention_decode_flash(out, scratch, q, k, v, ntok, NQ, NKV, HD);
+}
 static void check_d1(void) { check_decode("d1", attention_decode_v1, 70, 4, 2, 64); }
 static void check_d2(void) { check_decode("d2", attention_decode, 70, 4, 2, 64); }
+static void check_d3(void) { check_decode("d3", attention_decode_v3, 300, 4, 2, 64); check_decode("d3", attention_decode_v3, 70, 10, 2, 128); }
 static void check_g1(void) { check_gqa("g1", gqa_sum_v1, 0, 64, 8, 2, 64); }
 static void check_g2(void) { check_gqa("g2", gqa_sum_v2, 1, 64, 8, 2, 64); }
 
@@ -239,6 +256,7 @@ static void bench_v2(void) { bench_setup(); attention_forward_v2(bo, bq, bk, bv,
 static void bench_v3(void) { bench_setup(); attention_forward_v3<AtcPvTensorCores>(bo, bq, bk, bv, TB, 0, NQB, NKVB, HDB); }
 static void bench_d1(void) { bench_setup(); attention_decode_v1(bo, bq, bk, bv, TB, NQB, NKVB, HDB); }
 static void bench_d2(void) { bench_setup(); attention_decode(bo, bq, bk, bv, TB, NQB, NKVB, HDB); }
+static void bench_d3(void) { bench_setup(); attention_decode_v3(bo, bq, bk, bv, TB, NQB, NKVB, HDB); }
 static void bench_g1(void) { bench_setup(); gqa_sum_v1(bdk, bpart, TB, NQB, NKVB, HDB); }
 static void bench_g2(void) { bench_setup(); gqa_sum_v2(bdk, bpart, TB, NQB, NKVB, HDB); }
 
@@ -271,6 +289,7 @@ static const DevVersion versions[] = {
     {"3", "forward on tensor cores: mma.sync for QK^T and PV, cp.async double buffering (common/attention.cuh)", check_v3, bench_v3, FWD_BYTES, FWD_FLOPS},
     {"d1", "decode, one thread per head", check_d1, bench_d1, DEC_BYTES, DEC_FLOPS},
     {"d2", "decode, a block per head, 8 warps split the keys (common/attention.cuh)", check_d2, bench_d2, DEC_BYTES, DEC_FLOPS},
+    {"d3", "flash-decoding: splits of 256 keys across blocks, a block per (split, KV head), 16-byte loads (common/attention.cuh)", check_d3, bench_d3, DEC_BYTES, DEC_FLOPS},
     {"g1", "GQA group sum of dk with atomicAdd (order and bits vary)", check_g1, bench_g1, GQA_BYTES, GQA_FLOPS},
     {"g2", "GQA group sum, a thread per output summing its heads in order: no atomics", check_g2, bench_g2, GQA_BYTES, GQA_FLOPS},
 #ifdef DEV_EXERCISE

@@ -3,6 +3,7 @@
 // tests/test_cuemu.sh runs each mode and checks the message (and that "ok"
 // runs clean under ASan, TSan and Valgrind). Also compiles with nvcc.
 #include "common/cuemu.h"
+#include <cuda_bf16.h>
 #include <nccl.h>
 #include <stdio.h>
 #include <string.h>
@@ -104,6 +105,25 @@ __global__ void cross_block_race_kernel(float *counter, const float *in) {
 
 __global__ void scale_kernel(float *x, float a) { x[threadIdx.x] *= a; }
 
+// Vector accesses whose address is not a multiple of their width: fine on x86, a
+// "misaligned address" fault on the GPU. cu_ld/cu_st must refuse them, as the
+// vectorised kernels (common/swiglu.cuh, rmsnorm.cuh, adamw.cuh) rely on.
+__global__ void misaligned_load_kernel(float *out, const float *in) {
+    int t = threadIdx.x;
+    float4 v = cu_ld((const float4 *)(in + 4 * t + 1));  // in + 1: a float4 load 4 bytes past a 16-byte boundary
+    cu_st(&out[t], v.x + v.y + v.z + v.w);
+}
+__global__ void misaligned_store_kernel(__nv_bfloat16 *out) {
+    __nv_bfloat162 two = __floats2bfloat162_rn(1.0f, 2.0f);
+    cu_st((__nv_bfloat162 *)(out + 2 * threadIdx.x + 1), two);  // out + 1: a bf16 pair stored 2 bytes past a 4-byte boundary
+}
+__global__ void aligned_vectors_kernel(float *out, const float *in) {  // the same accesses, aligned: no error
+    int t = threadIdx.x;
+    float4 v = cu_ld((const float4 *)(in + 4 * t));
+    cu_st((float4 *)(out + 4 * t), v);
+    cu_st((__nv_bfloat162 *)(out + 4 * N) + t, __floats2bfloat162_rn(v.x, v.y));
+}
+
 // A clean kernel that uses everything (barriers, shuffles, dynamic shared
 // memory): sums each block's values.
 __global__ void block_sum_kernel(float *out, const float *in) {
@@ -180,6 +200,14 @@ int main(int argc, char **argv) {
     } else if (!strcmp(mode, "host_pointer_arg")) {
         static float host_array[32];  // not from cudaMalloc: the GPU would fault on it
         CU_LAUNCH(scale_kernel, 1, 32, 0, 0)(host_array, 2.0f);
+    } else if (!strcmp(mode, "misaligned_load")) {
+        CU_LAUNCH(misaligned_load_kernel, 1, 32, 0, 0)(f_out, f_in);
+    } else if (!strcmp(mode, "misaligned_store")) {
+        CU_LAUNCH(misaligned_store_kernel, 1, 32, 0, 0)((__nv_bfloat16 *)f_out);
+    } else if (!strcmp(mode, "aligned_vectors")) {
+        CU_LAUNCH(aligned_vectors_kernel, 1, 32, 0, 0)(f_out, f_in);
+        cudaCheck(cudaGetLastError());
+        printf("aligned_vectors: ran\n");
     } else if (!strcmp(mode, "cross_block_race")) {
         cudaCheck(cudaMemset(f_in, 0, 8 * N * sizeof(float)));
         CU_LAUNCH(cross_block_race_kernel, 256, 32, 0, 0)(f_out, f_in);
@@ -209,7 +237,8 @@ int main(int argc, char **argv) {
         printf("ok: 8 block sums right\n");
     } else {
         fprintf(stderr, "usage: %s missing_barrier|divergent_barrier|mask_excludes_caller|mismatched_ops|"
-                        "mismatched_masks|launch_in_kernel|warp_deadlock|shuffle_after_exit|dynamic_smem_overflow|static_smem_overflow|host_pointer_arg|cross_block_race|nccl_mismatch|big_locals|ok\n", argv[0]);
+                        "mismatched_masks|launch_in_kernel|warp_deadlock|shuffle_after_exit|dynamic_smem_overflow|static_smem_overflow|host_pointer_arg|misaligned_load|misaligned_store|aligned_vectors|"
+                        "cross_block_race|nccl_mismatch|big_locals|ok\n", argv[0]);
         return 2;
     }
     cudaCheck(cudaDeviceSynchronize());

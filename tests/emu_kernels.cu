@@ -48,19 +48,21 @@ static void test_embedding(void) {
     TEST_END();
 }
 
-static void test_rmsnorm(size_t N, size_t C) {
+// shift: elements the input starts past a 16-byte boundary (not 0: the scalar fallback)
+static void test_rmsnorm(size_t N, size_t C, size_t shift) {
     char name[128];
-    snprintf(name, sizeof name, "rmsnorm_forward vs s1.c, N=%zu, C=%zu (bound 2u|ref| + 1e-6)", N, C);
+    if (shift == 0) snprintf(name, sizeof name, "rmsnorm_forward vs s1.c, N=%zu, C=%zu (bound 2u|ref| + 1e-6)", N, C);
+    else snprintf(name, sizeof name, "rmsnorm_forward vs s1.c, N=%zu, C=%zu, input at +%zu elements (bound 2u|ref| + 1e-6)", N, C, shift);
     TEST_BEGIN(name);
     float *x = host_random(N * C, 3.0f), *w = host_random(C, 1.5f), *ref = (float *)mallocCheck(N * C * sizeof(float));
     s1ref_rmsnorm(ref, x, w, N, C, 1e-6f);
-    floatX *d_x = to_device(x, N * C), *d_w = to_device(w, C), *d_out;
+    floatX *d_x = to_device_shifted(x, N * C, shift), *d_w = to_device(w, C), *d_out;
     cudaCheck(cudaMalloc((void **)&d_out, N * C * sizeof(floatX)));
     rmsnorm_forward(d_out, NULL, d_x, d_w, N, C, 1e-6f);
     float *got = from_device(d_out, N * C);
     check_close("rmsnorm", got, ref, N * C, 2 * U, 1e-6f, NULL);
     free(x); free(w); free(ref); free(got);
-    cudaCheck(cudaFree(d_x)); cudaCheck(cudaFree(d_w)); cudaCheck(cudaFree(d_out));
+    cudaCheck(cudaFree(d_x - shift)); cudaCheck(cudaFree(d_w)); cudaCheck(cudaFree(d_out));
     TEST_END();
 }
 
@@ -152,17 +154,22 @@ static void test_attention_decode(size_t ntok, size_t NQ, size_t NKV, size_t HD)
     TEST_END();
 }
 
-static void test_swiglu(void) {
-    const size_t n = 1000;
-    TEST_BEGIN("swiglu_forward vs s1.c, n=1000, gate in [-8, 8] (bound u|ref| + 1e-6)");
+// in place (out = gate), as the model calls it. shift_g, shift_u: elements the
+// gate (= out) and up buffers start past a 16-byte boundary. The same shift: the
+// vector kernel with a scalar head; different shifts: its scalar fallback.
+static void test_swiglu(size_t n, size_t shift_g, size_t shift_u) {
+    char name[160];
+    if (shift_g == 0 && shift_u == 0) snprintf(name, sizeof name, "swiglu_forward vs s1.c, n=%zu, gate in [-8, 8] (bound u|ref| + 1e-6)", n);
+    else snprintf(name, sizeof name, "swiglu_forward vs s1.c, n=%zu, gate at +%zu and up at +%zu elements (bound u|ref| + 1e-6)", n, shift_g, shift_u);
+    TEST_BEGIN(name);
     float *g = host_random(n, 8.0f), *u = host_random(n, 2.0f), *ref = (float *)mallocCheck(n * sizeof(float));
     s1ref_swiglu(ref, g, u, n);
-    floatX *d_g = to_device(g, n), *d_u = to_device(u, n);
+    floatX *d_g = to_device_shifted(g, n, shift_g), *d_u = to_device_shifted(u, n, shift_u);
     swiglu_forward(d_g, d_g, d_u, n);   // in place, as the model calls it
     float *got = from_device(d_g, n);
     check_close("swiglu", got, ref, n, U, 1e-6f, NULL);
     free(g); free(u); free(ref); free(got);
-    cudaCheck(cudaFree(d_g)); cudaCheck(cudaFree(d_u));
+    cudaCheck(cudaFree(d_g - shift_g)); cudaCheck(cudaFree(d_u - shift_u));
     TEST_END();
 }
 
@@ -305,9 +312,12 @@ static void test_decode(const char *dir) {
 int main(void) {
     kt_seed(12345);
     test_embedding();
-    test_rmsnorm(7, 100);
-    test_rmsnorm(3, 33);
-    test_rmsnorm(5, 896);                 // Qwen2.5-0.5B's hidden size
+    test_rmsnorm(7, 100, 0);              // C % 8 != 0: one bf16 per access
+    test_rmsnorm(3, 33, 0);
+    test_rmsnorm(5, 896, 0);              // Qwen2.5-0.5B's hidden size: 16-byte vectors, 3.5 per lane
+    test_rmsnorm(3, 40, 0);               // 5 vectors per row: lanes 5..31 idle
+    test_rmsnorm(9, 5120, 0);             // Qwen2.5-32B's hidden size: 20 vectors per lane, 2 blocks of 8 rows
+    test_rmsnorm(4, 64, 3);               // the input off a 16-byte boundary: the scalar fallback
     test_matmul(1, 0);
     test_matmul(0, 1);
     test_matmul(0, 0);
@@ -325,7 +335,12 @@ int main(void) {
     test_attention_decode(33, 4, 2, 12);      // two warps busy, the second with one key
     test_attention_decode(300, 14, 2, 64);    // GQA 7:1 as Qwen2.5-0.5B; every warp walks 1-2 tiles
     test_attention_decode(70, 2, 1, 128);     // the largest head dim
-    test_swiglu();
+    test_swiglu(1000, 0, 0);
+    test_swiglu(1003, 0, 0);      // 125 vectors and a scalar tail of 3
+    test_swiglu(1003, 3, 3);      // a head of 5 to the 16-byte boundary, 124 vectors, a tail of 6
+    test_swiglu(1003, 1, 2);      // gate and up at different phases: the scalar fallback
+    test_swiglu(5, 6, 6);         // fewer elements than the head: scalar only
+    test_swiglu(2162697, 0, 0);   // over one grid of 1056 x 256 threads x 8: the vector loop strides, tail of 1
     test_lm_head_loss(16);
     test_lm_head_loss(37);
     test_lm_head_loss(1);

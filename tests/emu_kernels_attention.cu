@@ -220,8 +220,39 @@ static void test_attention_backward(size_t T, size_t NQ, size_t NKV, size_t HD, 
     TEST_END();
 }
 
+// Flash-decoding (attention_decode_flash()): one new token over ntok cached keys,
+// against s1.c's decoder row (attention_row()). All fp32 as the single-block
+// decode kernel, so its bound: one bf16 rounding of the output, u|ref|, plus
+// 1e-5 for the fp32 sums (max |v| = 1; tests/emu_kernels.cu).
+static void test_decode_flash(size_t ntok, size_t NQ, size_t NKV, size_t HD, const char *why) {
+    char name[256];
+    snprintf(name, sizeof name, "attention_decode_flash vs s1.c, 1 token over %zu keys, NQ=%zu, NKV=%zu, HD=%zu (%s)", ntok,
+             NQ, NKV, HD, why);
+    TEST_BEGIN(name);
+    size_t QD = NQ * HD, KD = NKV * HD;
+    float *q = host_random(QD, 2.0f), *k = host_random(ntok * KD, 2.0f), *v = host_random(ntok * KD, 1.0f);
+    float *ref = (float *)mallocCheck(QD * sizeof(float));
+    s1ref_attention_decode(ref, q, k, v, ntok, NQ, NKV, HD);
+    floatX *d_q = to_device(q, QD), *d_k = to_device(k, ntok * KD), *d_v = to_device(v, ntok * KD);
+    floatX *d_out = device_alloc_nan<floatX>(QD);
+    float *d_scratch = device_alloc_nan<float>(attention_decode_scratch_floats((int)ntok, (int)NQ, (int)HD));
+    attention_decode_flash(d_out, d_scratch, d_q, d_k, d_v, (int)ntok, (int)NQ, (int)NKV, (int)HD);
+    float *got = from_device(d_out, QD);
+    check_close("decode", got, ref, QD, U, 1e-5f, NULL);
+    free(q); free(k); free(v); free(ref); free(got);
+    cudaCheck(cudaFree(d_q)); cudaCheck(cudaFree(d_k)); cudaCheck(cudaFree(d_v)); cudaCheck(cudaFree(d_out)); cudaCheck(cudaFree(d_scratch));
+    TEST_END();
+}
+
 int main(void) {
     kt_seed(4242);
+    // flash-decoding: splits of 256 keys; 4 warps x 2 (HD 128) or 4 (HD 64) key streams per block
+    test_decode_flash(1, 2, 1, 64, "the first token: one key, 15 streams idle");
+    test_decode_flash(256, 5, 1, 128, "exactly one split, GQA 5:1");
+    test_decode_flash(257, 8, 1, 64, "one key into a second split, GQA 8:1");
+    test_decode_flash(1000, 4, 4, 128, "4 splits, the last partial, no GQA");
+    test_decode_flash(4100, 40, 8, 128, "Qwen2.5-32B's heads, 17 splits");
+    test_decode_flash(70, 6, 2, 12, "head dim 12: the single-block kernel");
     test_attention_backward(1, 2, 1, 16, "a single row");
     test_attention_backward(5, 4, 2, 12, "less than one tile, GQA 2:1");
     test_attention_backward(16, 4, 1, 16, "exactly one dk/dv key block and dq query block, GQA 4:1");

@@ -267,9 +267,13 @@ static void test_rope_backward(size_t NH, size_t HD, double theta) {
 // |dout up| (1 + |g|): |d dgate| <= u|ref| + 16 eps |dout up| (1 + |g|).
 // dup = dout g sig: u|ref| + 8 eps |dout g|. The outputs are written: dup
 // starts with garbage, dgate aliases dout (as the model calls it).
-static void test_swiglu_backward(size_t n) {
-    char name[160];
-    snprintf(name, sizeof name, "swiglu_backward vs s1.c, n=%zu, gate in [-8, 8], dgate aliasing dout", n);
+// shift_d: elements dout (= dgate) starts past a 16-byte boundary, shift_o: the
+// other three buffers (equal: the vector kernel's scalar head; unequal: its fallback).
+static void test_swiglu_backward(size_t n, size_t shift_d, size_t shift_o) {
+    char name[192];
+    if (shift_d == 0 && shift_o == 0) snprintf(name, sizeof name, "swiglu_backward vs s1.c, n=%zu, gate in [-8, 8], dgate aliasing dout", n);
+    else snprintf(name, sizeof name, "swiglu_backward vs s1.c, n=%zu, gate in [-8, 8], dgate aliasing dout, dout at +%zu and the rest at +%zu elements",
+                  n, shift_d, shift_o);
     TEST_BEGIN(name);
     float *g = host_random(n, 8.0f), *u = host_random(n, 2.0f), *d = host_random(n, 1.0f), *junk = host_random(n, 5.0f);
     float *ref_dg = host_zeros(n), *ref_du = host_zeros(n), *extra_dg = host_zeros(n), *extra_du = host_zeros(n);
@@ -278,13 +282,15 @@ static void test_swiglu_backward(size_t n) {
         extra_dg[i] = 16.0f * EPS * fabsf(d[i] * u[i]) * (1.0f + fabsf(g[i]));
         extra_du[i] = 8.0f * EPS * fabsf(d[i] * g[i]);
     }
-    floatX *d_g = to_device(g, n), *d_u = to_device(u, n), *d_d = to_device(d, n), *d_du = to_device(junk, n);
+    floatX *d_g = to_device_shifted(g, n, shift_o), *d_u = to_device_shifted(u, n, shift_o), *d_d = to_device_shifted(d, n, shift_d);
+    floatX *d_du = to_device_shifted(junk, n, shift_o);
     swiglu_backward(d_d, d_du, d_d, d_g, d_u, n);
     float *got_dg = from_device(d_d, n), *got_du = from_device(d_du, n);
     check_close("swiglu_backward dgate", got_dg, ref_dg, n, U, 0.0f, extra_dg);
     check_close("swiglu_backward dup", got_du, ref_du, n, U, 0.0f, extra_du);
     free(g); free(u); free(d); free(junk); free(ref_dg); free(ref_du); free(extra_dg); free(extra_du); free(got_dg); free(got_du);
-    cudaCheck(cudaFree(d_g)); cudaCheck(cudaFree(d_u)); cudaCheck(cudaFree(d_d)); cudaCheck(cudaFree(d_du));
+    cudaCheck(cudaFree(d_g - shift_o)); cudaCheck(cudaFree(d_u - shift_o)); cudaCheck(cudaFree(d_d - shift_d));
+    cudaCheck(cudaFree(d_du - shift_o));
     TEST_END();
 }
 
@@ -433,10 +439,15 @@ static void test_global_norm(size_t n) {
 // decay_norm_weights), the clip factor from s1.c's norm (the GPU's norm is
 // checked above; it may differ by one ulp, which would change the clip).
 // The bf16 weights must equal bf16(master) after every step.
-static void test_adamw(int tied, float weight_decay, float max_grad_norm, int decay_norm_weights, float grad_scale) {
-    char name[224];
-    snprintf(name, sizeof name, "adamw_update == s1.c qwen2_update bit for bit, 3 steps, %s, weight_decay %g%s, max_grad_norm %g",
-             tied ? "tied" : "untied", weight_decay, decay_norm_weights ? " (norm weights too)" : "", max_grad_norm);
+// Each tensor's slice starts at its offset in the flat buffers, so the vector
+// kernel's scalar head and tail are hit at most tensors. shift: elements the bf16
+// weights start past a 16-byte boundary (not a multiple of 4: the fp32 arrays never
+// reach their 16-byte boundary with them, so every step takes the scalar fallback).
+static void test_adamw(int tied, float weight_decay, float max_grad_norm, int decay_norm_weights, float grad_scale, size_t shift) {
+    char name[256];
+    snprintf(name, sizeof name, "adamw_update == s1.c qwen2_update bit for bit, 3 steps, %s, weight_decay %g%s, max_grad_norm %g%s",
+             tied ? "tied" : "untied", weight_decay, decay_norm_weights ? " (norm weights too)" : "", max_grad_norm,
+             shift ? ", bf16 weights off the 16-byte phase of the rest" : "");
     TEST_BEGIN(name);
     const float beta1 = 0.9f, beta2 = 0.95f, eps = 1e-8f;
     const double lrs[3] = {1e-3, 7.5e-4, 2e-4};
@@ -444,7 +455,7 @@ static void test_adamw(int tied, float weight_decay, float max_grad_norm, int de
     size_t n = s1ref_model_num_parameters(model);
     float *params = s1ref_model_params(model), *grads = s1ref_model_grads(model);
     float *d_master = device_copy(params, n), *d_m, *d_v, *d_g;
-    floatX *d_params = to_device(params, n);
+    floatX *d_params = to_device_shifted(params, n, shift);
     cudaCheck(cudaMalloc((void **)&d_m, n * sizeof(float)));
     cudaCheck(cudaMalloc((void **)&d_v, n * sizeof(float)));
     cudaCheck(cudaMalloc((void **)&d_g, n * sizeof(float)));
@@ -484,7 +495,7 @@ static void test_adamw(int tied, float weight_decay, float max_grad_norm, int de
     printf("note: adamw %zu parameters, 3 steps bit-identical, smallest clip factor %.4g\n", n, clip_seen);
     CHECK(max_grad_norm <= 0 || max_grad_norm > 1e3f || clip_seen < 1.0f, "the clipping case never clipped");
     s1ref_model_free(model);
-    cudaCheck(cudaFree(d_master)); cudaCheck(cudaFree(d_params)); cudaCheck(cudaFree(d_m)); cudaCheck(cudaFree(d_v)); cudaCheck(cudaFree(d_g));
+    cudaCheck(cudaFree(d_master)); cudaCheck(cudaFree(d_params - shift)); cudaCheck(cudaFree(d_m)); cudaCheck(cudaFree(d_v)); cudaCheck(cudaFree(d_g));
     TEST_END();
 }
 
@@ -505,7 +516,10 @@ int main(void) {
     test_matmul_backward(40, 9, 300, CUDA_R_16BF, 0, 0, 1);   // dinp NULL; OC over a block of threads
     test_rope_backward(3, 12, 1e6);
     test_rope_backward(2, 16, 1e4);
-    test_swiglu_backward(1000);
+    test_swiglu_backward(1000, 0, 0);
+    test_swiglu_backward(1005, 0, 0);     // 125 vectors and a scalar tail of 5
+    test_swiglu_backward(1005, 7, 7);     // a scalar head of 1, 125 vectors, a tail of 4
+    test_swiglu_backward(1005, 2, 0);     // dout at another 16-byte phase: the scalar fallback
     test_classifier(37, 24, 301, 16, 1.0f, 0);    // chunk 16..31 skipped, partial last chunk (5 rows)
     test_classifier(37, 24, 301, 1, 0.37f, 1);    // one row per chunk: unscored rows skipped one by one
     test_classifier(37, 24, 301, 37, 2.5f, 1);    // one chunk
@@ -513,9 +527,10 @@ int main(void) {
     test_global_norm(1);
     test_global_norm(1000);
     test_global_norm(150001);                     // over one grid stride (264 x 256)
-    test_adamw(0, 0.1f, 1.0f, 0, 0.5f);           // clipped (norm ~ 20), RMSNorm weights not decayed
-    test_adamw(1, 0.05f, 1.0f, 1, 0.5f);          // tied, RMSNorm weights decayed
-    test_adamw(0, 0.0f, 0.0f, 0, 1e-3f);          // no decay, no clipping (clip = 1)
-    test_adamw(1, 0.1f, 1e4f, 0, 1e-3f);          // clipping on but the norm is under it: clip = 1
+    test_adamw(0, 0.1f, 1.0f, 0, 0.5f, 0);        // clipped (norm ~ 20), RMSNorm weights not decayed
+    test_adamw(1, 0.05f, 1.0f, 1, 0.5f, 0);       // tied, RMSNorm weights decayed
+    test_adamw(0, 0.0f, 0.0f, 0, 1e-3f, 0);       // no decay, no clipping (clip = 1)
+    test_adamw(1, 0.1f, 1e4f, 0, 1e-3f, 0);       // clipping on but the norm is under it: clip = 1
+    test_adamw(0, 0.1f, 1.0f, 0, 0.5f, 3);        // the scalar fallback, as the first
     return test_summary();
 }

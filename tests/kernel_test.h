@@ -27,6 +27,7 @@ void s1ref_rmsnorm(float *out, const float *inp, const float *weight, size_t N, 
 void s1ref_matmul(float *out, const float *inp, const float *weight, const float *bias, size_t N, size_t C, size_t OC);
 void s1ref_rope(float *x, const size_t *pos, size_t N, size_t NH, size_t HD, double theta);
 void s1ref_attention(float *out, const float *q, const float *k, const float *v, size_t T, size_t NQ, size_t NKV, size_t HD);
+void s1ref_attention_decode(float *out, const float *q, const float *k, const float *v, size_t ntok, size_t NQ, size_t NKV, size_t HD);
 void s1ref_swiglu(float *out, const float *gate, const float *up, size_t n);
 float s1ref_lm_head_loss(const float *x, const float *w, const uint32_t *targets, const float *weights, size_t N, size_t H, size_t V);
 // the whole model, the fixtures' batches
@@ -115,6 +116,18 @@ static inline float *from_device(const floatX *d, size_t n) {   // bf16 on the d
     for (size_t i = 0; i < n; i++) x[i] = __bfloat162float(tmp[i]);
     free(tmp);
     return x;
+}
+
+// x rounded to bf16 at element `shift` of a device buffer of n + shift elements: for
+// shift % 8 != 0 a base off the 16-byte boundary cudaMalloc gives, which the vectorised
+// kernels must handle (scalar head, or their scalar fallback). Free with cudaFree(p - shift).
+static inline floatX *to_device_shifted(const float *x, size_t n, size_t shift) {
+    float *tmp = (float *)calloc(n + shift, sizeof(float));
+    if (!tmp) { fprintf(stderr, "out of memory\n"); exit(1); }
+    memcpy(tmp + shift, x, n * sizeof(float));
+    floatX *d = to_device(tmp, n + shift);
+    free(tmp);
+    return d + shift;
 }
 
 template <class T> static T *device_copy(const T *x, size_t n) {   // as is, no conversion

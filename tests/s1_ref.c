@@ -61,6 +61,22 @@ void s1ref_attention(float *out, const float *q, const float *k, const float *v,
     free(lse);
 }
 
+// one new token: out (NQ,HD) = the last row's attention over ntok keys, as s1.c's decoder
+// computes it (attention_row() on the transposed heads); q (NQ,HD), k v (ntok,NKV,HD)
+void s1ref_attention_decode(float *out, const float *q, const float *k, const float *v, size_t ntok, size_t NQ, size_t NKV,
+                            size_t HD) {
+    size_t KD = NKV * HD, G = NQ / NKV;
+    float *kt = (float *)mallocCheck(2 * KD * ntok * sizeof(float)), *vt = kt + KD * ntok;
+    float *scores = (float *)mallocCheck(ntok * sizeof(float)), lse;
+    transpose_heads(kt, k, ntok, NKV, HD, ntok);
+    transpose_heads(vt, v, ntok, NKV, HD, ntok);
+    for (size_t h = 0; h < NQ; h++)
+        attention_row(out + h * HD, &lse, q + h * HD, kt + (h / G) * HD * ntok, vt + (h / G) * HD * ntok, ntok, ntok, HD,
+                      1.0f / sqrtf((float)HD), scores);
+    free(kt);
+    free(scores);
+}
+
 void s1ref_swiglu(float *out, const float *gate, const float *up, size_t n) { swiglu_forward(out, gate, up, n); }
 
 // sum_n weights[n] * CE(x[n] . w^T, targets[n]) with the fp32 LM head of s1.c

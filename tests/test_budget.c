@@ -12,6 +12,12 @@ enum { A = 1, B_ = 2, C = 3, D = 4, E = 5, F = 6, G = 7, NL = 10, WAIT = 11, IM_
        ANSWER = 14, FINAL = 15, ANSW = 16, COLON = 17, FILL = 19, EOT = 20, DOTNL = 21 };
 
 static const uint32_t think_stop_ids[] = {IM_START, IM_END};
+// what vLLM 0.6.4.post1 stopped on (common/generate.h, generation_run()): with Wait, the harness's
+// stop_token_ids plus the generation config's <|endoftext|>; without, the eos <|im_end|> and
+// <|endoftext|> (the stop string "<|im_start|>" never matches a skipped special token)
+static const uint32_t vllm_wait_stop_ids[] = {IM_START, IM_END, EOT};
+static const uint32_t vllm_plain_stop_ids[] = {IM_END, EOT};
+static const uint32_t vllm_answer_stop_ids[] = {IM_END, EOT};
 static const uint32_t answer_stop_ids[] = {IM_END};
 static const uint32_t wait_ids[] = {WAIT};
 static const uint32_t end_ids[] = {IM_START, ANSWER};
@@ -71,6 +77,15 @@ static BudgetConfig base_config(long B, int n_ignore) {
     c.answer_stop = (IdSpan){answer_stop_ids, 1};
     c.max_answer = 50;
     c.ends_with_newline = fake_ends_with_newline;
+    return c;
+}
+
+// the stops vLLM ran the harness with; the harness strips only <|im_start|>, <|im_end|>
+static BudgetConfig vllm_config(long B, int n_ignore) {
+    BudgetConfig c = base_config(B, n_ignore);
+    c.think_stop = n_ignore >= 0 ? (IdSpan){vllm_wait_stop_ids, 3} : (IdSpan){vllm_plain_stop_ids, 2};
+    c.strip = (IdSpan){think_stop_ids, 2};
+    c.answer_stop = (IdSpan){vllm_answer_stop_ids, 2};
     return c;
 }
 
@@ -135,11 +150,19 @@ typedef struct {
     int waits;
 } HarnessOut;
 
-static void harness_reference(const uint32_t *script, size_t n_script, long B, int n_ignore, long max_answer, HarnessOut *o) {
+// vllm = 1: the stops vLLM 0.6.4.post1 used (<|endoftext|> from generation_config.json; without
+// ignoring only the eos ids, as the string stops never match), of which the harness strips only its own.
+static int is_stop(uint32_t t, int vllm, int ignoring) {
+    if (!vllm) return t == IM_START || t == IM_END;
+    return t == IM_END || t == EOT || (ignoring && t == IM_START);
+}
+
+static void harness_reference(const uint32_t *script, size_t n_script, long B, int n_ignore, long max_answer, int vllm, HarnessOut *o) {
     memset(o, 0, sizeof *o);
     size_t pos = 0;   // the model's next choice
+    // min_tokens masks every id in _all_stop_token_ids (vLLM adds the generation config's eos ids to it)
     #define MODEL_CHOICE(banned_stops) \
-        ((banned_stops) && pos < n_script && (script[pos] == IM_START || script[pos] == IM_END) ? (uint32_t)FILL \
+        ((banned_stops) && pos < n_script && is_stop(script[pos], vllm, 1) ? (uint32_t)FILL \
          : (pos < n_script ? script[pos++] : (uint32_t)G))
     uint32_t out[512];
     size_t n_out = 0;
@@ -153,14 +176,16 @@ static void harness_reference(const uint32_t *script, size_t n_script, long B, i
         while ((long)n_cont < B) {
             uint32_t t = MODEL_CHOICE(n_ignore >= 0 && n_cont == 0);
             cont[n_cont++] = t;
-            if (t == IM_START || t == IM_END) { finish = "stop"; break; }
+            if (is_stop(t, vllm, n_ignore >= 0)) { finish = "stop"; break; }
         }
         if (strcmp(finish, "length") == 0 || i == rounds - 1) {
             memcpy(out + n_out, cont, n_cont * sizeof(uint32_t));
             n_out += n_cont;
             break;
         }
-        n_cont--;   // cont = cont[:-1] (ends in a stop id)
+        // for toks in until_thinking_tok: if cont[-len(toks):] == toks: cont = cont[:-len(toks)]
+        if (cont[n_cont - 1] == IM_START) n_cont--;
+        if (n_cont && cont[n_cont - 1] == IM_END) n_cont--;
         cont[n_cont++] = WAIT;
         o->waits++;
         memcpy(out + n_out, cont, n_cont * sizeof(uint32_t));
@@ -184,13 +209,55 @@ static void harness_reference(const uint32_t *script, size_t n_script, long B, i
     // answer: generate(max_tokens=max_gen_toks, stop=<|im_end|>)
     while ((long)o->n_answer < max_answer) {
         uint32_t t = MODEL_CHOICE(0);
-        if (t == IM_END) break;
+        if (t == IM_END || (vllm && t == EOT)) break;
         o->answer[o->n_answer++] = t;
     }
     #undef MODEL_CHOICE
 }
 
 // ----------------------------------------------------------------------------
+// the randomized comparison: 2000 random scripts through budget_run() and the
+// transcription; returns the mismatches and counts what the scripts exercised
+
+typedef struct { int forced, cut, quirk, kept_eot, over_budget, forced_not_at_b; } Coverage;
+
+static int randomized_compare(uint64_t state, int vllm, Coverage *cov) {
+    int mismatches = 0;
+    memset(cov, 0, sizeof *cov);
+    for (int trial = 0; trial < 2000; trial++) {
+        uint32_t s[200];
+        for (size_t i = 0; i < LEN(s); i++) {
+            state = state * 6364136223846793005ull + 1442695040888963407ull;
+            uint32_t r = (uint32_t)(state >> 33) % (vllm ? 14 : 12);
+            s[i] = r < 2 ? IM_END : r < 3 ? IM_START : r < 4 ? NL : (vllm && r < 6) ? EOT : (uint32_t)(A + r % 5);
+        }
+        long B = 1 + (long)(trial % 9);
+        int n_ignore = trial % 6 - 1;
+        BudgetConfig c = vllm ? vllm_config(B, n_ignore) : base_config(B, n_ignore);
+        c.max_answer = 20;
+        Run r = run_script(&c, s, LEN(s));
+        HarnessOut h;
+        harness_reference(s, LEN(s), B, n_ignore, 20, vllm, &h);
+        IdList th = {h.thinking, h.n_thinking, 0}, tr = {h.transition, h.n_transition, 0}, an = {h.answer, h.n_answer, 0};
+        int same = ids_eq(&r.res.thinking, th.data, th.len) && ids_eq(&r.res.transition, tr.data, tr.len) &&
+                   ids_eq(&r.res.answer, an.data, an.len) && r.res.waits == h.waits && context_consistent(&r);
+        if (!same && mismatches++ < 3) {
+            printf("  trial %d (B=%ld N=%d) differs\n", trial, B, n_ignore);
+            print_ids("ours thinking", &r.res.thinking); print_ids("harness thinking", &th);
+            print_ids("ours transition", &r.res.transition); print_ids("harness transition", &tr);
+        }
+        cov->over_budget += r.res.thinking.len > (size_t)B;
+        if (r.res.forced_exit) {
+            cov->forced++;
+            cov->forced_not_at_b += r.res.thinking.len != (size_t)B;
+        }
+        if (r.res.generated > r.res.thinking.len + 1) cov->cut++;
+        if (!r.res.forced_exit && r.res.generated > (size_t)B + 1) cov->quirk++;
+        for (size_t i = 0; i < r.res.thinking.len; i++) cov->kept_eot += r.res.thinking.data[i] == EOT;
+        run_free(&r);
+    }
+    return mismatches;
+}
 
 int main(void) {
     {
@@ -415,43 +482,107 @@ int main(void) {
     }
     {
         TEST_BEGIN("randomized: controller == literal harness transcription (2000 scripts)");
-        uint64_t state = 42;
-        int mismatches = 0, forced = 0, cut = 0, quirk = 0;
-        for (int trial = 0; trial < 2000; trial++) {
-            uint32_t s[200];
-            for (size_t i = 0; i < LEN(s); i++) {
-                state = state * 6364136223846793005ull + 1442695040888963407ull;
-                uint32_t r = (uint32_t)(state >> 33) % 12;
-                s[i] = r < 2 ? IM_END : r < 3 ? IM_START : r < 4 ? NL : (uint32_t)(A + r % 5);
-            }
-            long B = 1 + (long)(trial % 9);
-            int n_ignore = trial % 6 - 1;
-            BudgetConfig c = base_config(B, n_ignore);
-            c.max_answer = 20;
-            Run r = run_script(&c, s, LEN(s));
-            HarnessOut h;
-            harness_reference(s, LEN(s), B, n_ignore, 20, &h);
-            IdList th = {h.thinking, h.n_thinking, 0}, tr = {h.transition, h.n_transition, 0}, an = {h.answer, h.n_answer, 0};
-            int same = ids_eq(&r.res.thinking, th.data, th.len) && ids_eq(&r.res.transition, tr.data, tr.len) &&
-                       ids_eq(&r.res.answer, an.data, an.len) &&
-                       r.res.waits == h.waits && context_consistent(&r);
-            if (!same && mismatches++ < 3) {
-                printf("  trial %d (B=%ld N=%d) differs\n", trial, B, n_ignore);
-                print_ids("ours thinking", &r.res.thinking); print_ids("harness thinking", &th);
-                print_ids("ours transition", &r.res.transition); print_ids("harness transition", &tr);
-            }
-            CHECK(r.res.thinking.len <= (size_t)B, "thinking longer than B");
-            if (r.res.forced_exit) {
-                forced++;
-                CHECK(r.res.thinking.len == (size_t)B, "a forced exit must come at exactly B thinking ids");
-            }
-            if (r.res.generated > r.res.thinking.len + 1) cut++;
-            if (!r.res.forced_exit && r.res.generated > (size_t)B + 1) quirk++;
+        Coverage cov;
+        int mismatches = randomized_compare(42, 0, &cov);
+        CHECK(mismatches == 0, "%d of 2000 scripts differ from the harness transcription", mismatches);
+        CHECK(cov.over_budget == 0, "thinking longer than B in %d scripts", cov.over_budget);
+        CHECK(cov.forced_not_at_b == 0, "a forced exit must come at exactly B thinking ids (%d did not)", cov.forced_not_at_b);
+        // the random scripts must exercise every branch, or the comparison proves little
+        CHECK(cov.forced > 100 && cov.cut > 100 && cov.quirk > 20, "coverage: forced %d, cut %d, quirk %d", cov.forced, cov.cut, cov.quirk);
+        TEST_END();
+    }
+    // ---- stop ids as vLLM 0.6.4.post1 ran the harness (issue 12 item 7). Expected traces follow
+    // vllm_causallms.py: a round's cont loses only a trailing until_thinking id (:361-364, :396-399),
+    // the next round's prompt is requests + cont (:377), the answer prompt cont + thinking_end (:411).
+    {
+        TEST_BEGIN("vLLM stops, Wait x1: a round ending on <|endoftext|> keeps it, then Wait");
+        const uint32_t s[] = {A, EOT, B_, IM_END, E, IM_END};
+        BudgetConfig c = vllm_config(10, 1);
+        Run r = run_script(&c, s, LEN(s));
+        CHECK_IDS(r.res.thinking, A, EOT, WAIT, B_);
+        CHECK_IDS(r.res.transition, IM_START, ANSWER);
+        CHECK_IDS(r.res.answer, E);
+        CHECK(r.res.waits == 1 && r.res.think_finish == FINISH_STOP, "waits %d", r.res.waits);
+        CHECK(context_consistent(&r), "the kept <|endoftext|> must be in the context before Wait");
+        run_free(&r);
+        TEST_END();
+    }
+    {
+        TEST_BEGIN("vLLM stops, no Wait: <|im_start|> does not stop (string stop on a skipped special token)");
+        const uint32_t s[] = {A, IM_START, ANSWER, C, IM_END, E, IM_END};
+        BudgetConfig c = vllm_config(10, -1);
+        Run r = run_script(&c, s, LEN(s));
+        // the round runs through the model's own "<|im_start|>answer C" to the eos <|im_end|>, which is
+        // stripped; the harness then appends "<|im_start|>answer" and the answer phase runs again
+        CHECK_IDS(r.res.thinking, A, IM_START, ANSWER, C);
+        CHECK_IDS(r.res.transition, IM_START, ANSWER);
+        CHECK_IDS(r.res.answer, E);
+        CHECK(context_consistent(&r), "context");
+        run_free(&r);
+        TEST_END();
+    }
+    {
+        TEST_BEGIN("vLLM stops, no Wait: a final <|endoftext|> is not stripped and precedes the delimiter");
+        const uint32_t s[] = {A, B_, EOT, E, EOT};
+        BudgetConfig c = vllm_config(10, -1);
+        Run r = run_script(&c, s, LEN(s));
+        CHECK_IDS(r.res.thinking, A, B_, EOT);
+        CHECK_IDS(r.res.transition, IM_START, ANSWER);
+        CHECK_IDS(r.res.answer, E);   // the answer phase stops on <|endoftext|> too
+        CHECK(r.res.answer_finish == FINISH_STOP, "answer finish");
+        CHECK(context_consistent(&r), "the final <|endoftext|> must be fed before the delimiter");
+        run_free(&r);
+        TEST_END();
+    }
+    {
+        TEST_BEGIN("vLLM stops: min_tokens masks <|endoftext|> too (it is in _all_stop_token_ids)");
+        const uint32_t s[] = {A, IM_END, EOT, B_, IM_END, E, IM_END};
+        BudgetConfig c = vllm_config(10, 1);
+        Run r = run_script(&c, s, LEN(s));
+        // round 1: EOT banned as first token -> FILL, then EOT stops the last round and stays
+        CHECK_IDS(r.res.thinking, A, WAIT, FILL, EOT);
+        CHECK_IDS(r.res.answer, B_);
+        run_free(&r);
+        TEST_END();
+    }
+    {
+        TEST_BEGIN("randomized, vLLM stops: controller == literal harness transcription (2000 scripts)");
+        Coverage cov;
+        int mismatches = randomized_compare(7, 1, &cov);
+        CHECK(mismatches == 0, "%d of 2000 scripts differ from the harness transcription", mismatches);
+        CHECK(cov.kept_eot > 100, "coverage: only %d kept <|endoftext|> ids", cov.kept_eot);
+        TEST_END();
+    }
+    // ---- rejection sampling (vllm_causallms.py:268-269: max_tokens = B+1; :299: keep len(token_ids) <= B)
+    {
+        TEST_BEGIN("rejection sampling: accept only a thinking that stops within B ids, stop id included");
+        struct { uint32_t s[6]; size_t n; int rejected; } cases[] = {
+            {{A, B_, IM_END, E, IM_END}, 5, 0},      // 3 ids <= B = 3: kept
+            {{A, B_, C, IM_END, E, IM_END}, 6, 1},   // stopped, but 4 ids > 3
+            {{A, B_, C, D, E, IM_END}, 6, 1},        // length (B+1 = 4 ids)
+        };
+        for (size_t t = 0; t < LEN(cases); t++) {
+            BudgetConfig c = vllm_config(4, -1);
+            c.accept_within = 3;
+            Run r = run_script(&c, cases[t].s, cases[t].n);
+            CHECK(r.res.rejected == cases[t].rejected, "case %zu: rejected %d", t, r.res.rejected);
+            if (!r.res.rejected) {
+                CHECK_IDS(r.res.thinking, A, B_);
+                CHECK_IDS(r.res.transition, IM_START, ANSWER);
+                CHECK_IDS(r.res.answer, E);
+            } else CHECK(r.res.answer.len == 0 && r.res.transition.len == 0, "a rejected run has no answer phase");
             run_free(&r);
         }
-        CHECK(mismatches == 0, "%d of 2000 scripts differ from the harness transcription", mismatches);
-        // the random scripts must exercise every branch, or the comparison proves little
-        CHECK(forced > 100 && cut > 100 && quirk > 20, "coverage: forced %d, cut %d, quirk %d", forced, cut, quirk);
+        TEST_END();
+    }
+    {
+        TEST_BEGIN("uncut ids: what the stored text decodes, before the cut to B");
+        const uint32_t s[] = {A, B_, IM_END, C, D, E, IM_END, F, IM_END};
+        BudgetConfig c = base_config(5, 1);
+        Run r = run_script(&c, s, LEN(s));
+        CHECK_IDS(r.res.uncut, A, B_, WAIT, C, D, E, IM_END);
+        CHECK_IDS(r.res.thinking, A, B_, WAIT, C, D);
+        run_free(&r);
         TEST_END();
     }
     return test_summary();

@@ -30,6 +30,8 @@ even=$(line_of "even threads wait here")
 odd=$(line_of "odd threads wait here")
 excl=$(line_of "lane 0 calls with a mask without lane 0")
 synct=$(line_of "lane 0 never reaches the shuffle")
+ldv=$(line_of "a float4 load 4 bytes past a 16-byte boundary")
+stv=$(line_of "a bf16 pair stored 2 bytes past a 4-byte boundary")
 for s in $SCHEDULES; do
     expect_error "divergent __syncthreads names both call sites [$s]" \
         "^cuemu: divergent __syncthreads\(\) in block \(0,0,0\): thread \([0-9]+,0,0\) waits at $SRC:($even|$odd), thread \([0-9]+,0,0\) at $SRC:($even|$odd)$" \
@@ -51,6 +53,13 @@ for s in $SCHEDULES; do
         env CUEMU_SCHEDULE=$s $NEG warp_deadlock
     expect_error "shuffle with lanes that exited [$s]" "^cuemu: block \(0,0,0\): .*(exited while .* waits for it in|lane [0-9]+ has exited)" \
         env CUEMU_SCHEDULE=$s $NEG shuffle_after_exit
+    expect_error "a float4 cu_ld 4 bytes off its 16-byte alignment is an error, as the GPU's fault [$s]" \
+        "^cuemu: block \(0,0,0\): thread \([0-9]+,0,0\): cu_ld of 16 bytes at 0x[0-9a-f]+, which is not 16-byte aligned \(a GPU faults: misaligned address\), at $SRC:$ldv$" \
+        env CUEMU_SCHEDULE=$s $NEG misaligned_load
+    expect_error "a __nv_bfloat162 cu_st 2 bytes off its 4-byte alignment is an error [$s]" \
+        "^cuemu: block \(0,0,0\): thread \([0-9]+,0,0\): cu_st of 4 bytes at 0x[0-9a-f]+, which is not 4-byte aligned \(a GPU faults: misaligned address\), at $SRC:$stv$" \
+        env CUEMU_SCHEDULE=$s $NEG misaligned_store
+    expect_ok "the same vector accesses, aligned, run [$s]" env CUEMU_SCHEDULE=$s $NEG aligned_vectors
 done
 expect_error "a launch from inside a kernel is refused" \
     "^cuemu: block \(0,0,0\), thread \(0,0,0\): kernel launch from inside a kernel" $NEG launch_in_kernel

@@ -151,4 +151,25 @@ expect_error "unknown command" 'unknown command "frobnicate"' ./data frobnicate
 expect_eq "--help: usage on stdout, exit 0" "$(./data select --help | grep -c '^  ./data select POOL.jsonl'; echo "rc=${PIPESTATUS[0]}")" "1
 rc=0"
 expect_error "select: absurd --n" '--n must be between 1 and 1000000000' ./data select "$POOL" --n 99999999999 --out "$TMP/o.jsonl"
+# ---- ./data bench: the benchmark files as s1's harness tasks prompt them. The expected files come
+# from scripts/gen_bench_fixtures.py, which restates s1's task code in CPython (GPQA: random.shuffle)
+B=tests/fixtures/bench
+for k in aime24 aime25 math500; do
+    ./data bench $k $B/$k.jsonl --out "$TMP/$k.jsonl" >/dev/null
+    expect_ok "bench $k: the prompts and answers s1's task builds" cmp "$TMP/$k.jsonl" $B/$k.expected.jsonl
+done
+./data bench gpqa $B/gpqa_diamond.csv --out "$TMP/gpqa.jsonl" >/dev/null
+expect_ok "bench gpqa: CPython's shuffle after random.seed(1234) (the default)" cmp "$TMP/gpqa.jsonl" $B/gpqa.seed1234.expected.jsonl
+./data bench gpqa $B/gpqa_diamond.csv --seed 0 --out "$TMP/gpqa0.jsonl" >/dev/null
+expect_ok "bench gpqa --seed 0: lm-eval's own seed" cmp "$TMP/gpqa0.jsonl" $B/gpqa.seed0.expected.jsonl
+printf 'Question,Correct Answer\n"open,x\n' >"$TMP/bad.csv"
+expect_error "bench: an unclosed quote names the file and line" "bad.csv:2: a quoted field is not closed" ./data bench gpqa "$TMP/bad.csv" --out "$TMP/x.jsonl"
+printf 'Question,Correct Answer\nq,a\n' >"$TMP/cols.csv"
+expect_error "bench gpqa: a missing column" "cols.csv: row 1 has no \"Incorrect Answer 1\" column" ./data bench gpqa "$TMP/cols.csv" --out "$TMP/x.jsonl"
+printf '{"problem": "p"}\n' >"$TMP/noans.jsonl"
+expect_error "bench aime24: a row without an answer" "noans.jsonl: row 1 has no \"answer\"" ./data bench aime24 "$TMP/noans.jsonl" --out "$TMP/x.jsonl"
+printf 'PAR1xxxx' >"$TMP/x.parquet"
+expect_error "bench: Parquet is refused with a way out" "a Parquet file; export it as JSONL" ./data bench math500 "$TMP/x.parquet" --out "$TMP/x.jsonl"
+expect_error "bench: an unknown benchmark" "unknown benchmark \"mmlu\"" ./data bench mmlu $B/aime24.jsonl --out "$TMP/x.jsonl"
+
 summary

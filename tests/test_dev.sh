@@ -30,6 +30,9 @@ expect_eq "profile: gemm v3 (padded tile) has 0 bank conflicts" "$(first_total g
 
 expect_eq "profile: swiglu v1 (8 elements per thread) 16.00 sectors per load request" "$(first_total swiglu 1 'global load' 'sectors/request')" 16.00
 expect_eq "profile: swiglu v2 (one per thread) 2.00" "$(first_total swiglu 2 'global load' 'sectors/request')" 2.00
+expect_eq "profile: swiglu v3 (16-byte accesses) 16.00 sectors per load request, all used" "$(first_total swiglu 3 'global load' 'sectors/request')" 16.00
+expect_eq "profile: swiglu v3 loads in 64 requests where v2 needs 512" "$(first_total swiglu 3 'global load' 'requests')/$(first_total swiglu 2 'global load' 'requests')" 64/512
+expect_eq "profile: rmsnorm v4 (16-byte accesses) 16.00 sectors per load request, all used" "$(first_total rmsnorm 4 'global load' 'sectors/request')" 16.00
 expect_eq "profile: rope v1 (a thread per row) 32.00 sectors per load request" "$(first_total rope 1 'global load' 'sectors/request')" 32.00
 expect_eq "profile: rope v2 (a thread per pair) 2.00" "$(first_total rope 2 'global load' 'sectors/request')" 2.00
 expect_eq "profile: crossentropy v1 (a thread per row) 32.00 sectors per load request" "$(first_total crossentropy 1 'global load' 'sectors/request')" 32.00

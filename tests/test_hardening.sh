@@ -18,7 +18,7 @@ RUN=(--data "$TMP/shard" --threads 1)
 ./s1 train --model tests/fixtures/qwen-tiny-tied "${RUN[@]}" --out "$TMP/ck" --batch 1 --epochs 2 --stop-at 2 >/dev/null 2>&1
 n=$(./s1 train --model tests/fixtures/qwen-tiny-tied "${RUN[@]}" --out "$TMP/x" --batch 1 --epochs 1 --stop-at 1 2>/dev/null |
     sed -nE 's/^model: ([0-9]+) parameters.*/\1/p')
-header=144   # sizeof(OptStateHeader), common/train.h: the moments m[n], v[n] follow
+header=168   # sizeof(OptStateHeader), common/train.h: the moments m[n], v[n] follow
 yes $'\xe6\xb1\x61\x7f' | tr -d '\n' | head -c $((4 * n)) | dd of="$TMP/ck/optimizer.bin" bs=4096 seek=$header oflag=seek_bytes conv=notrunc status=none
 head -c $((4 * n)) /dev/zero | dd of="$TMP/ck/optimizer.bin" bs=4096 seek=$((header + 4 * n)) oflag=seek_bytes conv=notrunc status=none
 good=$(md5sum "$TMP/ck/model.safetensors" "$TMP/ck/optimizer.bin")

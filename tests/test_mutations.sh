@@ -63,15 +63,16 @@ mutate "attention backward: the causal mask off by one" common/attention.cuh \
 mutate "attention backward: a missing barrier after loading the query tile" common/attention.cuh \
     "__syncthreads();   // dkdv: the query tile is loaded" "<delete>" $ATT $ATT
 mutate "attention backward: D = rowsum(out * out) instead of rowsum(dout * out)" common/attention.cuh \
-    "(D, dout, out, rows, HD);" "(D, out, out, rows, HD);" $ATT $ATT
+    "acc += __bfloat162float(dor[d]) * __bfloat162float(outr[d]);" \
+    "acc += __bfloat162float(outr[d]) * __bfloat162float(outr[d]) + 0.0f * __bfloat162float(dor[d]);" $ATT $ATT
 # the other backward kernels and the optimizer
 mutate "linear backward: dbias not accumulated (= instead of +=)" common/matmul.cuh \
-    "        out[c] += s;" "        out[c] = s;" $BWD $BWD
+    "cu_st(&out[c], cu_ld(&out[c]) + s);" "cu_st(&out[c], s);" $BWD $BWD
 mutate "AdamW: the bias correction off by one step" common/adamw.cuh \
     "pow(beta1, (double)step)" "pow(beta1, (double)(step + 1))" $BWD $BWD
 mutate "RMSNorm backward: dweight sums dout * x instead of dout * y" common/rmsnorm.cuh \
-    "float y = __bfloat162float(round_bf16(__bfloat162float(inp[(size_t)n * C + c]) * rstd[n]));" \
-    "float y = __bfloat162float(inp[(size_t)n * C + c]);" $BWD $BWD
+    "float y = __bfloat162float(round_bf16(__bfloat162float(cu_ld(&inp[(size_t)n * C + c])) * cu_ld(&rstd[n])));" \
+    "float y = __bfloat162float(cu_ld(&inp[(size_t)n * C + c]));" $BWD $BWD
 mutate "SwiGLU backward: silu'(z) with sig instead of 1 - sig" common/swiglu.cuh \
     "(1.0f + g * (1.0f - sig))" "(1.0f + g * sig)" $BWD $BWD
 mutate "embedding backward: a repeated id keeps only its last position" common/embedding.cuh \

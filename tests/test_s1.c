@@ -8,6 +8,9 @@
  *   3. Save/load round trip, bit-exact.
  *   4. Resume: 6 steps in one run == 3 steps, checkpoint, resume, 3 steps (bitwise).
  *   5. KV-cache decoding token by token == the batched forward pass.
+ *   6. The last step of an epoch against a port of accelerate 1.0.1's loop,
+ *      the --loss-norm weights by hand, and the weight-decay set of
+ *      transformers 4.46.1 (RMSNorm weights decay) and of --exempt-norms.
  *
  * Tolerances (fp32 throughout). torch's own fp32 results differ from an fp64
  * rerun by <= 3.9e-7 (logits, |logit| ~ 1) and <= 2.8e-7 (grads, largest 0.62):
@@ -389,8 +392,14 @@ static int files_equal(const char *a, const char *b) {
     return eq;
 }
 
-static void test_resume(void) {
-    TEST_BEGIN("resume: 6 steps == 3 steps + checkpoint + resume 3 steps, bitwise");
+// last_batch, loss_norm, loss_ranks: the rules under test (the last step of each epoch is filled
+// or short; the loss weights come from the step's data)
+static void test_resume(unsigned last_batch, unsigned loss_norm, size_t loss_ranks) {
+    char name[200];
+    snprintf(name, sizeof name, "resume: 6 steps == 3 steps + checkpoint + resume 3 steps, bitwise (--last-batch %s, --loss-norm %s, "
+             "--loss-ranks %zu)", last_batch == TRAIN_LAST_BATCH_S1 ? "s1" : "short", loss_norm == TRAIN_LOSS_TOKENS ? "tokens" : "sequence",
+             loss_ranks);
+    TEST_BEGIN(name);
     char tmp[] = "/tmp/test_s1_resumeXXXXXX";
     if (mkdtemp(tmp) == NULL) die("mkdtemp failed");
     char shard[256], config[256], dir_a[256], dir_b[256], fa[300], fb[300];
@@ -398,7 +407,8 @@ static void test_resume(void) {
     snprintf(config, sizeof config, "%s/config.json", tmp);
     snprintf(dir_a, sizeof dir_a, "%s/a", tmp);
     snprintf(dir_b, sizeof dir_b, "%s/b", tmp);
-    // 7 sequences of 5..12 tokens; batch 3 -> 3 steps per epoch (the last one with 1 sequence), 2 epochs
+    // 7 sequences of 5..12 tokens; batch 3 -> 3 steps per epoch (the last one with 1 sequence, or
+    // that one and the epoch's first 2 again), 2 epochs
     uint64_t offsets[8] = {0};
     uint32_t ids[100];
     uint8_t mask[100];
@@ -417,7 +427,8 @@ static void test_resume(void) {
     TrainOptions o;
     memset(&o, 0, sizeof o);
     o.settings = (TrainSettings){.lr = 1e-2, .warmup_ratio = 0.2, .weight_decay = 0.1, .max_grad_norm = 0.5, .beta1 = 0.9,
-                                 .beta2 = 0.95, .eps = 1e-8, .epochs = 2, .batch_size = 3, .max_seq_len = 10, .seed = 42};
+                                 .beta2 = 0.95, .eps = 1e-8, .decay_norm_weights = 1, .epochs = 2, .batch_size = 3, .max_seq_len = 10,
+                                 .seed = 42, .last_batch = last_batch, .loss_norm = loss_norm, .loss_ranks = loss_ranks};
     o.data_path = shard;
     o.init_config = config;
     o.init_seed = 7;
@@ -447,6 +458,262 @@ static void test_resume(void) {
     qwen2_free(&m);
     snprintf(fa, sizeof fa, "rm -rf %s", tmp);
     if (system(fa) != 0) die("cleanup failed");
+    TEST_END();
+}
+
+// ----------------------------------------------------------------------------
+// 6. issue 12: the last batch of an epoch, the loss weights, the weight-decay set
+
+// accelerate 1.0.1's BatchSamplerShard._iter_with_no_split (src/accelerate/data_loader.py:209-254),
+// ported line by line for s1's case: a batch sampler of one index per batch (per_device_train_batch_size
+// 1) over an epoch's permutation perm[0..n), num_processes P ranks, drop_last False, even_batches True.
+// Writes what rank `rank` yields, one index per step, into out; returns the number of steps.
+static size_t accelerate_rank_indices(const size_t *perm, size_t n, size_t P, size_t rank, size_t *out) {
+    size_t *initial = (size_t *)mallocCheck(2 * (n + P) * sizeof(size_t)), ni = 0, count = 0, idx = 0;
+    long to_yield = -1;   // batch_to_yield: -1 is []
+    for (idx = 0; idx < n; idx++) {                           // for idx, batch in enumerate(self.batch_sampler):
+        if (idx < P) initial[ni++] = perm[idx];               //     if not drop_last and idx < P: initial_data += batch
+        if (idx % P == rank) to_yield = (long)perm[idx];      //     if idx % P == process_index: batch_to_yield = batch
+        if (idx % P == P - 1) {                               //     if idx % P == P - 1 and len(batch) == batch_size:
+            out[count++] = (size_t)to_yield;                  //         yield batch_to_yield
+            to_yield = -1;                                    //         batch_to_yield = []
+        }
+    }
+    idx = n - 1;                                              // (Python leaves idx at the last batch)
+    if (ni > 0) {                                             // if not drop_last and len(initial_data) > 0: (even_batches)
+        if (to_yield >= 0) out[count++] = (size_t)to_yield;   //     if len(batch_to_yield) == batch_size: yield it
+        while (ni < P) {                                      //     while len(initial_data) < P * batch_size:
+            memcpy(initial + ni, initial, ni * sizeof(size_t));   //     initial_data += initial_data
+            ni *= 2;
+        }
+        idx += 1;                                             //     len(batch) == batch_size: batch = []; idx += 1
+        size_t cycle = 0;
+        while (idx % P != 0) {                                //     while idx % P != 0 or len(batch) > 0:
+            size_t end = cycle + 1;                           //         end_index = cycle_index + batch_size - len(batch)
+            if (idx % P == rank) out[count++] = initial[cycle];   //     batch += initial_data[cycle:end]; yield on its rank
+            cycle = end;
+            idx += 1;
+        }
+    }
+    free(initial);
+    return count;
+}
+
+// A shard of n sequences, sequence s of 1 + s % 5 tokens, with targets from its second token
+// (mask_all 0: no targets at all).
+static void write_test_shard(const char *path, size_t n, int mask_all) {
+    uint64_t *offsets = (uint64_t *)callocCheck(n + 1, sizeof(uint64_t));
+    for (size_t s = 0; s < n; s++) offsets[s + 1] = offsets[s] + 1 + s % 5;
+    uint32_t *ids = (uint32_t *)mallocCheck(offsets[n] * sizeof(uint32_t));
+    uint8_t *mask = (uint8_t *)mallocCheck(offsets[n]);
+    for (size_t s = 0; s < n; s++)
+        for (uint64_t t = offsets[s]; t < offsets[s + 1]; t++) {
+            ids[t] = (uint32_t)((s * 7 + t) % 11);
+            mask[t] = mask_all && t > offsets[s];
+        }
+    shard_write(path, 11, n, offsets, ids, mask);
+    free(offsets); free(ids); free(mask);
+}
+
+static void test_last_batch(void) {
+    TEST_BEGIN("the last step of an epoch: accelerate 1.0.1's even_batches fill (--last-batch s1) and --last-batch short");
+    char tmp[] = "/tmp/test_s1_lastXXXXXX", path[300];
+    if (mkdtemp(tmp) == NULL) die("mkdtemp failed");
+    snprintf(path, sizeof path, "%s/s.shard", tmp);
+    // By hand: 10 sequences in steps of 4: steps 0, 1 take positions 0-3 and 4-7 of the epoch's
+    // permutation; step 2 takes 8 and 9, and the ranks 2 and 3 left without one take positions 0, 1.
+    write_test_shard(path, 10, 1);
+    DataLoader d;
+    dataloader_init(&d, path, 4, 100, 42);
+    CHECK(dataloader_steps_per_epoch(&d) == 3, "10 sequences in steps of 4: %zu steps per epoch, want 3", dataloader_steps_per_epoch(&d));
+    for (size_t epoch = 0; epoch < 2; epoch++) {
+        dataloader_batch(&d, 3 * epoch + 2);
+        size_t want[4] = {d.order[8], d.order[9], d.order[0], d.order[1]};
+        CHECK(d.num_seqs == 4, "epoch %zu: the last step has %zu sequences, want 4", epoch, d.num_seqs);
+        for (size_t i = 0; i < 4 && i < d.num_seqs; i++) {
+            CHECK(d.seqs[i] == want[i], "epoch %zu, last step, sequence %zu: %zu, want %zu", epoch, i, d.seqs[i], want[i]);
+            CHECK(d.seq_offsets[i + 1] - d.seq_offsets[i] == 1 + want[i] % 5, "epoch %zu: sequence %zu gathered with the wrong length", epoch, i);
+        }
+    }
+    d.last_batch = TRAIN_LAST_BATCH_SHORT;
+    dataloader_batch(&d, 2);
+    CHECK(d.num_seqs == 2 && d.seqs[0] == d.order[8] && d.seqs[1] == d.order[9], "--last-batch short: %zu sequences, want positions 8, 9", d.num_seqs);
+    dataloader_free(&d);
+    // Against the port of accelerate's loop: every step of two epochs, s1's 1000 x 16 among them, a
+    // shard smaller than the batch (initial_data doubled), one that divides, and 7 in steps of 3.
+    const size_t cases[][2] = {{10, 4}, {1000, 16}, {3, 4}, {8, 4}, {7, 3}, {1, 2}};
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        size_t n = cases[c][0], B = cases[c][1];
+        write_test_shard(path, n, 1);
+        dataloader_init(&d, path, B, 100, 7);
+        size_t spe = dataloader_steps_per_epoch(&d), *got = (size_t *)mallocCheck((spe + 2) * B * sizeof(size_t));
+        for (size_t epoch = 0; epoch < 2; epoch++) {
+            dataloader_batch(&d, epoch * spe);   // the epoch's permutation
+            size_t *perm = (size_t *)mallocCheck(n * sizeof(size_t)), *yields = (size_t *)mallocCheck((n + B) * sizeof(size_t));
+            memcpy(perm, d.order, n * sizeof(size_t));
+            for (size_t k = 0; k < spe; k++) {
+                dataloader_batch(&d, epoch * spe + k);
+                CHECK(d.num_seqs == B, "n %zu, B %zu: step %zu has %zu sequences", n, B, k, d.num_seqs);
+                memcpy(got + k * B, d.seqs, B * sizeof(size_t));
+            }
+            for (size_t r = 0; r < B; r++) {
+                size_t steps = accelerate_rank_indices(perm, n, B, r, yields);
+                CHECK(steps == spe, "n %zu, B %zu: rank %zu takes %zu steps, we take %zu", n, B, r, steps, spe);
+                for (size_t k = 0; k < steps && k < spe; k++)
+                    CHECK(got[k * B + r] == yields[k], "n %zu, B %zu, epoch %zu, step %zu, rank %zu: sequence %zu, accelerate's %zu",
+                          n, B, epoch, k, r, got[k * B + r], yields[k]);
+            }
+            free(perm); free(yields);
+        }
+        free(got);
+        dataloader_free(&d);
+    }
+    snprintf(path, sizeof path, "rm -rf %s", tmp);
+    if (system(path) != 0) die("cleanup failed");
+    TEST_END();
+}
+
+// A batch by hand: sequences with the given target counts (each token after the first a target
+// while the count lasts), for train_loss_weights(), which reads num_seqs, seq_offsets and mask.
+static void hand_batch(DataLoader *d, size_t *offs, uint8_t *mask, const size_t *targets, size_t B) {
+    memset(d, 0, sizeof *d);
+    offs[0] = 0;
+    for (size_t i = 0; i < B; i++) {
+        offs[i + 1] = offs[i] + 6;
+        for (size_t t = 0; t < 6; t++) mask[offs[i] + t] = t >= 1 && t <= targets[i];
+    }
+    d->seq_offsets = offs;
+    d->mask = mask;
+    d->num_seqs = B;
+}
+
+static void test_loss_weights(void) {
+    TEST_BEGIN("--loss-norm: each sequence's share of the step's loss, by hand");
+    size_t offs[5];
+    uint8_t mask[24];
+    double w[4];
+    DataLoader d;
+    TrainSettings s;
+    memset(&s, 0, sizeof s);
+    struct { size_t targets[4], B; unsigned norm; size_t ranks; double want[4]; } cases[] = {
+        // the sequence mean: 1/B each
+        {{1, 2, 3, 4}, 4, TRAIN_LOSS_SEQUENCE, 1, {0.25, 0.25, 0.25, 0.25}},
+        // one window (one rank accumulating the step): n_i / (1 + 2 + 3 + 4)
+        {{1, 2, 3, 4}, 4, TRAIN_LOSS_TOKENS, 1, {0.1, 0.2, 0.3, 0.4}},
+        // 2 ranks: sequences 0, 2 are rank 0's (4 targets), 1, 3 rank 1's (6); ranks averaged
+        {{1, 2, 3, 4}, 4, TRAIN_LOSS_TOKENS, 2, {1.0 / 8, 2.0 / 12, 3.0 / 8, 4.0 / 12}},
+        // a rank per sequence: the sequence mean again
+        {{1, 2, 3, 4}, 4, TRAIN_LOSS_TOKENS, 4, {0.25, 0.25, 0.25, 0.25}},
+        // a sequence without targets weighs 0, its window's others take the window's share
+        {{0, 2, 3, 4}, 4, TRAIN_LOSS_TOKENS, 2, {0.0, 2.0 / 12, 3.0 / 6, 4.0 / 12}},
+        // a short step (--last-batch short): 2 sequences on 4 ranks, 2 of them hold one
+        {{3, 5, 0, 0}, 2, TRAIN_LOSS_TOKENS, 4, {0.5, 0.5}},
+    };
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        hand_batch(&d, offs, mask, cases[c].targets, cases[c].B);
+        s.loss_norm = cases[c].norm;
+        s.loss_ranks = cases[c].ranks;
+        train_loss_weights(&d, &s, w);
+        for (size_t i = 0; i < cases[c].B; i++)
+            CHECK(fabs(w[i] - cases[c].want[i]) < 1e-15, "case %zu, sequence %zu: %.17g, want %.17g", c, i, w[i], cases[c].want[i]);
+    }
+    TEST_END();
+
+    // The loss and gradient with one window's weights, on a model: every target token alike, i.e.
+    // sum_s n_s * (token mean of s) / sum_s n_s, from each sequence alone, in two micro-batches.
+    TEST_BEGIN("--loss-norm tokens: loss and gradients weigh every target token of the window alike");
+    Qwen2Config c = tiny_config(0);
+    Qwen2 m;
+    init_spread(&m, &c, 5);
+    const size_t n_targets[3] = {3, 4, 0};   // fd_targets after each sequence's first token
+    double tw[3] = {3.0 / 7, 4.0 / 7, 0};    // n_s / N: one window of 7 target tokens
+    float want_loss = 0.0f;
+    size_t P = m.num_parameters;
+    float *want_grad = (float *)callocCheck(P, sizeof(float));
+    for (size_t s = 0; s < 3; s++) {   // each sequence alone: its token mean, scaled by n_s / N
+        size_t k = 0;
+        for (size_t t = fd_seq_offsets[s] + 1; t < fd_seq_offsets[s + 1]; t++) k += fd_targets[t];
+        CHECK(k == n_targets[s], "sequence %zu has %zu targets, want %zu", s, k, n_targets[s]);
+        qwen2_zero_grad(&m);
+        size_t one[2] = {0, fd_seq_offsets[s + 1] - fd_seq_offsets[s]};
+        want_loss += (float)tw[s] * qwen2_forward(&m, fd_tokens + fd_seq_offsets[s], fd_targets + fd_seq_offsets[s], one, 1);
+        qwen2_backward(&m, (float)tw[s]);
+        for (size_t i = 0; i < P; i++) want_grad[i] += m.grads_memory[i];
+    }
+    qwen2_zero_grad(&m);
+    size_t mb1[3] = {0, fd_seq_offsets[1], fd_seq_offsets[2]}, mb2[2] = {0, fd_seq_offsets[3] - fd_seq_offsets[2]};
+    float loss = qwen2_forward_weighted(&m, fd_tokens, fd_targets, mb1, 2, tw);
+    qwen2_backward(&m, 1.0f);
+    loss += qwen2_forward_weighted(&m, fd_tokens + fd_seq_offsets[2], fd_targets + fd_seq_offsets[2], mb2, 1, tw + 2);
+    qwen2_backward(&m, 1.0f);
+    CHECK(fabsf(loss - want_loss) <= 1e-6f * fabsf(want_loss), "loss %.9g, want %.9g", (double)loss, (double)want_loss);
+    double d_grad = rel_max_diff(m.grads_memory, want_grad, P);
+    CHECK(d_grad < 1e-5, "gradients differ by %.3g of their largest", d_grad);
+    // and it is not the sequence mean: that weighs the two scored sequences 1/3 each
+    qwen2_zero_grad(&m);
+    float seq_loss = qwen2_forward(&m, fd_tokens, fd_targets, fd_seq_offsets, 3);
+    CHECK(fabsf(seq_loss - want_loss) > 1e-3f * fabsf(want_loss), "the sequence mean %.9g equals the token mean %.9g", (double)seq_loss,
+          (double)want_loss);
+    free(want_grad);
+    qwen2_free(&m);
+    TEST_END();
+}
+
+// One AdamW step of train_run() on data without a target (every gradient 0, so the AdamW
+// update is 0 and only the decoupled decay moves a weight: p -> p (1 - lr wd)), from a model with
+// random biases and norm weights. Which tensors shrink is derived from their HF names, as
+// transformers 4.46.1's get_decay_parameter_names decides (trainer.py:1131-1140): everything but a
+// name with "bias" (no nn.LayerNorm in Qwen2); with --exempt-norms also none with "norm".
+static void test_decay_set(void) {
+    TEST_BEGIN("weight decay: RMSNorm weights decay by default (transformers 4.46.1), not with --exempt-norms");
+    TrainOptions o;
+    train_options_defaults(&o);
+    CHECK(o.settings.decay_norm_weights == 1 && o.settings.last_batch == TRAIN_LAST_BATCH_S1 &&
+          o.settings.loss_norm == TRAIN_LOSS_SEQUENCE, "the defaults are not s1's run");
+    char tmp[] = "/tmp/test_s1_decayXXXXXX", shard[300], init[300], out[300], cmd[400];
+    if (mkdtemp(tmp) == NULL) die("mkdtemp failed");
+    snprintf(shard, sizeof shard, "%s/s.shard", tmp);
+    snprintf(init, sizeof init, "%s/init", tmp);
+    snprintf(out, sizeof out, "%s/out", tmp);
+    write_test_shard(shard, 4, 0);
+    Qwen2Config c = tiny_config(0);
+    Qwen2 m0;
+    init_spread(&m0, &c, 9);
+    qwen2_save(&m0, init);
+    for (int exempt = 0; exempt < 2; exempt++) {
+        train_options_defaults(&o);
+        o.settings.lr = 1e-2;
+        o.settings.weight_decay = 0.5;
+        o.settings.warmup_ratio = 0.0;   // so the first step has the peak lr
+        o.settings.epochs = 1;
+        o.settings.batch_size = 4;
+        o.settings.decay_norm_weights = !exempt;
+        o.data_path = shard;
+        o.model_dir = init;
+        o.out_dir = out;
+        o.quiet = 1;
+        train_run(&o);
+        Qwen2 m1;
+        qwen2_load(&m1, out);
+        float shrink = (float)(1.0 - 1e-2 * 0.5);
+        size_t decayed = 0, kept = 0;
+        for (size_t i = 0; i < m0.num_tensors; i++) {
+            const TensorInfo *t = &m0.tensors[i];
+            int decays = strstr(t->name, "bias") == NULL && !(exempt && strstr(t->name, "norm") != NULL);
+            const float *a = m0.params_memory + t->offset, *b = m1.params_memory + t->offset;
+            size_t bad = 0;
+            for (size_t j = 0; j < t->numel; j++) bad += b[j] != (decays ? a[j] * shrink : a[j]);
+            CHECK(bad == 0, "%s: %zu of %zu values are not %s", t->name, bad, t->numel, decays ? "p (1 - lr wd)" : "unchanged");
+            decayed += decays;
+            kept += !decays;
+        }
+        CHECK(kept == (exempt ? 3 * c.num_layers + 2 * c.num_layers + 1 : 3 * c.num_layers), "%zu tensors kept their values", kept);
+        (void)decayed;
+        qwen2_free(&m1);
+    }
+    qwen2_free(&m0);
+    snprintf(cmd, sizeof cmd, "rm -rf %s", tmp);
+    if (system(cmd) != 0) die("cleanup failed");
     TEST_END();
 }
 
@@ -502,7 +769,11 @@ int main(void) {
     test_finite_differences(1);
     test_checkpoint_formats();
     test_thread_independence();
-    test_resume();
+    test_resume(TRAIN_LAST_BATCH_S1, TRAIN_LOSS_SEQUENCE, 1);
+    test_resume(TRAIN_LAST_BATCH_SHORT, TRAIN_LOSS_TOKENS, 1);
+    test_last_batch();
+    test_loss_weights();
+    test_decay_set();
     test_decode("tests/fixtures/qwen-tiny-gqa");
     return test_summary();
 }

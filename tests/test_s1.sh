@@ -55,6 +55,47 @@ expect_error "a schedule flag with --resume is refused" "--lr cannot be combined
 expect_error "resume on other data is refused" "gqa.shard: not the data this run was trained on" \
     $S1 train --resume "$TMP/r2" --data "$TMP/gqa.shard" --out "$TMP/r3"
 
+# ---- s1's run and its alternatives (issue 12): --last-batch, --loss-norm, --exempt-norms
+for f in --last-batch --loss-norm --loss-ranks --exempt-norms; do
+    expect_eq "train --help lists $f" "$($S1 train --help | grep -cE -- "^  $f ")" "1"
+done
+X=(--model $TIED --data "$TMP/tied.shard" --out "$TMP/x")
+expect_error "--decay-norms is gone (norm weights decay by default)" "unknown argument '--decay-norms'" $S1 train "${X[@]}" --decay-norms
+expect_error "--last-batch takes s1 or short" "--last-batch: 'all' is not s1 or short" $S1 train "${X[@]}" --last-batch all
+expect_error "--loss-norm takes sequence or tokens" "--loss-norm: 'mean' is not sequence or tokens" $S1 train "${X[@]}" --loss-norm mean
+expect_error "--loss-ranks without --loss-norm tokens" "--loss-ranks applies to --loss-norm tokens only" $S1 train "${X[@]}" --loss-ranks 2
+expect_error "--loss-ranks must divide the batch" "--loss-ranks 3 does not divide the batch of 2 sequences" \
+    $S1 train "${X[@]}" --batch 2 --loss-norm tokens --loss-ranks 3
+expect_error "--exempt-norms is a run setting, refused with --resume" "--exempt-norms cannot be combined with --resume" \
+    $S1 train --resume "$TMP/r2" --data "$TMP/tied.shard" --out "$TMP/r3" --exempt-norms
+# 4 sequences in steps of 3: the second step of each epoch holds the left-over sequence and, by
+# default, the epoch's first two again (accelerate's even_batches): 3 sequences in the log's
+# tokens/s line's count, and a different loss from --last-batch short's one sequence
+L=(--model $TIED --data "$TMP/tied.shard" --epochs 3 --batch 3 --lr 1e-3 --threads 1)
+$S1 train "${L[@]}" --out "$TMP/lb1" >"$TMP/lb1.log"
+$S1 train "${L[@]}" --last-batch short --out "$TMP/lb2" >"$TMP/lb2.log"
+expect_eq "2 steps per epoch either way (6 in all)" "$(grep -c '^step [0-9]/6 ' "$TMP/lb1.log") $(grep -c '^step [0-9]/6 ' "$TMP/lb2.log")" "6 6"
+expect_eq "the first step is the same, the epoch's last one is not" \
+    "$(diff <(grep '^step 1/' "$TMP/lb1.log" | cut -d'|' -f2) <(grep '^step 1/' "$TMP/lb2.log" | cut -d'|' -f2) >/dev/null && echo same),$(diff <(grep '^step 2/' "$TMP/lb1.log" | cut -d'|' -f2) <(grep '^step 2/' "$TMP/lb2.log" | cut -d'|' -f2) >/dev/null && echo same)" "same,"
+# resume through filled last steps, with token weighting over micro-batches of 2: bit for bit
+$S1 train "${L[@]}" --loss-norm tokens --micro-batch 2 --out "$TMP/t1" >/dev/null
+$S1 train "${L[@]}" --loss-norm tokens --micro-batch 2 --stop-at 3 --out "$TMP/t2" >/dev/null
+$S1 train --resume "$TMP/t2" --data "$TMP/tied.shard" --out "$TMP/t2" --micro-batch 2 --threads 1 >/dev/null
+expect_ok "resume with --loss-norm tokens across filled last steps: bit-identical weights" cmp "$TMP/t1/model.safetensors" "$TMP/t2/model.safetensors"
+expect_ok "... and optimizer state" cmp "$TMP/t1/optimizer.bin" "$TMP/t2/optimizer.bin"
+expect_eq "--loss-norm tokens trains differently from the sequence mean" "$(cmp -s "$TMP/t1/model.safetensors" "$TMP/lb1/model.safetensors" || echo differs)" "differs"
+# An optimizer.bin of version 2 (before issue 12: the header without last_batch, loss_norm and
+# loss_ranks, 24 bytes at offset 144) resumes the way it was trained: short last batches, the
+# sequence mean. Made here from a version 3 file by cutting those bytes and writing version 2.
+$S1 train "${L[@]}" --last-batch short --stop-at 1 --out "$TMP/v2" >/dev/null
+f="$TMP/v2/optimizer.bin"
+{ head -c 4 "$f"; printf '\x02\x00\x00\x00'; tail -c +9 "$f" | head -c 136; tail -c +169 "$f"; } >"$TMP/v2.bin" && mv "$TMP/v2.bin" "$f"
+$S1 train --resume "$TMP/v2" --data "$TMP/tied.shard" --out "$TMP/v2" --threads 1 >/dev/null
+expect_ok "a version 2 optimizer.bin resumes with --last-batch short, as it was trained" cmp "$TMP/lb2/model.safetensors" "$TMP/v2/model.safetensors"
+printf '\x01' | dd of="$TMP/v2/optimizer.bin" bs=1 seek=4 conv=notrunc status=none
+expect_error "an optimizer.bin of version 1 is refused" "optimizer.bin: not an s1.c optimizer state \(bad magic or version\)" \
+    $S1 train --resume "$TMP/v2" --data "$TMP/tied.shard" --out "$TMP/v2"
+
 # ---- bad checkpoints: one line on stderr naming the file and the problem, non-zero exit
 bad() { rm -rf "$TMP/bad"; mkdir "$TMP/bad"; cp $GQA/config.json $GQA/model.safetensors "$TMP/bad/"; }
 bad; head -c 500000 $GQA/model.safetensors >"$TMP/bad/model.safetensors"

@@ -63,11 +63,12 @@ P="--model $TMP/bf --tokenizer $TOK --prompts $TMP/prompts.jsonl"
 structure() {   # structure FILE B N: per line the fields, values elided but index and prompt_tokens; "bad" on a broken rule
     # (EXACT=0: a full context may force the exit before B)
     sed -E 's/"(text|answer)": "([^"\\]|\\.)*"/"\1": S/g' "$1" | awk -v B="$2" -v N="$3" -v X="${EXACT:-1}" '
-        { line = $0; t = $0; sub(/.*"thinking_tokens": /, "", t); t += 0
+        { line = $0; t = $0; sub(/.*"thinking_ids": /, "", t); t += 0
           w = $0; sub(/.*"waits": /, "", w); w += 0
           f = ($0 ~ /"forced_exit": true/)
           if (t > B || w > N || (X && f && t != B)) print "bad:" NR
-          sub(/"thinking_tokens": [0-9]+/, "\"thinking_tokens\": T", line); sub(/"waits": [0-9]+/, "\"waits\": W", line)
+          sub(/"thinking_tokens": [0-9]+/, "\"thinking_tokens\": T", line); sub(/"thinking_ids": [0-9]+/, "\"thinking_ids\": I", line)
+          sub(/"waits": [0-9]+/, "\"waits\": W", line)
           sub(/"forced_exit": (true|false)/, "\"forced_exit\": F", line)
           sub(/"thinking_stop": "(stop|length)"/, "\"thinking_stop\": R", line); sub(/"stop": "(stop|length)"/, "\"stop\": R", line)
           print line }'
@@ -99,7 +100,7 @@ expect_eq "a thinking that stopped by itself (no forced exit) in both" \
 # the auto budget is resolved the same way: longest prompt 61 tokens, 200 - 61 - 2 - 12 - 100 = 25 here
 $SAMPLE $P --max-gen-toks 200 >"$TMP/auto.jsonl" 2>/dev/null
 expect_eq "auto budget: the thinking of every prompt is cut at the same B as ./s1's" \
-    "$(grep -o '"thinking_tokens": [0-9]*' "$TMP/auto.jsonl" | sort -u)" "$($S1 sample $P --max-gen-toks 200 2>/dev/null | grep -o '"thinking_tokens": [0-9]*' | sort -u)"
+    "$(grep -o '"thinking_ids": [0-9]*' "$TMP/auto.jsonl" | sort -u)" "$($S1 sample $P --max-gen-toks 200 2>/dev/null | grep -o '"thinking_ids": [0-9]*' | sort -u)"
 B1="--max-thinking 5 --wait 1 --max-gen-toks 8 --max-context 200"
 $SAMPLE $P $B1 --out "$TMP/out.jsonl" 2>"$TMP/out.err"
 expect_eq "sample --out writes what stdout shows" "$(cat "$TMP/out.jsonl")" "$($SAMPLE $P $B1 2>/dev/null)"
@@ -110,10 +111,11 @@ t2=$($SAMPLE $P --max-thinking 12 --temperature 1 --seed 8 --max-gen-toks 8 --ma
 expect_eq "another seed samples another text (a random model: ~771 near-equal choices per token)" "$([ "$t1" != "$t2" ] && echo differ)" "differ"
 
 # ---- one language: --help of both lists the same sampling flags. The only differences:
-# ./s1's --threads (CPU cores) and sample's --prompt-ids (raw ids, for models without a tokenizer).
+# ./s1's --threads (CPU cores), sample's --prompt-ids (raw ids, for models without a tokenizer) and
+# sample's --plan with its --config, --context, --hbm-gbps (the decoder's time model).
 flags() { "$@" --help | grep -oE '^  --[a-z-]+' | sed 's/^  //'; }
-expect_eq "sample --help and ./s1 sample --help: the same flags but --threads / --prompt-ids" \
-    "$(diff <(flags $S1 sample) <(flags $SAMPLE) | grep '^[<>]' | tr '\n' ' ')" "< --threads > --prompt-ids "
+expect_eq "sample --help and ./s1 sample --help: the same flags but --threads / --prompt-ids and --plan's" \
+    "$(diff <(flags $S1 sample) <(flags $SAMPLE) | grep '^[<>]' | tr '\n' ' ')" "< --threads > --prompt-ids > --plan > --config > --context > --hbm-gbps "
 expect_eq "sample --help lists the budget flags" "$(flags $SAMPLE | grep -cE '^--(max-thinking|wait|ignore-str|max-gen-toks|max-context|readme-variant|top-p)$')" "7"
 printf '#define TOKENIZER_NO_MAIN\n#include "tokenizer.c"\n#include "common/generate.h"\nint main() { return 0; }\n' >"$TMP/h_generate.cpp"
 expect_ok "common/generate.h compiles as C++17" g++ -std=c++17 -Wall -Wextra -Werror -I. -fsyntax-only "$TMP/h_generate.cpp"
@@ -130,13 +132,13 @@ expect_eq "sft train --help: the GPU-only flags" \
 
 # ---- sft train == ./s1 train: 3 steps from the gqa fixture on its 4 sequences, 2 per step, one per
 # micro-batch (accumulation), warmup 2 of 4 steps (step 1 has lr 0), clipping at 0.5 (the gradient norm
-# is above it), weight decay 1.0 on weights and norms. Per step: the same lr (one schedule), the loss
+# is above it), weight decay 1.0 on weights and norms (norms decay by default). Per step: the same lr (one schedule), the loss
 # within the forward bound (2 * 4u * max|logit| >= 0.0219 here, tests/emu_kernels.cu), the gradient norm
 # within the gradient bound of tests/emu_kernels_train.cu (2 sqrt(18 L + 4) u = 5.9% at L = 3). The
 # weights after 3 steps: tests/tool_ckpt_diff.c's bounds (|A - B| <= sum 2 lr_t C_t, derived from
 # AdamW). A run that did not move would pass that bound; step 3's loss, taken after the step-2 update,
 # would not (5.822 with lr 0 against 5.638: 8 times the bound).
-RUN="--data $TMP/gqa.shard --batch 2 --epochs 2 --lr 1e-3 --warmup-ratio 0.5 --clip 0.5 --weight-decay 1.0 --decay-norms"
+RUN="--data $TMP/gqa.shard --batch 2 --epochs 2 --lr 1e-3 --warmup-ratio 0.5 --clip 0.5 --weight-decay 1.0"
 $S1 train --model $GQA $RUN --stop-at 3 --out "$TMP/s1run" --threads 1 >"$TMP/s1.log" 2>&1
 $SFT train --model $GQA $RUN --stop-at 3 --save-dtype f32 --out "$TMP/sftrun" >"$TMP/sft.log" 2>&1
 expect_eq "sft train ran 3 steps" "$(grep -c '^step ' "$TMP/sft.log")" "3"
@@ -152,6 +154,19 @@ expect_ok "the weights after 3 steps match ./s1 train's within the AdamW bounds 
     build/tests/tool_ckpt_diff $GQA "$TMP/s1run" "$TMP/sftrun" "$(field "$TMP/s1.log" lr | tr '\n' ',' | sed 's/,$//')"
 echo "note: $(build/tests/tool_ckpt_diff $GQA "$TMP/s1run" "$TMP/sftrun" "$(field "$TMP/s1.log" lr | tr '\n' ',' | sed 's/,$//')" | tail -n 1)"
 expect_ok "./s1 loss reads sft train's checkpoint" $S1 loss --model "$TMP/sftrun" --data "$TMP/gqa.shard" --threads 1
+
+# ---- --loss-norm tokens (issue 12): every target token of a rank's window alike, 2 windows of 2 sequences, in
+# micro-batches of 2 (the weights come from the whole step's data, common/train.h train_loss_weights()):
+# the same loss and gradient norm as ./s1 train within the bounds above, and not those of the sequence mean
+T="--model $GQA --data $TMP/gqa.shard --batch 4 --epochs 1 --lr 1e-3 --micro-batch 2"
+$S1 train $T --loss-norm tokens --loss-ranks 2 --out "$TMP/s1tok" --threads 1 >"$TMP/s1tok.log" 2>&1
+$S1 train $T --out "$TMP/s1seq" --threads 1 >"$TMP/s1seq.log" 2>&1
+$SFT train $T --loss-norm tokens --loss-ranks 2 --save-dtype f32 --out "$TMP/sfttok" >"$TMP/sfttok.log" 2>&1
+ok=$(paste <(field "$TMP/sfttok.log" loss) <(field "$TMP/s1tok.log" loss) <(field "$TMP/sfttok.log" 'grad norm') <(field "$TMP/s1tok.log" 'grad norm') \
+           <(field "$TMP/s1seq.log" 'grad norm') |
+     awk 'function abs(x) { return x < 0 ? -x : x } { ok = abs($1 - $2) <= 0.0219 && abs($3 - $4) <= 0.059 * $4 && abs($5 - $4) > 0.059 * $4; n++ }
+          END { print (n == 1 && ok) ? "yes" : "no" }')
+expect_eq "--loss-norm tokens: sft train's loss and gradient norm are ./s1 train's, not the sequence mean's" "$ok" "yes"
 
 # ---- resume and determinism, bit for bit (bf16 checkpoints: the fp32 master weights travel in optimizer.bin)
 RUN2="--model $GQA --data $TMP/gqa.shard --batch 2 --epochs 2 --lr 1e-3 --warmup-ratio 0.25 --clip 0.5"

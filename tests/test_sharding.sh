@@ -38,15 +38,22 @@ $SFT train $RUN --nproc 4 --balance --recompute --out "$TMP/n4" >/dev/null 2>&1
 expect_eq "--overlap over 2 ranks: the same weights, bit for bit" "$(cmp -s "$TMP/w2/model.safetensors" "$TMP/o2/model.safetensors" && echo same)" "same"
 expect_eq "--overlap over 4 ranks with --balance and --recompute: the same weights, bit for bit" \
     "$(cmp -s "$TMP/n4/model.safetensors" "$TMP/o4/model.safetensors" && echo same)" "same"
-# A short last batch: 4 sequences in batches of 3 over 3 ranks leave 2 ranks without a sequence in the
-# second step; they still make every collective (with and without --overlap)
+# A short last batch (--last-batch short): 4 sequences in batches of 3 over 3 ranks leave 2 ranks
+# without a sequence in the second step; they still make every collective (with and without --overlap)
 RUN3="--model $GQA --data $TMP/gqa.shard --batch 3 --epochs 2 --stop-at 2 --lr 1e-3 --warmup-ratio 0.25 --save-dtype f32"
-$SFT train $RUN3 --out "$TMP/s1r" >"$TMP/s1r.log" 2>&1
-$SFT train $RUN3 --nproc 3 --out "$TMP/s3" >"$TMP/s3.log" 2>&1
-$SFT train $RUN3 --nproc 3 --overlap --out "$TMP/s3o" >/dev/null 2>&1
+$SFT train $RUN3 --last-batch short --out "$TMP/s1r" >"$TMP/s1r.log" 2>&1
+$SFT train $RUN3 --last-batch short --nproc 3 --out "$TMP/s3" >"$TMP/s3.log" 2>&1
+$SFT train $RUN3 --last-batch short --nproc 3 --overlap --out "$TMP/s3o" >/dev/null 2>&1
 expect_ok "3 ranks, a step with one sequence: the weights of one rank within AdamW's bound" \
     build/tests/tool_ckpt_diff $GQA "$TMP/s1r" "$TMP/s3" "$(field "$TMP/s1r.log" lr | tr '\n' ',' | sed 's/,$//')"
 expect_eq "and the same bits with --overlap" "$(cmp -s "$TMP/s3/model.safetensors" "$TMP/s3o/model.safetensors" && echo same)" "same"
+# The default (--last-batch s1): that step holds the left-over sequence and the epoch's first two again,
+# one per rank, as s1's 16 ranks held theirs (accelerate's even_batches)
+$SFT train $RUN3 --out "$TMP/e1r" >"$TMP/e1r.log" 2>&1
+$SFT train $RUN3 --nproc 3 --out "$TMP/e3" >/dev/null 2>&1
+expect_ok "3 ranks, the last step filled to 3 sequences: the weights of one rank within AdamW's bound" \
+    build/tests/tool_ckpt_diff $GQA "$TMP/e1r" "$TMP/e3" "$(field "$TMP/e1r.log" lr | tr '\n' ',' | sed 's/,$//')"
+expect_eq "and not the short step's weights" "$(cmp -s "$TMP/e1r/model.safetensors" "$TMP/s1r/model.safetensors" || echo differ)" "differ"
 
 # ---- memory per rank: what each rank allocated is the plan's count, and the training state is 1/W
 for w in 1 2 4; do

@@ -518,7 +518,8 @@ static int main_train(int argc, char **argv) {
 
 static void usage_plan(void) {
     printf("usage: sft plan --config CONFIG.json [--gpus N] [--gpu-mem GIB] [--block-size N] [--recompute | --no-recompute]\n"
-           "                [--data SHARD | --tokens N --sequences S] [--epochs N] [--mfu X] [--dollars-per-gpu-hour Y]\n"
+           "                [--data SHARD | --tokens N --sequences S] [--epochs N] [--batch B] [--last-batch s1|short]\n"
+           "                [--mfu X] [--dollars-per-gpu-hour Y]\n"
            "                [--reduce-dtype bf16|f32] [--overlap] [--chunk-rows N] [--peak-tflops X]\n"
            "\n"
            "Plans a run of sft train over N GPUs (ZeRO-3: each holds 1/N of the weights, master weights, AdamW\n"
@@ -536,6 +537,11 @@ static void usage_plan(void) {
            "  --data SHARD         the run's sequences (their lengths, truncated to the block), or\n"
            "  --tokens N --sequences S      N tokens in S sequences per epoch (default: s1K, 4,700,000 in 1,000)\n"
            "  --epochs N           (default 5)\n"
+           "  --batch B            sequences per optimizer step (default 16, sft train's)\n"
+           "  --last-batch R       s1 (default): an epoch's last step is refilled to B sequences from the\n"
+           "                       epoch's start, as accelerate 1.0.1 did (1,000 sequences train as 63 x 16 =\n"
+           "                       1,008); short: it trains only the left-over ones (sft train's rules;\n"
+           "                       with --data the refill is the one sft train's default seed draws)\n"
            "  --mfu X              the MFU to cost the run at (default 0.035: this code's paper estimate, CUDA-core\n"
            "                       attention; see tutorial/sharding.md)\n"
            "  --dollars-per-gpu-hour Y   (default 2.00)\n"
@@ -551,6 +557,10 @@ static void usage_plan(void) {
 static int main_plan(int argc, char **argv) {
     const char *config_path = NULL, *data_path = NULL;
     size_t W = 16, T = 32768, epochs = 5, chunk_rows = 1024, tokens = 4700000, sequences = 1000;
+    TrainOptions train;   // the batch, last-batch rule and seed sft train would use
+    train_options_defaults(&train);
+    size_t B = (size_t)train.settings.batch_size;
+    unsigned last_batch = (unsigned)train.settings.last_batch;
     double gpu_mem_gib = 80, mfu = 0.035, dollars = 2.0, peak = 989;
     int recompute = -1, reduce_f32 = 0, tokens_given = 0, sequences_given = 0, overlap = 0;
     for (int i = 0; i < argc; i++) {
@@ -567,6 +577,13 @@ static int main_plan(int argc, char **argv) {
         else if (flag_is(a, "--tokens")) { tokens = flag_count(argc, argv, &i, 0); tokens_given = 1; }
         else if (flag_is(a, "--sequences")) { sequences = flag_count(argc, argv, &i, 0); sequences_given = 1; }
         else if (flag_is(a, "--epochs")) epochs = flag_count(argc, argv, &i, 0);
+        else if (flag_is(a, "--batch")) B = flag_count_max(argc, argv, &i, 1, 1u << 20);
+        else if (flag_is(a, "--last-batch")) {
+            const char *v = flag_value(argc, argv, &i);
+            if (strcmp(v, "s1") == 0) last_batch = TRAIN_LAST_BATCH_S1;
+            else if (strcmp(v, "short") == 0) last_batch = TRAIN_LAST_BATCH_SHORT;
+            else die("--last-batch: '%s' is not s1 or short", v);
+        }
         else if (flag_is(a, "--mfu")) mfu = flag_number(argc, argv, &i);
         else if (flag_is(a, "--dollars-per-gpu-hour")) dollars = flag_number(argc, argv, &i);
         else if (flag_is(a, "--chunk-rows")) chunk_rows = flag_count(argc, argv, &i, 0);
@@ -588,26 +605,33 @@ static int main_plan(int argc, char **argv) {
     Qwen2Config c;
     config_read(&c, config_path);
     double P = (double)parameter_count(&c), gpu_bytes = gpu_mem_gib * 1073741824.0;
-    // the FLOPs of one epoch: the shard's sequences, or S sequences of the mean length
-    double epoch_flops = 0.0, epoch_tokens = 0.0, S = 0.0;
+    // The FLOPs of the run: every sequence each step trains, as sft train counts them (the
+    // refill of --last-batch s1 included), from the shard's sequences in sft train's order
+    // (its DataLoader and default seed), or S sequences of the mean length.
+    double run_flops = 0.0, run_seqs = 0.0, epoch_tokens = 0.0, S = 0.0;
+    size_t steps_per_epoch;
     if (data_path != NULL) {
-        Shard shard;
-        shard_read(&shard, data_path);
-        for (size_t i = 0; i < (size_t)shard.header.num_sequences; i++) {
-            size_t len = shard_seq_len(&shard, i) < T ? shard_seq_len(&shard, i) : T;
-            epoch_flops += training_flops(&c, len);
-            epoch_tokens += (double)len;
+        DataLoader loader;
+        dataloader_init(&loader, data_path, B, T, train.settings.seed);
+        loader.last_batch = last_batch;
+        S = (double)loader.shard.header.num_sequences;
+        for (size_t i = 0; i < (size_t)S; i++) epoch_tokens += (double)(shard_seq_len(&loader.shard, i) < T ? shard_seq_len(&loader.shard, i) : T);
+        steps_per_epoch = dataloader_steps_per_epoch(&loader);
+        for (size_t step = 0; step < epochs * steps_per_epoch; step++) {
+            dataloader_batch(&loader, step);
+            for (size_t i = 0; i < loader.num_seqs; i++) run_flops += training_flops(&c, loader.seq_offsets[i + 1] - loader.seq_offsets[i]);
+            run_seqs += (double)loader.num_seqs;
         }
-        S = (double)shard.header.num_sequences;
-        shard_free(&shard);
+        dataloader_free(&loader);
     } else {
         if (sequences == 0) die("sft plan: --sequences must be positive");
-        size_t mean = tokens / sequences;
-        epoch_flops = (double)sequences * training_flops(&c, mean);
-        epoch_tokens = (double)tokens;
         S = (double)sequences;
+        epoch_tokens = (double)tokens;
+        steps_per_epoch = (sequences + B - 1) / B;
+        run_seqs = (double)epochs * (double)(last_batch == TRAIN_LAST_BATCH_S1 ? steps_per_epoch * B : sequences);
+        run_flops = run_seqs * training_flops(&c, tokens / sequences);
     }
-    double run_flops = epoch_flops * (double)epochs;
+    double epoch_flops = epochs ? run_flops / (double)epochs : 0.0, epoch_seqs = epochs ? run_seqs / (double)epochs : 0.0;
     GpuMemoryPlan keep = gpu_memory_plan(&c, T, 0, (int)chunk_rows, (int)W, reduce_f32, overlap && W > 1);
     GpuMemoryPlan rec = gpu_memory_plan(&c, T, 1, (int)chunk_rows, (int)W, reduce_f32, overlap && W > 1);
     int use_rec = recompute >= 0 ? recompute : keep.total + CONTEXT_BYTES > gpu_bytes;
@@ -635,10 +659,11 @@ static int main_plan(int argc, char **argv) {
     double total = p->total + CONTEXT_BYTES;
     printf("  %-58s %9.2f GB  (without recompute %.2f GB, with %.2f GB)\n", "total", total / 1e9,
            (keep.total + CONTEXT_BYTES) / 1e9, (rec.total + CONTEXT_BYTES) / 1e9);
-    double per_token = epoch_flops / epoch_tokens;
     printf("\ncompute (training_flops(): 6 N_mm T + 6 L NQ HD T (T+1) per sequence):\n");
-    printf("  epoch: %.0f sequences, %.0f tokens (mean %.0f), %.4g FLOP (%.1f GFLOP per token)\n", S, epoch_tokens,
-           epoch_tokens / S, epoch_flops, per_token / 1e9);
+    printf("  data: %.0f sequences, %.0f tokens (mean %.0f)\n", S, epoch_tokens, epoch_tokens / S);
+    printf("  epoch: %zu steps of %zu, %.0f sequences trained (--last-batch %s), %.4g FLOP (%.1f GFLOP per token of data)\n",
+           steps_per_epoch, B, epoch_seqs, last_batch == TRAIN_LAST_BATCH_S1 ? "s1" : "short", epoch_flops,
+           epoch_flops / epoch_tokens / 1e9);
     printf("  run: %zu epochs, %.4g FLOP\n", epochs, run_flops);
     double s1_seconds = 26 * 60, s1_mfu = run_flops / (s1_seconds * 16 * 989e12);
     printf("\ntime and cost:\n");

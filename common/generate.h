@@ -193,11 +193,17 @@ static inline int parse_sample_flag(int argc, char **argv, int *i, SampleSetting
     "\"Wait\" up to N times. Writes one JSON object per prompt: the full text, the thinking-token count,\n" \
     "the answer text, the waits inserted and why each phase stopped (\"stop\" or \"length\").\n"
 
+// the one-run flags of the samplers (./s1 eval sweeps them instead: --budgets, --waits, --methods, --controls)
 #define SAMPLE_BUDGET_FLAGS_HELP \
     "  --max-thinking B     thinking budget in tokens, or 'auto' = max-gen-toks - longest prompt -\n" \
     "                       the two delimiters - 100 (s1-spec 5.2: 108 tokens with Qwen2.5's; default auto)\n" \
     "  --wait N             ignore the end of thinking up to N times, appending \"Wait\"; each round gets\n" \
-    "                       the full budget B again, then the thinking is cut to B (default 0 = never)\n"
+    "                       the full budget B again, then the thinking is cut to B (default 0 = never)\n" \
+    "  --rejection T        rejection sampling (s1's Table 3 baseline): resample the whole thinking until it\n" \
+    "                       ends by itself within B tokens, at most T tries (the T-th is budget-forced);\n" \
+    "                       Waits are ignored, as in the harness. Use with --temperature 1, as s1 did\n" \
+    "  --control C          a control prompt appended to each question, from s1's task utils: token:N\n" \
+    "                       (\"Think for up to N tokens.\"), token (N = the budget B), step:N, long, short\n"
 
 #define SAMPLE_FLAGS_HELP \
     "  --ignore-str S       the string appended on each ignored stop (default \"Wait\")\n" \
@@ -213,12 +219,7 @@ static inline int parse_sample_flag(int argc, char **argv, int *i, SampleSetting
     "  --think-stops M      what ends a thinking round: 'vllm' (default) as vLLM 0.6.4.post1 ran the harness:\n" \
     "                       <|endoftext|> too (generation_config.json), and without --wait only <|im_end|>\n" \
     "                       and <|endoftext|> (the string stop \"<|im_start|>\" never matches a skipped\n" \
-    "                       special token); 'ids': <|im_start|> and <|im_end|> in every round\n" \
-    "  --rejection T        rejection sampling (s1's Table 3 baseline): resample the whole thinking until it\n" \
-    "                       ends by itself within B tokens, at most T tries (the T-th is budget-forced);\n" \
-    "                       Waits are ignored, as in the harness. Use with --temperature 1, as s1 did\n" \
-    "  --control C          a control prompt appended to each question, from s1's task utils: token:N\n" \
-    "                       (\"Think for up to N tokens.\"), token (N = the budget B), step:N, long, short\n"
+    "                       special token); 'ids': <|im_start|> and <|im_end|> in every round\n"
 
 // ----------------------------------------------------------------------------
 // s1's delimiters, spelled by the tokenizer (the demo's small BPE numbers its

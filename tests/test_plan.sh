@@ -13,12 +13,20 @@ done
 
 # ---- FLOPs, by hand: per sequence of T tokens 6 N_mm T + 6 L NQ HD T (T+1), N_mm = all parameters but the
 # untied embedding (a lookup): 32,763,876,352 - 152,064 * 5,120 = 31,985,308,672. s1K as 1,000 sequences of
-# 4,700 tokens: an epoch is 1000 * (6 * 31985308672 * 4700 + 6 * 64 * 40 * 128 * 4700 * 4701), 5 epochs.
+# 4,700 tokens, trained as s1 did: 63 steps of 16 per epoch, the last refilled with 8 of the epoch's first
+# (--last-batch s1), so an epoch trains 1008 * (6 * 31985308672 * 4700 + 6 * 64 * 40 * 128 * 4700 * 4701); 5 epochs.
 out=$($SFT plan --config $C32)
-epoch=$(awk 'BEGIN { printf "%.4g", 1000 * (6 * 31985308672 * 4700 + 6 * 64 * 40 * 128 * 4700 * 4701) }')
-run=$(awk 'BEGIN { printf "%.4g", 5 * 1000 * (6 * 31985308672 * 4700 + 6 * 64 * 40 * 128 * 4700 * 4701) }')
-expect_eq "32B: the FLOPs of an epoch of s1K" "$(echo "$out" | sed -nE 's/.*tokens \(mean 4700\), ([0-9.e+]+) FLOP.*/\1/p')" "$epoch"
+per_seq='(6 * 31985308672 * 4700 + 6 * 64 * 40 * 128 * 4700 * 4701)'
+epoch=$(awk "BEGIN { printf \"%.4g\", 1008 * $per_seq }")
+run=$(awk "BEGIN { printf \"%.4g\", 5 * 1008 * $per_seq }")
+expect_eq "32B: s1K's data" "$(echo "$out" | grep -c '^  data: 1000 sequences, 4700000 tokens (mean 4700)$')" "1"
+expect_eq "32B: an epoch is 63 steps of 16, 1008 sequences trained" "$(echo "$out" | grep -c 'epoch: 63 steps of 16, 1008 sequences trained (--last-batch s1)')" "1"
+expect_eq "32B: the FLOPs of an epoch of s1K" "$(echo "$out" | sed -nE 's/.*sequences trained \(--last-batch s1\), ([0-9.e+]+) FLOP.*/\1/p')" "$epoch"
 expect_eq "32B: the FLOPs of the run" "$(echo "$out" | sed -nE 's/.*run: 5 epochs, ([0-9.e+]+) FLOP/\1/p')" "$run"
+expect_eq "32B --last-batch short: an epoch trains the 1000 sequences" \
+    "$($SFT plan --config $C32 --last-batch short | sed -nE 's/.*epoch: 63 steps of 16, 1000 sequences trained \(--last-batch short\), ([0-9.e+]+) FLOP.*/\1/p')" \
+    "$(awk "BEGIN { printf \"%.4g\", 1000 * $per_seq }")"
+expect_eq "32B --batch 8: 125 steps, nothing to refill" "$($SFT plan --config $C32 --batch 8 | grep -c 'epoch: 125 steps of 8, 1000 sequences trained')" "1"
 # s1's 26 minutes on 16 H100 at 989 TFLOP/s each imply run / (1560 * 16 * 989e12)
 mfu=$(awk -v r="$run" 'BEGIN { printf "%.1f", 100 * r / (1560 * 16 * 989e12) }')
 expect_eq "32B: the MFU s1's 26 minutes imply ($mfu%)" "$(echo "$out" | sed -nE 's/.*26 minutes on 16 H100, implies MFU ([0-9.]+)%/\1/p')" "$mfu"
@@ -57,7 +65,12 @@ expect_eq "0.5B on one GPU with recompute at 32K: fits" \
 # ---- --data: the shard's own lengths
 make_shard tests/fixtures/qwen-tiny-gqa "$TMP/gqa.shard"
 expect_eq "--data counts the shard's 4 sequences and 53 tokens" \
-    "$($SFT plan --config tests/fixtures/qwen-tiny-gqa/config.json --data "$TMP/gqa.shard" --gpus 2 | grep -c 'epoch: 4 sequences, 53 tokens')" "1"
+    "$($SFT plan --config tests/fixtures/qwen-tiny-gqa/config.json --data "$TMP/gqa.shard" --gpus 2 | grep -c 'data: 4 sequences, 53 tokens')" "1"
+# at batch 3 the second step takes the left-over sequence and refills 2 from the epoch's start: 6 per epoch
+expect_eq "--data at --batch 3: 2 steps, 6 sequences trained per epoch" \
+    "$($SFT plan --config tests/fixtures/qwen-tiny-gqa/config.json --data "$TMP/gqa.shard" --batch 3 | grep -c 'epoch: 2 steps of 3, 6 sequences trained')" "1"
+expect_eq "--data at --batch 3 --last-batch short: 4 per epoch" \
+    "$($SFT plan --config tests/fixtures/qwen-tiny-gqa/config.json --data "$TMP/gqa.shard" --batch 3 --last-batch short | grep -c 'epoch: 2 steps of 3, 4 sequences trained')" "1"
 
 # ---- sample --plan: batch-1 decoding reads every bf16 weight once per token (of the untied embedding only
 # the token's row) and the whole KV cache. By hand for 32B: 2 * (32,763,876,352 - 152,064 * 5,120 + 5,120)
@@ -78,6 +91,7 @@ expect_error "sample --plan with a zero bandwidth" "--hbm-gbps must be positive"
 expect_error "plan without --config" "--config is required" $SFT plan
 expect_error "plan with --data and --tokens" "give --data or --tokens/--sequences, not both" $SFT plan --config $C32 --data "$TMP/gqa.shard" --tokens 5 --sequences 1
 expect_error "plan with --tokens alone" "--tokens and --sequences go together" $SFT plan --config $C32 --tokens 5
+expect_error "plan with a bad --last-batch" "--last-batch: 'x' is not s1 or short" $SFT plan --config $C32 --last-batch x
 expect_error "plan with an MFU above 1" "--mfu must be in" $SFT plan --config $C32 --mfu 2
 expect_error "plan with a missing config" "no-such.json: cannot read model config" $SFT plan --config "$TMP/no-such.json"
 summary

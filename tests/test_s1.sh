@@ -9,6 +9,17 @@ TIED=tests/fixtures/qwen-tiny-tied
 expect_ok "s1 --help" $S1 --help
 expect_eq "s1 --help lists the subcommands" "$($S1 --help | grep -cE '^  (train|loss|bench) ')" "3"
 for c in train loss bench; do expect_ok "s1 $c --help" $S1 $c --help; done
+# every flag a command's --help lists is one it accepts: given with a dummy value and
+# nothing else, it fails on its value or on the missing required flags, never as
+# an unknown or refused argument
+for c in sample eval; do
+    bad=""
+    for f in $($S1 $c --help | grep -oE -- '^  --[a-z-]+'); do
+        err=$($S1 $c "$f" 1 2>&1 >/dev/null </dev/null)
+        case "$err" in *"unknown argument '$f'"*|*"are ./s1 sample's"*) bad="$bad $f";; esac
+    done
+    expect_eq "s1 $c --help lists only flags $c accepts" "$bad" ""
+done
 expect_error "unknown subcommand" "unknown command 'frobnicate'" $S1 frobnicate
 
 # ---- the fixtures' reference batches as shards (make_shard, tests/lib.sh)

@@ -6,6 +6,9 @@
  * the toolkit's cublas_v2.h declares, so the compiler checks every call and
  * every signature against the real API; no CUDA library is linked.
  *
+ * The cuBLASLt subset (cublasLtMatmul with its descriptors, the DEFAULT and BIAS
+ * epilogues) follows in its own section; both share gemm_one().
+ *
  * Semantics (column-major, as cuBLAS): C = alpha * op(A) * op(B) + beta * C with
  * op(A)(i,p) = A[i + p*lda] (CUBLAS_OP_N) or A[p + i*lda] (CUBLAS_OP_T).
  * Matrices are fp32 or bf16, the compute type is fp32 (alpha and beta are host
@@ -24,6 +27,7 @@
 #define S1C_CUEMU_BLAS_H
 
 #include <cublas_v2.h>
+#include <cublasLt.h>
 
 struct cublasContext {
     cudaStream_t stream;
@@ -39,12 +43,14 @@ inline float load_element(const void *base, cudaDataType type, size_t i) {
     return __bfloat162float(static_cast<const __nv_bfloat16 *>(base)[i]);
 }
 
-// One batch of the GEMM: the shared core of all four entry points.
-// op(A) is m x k, op(B) is k x n, C is m x n.
+// One batch of the GEMM: the shared core of all the entry points.
+// D = alpha op(A) op(B) + beta C + bias, op(A) m x k, op(B) k x n, C and D m x n
+// (the classic API passes C as D too), bias (m,) or NULL (cuBLASLt's BIAS
+// epilogue: one value per row of D, added in fp32 before D's single rounding).
 inline void gemm_one(cublasOperation_t transa, cublasOperation_t transb, int m, int n, int k, float alpha,
                      const void *A, cudaDataType atype, int lda, const void *B, cudaDataType btype, int ldb,
-                     float beta, void *C, cudaDataType ctype, int ldc, std::vector<float> &a_rows,
-                     std::vector<float> &b_cols) {
+                     float beta, const void *C, cudaDataType ctype, int ldc, void *D, cudaDataType dtype, int ldd,
+                     const void *bias, cudaDataType bias_type, std::vector<float> &a_rows, std::vector<float> &b_cols) {
     // op(A) as rows and op(B) as columns, so that every dot product runs over contiguous floats
     a_rows.resize((size_t)m * k);
     b_cols.resize((size_t)n * k);
@@ -63,11 +69,12 @@ inline void gemm_one(cublasOperation_t transa, cublasOperation_t transb, int m, 
                 for (int p = p0; p < k && p < p0 + GEMM_K_BLOCK; p++) block += a[p] * b[p];
                 sum += block;
             }
-            size_t c = i + (size_t)j * ldc;
             float out = alpha * sum;
-            if (beta != 0.0f) out += beta * load_element(C, ctype, c);  // beta == 0: C is not read
-            if (ctype == CUDA_R_32F) static_cast<float *>(C)[c] = out;
-            else static_cast<__nv_bfloat16 *>(C)[c] = __float2bfloat16(out);
+            if (beta != 0.0f) out += beta * load_element(C, ctype, i + (size_t)j * ldc);  // beta == 0: C is not read
+            if (bias != nullptr) out += load_element(bias, bias_type, (size_t)i);
+            size_t d = i + (size_t)j * ldd;
+            if (dtype == CUDA_R_32F) static_cast<float *>(D)[d] = out;
+            else static_cast<__nv_bfloat16 *>(D)[d] = __float2bfloat16(out);
         }
     }
 }
@@ -91,10 +98,12 @@ inline cublasStatus_t gemm(cublasHandle_t handle, cublasOperation_t transa, cubl
     on_stream(handle->stream, [=] {
         size_t asz = atype == CUDA_R_32F ? 4 : 2, bsz = btype == CUDA_R_32F ? 4 : 2, csz = ctype == CUDA_R_32F ? 4 : 2;
         std::vector<float> a_tmp, b_tmp;
-        for (int i = 0; i < batch; i++)
+        for (int i = 0; i < batch; i++) {
+            char *c = static_cast<char *>(C) + (size_t)(i * stride_c) * csz;
             gemm_one(transa, transb, m, n, k, a, static_cast<const char *>(A) + (size_t)(i * stride_a) * asz, atype,
-                     lda, static_cast<const char *>(B) + (size_t)(i * stride_b) * bsz, btype, ldb, b,
-                     static_cast<char *>(C) + (size_t)(i * stride_c) * csz, ctype, ldc, a_tmp, b_tmp);
+                     lda, static_cast<const char *>(B) + (size_t)(i * stride_b) * bsz, btype, ldb, b, c, ctype, ldc,
+                     c, ctype, ldc, nullptr, CUDA_R_32F, a_tmp, b_tmp);
+        }
     });
     return CUBLAS_STATUS_SUCCESS;
 }
@@ -166,6 +175,175 @@ inline cublasStatus_t cublasGemmStridedBatchedEx(cublasHandle_t handle, cublasOp
     if (!cuemu::compute_is_fp32(computeType)) return CUBLAS_STATUS_NOT_SUPPORTED;
     return cuemu::gemm(handle, transa, transb, m, n, k, alpha, A, Atype, lda, strideA, B, Btype, ldb, strideB, beta,
                        C, Ctype, ldc, strideC, batchCount);
+}
+
+// ----------------------------------------------------------------------------
+// cuBLASLt: cublasLtMatmul and the descriptors it takes, as sft.cu and sample.cu
+// call it (common/matmul.cuh): column-major layouts of one matrix each (no
+// batch, no other orders), fp32 compute and scale, bf16 or fp32 matrices, the
+// DEFAULT and BIAS epilogues. Anything else is CUBLAS_STATUS_NOT_SUPPORTED,
+// from the heuristic query and from the call, so code that relies on more
+// fails here first. The descriptors are the toolkit's opaque structs; the
+// emulator keeps its fields inside their storage.
+
+struct cublasLtContext {
+    int unused;
+};
+
+namespace cuemu {
+
+struct LtLayout {
+    cudaDataType type;
+    uint64_t rows, cols;
+    int64_t ld;
+    bool unsupported;   // an attribute this subset does not model was set
+};
+struct LtDesc {
+    cublasComputeType_t compute;
+    cudaDataType_t scale;
+    cublasOperation_t transa, transb;
+    cublasLtEpilogue_t epilogue;
+    const void *bias;
+    int32_t bias_type;   // -1: D's type (cuBLASLt's default)
+    bool unsupported;
+};
+static_assert(sizeof(LtLayout) <= sizeof(cublasLtMatrixLayoutOpaque_t), "LtLayout fits the opaque layout");
+static_assert(sizeof(LtDesc) <= sizeof(cublasLtMatmulDescOpaque_t), "LtDesc fits the opaque descriptor");
+inline LtLayout *lt_layout(cublasLtMatrixLayout_t l) { return reinterpret_cast<LtLayout *>(l->data); }
+inline LtDesc *lt_desc(cublasLtMatmulDesc_t d) { return reinterpret_cast<LtDesc *>(d->data); }
+
+// CUBLAS_STATUS_SUCCESS if this subset runs the matmul, with (m, n, k) from the layouts
+inline cublasStatus_t lt_check(cublasLtMatmulDesc_t desc, cublasLtMatrixLayout_t Adesc, cublasLtMatrixLayout_t Bdesc,
+                               cublasLtMatrixLayout_t Cdesc, cublasLtMatrixLayout_t Ddesc, int *m, int *n, int *k) {
+    if (!desc || !Adesc || !Bdesc || !Cdesc || !Ddesc) return CUBLAS_STATUS_INVALID_VALUE;
+    const LtDesc *d = lt_desc(desc);
+    const LtLayout *a = lt_layout(Adesc), *b = lt_layout(Bdesc), *c = lt_layout(Cdesc), *o = lt_layout(Ddesc);
+    auto type_ok = [](cudaDataType t) { return t == CUDA_R_32F || t == CUDA_R_16BF; };
+    if (d->unsupported || a->unsupported || b->unsupported || c->unsupported || o->unsupported ||
+        !compute_is_fp32(d->compute) || d->scale != CUDA_R_32F || !type_ok(a->type) || !type_ok(b->type) ||
+        !type_ok(c->type) || !type_ok(o->type) || c->type != o->type ||
+        (d->epilogue != CUBLASLT_EPILOGUE_DEFAULT && d->epilogue != CUBLASLT_EPILOGUE_BIAS) ||
+        (d->epilogue == CUBLASLT_EPILOGUE_BIAS && d->bias_type != -1 && !type_ok((cudaDataType)d->bias_type)))
+        return CUBLAS_STATUS_NOT_SUPPORTED;
+    if (d->epilogue == CUBLASLT_EPILOGUE_BIAS && d->bias == nullptr) return CUBLAS_STATUS_INVALID_VALUE;
+    // op(A) is m x k, op(B) k x n, C and D m x n; each ld covers its matrix's rows as stored
+    uint64_t am = d->transa == CUBLAS_OP_N ? a->rows : a->cols, ak = d->transa == CUBLAS_OP_N ? a->cols : a->rows;
+    uint64_t bk = d->transb == CUBLAS_OP_N ? b->rows : b->cols, bn = d->transb == CUBLAS_OP_N ? b->cols : b->rows;
+    if (am != o->rows || bn != o->cols || ak != bk || c->rows != o->rows || c->cols != o->cols) return CUBLAS_STATUS_INVALID_VALUE;
+    for (const LtLayout *l : {a, b, c, o})
+        if (l->ld < (int64_t)(l->rows > 1 ? l->rows : 1) || l->ld > INT32_MAX || l->rows > INT32_MAX || l->cols > INT32_MAX)
+            return CUBLAS_STATUS_INVALID_VALUE;
+    *m = (int)o->rows;
+    *n = (int)o->cols;
+    *k = (int)ak;
+    return CUBLAS_STATUS_SUCCESS;
+}
+
+}  // namespace cuemu
+
+inline cublasStatus_t cublasLtCreate(cublasLtHandle_t *handle) {
+    *handle = new cublasLtContext{0};
+    return CUBLAS_STATUS_SUCCESS;
+}
+inline cublasStatus_t cublasLtDestroy(cublasLtHandle_t handle) {
+    if (!handle) return CUBLAS_STATUS_NOT_INITIALIZED;
+    delete handle;
+    return CUBLAS_STATUS_SUCCESS;
+}
+inline cublasStatus_t cublasLtMatrixLayoutCreate(cublasLtMatrixLayout_t *layout, cudaDataType type, uint64_t rows,
+                                                 uint64_t cols, int64_t ld) {
+    *layout = new cublasLtMatrixLayoutOpaque_t();
+    *cuemu::lt_layout(*layout) = cuemu::LtLayout{type, rows, cols, ld, false};
+    return CUBLAS_STATUS_SUCCESS;
+}
+inline cublasStatus_t cublasLtMatrixLayoutDestroy(cublasLtMatrixLayout_t layout) {
+    delete layout;
+    return CUBLAS_STATUS_SUCCESS;
+}
+inline cublasStatus_t cublasLtMatmulDescCreate(cublasLtMatmulDesc_t *desc, cublasComputeType_t compute, cudaDataType_t scale) {
+    *desc = new cublasLtMatmulDescOpaque_t();
+    *cuemu::lt_desc(*desc) = cuemu::LtDesc{compute, scale, CUBLAS_OP_N, CUBLAS_OP_N, CUBLASLT_EPILOGUE_DEFAULT, nullptr, -1, false};
+    return CUBLAS_STATUS_SUCCESS;
+}
+inline cublasStatus_t cublasLtMatmulDescDestroy(cublasLtMatmulDesc_t desc) {
+    delete desc;
+    return CUBLAS_STATUS_SUCCESS;
+}
+inline cublasStatus_t cublasLtMatmulDescSetAttribute(cublasLtMatmulDesc_t desc, cublasLtMatmulDescAttributes_t attr,
+                                                     const void *buf, size_t size) {
+    if (!desc || !buf) return CUBLAS_STATUS_INVALID_VALUE;
+    cuemu::LtDesc *d = cuemu::lt_desc(desc);
+    auto take = [&](void *field, size_t want) {
+        if (size != want) return CUBLAS_STATUS_INVALID_VALUE;
+        memcpy(field, buf, want);
+        return CUBLAS_STATUS_SUCCESS;
+    };
+    switch (attr) {
+    case CUBLASLT_MATMUL_DESC_TRANSA: return take(&d->transa, sizeof(int32_t));
+    case CUBLASLT_MATMUL_DESC_TRANSB: return take(&d->transb, sizeof(int32_t));
+    case CUBLASLT_MATMUL_DESC_EPILOGUE: return take(&d->epilogue, sizeof(uint32_t));
+    case CUBLASLT_MATMUL_DESC_BIAS_POINTER: return take(&d->bias, sizeof(void *));
+    case CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE: return take(&d->bias_type, sizeof(int32_t));
+    default: d->unsupported = true; return CUBLAS_STATUS_SUCCESS;   // accepted, then refused by the matmul
+    }
+}
+inline cublasStatus_t cublasLtMatmulPreferenceCreate(cublasLtMatmulPreference_t *pref) {
+    *pref = new cublasLtMatmulPreferenceOpaque_t();
+    return CUBLAS_STATUS_SUCCESS;
+}
+inline cublasStatus_t cublasLtMatmulPreferenceDestroy(cublasLtMatmulPreference_t pref) {
+    delete pref;
+    return CUBLAS_STATUS_SUCCESS;
+}
+inline cublasStatus_t cublasLtMatmulPreferenceSetAttribute(cublasLtMatmulPreference_t pref,
+                                                           cublasLtMatmulPreferenceAttributes_t attr, const void *buf,
+                                                           size_t size) {
+    // the workspace limit is the only preference used; the emulation needs no workspace
+    if (!pref || !buf || attr != CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES || size != sizeof(uint64_t))
+        return CUBLAS_STATUS_INVALID_VALUE;
+    return CUBLAS_STATUS_SUCCESS;
+}
+inline cublasStatus_t cublasLtMatmulAlgoGetHeuristic(cublasLtHandle_t handle, cublasLtMatmulDesc_t desc,
+                                                     cublasLtMatrixLayout_t Adesc, cublasLtMatrixLayout_t Bdesc,
+                                                     cublasLtMatrixLayout_t Cdesc, cublasLtMatrixLayout_t Ddesc,
+                                                     cublasLtMatmulPreference_t pref, int requested,
+                                                     cublasLtMatmulHeuristicResult_t results[], int *count) {
+    if (!handle) return CUBLAS_STATUS_NOT_INITIALIZED;
+    if (!pref || requested < 1 || !results || !count) return CUBLAS_STATUS_INVALID_VALUE;
+    int m, n, k;
+    cublasStatus_t st = cuemu::lt_check(desc, Adesc, Bdesc, Cdesc, Ddesc, &m, &n, &k);
+    *count = 0;
+    if (st != CUBLAS_STATUS_SUCCESS) return st;
+    memset(&results[0], 0, sizeof results[0]);   // one algorithm, no workspace
+    results[0].state = CUBLAS_STATUS_SUCCESS;
+    results[0].wavesCount = 1.0f;
+    *count = 1;
+    return CUBLAS_STATUS_SUCCESS;
+}
+inline cublasStatus_t cublasLtMatmul(cublasLtHandle_t handle, cublasLtMatmulDesc_t desc, const void *alpha,
+                                     const void *A, cublasLtMatrixLayout_t Adesc, const void *B,
+                                     cublasLtMatrixLayout_t Bdesc, const void *beta, const void *C,
+                                     cublasLtMatrixLayout_t Cdesc, void *D, cublasLtMatrixLayout_t Ddesc,
+                                     const cublasLtMatmulAlgo_t *algo, void *workspace, size_t workspace_bytes,
+                                     cudaStream_t stream) {
+    if (!handle) return CUBLAS_STATUS_NOT_INITIALIZED;
+    int m, n, k;
+    cublasStatus_t st = cuemu::lt_check(desc, Adesc, Bdesc, Cdesc, Ddesc, &m, &n, &k);
+    if (st != CUBLAS_STATUS_SUCCESS) return st;
+    if (!alpha || !beta || !algo || (workspace_bytes > 0 && !workspace)) return CUBLAS_STATUS_INVALID_VALUE;
+    // alpha, beta and the descriptors are read now (host pointer mode); the product runs in stream order
+    const cuemu::LtDesc d = *cuemu::lt_desc(desc);
+    const cuemu::LtLayout a = *cuemu::lt_layout(Adesc), b = *cuemu::lt_layout(Bdesc), c = *cuemu::lt_layout(Cdesc),
+                          o = *cuemu::lt_layout(Ddesc);
+    float al = *static_cast<const float *>(alpha), be = *static_cast<const float *>(beta);
+    const void *bias = d.epilogue == CUBLASLT_EPILOGUE_BIAS ? d.bias : nullptr;
+    cudaDataType bias_type = d.bias_type == -1 ? o.type : (cudaDataType)d.bias_type;
+    cuemu::on_stream(stream, [=] {
+        std::vector<float> a_tmp, b_tmp;
+        cuemu::gemm_one(d.transa, d.transb, m, n, k, al, A, a.type, (int)a.ld, B, b.type, (int)b.ld, be, C, c.type,
+                        (int)c.ld, D, o.type, (int)o.ld, bias, bias_type, a_tmp, b_tmp);
+    });
+    return CUBLAS_STATUS_SUCCESS;
 }
 
 #endif  // S1C_CUEMU_BLAS_H

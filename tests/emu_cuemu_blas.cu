@@ -1,8 +1,9 @@
-// Tests of the cuBLAS subset (common/cuemu_blas.h): the column-major argument
-// conventions as llm.c-style code calls them, against plain row-major C loops.
+// Tests of the cuBLAS and cuBLASLt subsets (common/cuemu_blas.h): the column-major
+// argument conventions as llm.c-style code calls them, against plain row-major C loops.
 #include "common/cuemu.h"
 #include "tests/test.h"
 #include <cublas_v2.h>
+#include <cublasLt.h>
 #include <cuda_bf16.h>
 #include <math.h>
 #include <stdint.h>
@@ -216,6 +217,121 @@ static void test_fp32_blocked_sum(cublasHandle_t handle) {
     TEST_END();
 }
 
+// cublasLtMatmul as common/matmul.cuh calls it: the linear layer out (BT,OC) = inp (BT,C) . weight^T
+// + bias, read column-major as D (OC,BT) = op(weight) (T) . inp (N) + bias per row of D.
+struct LtMatmul {
+    cublasLtMatmulDesc_t desc;
+    cublasLtMatrixLayout_t a, b, c;
+};
+static LtMatmul lt_linear(cudaDataType type, int BT, int C, int OC, cublasLtEpilogue_t epilogue, const void *bias) {
+    LtMatmul l;
+    cublasOperation_t t = CUBLAS_OP_T;
+    cublasCheck(cublasLtMatmulDescCreate(&l.desc, CUBLAS_COMPUTE_32F, CUDA_R_32F));
+    cublasCheck(cublasLtMatmulDescSetAttribute(l.desc, CUBLASLT_MATMUL_DESC_TRANSA, &t, sizeof t));
+    cublasCheck(cublasLtMatmulDescSetAttribute(l.desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &epilogue, sizeof epilogue));
+    if (bias) cublasCheck(cublasLtMatmulDescSetAttribute(l.desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof bias));
+    cublasCheck(cublasLtMatrixLayoutCreate(&l.a, type, C, OC, C));    // weight (OC,C) row-major = (C,OC) column-major
+    cublasCheck(cublasLtMatrixLayoutCreate(&l.b, type, C, BT, C));    // inp
+    cublasCheck(cublasLtMatrixLayoutCreate(&l.c, type, OC, BT, OC));  // out
+    return l;
+}
+static void lt_free(LtMatmul *l) {
+    cublasCheck(cublasLtMatmulDescDestroy(l->desc));
+    cublasCheck(cublasLtMatrixLayoutDestroy(l->a));
+    cublasCheck(cublasLtMatrixLayoutDestroy(l->b));
+    cublasCheck(cublasLtMatrixLayoutDestroy(l->c));
+}
+static cublasStatus_t lt_heuristic(cublasLtHandle_t lt, const LtMatmul *l, cublasLtMatmulHeuristicResult_t *r, int *count) {
+    cublasLtMatmulPreference_t pref;
+    cublasCheck(cublasLtMatmulPreferenceCreate(&pref));
+    uint64_t workspace = 32u << 20;
+    cublasCheck(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &workspace, sizeof workspace));
+    cublasStatus_t s = cublasLtMatmulAlgoGetHeuristic(lt, l->desc, l->a, l->b, l->c, l->c, pref, 1, r, count);
+    cublasCheck(cublasLtMatmulPreferenceDestroy(pref));
+    return s;
+}
+
+// By hand, the linear layer with inp (2,2) rows (1,2), (3,4), weight (2,2) rows (1,1), (1,-1) and
+// bias (10, 20): out rows (1+2+10, 1-2+20) = (13, 19) and (3+4+10, 3-4+20) = (17, 19); with
+// beta = 1 onto out (the residual stream's add), the same again on top: (26, 38), (34, 38).
+static void test_lt_bias_by_hand(cublasLtHandle_t lt, cudaStream_t stream) {
+    TEST_BEGIN("cublasLtMatmul with the BIAS epilogue, fp32, by hand; beta = 1 adds onto D (C = D)");
+    float inp[4] = {1, 2, 3, 4}, weight[4] = {1, 1, 1, -1}, bias[2] = {10, 20}, out[4] = {NAN, NAN, NAN, NAN};
+    void *d_inp = device_copy(inp, sizeof inp), *d_w = device_copy(weight, sizeof weight), *d_b = device_copy(bias, sizeof bias);
+    void *d_out = device_copy(out, sizeof out);
+    LtMatmul l = lt_linear(CUDA_R_32F, 2, 2, 2, CUBLASLT_EPILOGUE_BIAS, d_b);
+    cublasLtMatmulHeuristicResult_t r;
+    int count = 0;
+    cublasCheck(lt_heuristic(lt, &l, &r, &count));
+    CHECK(count == 1 && r.state == CUBLAS_STATUS_SUCCESS, "heuristic: %d algorithms", count);
+    const float one = 1.0f, zero = 0.0f;
+    cublasCheck(cublasLtMatmul(lt, l.desc, &one, d_w, l.a, d_inp, l.b, &zero, d_out, l.c, d_out, l.c, &r.algo, NULL, 0, stream));
+    cudaCheck(cudaMemcpyAsync(out, d_out, sizeof out, cudaMemcpyDeviceToHost, stream));
+    cudaCheck(cudaStreamSynchronize(stream));
+    CHECK(out[0] == 13 && out[1] == 19 && out[2] == 17 && out[3] == 19, "out = %g %g %g %g, want 13 19 17 19", out[0], out[1], out[2], out[3]);
+    cublasCheck(cublasLtMatmul(lt, l.desc, &one, d_w, l.a, d_inp, l.b, &one, d_out, l.c, d_out, l.c, &r.algo, NULL, 0, stream));
+    cudaCheck(cudaMemcpyAsync(out, d_out, sizeof out, cudaMemcpyDeviceToHost, stream));
+    cudaCheck(cudaStreamSynchronize(stream));
+    CHECK(out[0] == 26 && out[1] == 38 && out[2] == 34 && out[3] == 38, "out = %g %g %g %g, want 26 38 34 38", out[0], out[1], out[2], out[3]);
+    lt_free(&l);
+    cudaCheck(cudaFree(d_inp)); cudaCheck(cudaFree(d_w)); cudaCheck(cudaFree(d_b)); cudaCheck(cudaFree(d_out));
+    TEST_END();
+}
+
+// The BIAS epilogue adds the bias in fp32 before D's one rounding to bf16: the same bits as
+// cublasGemmEx onto a D prefilled with the bias (beta = 1), the rounding the programs had before.
+static void test_lt_bias_bf16(cublasHandle_t handle, cublasLtHandle_t lt, cudaStream_t stream) {
+    TEST_BEGIN("cublasLtMatmul bf16 with the BIAS epilogue: the bits of GemmEx onto the bias");
+    const int BT = 9, C = 70, OC = 11;   // k = 70: two full blocks of 32 and a tail
+    __nv_bfloat16 inp[BT * C], w[OC * C], bias[OC], filled[BT * OC], lt_out[BT * OC], ex_out[BT * OC];
+    uint32_t seed = 21;
+    for (int i = 0; i < BT * C; i++) inp[i] = __float2bfloat16(frand(&seed));
+    for (int i = 0; i < OC * C; i++) w[i] = __float2bfloat16(frand(&seed));
+    for (int i = 0; i < OC; i++) bias[i] = __float2bfloat16(4.0f * frand(&seed));
+    for (int i = 0; i < BT * OC; i++) filled[i] = bias[i % OC];
+    void *d_inp = device_copy(inp, sizeof inp), *d_w = device_copy(w, sizeof w), *d_b = device_copy(bias, sizeof bias);
+    void *d_lt, *d_ex = device_copy(filled, sizeof filled);
+    cudaCheck(cudaMalloc(&d_lt, sizeof lt_out));
+    LtMatmul l = lt_linear(CUDA_R_16BF, BT, C, OC, CUBLASLT_EPILOGUE_BIAS, d_b);
+    cublasLtMatmulHeuristicResult_t r;
+    int count = 0;
+    cublasCheck(lt_heuristic(lt, &l, &r, &count));
+    const float one = 1.0f, zero = 0.0f;
+    cublasCheck(cublasLtMatmul(lt, l.desc, &one, d_w, l.a, d_inp, l.b, &zero, d_lt, l.c, d_lt, l.c, &r.algo, NULL, 0, stream));
+    cublasCheck(cublasGemmEx(handle, CUBLAS_OP_T, CUBLAS_OP_N, OC, BT, C, &one, d_w, CUDA_R_16BF, C, d_inp, CUDA_R_16BF, C,
+                             &one, d_ex, CUDA_R_16BF, OC, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+    cudaCheck(cudaMemcpyAsync(lt_out, d_lt, sizeof lt_out, cudaMemcpyDeviceToHost, stream));
+    cudaCheck(cudaStreamSynchronize(stream));
+    cudaCheck(cudaMemcpy(ex_out, d_ex, sizeof ex_out, cudaMemcpyDeviceToHost));
+    int same = 0;
+    for (int i = 0; i < BT * OC; i++) same += memcmp(&lt_out[i], &ex_out[i], sizeof lt_out[i]) == 0;
+    CHECK(same == BT * OC, "%d of %d outputs have the same bits", same, BT * OC);
+    lt_free(&l);
+    cudaCheck(cudaFree(d_inp)); cudaCheck(cudaFree(d_w)); cudaCheck(cudaFree(d_b)); cudaCheck(cudaFree(d_lt)); cudaCheck(cudaFree(d_ex));
+    TEST_END();
+}
+
+static void test_lt_refusals(cublasLtHandle_t lt) {
+    TEST_BEGIN("cublasLt subset: an epilogue it does not model and mismatched shapes are refused");
+    LtMatmul l = lt_linear(CUDA_R_16BF, 4, 8, 6, CUBLASLT_EPILOGUE_GELU, NULL);
+    cublasLtMatmulHeuristicResult_t r;
+    int count = -1;
+    cublasStatus_t s = lt_heuristic(lt, &l, &r, &count);
+    CHECK(s == CUBLAS_STATUS_NOT_SUPPORTED && count == 0, "GELU epilogue: status %d, %d algorithms", (int)s, count);
+    lt_free(&l);
+    l = lt_linear(CUDA_R_16BF, 4, 8, 6, CUBLASLT_EPILOGUE_BIAS, NULL);
+    s = lt_heuristic(lt, &l, &r, &count);
+    CHECK(s == CUBLAS_STATUS_INVALID_VALUE, "BIAS without a bias pointer: status %d", (int)s);
+    lt_free(&l);
+    l = lt_linear(CUDA_R_16BF, 4, 8, 6, CUBLASLT_EPILOGUE_DEFAULT, NULL);
+    cublasCheck(cublasLtMatrixLayoutDestroy(l.b));
+    cublasCheck(cublasLtMatrixLayoutCreate(&l.b, CUDA_R_16BF, 7, 4, 8));   // k 7 against op(A)'s 8
+    s = lt_heuristic(lt, &l, &r, &count);
+    CHECK(s == CUBLAS_STATUS_INVALID_VALUE, "k mismatch: status %d", (int)s);
+    lt_free(&l);
+    TEST_END();
+}
+
 int main(void) {
     cublasHandle_t handle;
     cublasCheck(cublasCreate(&handle));
@@ -229,6 +345,12 @@ int main(void) {
     test_strided_batched(handle);
     test_invalid_arguments(handle);
     test_fp32_blocked_sum(handle);
+    cublasLtHandle_t lt;
+    cublasCheck(cublasLtCreate(&lt));
+    test_lt_bias_by_hand(lt, stream);
+    test_lt_bias_bf16(handle, lt, stream);
+    test_lt_refusals(lt);
+    cublasCheck(cublasLtDestroy(lt));
     cublasCheck(cublasDestroy(handle));
     cudaCheck(cudaStreamDestroy(stream));
     return test_summary();

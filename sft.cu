@@ -577,7 +577,7 @@ static int main_plan(int argc, char **argv) {
         else if (flag_is(a, "--tokens")) { tokens = flag_count(argc, argv, &i, 0); tokens_given = 1; }
         else if (flag_is(a, "--sequences")) { sequences = flag_count(argc, argv, &i, 0); sequences_given = 1; }
         else if (flag_is(a, "--epochs")) epochs = flag_count(argc, argv, &i, 0);
-        else if (flag_is(a, "--batch")) B = flag_count_max(argc, argv, &i, 1, 1u << 20);
+        else if (flag_is(a, "--batch")) B = flag_count_max(argc, argv, &i, 0, 1u << 20);
         else if (flag_is(a, "--last-batch")) {
             const char *v = flag_value(argc, argv, &i);
             if (strcmp(v, "s1") == 0) last_batch = TRAIN_LAST_BATCH_S1;

@@ -91,6 +91,7 @@ expect_error "sample --plan with a zero bandwidth" "--hbm-gbps must be positive"
 expect_error "plan without --config" "--config is required" $SFT plan
 expect_error "plan with --data and --tokens" "give --data or --tokens/--sequences, not both" $SFT plan --config $C32 --data "$TMP/gqa.shard" --tokens 5 --sequences 1
 expect_error "plan with --tokens alone" "--tokens and --sequences go together" $SFT plan --config $C32 --tokens 5
+expect_error "plan with --batch 0" "--batch" $SFT plan --config $C32 --batch 0
 expect_error "plan with a bad --last-batch" "--last-batch: 'x' is not s1 or short" $SFT plan --config $C32 --last-batch x
 expect_error "plan with an MFU above 1" "--mfu must be in" $SFT plan --config $C32 --mfu 2
 expect_error "plan with a missing config" "no-such.json: cannot read model config" $SFT plan --config "$TMP/no-such.json"

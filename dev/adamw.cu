@@ -130,7 +130,7 @@ static void bench_setup(void) {
 }
 static void bench_v1(void) { bench_setup(); adamw_update_v1(bp, bmaster, bm, bv, bg, NB, 1.0f, &bs); }
 static void bench_v2(void) { bench_setup(); adamw_update_v2(bp, bmaster, bm, bv, bg, NB, 1.0f, &bs); }
-static void bench_v3(void) { bench_setup(); adamw_update(bp, bmaster, bm, bv, bg, NB, 1.0f, &bs); }
+static void bench_v3(void) { bench_setup(); adamw_update(bp, bmaster, bm, bv, bg, NB, 1.0f, &bs, 0); }
 
 // models (bytes an element): v2 reads grad, master, m, v (16) and writes master, m, v, the
 // bf16 copy (14): 30. v1 moves 12 (m) + 12 (v) + 16 (master) + 6 (copy) = 46 of them;

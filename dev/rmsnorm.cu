@@ -141,7 +141,7 @@ static void rmsnorm_backward_v1(float *dinp, float *dweight, const float *dout, 
 static void rmsnorm_backward_v2(float *dinp, float *dweight, const float *dout, const floatX *inp, const floatX *weight,
                                 const float *rstd, int N, int C) {
     float *scratch = dev_alloc<float>(rmsnorm_backward_scratch_floats(N, C));
-    rmsnorm_backward(dinp, NULL, dweight, scratch, dout, inp, weight, rstd, N, C);
+    rmsnorm_backward(dinp, NULL, dweight, scratch, dout, inp, weight, rstd, N, C, 0);
     cudaCheck(cudaFree(scratch));
 }
 
@@ -256,7 +256,7 @@ static void bench_setup(void) {
 }
 static void bench_v1(void) { bench_setup(); rmsnorm_forward_v1(bout, NULL, bx, bw, N_BENCH, C_BENCH, eps_norm); }
 static void bench_v2(void) { bench_setup(); rmsnorm_forward_v2(bout, NULL, bx, bw, N_BENCH, C_BENCH, eps_norm); }
-static void bench_v4(void) { bench_setup(); rmsnorm_forward(bout, NULL, bx, bw, N_BENCH, C_BENCH, eps_norm); }
+static void bench_v4(void) { bench_setup(); rmsnorm_forward(bout, NULL, bx, bw, N_BENCH, C_BENCH, eps_norm, 0); }
 static void bench_v3(void) { bench_setup(); rmsnorm_residual_forward(bx, bout, NULL, bb, bw, N_BENCH, C_BENCH, eps_norm); }
 
 #ifdef DEV_EXERCISE   // dev/grade: a student's file (exercise 1 or 2), listed as version "x"

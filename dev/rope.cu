@@ -78,8 +78,8 @@ static void bench_setup(void) {
     bpos = dev_alloc<int>(NB);
 }
 static void bench_v1(void) { bench_setup(); rope_forward_v1(bx, bpos, NB, NHB, HDB, 1e6f); }
-static void bench_v2(void) { bench_setup(); rope_forward(bx, bpos, NB, NHB, HDB, 1e6f); }
-static void bench_b1(void) { bench_setup(); rope_backward(bx, bpos, NB, NHB, HDB, 1e6f); }
+static void bench_v2(void) { bench_setup(); rope_forward(bx, bpos, NB, NHB, HDB, 1e6f, 0); }
+static void bench_b1(void) { bench_setup(); rope_backward(bx, bpos, NB, NHB, HDB, 1e6f, 0); }
 
 // model: x read and written once (bf16): 4 bytes an element; ~6 FLOPs a pair plus the angle's powf, cosf, sinf
 #define ROPE_BYTES (4.0 * NB * NHB * HDB)

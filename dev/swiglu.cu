@@ -107,9 +107,9 @@ static void bench_setup(void) {
 }
 static void bench_v1(void) { bench_setup(); swiglu_forward_v1(bo, bg, bu, NB); }
 static void bench_v2(void) { bench_setup(); swiglu_forward_v2(bo, bg, bu, NB); }
-static void bench_v3(void) { bench_setup(); swiglu_forward(bo, bg, bu, NB); }
+static void bench_v3(void) { bench_setup(); swiglu_forward(bo, bg, bu, NB, 0); }
 static void bench_b1(void) { bench_setup(); swiglu_backward_b1(bd, bdu, bo, bg, bu, NB); }
-static void bench_b2(void) { bench_setup(); swiglu_backward(bd, bdu, bo, bg, bu, NB); }
+static void bench_b2(void) { bench_setup(); swiglu_backward(bd, bdu, bo, bg, bu, NB, 0); }
 
 // models: forward reads gate and up, writes out (bf16): 6 bytes and ~5 FLOPs an element;
 // backward reads 3 and writes 2: 10 bytes, ~10 FLOPs

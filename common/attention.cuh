@@ -331,7 +331,8 @@ static void attention_forward_cuda_cores(floatX *out, float *lse, const floatX *
     if (NQ % NKV != 0) die("attention_forward: %d query heads are not a multiple of %d KV heads", NQ, NKV);
     dim3 grid((unsigned)((Tq + ATT_BQ - 1) / ATT_BQ), (unsigned)NQ);
     float scale = 1.0f / sqrtf((float)HD);
-    CU_LAUNCH(attention_forward_kernel, grid, ATT_WARPS * WARP_SIZE, attention_smem_bytes(HD), stream)(out, lse, q, k, v, Tq, past, NQ, NKV, HD, scale);
+    CU_LAUNCH(attention_forward_kernel, grid, ATT_WARPS * WARP_SIZE, attention_smem_bytes(HD), stream)(out, lse, q, k, v, Tq, past,
+                                                                                                       NQ, NKV, HD, scale);
     cudaCheck(cudaGetLastError());
 }
 

@@ -84,11 +84,11 @@ static Decoder gpu_decoder(GpuDecoder *g) {
 // One JSON line per prompt on fp, in order. Prompt i samples with seed + i, as
 // in ./s1 sample, so the two agree whatever runs together.
 static void sample_prompts(const char *model_dir, const char *tok_dir, const char *prompts_path, const SampleSettings *s,
-                           FILE *fp, int progress) {
+                           FILE *fp, int progress, cudaStream_t stream) {
     ProblemSet ps;
     problems_read(&ps, prompts_path, 0);
     GpuModel model;
-    gpu_model_load(&model, model_dir, 1);
+    gpu_model_load(&model, model_dir, 1, stream);
     Tokenizer *tok = tokenizer_load(tok_dir);
     check_tokenizer_fits(tok, tok_dir, model.config.vocab_size, model_dir);
     Delimiters delim;
@@ -125,7 +125,7 @@ static void sample_prompts(const char *model_dir, const char *tok_dir, const cha
 
 // Up to max_gen_toks ids after the prompt, ending early at the config's
 // eos_token_id or when the context is full; prints the ids on one line.
-static void continue_ids(const char *model_dir, const char *ids_arg, const SampleSettings *s, FILE *fp) {
+static void continue_ids(const char *model_dir, const char *ids_arg, const SampleSettings *s, FILE *fp, cudaStream_t stream) {
     IdList ids = {NULL, 0, 0};
     for (const char *p = ids_arg; *p;) {
         char *end;
@@ -138,7 +138,7 @@ static void continue_ids(const char *model_dir, const char *ids_arg, const Sampl
     }
     if (ids.len == 0) die("sample: the prompt is empty");
     GpuModel model;
-    gpu_model_load(&model, model_dir, 1);
+    gpu_model_load(&model, model_dir, 1, stream);
     size_t V = model.config.vocab_size;
     for (size_t i = 0; i < ids.len; i++)
         if (ids.data[i] >= V) die("sample: prompt token id %u is outside the model's %zu embedding rows", ids.data[i], V);
@@ -212,7 +212,8 @@ static void usage(void) {
            "                       and the KV cache read once, over the HBM bandwidth, at contexts 0 to 32768 and N\n"
            "  --config FILE        the model's config.json for --plan (configs/qwen2.5-32b-instruct.json, ...)\n"
            "  --context N          a context length to add to --plan's table\n"
-           "  --hbm-gbps X         the bandwidth for --plan in GB/s (default 3350, an H100 SXM)\n");
+           "  --hbm-gbps X         the bandwidth for --plan in GB/s (default 3350, an H100 SXM)\n"
+           ATTENTION_FLAG_HELP);
 }
 
 int main(int argc, char **argv) {
@@ -236,6 +237,7 @@ int main(int argc, char **argv) {
         else if (flag_is(a, "--prompts")) prompts_path = flag_value(argc, argv, &i);
         else if (flag_is(a, "--prompt-ids")) prompt_ids = flag_value(argc, argv, &i);
         else if (flag_is(a, "--out")) out_path = flag_value(argc, argv, &i);
+        else if (flag_is(a, "--attention")) attention_flag(flag_value(argc, argv, &i));
         else if (parse_budget_flag(argc, argv, &i, &s)) forcing = 1;
         else if (!parse_sample_flag(argc, argv, &i, &s)) die("sample: unknown argument '%s' (see sample --help)", a);
         forcing |= strcmp(a, "--ignore-str") == 0 || strcmp(a, "--readme-variant") == 0;
@@ -256,8 +258,11 @@ int main(int argc, char **argv) {
     AtomicFile af;
     FILE *fp = stdout;
     if (out_path) { af = atomic_open(out_path); fp = af.fp; }
-    if (prompt_ids) continue_ids(model_dir, prompt_ids, &s, fp);
-    else sample_prompts(model_dir, tok_dir, prompts_path, &s, fp, out_path != NULL);
+    cudaStream_t stream;   // all of the decoder's work (no legacy default stream: tutorial/cuda.md, "Streams")
+    cudaCheck(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
+    if (prompt_ids) continue_ids(model_dir, prompt_ids, &s, fp, stream);
+    else sample_prompts(model_dir, tok_dir, prompts_path, &s, fp, out_path != NULL, stream);
+    cudaCheck(cudaStreamDestroy(stream));
     if (out_path) atomic_commit(&af);
     return 0;
 }

@@ -42,16 +42,17 @@ static const char *format_bytes(double bytes, char *buf, size_t n) {
 // sft loss
 
 static void usage_loss(void) {
-    printf("usage: sft loss --model DIR --data SHARD [--max-seq-len N] [--chunk-rows N]\n"
+    printf("usage: sft loss --model DIR --data SHARD [--max-seq-len N] [--chunk-rows N] [--attention K]\n"
            "\n"
            "Loads a Hugging Face Qwen2 checkpoint folder (config.json + model.safetensors or a sharded\n"
            "index; F32, F16 or BF16) into bf16 GPU memory and prints the masked loss of the shard,\n"
            "normalised as s1 trains: the mean over sequences of each sequence's mean target-token\n"
            "cross-entropy. The last line is \"loss: <float>\" (the same contract as ./s1 loss).\n"
            "\n"
-           "  --max-seq-len N  truncate longer sequences to N tokens (default 32768)\n"
-           "  --chunk-rows N   tokens per LM-head chunk: the logits buffer is N x vocab fp32\n"
-           "                   (default 1024: 623 MB at Qwen2.5's 152064 rows)\n");
+           "  --max-seq-len N      truncate longer sequences to N tokens (default 32768)\n"
+           "  --chunk-rows N       tokens per LM-head chunk: the logits buffer is N x vocab fp32\n"
+           "                       (default 1024: 623 MB at Qwen2.5's 152064 rows)\n"
+           ATTENTION_FLAG_HELP);
 }
 
 static int main_loss(int argc, char **argv) {
@@ -64,6 +65,7 @@ static int main_loss(int argc, char **argv) {
         else if (flag_is(a, "--data")) data_path = flag_value(argc, argv, &i);
         else if (flag_is(a, "--max-seq-len")) max_seq_len = flag_count(argc, argv, &i, 0);
         else if (flag_is(a, "--chunk-rows")) chunk_rows = flag_count(argc, argv, &i, 0);
+        else if (flag_is(a, "--attention")) attention_flag(flag_value(argc, argv, &i));
         else die("sft loss: unknown argument '%s' (see sft loss --help)", a);
     }
     if (model_dir == NULL || data_path == NULL) die("sft loss: --model and --data are required (see sft loss --help)");
@@ -71,8 +73,10 @@ static int main_loss(int argc, char **argv) {
 
     Shard shard;
     shard_read(&shard, data_path);
+    cudaStream_t stream;   // all of the model's work (no legacy default stream: tutorial/cuda.md, "Streams")
+    cudaCheck(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
     GpuModel model;
-    gpu_model_load(&model, model_dir, (int)chunk_rows);
+    gpu_model_load(&model, model_dir, (int)chunk_rows, stream);
     if (shard.header.vocab_size > model.config.vocab_size)
         die("%s: shard vocab_size %u exceeds the model's %zu embedding rows", data_path, shard.header.vocab_size, model.config.vocab_size);
     // the memory plan (s1-spec section 8): weights, the activations of the longest sequence, one LM-head chunk
@@ -106,6 +110,7 @@ static int main_loss(int argc, char **argv) {
     printf("sequences: %zu, target tokens: %zu\n", S, targets);
     printf("loss: %.6f\n", S ? sum / (double)S : 0.0);
     gpu_model_free(&model);
+    cudaCheck(cudaStreamDestroy(stream));
     shard_free(&shard);
     return 0;
 }
@@ -159,9 +164,9 @@ static void sft_save(GpuModel *m, const SftOptions *o, const char *dir) {
     }
     float *am = (float *)mallocCheck(S * sizeof(float)), *av = (float *)mallocCheck(S * sizeof(float));
     float *ms = (float *)mallocCheck(S * sizeof(float));
-    cudaCheck(cudaMemcpy(am, m->adam_m, S * sizeof(float), cudaMemcpyDeviceToHost));
-    cudaCheck(cudaMemcpy(av, m->adam_v, S * sizeof(float), cudaMemcpyDeviceToHost));
-    cudaCheck(cudaMemcpy(ms, m->master_memory, S * sizeof(float), cudaMemcpyDeviceToHost));
+    copy_to_host(am, m->adam_m, S * sizeof(float), m->stream);
+    copy_to_host(av, m->adam_v, S * sizeof(float), m->stream);
+    copy_to_host(ms, m->master_memory, S * sizeof(float), m->stream);
     // nothing that is not finite is saved, on any rank (all ranks learn it, and stop together)
     double bad = gpu_sum_over_ranks(m, (double)(count_nonfinite(am, S) + count_nonfinite(av, S) + count_nonfinite(ms, S)));
     if (bad > 0)
@@ -206,14 +211,15 @@ static void sft_check_resume_ranks(const char *dir, int world) {
 }
 
 // The model to train, this rank's shards of it: a HF checkpoint, a resumed run, or random weights.
-static void sft_model_open(GpuModel *m, SftOptions *o) {
+static void sft_model_open(GpuModel *m, SftOptions *o, cudaStream_t stream) {
     TrainOptions *t = &o->train;
     const char *dir = t->resume_dir ? t->resume_dir : t->model_dir;
     char path[4200];
     Qwen2Config c;
     if (dir != NULL) snprintf(path, sizeof path, "%s/config.json", dir);
     config_read(&c, dir != NULL ? path : t->init_config);
-    gpu_model_create_rank(m, &c, (int)o->chunk_rows, 1, o->rank, o->world, o->nccl, o->reduce_f32, o->overlap && o->world > 1);
+    gpu_model_create_rank(m, &c, (int)o->chunk_rows, 1, o->rank, o->world, o->nccl, o->reduce_f32, o->overlap && o->world > 1,
+                          stream);
     if (dir == NULL) {   // the same seeded init as ./s1 train --init-config
         float *init = (float *)mallocCheck(m->num_parameters * sizeof(float));
         qwen2_init_parameters(init, &c, t->init_seed);
@@ -237,9 +243,9 @@ static void sft_model_open(GpuModel *m, SftOptions *o) {
         gpu_scatter_from_host(m, m->adam_v, av);
     } else {
         if (!has_master) die("%s/optimizer.bin: a shard of the optimizer state without master weights", state_dir);
-        cudaCheck(cudaMemcpy(m->adam_m, am, n * sizeof(float), cudaMemcpyHostToDevice));
-        cudaCheck(cudaMemcpy(m->adam_v, av, n * sizeof(float), cudaMemcpyHostToDevice));
-        cudaCheck(cudaMemcpy(m->master_memory, master, n * sizeof(float), cudaMemcpyHostToDevice));
+        copy_to_device(m->adam_m, am, n * sizeof(float), stream);
+        copy_to_device(m->adam_v, av, n * sizeof(float), stream);
+        copy_to_device(m->master_memory, master, n * sizeof(float), stream);
         gpu_round_master(m);
     }
     free(am); free(av); free(master);
@@ -298,8 +304,10 @@ static void print_memory_plan(const GpuMemoryPlan *p, const char *what) {
 static void sft_train_run(SftOptions *o) {
     TrainOptions *t = &o->train;
     TrainSettings *s = &t->settings;
+    cudaStream_t stream;   // the compute stream, on this rank's device (cudaSetDevice came first)
+    cudaCheck(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
     GpuModel model;
-    sft_model_open(&model, o);
+    sft_model_open(&model, o, stream);
     const Qwen2Config *c = &model.config;
     int lead = o->rank == 0;   // only rank 0 prints
     if (!lead) t->quiet = 1;
@@ -338,7 +346,7 @@ static void sft_train_run(SftOptions *o) {
         double lr = schedule_lr(step, total, warmup, s->lr);
         dataloader_batch(&loader, step);
         train_loss_weights(&loader, s, seq_weights);   // each sequence's share of the step's loss (--loss-norm)
-        cudaCheck(cudaMemset(model.grads_memory, 0, model.shard_numel * sizeof(float)));
+        cudaCheck(cudaMemsetAsync(model.grads_memory, 0, model.shard_numel * sizeof(float), stream));
         // this rank's sequences, in micro-batches; every rank runs the same number of rounds (a rank
         // left without sequences in a round still takes part in its collectives)
         size_t count = sft_rank_sequences(&loader, o->rank, o->world, o->balance, mine);
@@ -395,6 +403,7 @@ static void sft_train_run(SftOptions *o) {
     gpu_train_acts_free(&acts);
     dataloader_free(&loader);
     gpu_model_free(&model);
+    cudaCheck(cudaStreamDestroy(stream));
 }
 
 static void usage_train(void) {
@@ -421,6 +430,7 @@ static void usage_train(void) {
            "  --balance            give each rank of a step a similar token count (longest sequence first to\n"
            "                       the least-loaded rank); default: sequence j of a step goes to rank j mod W\n"
            "  --reduce-dtype T     bf16 (default, as s1's FSDP reduce_dtype) or f32: the gradients' reduce-scatter\n"
+           ATTENTION_FLAG_HELP
            "  --nproc N            fork N ranks on this node (like torchrun --nproc_per_node N); without it the rank\n"
            "                       and world size come from torchrun's RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR,\n"
            "                       MASTER_PORT or Slurm's SLURM_PROCID, SLURM_NTASKS, SLURM_LOCALID (common/launch.h).\n"
@@ -461,6 +471,7 @@ static int main_train(int argc, char **argv) {
         else if (flag_is(a, "--chunk-rows")) o.chunk_rows = flag_count(argc, argv, &i, 0);
         else if (flag_is(a, "--balance")) o.balance = 1;
         else if (flag_is(a, "--overlap")) o.overlap = 1;
+        else if (flag_is(a, "--attention")) attention_flag(flag_value(argc, argv, &i));
         else if (flag_is(a, "--nproc")) nproc = (int)flag_count(argc, argv, &i, 0);
         else if (flag_is(a, "--reduce-dtype")) {
             const char *v = flag_value(argc, argv, &i);

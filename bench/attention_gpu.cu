@@ -90,7 +90,7 @@ int main(int argc, char **argv) {
         floatX *a = random_device((size_t)n * n, 1), *b = random_device((size_t)n * n, 2), *c = random_device((size_t)n * n, 3);
         cublasHandle_t handle;
         cublasCheck(cublasCreate(&handle));
-        float ms = time_ms([&] { gemm_nt(handle, c, CUDA_R_16BF, a, b, n, n, n, 0.0f); });
+        float ms = time_ms([&] { gemm_nt(handle, c, CUDA_R_16BF, a, b, n, n, n, 0.0f, 0); });
         printf("ours %-22s n=%-6d %9.3f ms %8.1f TFLOP/s\n", "cublas_gemm_bf16", n, ms, 2.0 * n * n * (double)n / (ms * 1e-3) / 1e12);
         cublasCheck(cublasDestroy(handle));
         cudaCheck(cudaFree(a)); cudaCheck(cudaFree(b)); cudaCheck(cudaFree(c));
@@ -109,10 +109,10 @@ int main(int argc, char **argv) {
         cudaCheck(cudaMalloc(&lse, (size_t)T * NQ * sizeof(float)));
         cudaCheck(cudaMalloc(&scratch, attention_backward_scratch_floats(T, NQ) * sizeof(float)));
         double fwd = 2.0 * T * (double)T * NQ * HD;
-        report("forward_cuda_cores", T, time_ms([&] { attention_forward(out, lse, q, k, v, T, 0, NQ, NKV, HD); }), fwd);
-        report("forward_tensor_cores", T, time_ms([&] { attention_forward_tc(out, lse, q, k, v, T, 0, NQ, NKV, HD); }), fwd);
+        report("forward_cuda_cores", T, time_ms([&] { attention_forward(out, lse, q, k, v, T, 0, NQ, NKV, HD, 0); }), fwd);
+        report("forward_tensor_cores", T, time_ms([&] { attention_forward_tc(out, lse, q, k, v, T, 0, NQ, NKV, HD, 0); }), fwd);
         report("backward_cuda_cores", T,
-               time_ms([&] { attention_backward(dq, dk, dv, scratch, dout, out, lse, q, k, v, T, NQ, NKV, HD); }), 2.5 * fwd);
+               time_ms([&] { attention_backward(dq, dk, dv, scratch, dout, out, lse, q, k, v, T, NQ, NKV, HD, 0); }), 2.5 * fwd);
         cudaCheck(cudaFree(q)); cudaCheck(cudaFree(k)); cudaCheck(cudaFree(v)); cudaCheck(cudaFree(dout));
         cudaCheck(cudaFree(out)); cudaCheck(cudaFree(dq)); cudaCheck(cudaFree(dk)); cudaCheck(cudaFree(dv));
         cudaCheck(cudaFree(lse)); cudaCheck(cudaFree(scratch));

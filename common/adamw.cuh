@@ -132,14 +132,14 @@ __global__ void __launch_bounds__(256) adamw_vec_kernel(floatX *params, float *m
 // where the fp32 arrays reach theirs too when the bases are 16-byte aligned
 // (cudaMalloc gives 256); otherwise the step runs one element per thread.
 static void adamw_update(floatX *params, float *master, float *m, float *v, const float *grads, size_t n, float clip,
-                         const AdamWScalars *s) {
+                         const AdamWScalars *s, cudaStream_t stream) {
     int n32 = int_size(n, "adamw_update");
     int head = vec_head(params, sizeof(floatX), n32);
     if (is_aligned16(master + head) && is_aligned16(m + head) && is_aligned16(v + head) && is_aligned16(grads + head))
-        CU_LAUNCH(adamw_vec_kernel, grid_for((size_t)(n32 - head) / VEC, 256), 256, 0, 0)(params, master, m, v, grads, n32,
+        CU_LAUNCH(adamw_vec_kernel, grid_for((size_t)(n32 - head) / VEC, 256), 256, 0, stream)(params, master, m, v, grads, n32,
                                                                                           head, clip, *s);
     else
-        CU_LAUNCH(adamw_kernel, grid_for(n, 256), 256, 0, 0)(params, master, m, v, grads, n, clip, *s);
+        CU_LAUNCH(adamw_kernel, grid_for(n, 256), 256, 0, stream)(params, master, m, v, grads, n, clip, *s);
     cudaCheck(cudaGetLastError());
 }
 

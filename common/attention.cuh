@@ -146,6 +146,17 @@ static size_t attention_smem_bytes(int HD) {
 // allows (64 and 128: every Qwen2.5 size); false keeps the CUDA-core kernels, the readable reference.
 static bool attention_tensor_cores = true;
 
+// --attention tensor-cores|cuda-cores (sft, sample): sets attention_tensor_cores.
+#define ATTENTION_FLAG_HELP                                                                                   \
+    "  --attention K        tensor-cores (default: the tensor-core kernels at head_dim 64 and 128, the\n"     \
+    "                       CUDA-core ones at other head dims) or cuda-cores (the CUDA-core kernels, the\n"  \
+    "                       readable reference)\n"
+static void attention_flag(const char *v) {
+    if (strcmp(v, "tensor-cores") != 0 && strcmp(v, "cuda-cores") != 0)
+        die("--attention: '%s' is not tensor-cores or cuda-cores", v);
+    attention_tensor_cores = strcmp(v, "tensor-cores") == 0;
+}
+
 // O (16 query rows x HD, the warp's m16n8 accumulators: o[i] holds dims 8i..8i+7) += P (16 rows x
 // ATC_BK keys, bf16 A fragments: pf[kk] holds keys 16kk..16kk+15) . V (ATC_BK keys x HD, shared
 // memory, row stride LD): the P.V step of attention_forward_tc_kernel, a class of its own so that
@@ -295,7 +306,7 @@ static size_t attention_tc_smem_bytes(int HD) { return (size_t)(ATC_BQ + 4 * ATC
 // attention_forward() on tensor cores: the same contract, HD 64 or 128. PV: the P.V step (above).
 template <class PV = AtcPvTensorCores>
 static void attention_forward_tc(floatX *out, float *lse, const floatX *q, const floatX *k, const floatX *v, int Tq,
-                                 int past, int NQ, int NKV, int HD) {
+                                 int past, int NQ, int NKV, int HD, cudaStream_t stream) {
     if (HD != 64 && HD != 128) die("attention_forward_tc: head_dim %d is not supported (64 or 128)", HD);
     if (NQ % NKV != 0) die("attention_forward_tc: %d query heads are not a multiple of %d KV heads", NQ, NKV);
     if (NQ > 65535) die("attention_forward_tc: %d query heads exceed the grid's y limit", NQ);
@@ -306,7 +317,7 @@ static void attention_forward_tc(floatX *out, float *lse, const floatX *q, const
     void (*attention_forward_tc_kernel_hd)(floatX *, float *, const floatX *, const floatX *, const floatX *, int, int, int, int, float) =
         HD == 64 ? attention_forward_tc_kernel<64, PV> : attention_forward_tc_kernel<128, PV>;
     cudaCheck(cudaFuncSetAttribute(attention_forward_tc_kernel_hd, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
-    CU_LAUNCH(attention_forward_tc_kernel_hd, grid, ATC_WARPS * WARP_SIZE, smem, 0)(out, lse, q, k, v, Tq, past, NQ, NKV, scale);
+    CU_LAUNCH(attention_forward_tc_kernel_hd, grid, ATC_WARPS * WARP_SIZE, smem, stream)(out, lse, q, k, v, Tq, past, NQ, NKV, scale);
     cudaCheck(cudaGetLastError());
 }
 
@@ -315,21 +326,22 @@ static void attention_forward_tc(floatX *out, float *lse, const floatX *q, const
 // lse (Tq,NQ), when not NULL, receives each row's log-sum-exp of its scaled
 // scores (s1.c's layout), which attention_backward() needs.
 static void attention_forward_cuda_cores(floatX *out, float *lse, const floatX *q, const floatX *k, const floatX *v, int Tq,
-                                         int past, int NQ, int NKV, int HD) {
+                                         int past, int NQ, int NKV, int HD, cudaStream_t stream) {
     if (HD > ATT_MAX_HD || HD % 2 != 0) die("attention_forward: head_dim %d is not supported (even, at most %d)", HD, ATT_MAX_HD);
     if (NQ % NKV != 0) die("attention_forward: %d query heads are not a multiple of %d KV heads", NQ, NKV);
     dim3 grid((unsigned)((Tq + ATT_BQ - 1) / ATT_BQ), (unsigned)NQ);
     float scale = 1.0f / sqrtf((float)HD);
-    CU_LAUNCH(attention_forward_kernel, grid, ATT_WARPS * WARP_SIZE, attention_smem_bytes(HD), 0)(out, lse, q, k, v, Tq, past, NQ, NKV, HD, scale);
+    CU_LAUNCH(attention_forward_kernel, grid, ATT_WARPS * WARP_SIZE, attention_smem_bytes(HD), stream)(out, lse, q, k, v, Tq, past,
+                                                                                                       NQ, NKV, HD, scale);
     cudaCheck(cudaGetLastError());
 }
 
 // The programs' entry point: the tensor-core kernel where the head dim allows it
 // and attention_tensor_cores is set (the default), else the CUDA-core kernel.
 static void attention_forward(floatX *out, float *lse, const floatX *q, const floatX *k, const floatX *v, int Tq, int past,
-                              int NQ, int NKV, int HD) {
-    if (attention_tensor_cores && (HD == 64 || HD == 128)) attention_forward_tc(out, lse, q, k, v, Tq, past, NQ, NKV, HD);
-    else attention_forward_cuda_cores(out, lse, q, k, v, Tq, past, NQ, NKV, HD);
+                              int NQ, int NKV, int HD, cudaStream_t stream) {
+    if (attention_tensor_cores && (HD == 64 || HD == 128)) attention_forward_tc(out, lse, q, k, v, Tq, past, NQ, NKV, HD, stream);
+    else attention_forward_cuda_cores(out, lse, q, k, v, Tq, past, NQ, NKV, HD, stream);
 }
 
 // ----------------------------------------------------------------------------
@@ -549,9 +561,9 @@ static size_t attention_backward_dq_smem_bytes(int HD) {
 static size_t attention_backward_scratch_floats(int T, int NQ) { return (size_t)T * NQ; }
 
 // D (T,NQ) = rowsum(dout * out), the first step of both backward passes
-static void attention_backward_D(float *D, const floatX *dout, const floatX *out, int T, int NQ, int HD) {
+static void attention_backward_D(float *D, const floatX *dout, const floatX *out, int T, int NQ, int HD, cudaStream_t stream) {
     size_t rows = (size_t)T * NQ;
-    CU_LAUNCH(attention_backward_D_kernel, grid_for(rows, ATT_WARPS), ATT_WARPS * WARP_SIZE, 0, 0)(D, dout, out, rows, HD);
+    CU_LAUNCH(attention_backward_D_kernel, grid_for(rows, ATT_WARPS), ATT_WARPS * WARP_SIZE, 0, stream)(D, dout, out, rows, HD);
     cudaCheck(cudaGetLastError());
 }
 // ----------------------------------------------------------------------------
@@ -832,13 +844,13 @@ static size_t attention_backward_dq_tc_smem_bytes(int HD) {
 // attention_backward() on tensor cores: the same contract, HD 64 or 128.
 static void attention_backward_tc(floatX *dq, floatX *dk, floatX *dv, float *scratch, const floatX *dout, const floatX *out,
                                   const float *lse, const floatX *q, const floatX *k, const floatX *v,
-                                  int T, int NQ, int NKV, int HD) {
+                                  int T, int NQ, int NKV, int HD, cudaStream_t stream) {
     if (HD != 64 && HD != 128) die("attention_backward_tc: head_dim %d is not supported (64 or 128)", HD);
     if (NQ % NKV != 0) die("attention_backward_tc: %d query heads are not a multiple of %d KV heads", NQ, NKV);
     if (NQ > 65535) die("attention_backward_tc: %d query heads exceed the grid's y limit", NQ);
     if (T <= 0) return;
     float scale = 1.0f / sqrtf((float)HD), *D = scratch;
-    attention_backward_D(D, dout, out, T, NQ, HD);
+    attention_backward_D(D, dout, out, T, NQ, HD, stream);
 
     typedef void (*DkdvKernel)(floatX *, floatX *, const float *, const floatX *, const float *, const floatX *,
                                const floatX *, const floatX *, int, int, int, float);
@@ -847,7 +859,7 @@ static void attention_backward_tc(floatX *dq, floatX *dk, floatX *dv, float *scr
     size_t smem = attention_backward_dkdv_tc_smem_bytes(HD);
     cudaCheck(cudaFuncSetAttribute(attention_backward_dkdv_tc_kernel_hd, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
     dim3 grid_kv((unsigned)((T + ATCB_BKV - 1) / ATCB_BKV), (unsigned)NKV);
-    CU_LAUNCH(attention_backward_dkdv_tc_kernel_hd, grid_kv, ATC_WARPS * WARP_SIZE, smem, 0)(dk, dv, D, dout, lse, q, k, v, T, NQ, NKV, scale);
+    CU_LAUNCH(attention_backward_dkdv_tc_kernel_hd, grid_kv, ATC_WARPS * WARP_SIZE, smem, stream)(dk, dv, D, dout, lse, q, k, v, T, NQ, NKV, scale);
     cudaCheck(cudaGetLastError());
 
     typedef void (*DqKernel)(floatX *, const float *, const floatX *, const float *, const floatX *, const floatX *,
@@ -856,7 +868,7 @@ static void attention_backward_tc(floatX *dq, floatX *dk, floatX *dv, float *scr
     smem = attention_backward_dq_tc_smem_bytes(HD);
     cudaCheck(cudaFuncSetAttribute(attention_backward_dq_tc_kernel_hd, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
     dim3 grid_q((unsigned)((T + ATCB_DQ_BQ - 1) / ATCB_DQ_BQ), (unsigned)NQ);
-    CU_LAUNCH(attention_backward_dq_tc_kernel_hd, grid_q, ATC_WARPS * WARP_SIZE, smem, 0)(dq, D, dout, lse, q, k, v, T, NQ, NKV, scale);
+    CU_LAUNCH(attention_backward_dq_tc_kernel_hd, grid_q, ATC_WARPS * WARP_SIZE, smem, stream)(dq, D, dout, lse, q, k, v, T, NQ, NKV, scale);
     cudaCheck(cudaGetLastError());
 }
 
@@ -865,34 +877,34 @@ static void attention_backward_tc(floatX *dq, floatX *dk, floatX *dv, float *scr
 // scratch: at least attention_backward_scratch_floats(T, NQ) floats of device memory (D = rowsum(dout*out)).
 static void attention_backward_cuda_cores(floatX *dq, floatX *dk, floatX *dv, float *scratch, const floatX *dout,
                                           const floatX *out, const float *lse, const floatX *q, const floatX *k,
-                                          const floatX *v, int T, int NQ, int NKV, int HD) {
+                                          const floatX *v, int T, int NQ, int NKV, int HD, cudaStream_t stream) {
     if (HD > ATT_MAX_HD || HD % 2 != 0) die("attention_backward: head_dim %d is not supported (even, at most %d)", HD, ATT_MAX_HD);
     if (NQ % NKV != 0) die("attention_backward: %d query heads are not a multiple of %d KV heads", NQ, NKV);
     if (NQ > 65535) die("attention_backward: %d query heads exceed the grid's y limit", NQ);
     if (T <= 0) return;
     float scale = 1.0f / sqrtf((float)HD), *D = scratch;
     int block = ATT_WARPS * WARP_SIZE;
-    attention_backward_D(D, dout, out, T, NQ, HD);
+    attention_backward_D(D, dout, out, T, NQ, HD, stream);
 
     size_t smem = attention_backward_dkdv_smem_bytes(HD);
     cudaCheck(cudaFuncSetAttribute(attention_backward_dkdv_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
     dim3 grid_kv((unsigned)((T + ATTB_BKV - 1) / ATTB_BKV), (unsigned)NKV);
-    CU_LAUNCH(attention_backward_dkdv_kernel, grid_kv, block, smem, 0)(dk, dv, D, dout, lse, q, k, v, T, NQ, NKV, HD, scale);
+    CU_LAUNCH(attention_backward_dkdv_kernel, grid_kv, block, smem, stream)(dk, dv, D, dout, lse, q, k, v, T, NQ, NKV, HD, scale);
     cudaCheck(cudaGetLastError());
 
     smem = attention_backward_dq_smem_bytes(HD);
     cudaCheck(cudaFuncSetAttribute(attention_backward_dq_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
     dim3 grid_q((unsigned)((T + ATT_BQ - 1) / ATT_BQ), (unsigned)NQ);
-    CU_LAUNCH(attention_backward_dq_kernel, grid_q, block, smem, 0)(dq, D, dout, lse, q, k, v, T, NQ, NKV, HD, scale);
+    CU_LAUNCH(attention_backward_dq_kernel, grid_q, block, smem, stream)(dq, D, dout, lse, q, k, v, T, NQ, NKV, HD, scale);
     cudaCheck(cudaGetLastError());
 }
 
 // The programs' entry point, chosen as attention_forward() chooses.
 static void attention_backward(floatX *dq, floatX *dk, floatX *dv, float *scratch, const floatX *dout, const floatX *out,
                                const float *lse, const floatX *q, const floatX *k, const floatX *v,
-                               int T, int NQ, int NKV, int HD) {
-    if (attention_tensor_cores && (HD == 64 || HD == 128)) attention_backward_tc(dq, dk, dv, scratch, dout, out, lse, q, k, v, T, NQ, NKV, HD);
-    else attention_backward_cuda_cores(dq, dk, dv, scratch, dout, out, lse, q, k, v, T, NQ, NKV, HD);
+                               int T, int NQ, int NKV, int HD, cudaStream_t stream) {
+    if (attention_tensor_cores && (HD == 64 || HD == 128)) attention_backward_tc(dq, dk, dv, scratch, dout, out, lse, q, k, v, T, NQ, NKV, HD, stream);
+    else attention_backward_cuda_cores(dq, dk, dv, scratch, dout, out, lse, q, k, v, T, NQ, NKV, HD, stream);
 }
 
 // Decoding: one new query token per head against the ntok cached keys (itself
@@ -966,11 +978,11 @@ __global__ void attention_decode_kernel(floatX *out, const floatX *q, const floa
 
 // out (NQ,HD) = attention of one new token's queries q (NQ,HD) over the ntok
 // keys/values of the cache (k, v: (ntok, NKV, HD), the new token's included).
-static void attention_decode(floatX *out, const floatX *q, const floatX *k, const floatX *v, int ntok, int NQ, int NKV, int HD) {
+static void attention_decode(floatX *out, const floatX *q, const floatX *k, const floatX *v, int ntok, int NQ, int NKV, int HD, cudaStream_t stream) {
     if (HD > ATT_MAX_HD || HD % 2 != 0) die("attention_decode: head_dim %d is not supported (even, at most %d)", HD, ATT_MAX_HD);
     if (NQ % NKV != 0) die("attention_decode: %d query heads are not a multiple of %d KV heads", NQ, NKV);
     size_t smem = (size_t)(HD + DEC_WARPS * WARP_SIZE + 2 * DEC_WARPS + DEC_WARPS * HD) * sizeof(float);
-    CU_LAUNCH(attention_decode_kernel, NQ, DEC_WARPS * WARP_SIZE, smem, 0)(out, q, k, v, ntok, NQ, NKV, HD, 1.0f / sqrtf((float)HD));
+    CU_LAUNCH(attention_decode_kernel, NQ, DEC_WARPS * WARP_SIZE, smem, stream)(out, q, k, v, ntok, NQ, NKV, HD, 1.0f / sqrtf((float)HD));
     cudaCheck(cudaGetLastError());
 }
 
@@ -1097,11 +1109,11 @@ __global__ void __launch_bounds__(ATT_MAX_HD) attention_decode_combine_kernel(fl
 // attention_decode_scratch_floats(ntok, NQ, HD) floats of device memory; q, k and
 // v 16-byte aligned (as cudaMalloc'd buffers and HD-multiple offsets are).
 static void attention_decode_flash(floatX *out, float *scratch, const floatX *q, const floatX *k, const floatX *v, int ntok,
-                                   int NQ, int NKV, int HD) {
+                                   int NQ, int NKV, int HD, cudaStream_t stream) {
     if (NQ % NKV != 0) die("attention_decode: %d query heads are not a multiple of %d KV heads", NQ, NKV);
     int G = NQ / NKV;
     if ((HD != 64 && HD != 128) || G > FDEC_MAX_G || !is_aligned16(q) || !is_aligned16(k) || !is_aligned16(v)) {
-        attention_decode(out, q, k, v, ntok, NQ, NKV, HD);
+        attention_decode(out, q, k, v, ntok, NQ, NKV, HD, stream);
         return;
     }
     if (ntok <= 0) die("attention_decode: no keys");
@@ -1111,9 +1123,9 @@ static void attention_decode_flash(floatX *out, float *scratch, const floatX *q,
     size_t smem = (size_t)FDEC_WARPS * (WARP_SIZE / (HD / 8)) * G * (HD + 2) * sizeof(float);
     void (*attention_decode_split_kernel_hd)(float *, const floatX *, const floatX *, const floatX *, int, int, int, float) =
         HD == 64 ? attention_decode_split_kernel<64> : attention_decode_split_kernel<128>;
-    CU_LAUNCH(attention_decode_split_kernel_hd, grid, FDEC_WARPS * WARP_SIZE, smem, 0)(scratch, q, k, v, ntok, NQ, NKV, scale);
+    CU_LAUNCH(attention_decode_split_kernel_hd, grid, FDEC_WARPS * WARP_SIZE, smem, stream)(scratch, q, k, v, ntok, NQ, NKV, scale);
     cudaCheck(cudaGetLastError());
-    CU_LAUNCH(attention_decode_combine_kernel, NQ, HD, 0, 0)(out, scratch, splits, NQ, HD);
+    CU_LAUNCH(attention_decode_combine_kernel, NQ, HD, 0, stream)(out, scratch, splits, NQ, HD);
     cudaCheck(cudaGetLastError());
 }
 

@@ -119,7 +119,7 @@ __global__ void __launch_bounds__(256) sum_kernel(float *out, const float *x, in
 static void classifier_forward_backward(cublasHandle_t handle, float *loss, float *losses, float *logits, float *dx,
                                         float *dweight, const floatX *x, const floatX *weight, const uint32_t *targets,
                                         const float *weights, const float *weights_host, float grad_scale, int N,
-                                        int H, int V, int chunk_rows) {
+                                        int H, int V, int chunk_rows, cudaStream_t stream) {
     const int block = 256;
     int backward = dx != NULL;
     if (backward != (dweight != NULL)) die("classifier_forward_backward: pass both dx and dweight, or neither");
@@ -128,31 +128,31 @@ static void classifier_forward_backward(cublasHandle_t handle, float *loss, floa
         int scored = 0;
         for (int n = n0; n < n0 + rows && !scored; n++) scored = weights_host[n] != 0.0f;
         if (!scored) {
-            cudaCheck(cudaMemset(losses + n0, 0, (size_t)rows * sizeof(float)));
-            if (backward) cudaCheck(cudaMemset(dx + (size_t)n0 * H, 0, (size_t)rows * H * sizeof(float)));
+            cudaCheck(cudaMemsetAsync(losses + n0, 0, (size_t)rows * sizeof(float), stream));
+            if (backward) cudaCheck(cudaMemsetAsync(dx + (size_t)n0 * H, 0, (size_t)rows * H * sizeof(float), stream));
             continue;
         }
         const floatX *xc = x + (size_t)n0 * H;
-        gemm_nt(handle, logits, CUDA_R_32F, xc, weight, rows, H, V, 0.0f);
+        gemm_nt(handle, logits, CUDA_R_32F, xc, weight, rows, H, V, 0.0f, stream);
         floatX *dlogits = backward ? (floatX *)logits : NULL;   // (rows, 2V) bf16, in place
-        CU_LAUNCH(crossentropy_forward_kernel, grid_for((size_t)rows, 1), block, 0, 0)(
+        CU_LAUNCH(crossentropy_forward_kernel, grid_for((size_t)rows, 1), block, 0, stream)(
             losses + n0, logits, dlogits, targets + n0, weights + n0, grad_scale, rows, V);
         cudaCheck(cudaGetLastError());
         if (backward) {
-            gemm_nn(handle, dx + (size_t)n0 * H, CUDA_R_32F, dlogits, 2 * V, weight, rows, H, V, 0.0f);
-            gemm_tn_accumulate(handle, dweight, dlogits, 2 * V, xc, rows, H, V);
+            gemm_nn(handle, dx + (size_t)n0 * H, CUDA_R_32F, dlogits, 2 * V, weight, rows, H, V, 0.0f, stream);
+            gemm_tn_accumulate(handle, dweight, dlogits, 2 * V, xc, rows, H, V, stream);
         }
     }
-    CU_LAUNCH(sum_kernel, 1, 256, 0, 0)(loss, losses, N);
+    CU_LAUNCH(sum_kernel, 1, 256, 0, stream)(loss, losses, N);
     cudaCheck(cudaGetLastError());
 }
 
 // The forward pass alone: *loss of the chunked head (see above), for evaluation.
 static void lm_head_loss(cublasHandle_t handle, float *loss, float *losses, float *logits, const floatX *x,
                          const floatX *lm_w, const uint32_t *targets, const float *weights, const float *weights_host,
-                         int N, int H, int V, int chunk_rows) {
+                         int N, int H, int V, int chunk_rows, cudaStream_t stream) {
     classifier_forward_backward(handle, loss, losses, logits, NULL, NULL, x, lm_w, targets, weights, weights_host,
-                                1.0f, N, H, V, chunk_rows);
+                                1.0f, N, H, V, chunk_rows, stream);
 }
 
 #endif // S1C_CLASSIFIER_CUH

@@ -35,6 +35,9 @@ typedef __nv_bfloat16 floatX;   // the element type of weights and activations
 #define WARP_SIZE 32
 #define MAX_GRID_BLOCKS 1056   // 8 blocks per SM of an H100; larger problems loop (grid-stride)
 
+// Every launcher takes the stream it runs on as its last parameter (llm.c's
+// style), and so does everything above them: the programs give all their work
+// to one non-blocking compute stream (tutorial/cuda.md, "Streams").
 static inline int grid_for(size_t work, int per_block) {
     size_t blocks = (work + (size_t)per_block - 1) / (size_t)per_block;
     return blocks == 0 ? 1 : blocks > MAX_GRID_BLOCKS ? MAX_GRID_BLOCKS : (int)blocks;
@@ -84,6 +87,19 @@ __device__ __forceinline__ uint4 bf16x8_pack(const float f[VEC]) {   // each rou
     for (int k = 0; k < 4; k++)
         w[k] = (unsigned)__bfloat16_as_ushort(round_bf16(f[2 * k])) | (unsigned)__bfloat16_as_ushort(round_bf16(f[2 * k + 1])) << 16;
     return make_uint4(w[0], w[1], w[2], w[3]);
+}
+
+// Copies between the host and the device in `stream`'s order that return once
+// the copy is done: the host may then read, reuse or free its buffer. A plain
+// cudaMemcpy runs on the legacy default stream, which a non-blocking stream's
+// work does not wait for, nor waits for.
+static inline void copy_to_device(void *dst, const void *src, size_t bytes, cudaStream_t stream) {
+    cudaCheck(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, stream));
+    cudaCheck(cudaStreamSynchronize(stream));
+}
+static inline void copy_to_host(void *dst, const void *src, size_t bytes, cudaStream_t stream) {
+    cudaCheck(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, stream));
+    cudaCheck(cudaStreamSynchronize(stream));
 }
 
 static inline int is_aligned16(const void *p) { return ((uintptr_t)p & 15) == 0; }

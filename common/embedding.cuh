@@ -18,8 +18,8 @@ __global__ void __launch_bounds__(256) embedding_forward_kernel(floatX *out, con
     }
 }
 
-static void embedding_forward(floatX *out, const uint32_t *ids, const floatX *table, int N, int C) {
-    CU_LAUNCH(embedding_forward_kernel, grid_for((size_t)N * C, 256), 256, 0, 0)(out, ids, table, N, C);
+static void embedding_forward(floatX *out, const uint32_t *ids, const floatX *table, int N, int C, cudaStream_t stream) {
+    CU_LAUNCH(embedding_forward_kernel, grid_for((size_t)N * C, 256), 256, 0, stream)(out, ids, table, N, C);
     cudaCheck(cudaGetLastError());
 }
 
@@ -58,7 +58,7 @@ static int compare_u64(const void *a, const void *b) {
 
 // dtable (V,C) fp32 += the rows of dout (N,C) fp32 at ids_host (N,) (HOST memory).
 // scratch: embedding_backward_scratch_ints(N) ints of device memory.
-static void embedding_backward(float *dtable, const float *dout, const uint32_t *ids_host, int N, int C, int *scratch) {
+static void embedding_backward(float *dtable, const float *dout, const uint32_t *ids_host, int N, int C, int *scratch, cudaStream_t stream) {
     if (N == 0) return;
     // sort (id, position) pairs: one 64-bit key each, so positions stay in increasing order within an id
     uint64_t *keys = (uint64_t *)mallocCheck((size_t)N * sizeof(uint64_t));
@@ -76,10 +76,10 @@ static void embedding_backward(float *dtable, const float *dout, const uint32_t 
         positions[n] = (int)(uint32_t)keys[n];
     }
     starts[U] = N;
-    cudaCheck(cudaMemcpy(scratch, host, (2 * (size_t)U + 1 + N) * sizeof(int), cudaMemcpyHostToDevice));
+    copy_to_device(scratch, host, (2 * (size_t)U + 1 + N) * sizeof(int), stream);   // after the stream's earlier uses of scratch
     free(keys);
     free(host);
-    CU_LAUNCH(embedding_backward_kernel, grid_for((size_t)U, 1), 256, 0, 0)(dtable, dout, scratch, U, C);
+    CU_LAUNCH(embedding_backward_kernel, grid_for((size_t)U, 1), 256, 0, stream)(dtable, dout, scratch, U, C);
     cudaCheck(cudaGetLastError());
 }
 

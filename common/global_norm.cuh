@@ -56,10 +56,10 @@ __global__ void __launch_bounds__(GLOBAL_NORM_THREADS) global_norm_finish_kernel
 // *out_device = sum of g[i]^2 over the n floats of g (device), in double.
 // scratch: GLOBAL_NORM_BLOCKS doubles of device memory (may be the first part of
 // a GLOBAL_NORM_SCRATCH buffer whose last element is out_device).
-static void global_norm_squared(double *out_device, const float *g, size_t n, double *scratch) {
-    CU_LAUNCH(global_norm_partials_kernel, GLOBAL_NORM_BLOCKS, GLOBAL_NORM_THREADS, 0, 0)(scratch, g, n);
+static void global_norm_squared(double *out_device, const float *g, size_t n, double *scratch, cudaStream_t stream) {
+    CU_LAUNCH(global_norm_partials_kernel, GLOBAL_NORM_BLOCKS, GLOBAL_NORM_THREADS, 0, stream)(scratch, g, n);
     cudaCheck(cudaGetLastError());
-    CU_LAUNCH(global_norm_finish_kernel, 1, GLOBAL_NORM_THREADS, 0, 0)(out_device, scratch, GLOBAL_NORM_BLOCKS);
+    CU_LAUNCH(global_norm_finish_kernel, 1, GLOBAL_NORM_THREADS, 0, stream)(out_device, scratch, GLOBAL_NORM_BLOCKS);
     cudaCheck(cudaGetLastError());
 }
 
@@ -67,10 +67,10 @@ static void global_norm_squared(double *out_device, const float *g, size_t n, do
 // it: sqrt in double, then cast to float. Reads the scalar back to the host
 // (the clip factor of the AdamW step is computed on the host, as s1.c does).
 // scratch: GLOBAL_NORM_SCRATCH doubles of device memory.
-static float global_norm(const float *g, size_t n, double *scratch) {
+static float global_norm(const float *g, size_t n, double *scratch, cudaStream_t stream) {
     double sumsq;
-    global_norm_squared(scratch + GLOBAL_NORM_BLOCKS, g, n, scratch);
-    cudaCheck(cudaMemcpy(&sumsq, scratch + GLOBAL_NORM_BLOCKS, sizeof(double), cudaMemcpyDeviceToHost));
+    global_norm_squared(scratch + GLOBAL_NORM_BLOCKS, g, n, scratch, stream);
+    copy_to_host(&sumsq, scratch + GLOBAL_NORM_BLOCKS, sizeof(double), stream);
     return (float)sqrt(sumsq);
 }
 

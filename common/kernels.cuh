@@ -137,7 +137,9 @@ typedef struct {
     float *unit_grads_layer_alt;
     cudaEvent_t gathered_ev[2], used_ev[2], grads_ev[2], reduced_ev[2];
     size_t allocated_bytes;        // GPU memory this model allocated (the log's "mem" figure)
-    cublasHandle_t cublas;
+    cudaStream_t stream;           // the compute stream (the caller's, non-blocking): every kernel, GEMM, copy and
+                                   // collective of the model runs on it, but --overlap's layer collectives (comm)
+    cublasHandle_t cublas;         // bound to stream
     int chunk_rows;                // rows of the LM head per chunk
     // the batch: for up to `batch_capacity` tokens
     size_t batch_capacity;
@@ -210,8 +212,9 @@ static void *gpu_alloc(GpuModel *m, size_t bytes) {
 // AdamW moments (16 bytes per parameter with the bf16 weights, s1-spec
 // section 8; each rank holds 1/W of them). chunk_rows: rows per LM-head chunk
 // (memory: chunk_rows * V * 4 bytes). nccl: the ranks' communicator (W > 1).
+// stream: the compute stream, the caller's (a non-blocking one: tutorial/cuda.md, "Streams").
 static void gpu_model_create_rank(GpuModel *m, const Qwen2Config *c, int chunk_rows, int training, int rank, int world,
-                                  ncclComm_t nccl, int reduce_f32, int overlap) {
+                                  ncclComm_t nccl, int reduce_f32, int overlap, cudaStream_t stream) {
     memset(m, 0, sizeof *m);
     m->config = *c;
     if (c->head_dim > ATT_MAX_HD) die("config: head_dim %zu exceeds the attention kernel's %d", c->head_dim, ATT_MAX_HD);
@@ -223,6 +226,7 @@ static void gpu_model_create_rank(GpuModel *m, const Qwen2Config *c, int chunk_r
     m->world = world;
     m->nccl = nccl;
     m->reduce_f32 = reduce_f32;
+    m->stream = stream;
     m->num_parameters = parameter_count(c);
     gpu_units_build(m);
     size_t S = m->shard_numel;
@@ -233,8 +237,8 @@ static void gpu_model_create_rank(GpuModel *m, const Qwen2Config *c, int chunk_r
         m->adam_m = (float *)gpu_alloc(m, S * sizeof(float));
         m->adam_v = (float *)gpu_alloc(m, S * sizeof(float));
         float *zero[] = {m->master_memory, m->grads_memory, m->adam_m, m->adam_v};   // the padding stays 0
-        for (size_t i = 0; i < 4; i++) cudaCheck(cudaMemset(zero[i], 0, S * sizeof(float)));
-        cudaCheck(cudaMemset(m->params_memory, 0, S * sizeof(floatX)));
+        for (size_t i = 0; i < 4; i++) cudaCheck(cudaMemsetAsync(zero[i], 0, S * sizeof(float), stream));
+        cudaCheck(cudaMemsetAsync(m->params_memory, 0, S * sizeof(floatX), stream));
         m->norm_scratch = (double *)gpu_alloc(m, GLOBAL_NORM_SCRATCH * sizeof(double));
     }
     if (world > 1) {
@@ -259,12 +263,13 @@ static void gpu_model_create_rank(GpuModel *m, const Qwen2Config *c, int chunk_r
         }
     }
     cublasCheck(cublasCreate(&m->cublas));
+    cublasCheck(cublasSetStream(m->cublas, stream));
     m->chunk_rows = chunk_rows > 0 ? chunk_rows : 1;
 }
 
 // One GPU, all of the model.
-static void gpu_model_create(GpuModel *m, const Qwen2Config *c, int chunk_rows, int training) {
-    gpu_model_create_rank(m, c, chunk_rows, training, 0, 1, NULL, 0, 0);
+static void gpu_model_create(GpuModel *m, const Qwen2Config *c, int chunk_rows, int training, cudaStream_t stream) {
+    gpu_model_create_rank(m, c, chunk_rows, training, 0, 1, NULL, 0, 0, stream);
 }
 
 // Uploads the n fp32 values of unit u that start at its element `offset`
@@ -280,8 +285,8 @@ static void gpu_upload_unit(GpuModel *m, size_t u, size_t offset, const float *v
     const float *src = values + (begin - offset);
     uint16_t *bf = (uint16_t *)mallocCheck(count * sizeof(uint16_t));
     for (size_t j = 0; j < count; j++) bf[j] = float_to_bf16(src[j]);
-    cudaCheck(cudaMemcpy(m->params_memory + dst, bf, count * sizeof(uint16_t), cudaMemcpyHostToDevice));
-    if (m->master_memory != NULL) cudaCheck(cudaMemcpy(m->master_memory + dst, src, count * sizeof(float), cudaMemcpyHostToDevice));
+    copy_to_device(m->params_memory + dst, bf, count * sizeof(uint16_t), m->stream);
+    if (m->master_memory != NULL) copy_to_device(m->master_memory + dst, src, count * sizeof(float), m->stream);
     free(bf);
 }
 
@@ -300,10 +305,10 @@ static void gpu_gather_to_host(GpuModel *m, const float *shards, float *host) {
         const GpuUnit *un = &m->units[u];
         const float *src = shards + un->shard_offset;
         if (m->world > 1) {
-            ncclCheck(ncclAllGather(src, unit_dev, un->shard, ncclFloat32, m->nccl, 0));
+            ncclCheck(ncclAllGather(src, unit_dev, un->shard, ncclFloat32, m->nccl, m->stream));
             src = unit_dev;
         }
-        cudaCheck(cudaMemcpy(unit_host, src, un->shard * m->world * sizeof(float), cudaMemcpyDeviceToHost));
+        copy_to_host(unit_host, src, un->shard * m->world * sizeof(float), m->stream);
         for (size_t i = 0; i < count && host != NULL; i++) {
             size_t offset;
             if (gpu_tensor_location(m, &tensors[i], &offset) == u)
@@ -326,8 +331,8 @@ static void gpu_scatter_from_host(GpuModel *m, float *shards, const float *host)
         size_t begin = offset > lo ? offset : lo;
         end = end < hi ? end : hi;
         if (begin < end)
-            cudaCheck(cudaMemcpy(shards + un->shard_offset + (begin - lo), host + tensors[i].offset + (begin - offset),
-                                 (end - begin) * sizeof(float), cudaMemcpyHostToDevice));
+            copy_to_device(shards + un->shard_offset + (begin - lo), host + tensors[i].offset + (begin - offset),
+                           (end - begin) * sizeof(float), m->stream);
     }
     free(tensors);
 }
@@ -365,17 +370,19 @@ static size_t gpu_model_read(GpuModel *m, const char *dir) {
 // Loads a HF model folder: its config, then its weights into bf16 GPU memory
 // and, with training = 1, into fp32 master weights too. Returns the
 // checkpoint's AdamW step.
-static size_t gpu_model_open(GpuModel *m, const char *dir, int chunk_rows, int training) {
+static size_t gpu_model_open(GpuModel *m, const char *dir, int chunk_rows, int training, cudaStream_t stream) {
     char path[4096];
     snprintf(path, sizeof path, "%s/config.json", dir);
     Qwen2Config c;
     config_read(&c, path);
-    gpu_model_create(m, &c, chunk_rows, training);
+    gpu_model_create(m, &c, chunk_rows, training, stream);
     return gpu_model_read(m, dir);
 }
 
 // Loads a HF model folder into bf16 GPU memory, for inference.
-static void gpu_model_load(GpuModel *m, const char *dir, int chunk_rows) { gpu_model_open(m, dir, chunk_rows, 0); }
+static void gpu_model_load(GpuModel *m, const char *dir, int chunk_rows, cudaStream_t stream) {
+    gpu_model_open(m, dir, chunk_rows, 0, stream);
+}
 
 // out (n,) = bf16(in (n,))
 __global__ void __launch_bounds__(256) convert_to_bf16_kernel(floatX *out, const float *in, size_t n) {
@@ -384,7 +391,7 @@ __global__ void __launch_bounds__(256) convert_to_bf16_kernel(floatX *out, const
 
 // params = bf16(master) for this rank's shards (after loading master weights directly).
 static void gpu_round_master(GpuModel *m) {
-    CU_LAUNCH(convert_to_bf16_kernel, grid_for(m->shard_numel, 256), 256, 0, 0)(m->params_memory, m->master_memory, m->shard_numel);
+    CU_LAUNCH(convert_to_bf16_kernel, grid_for(m->shard_numel, 256), 256, 0, m->stream)(m->params_memory, m->master_memory, m->shard_numel);
     cudaCheck(cudaGetLastError());
 }
 
@@ -396,7 +403,7 @@ static void gpu_unit_weights(GpuModel *m, size_t u, const floatX **w) {
     const floatX *base = m->params_memory + un->shard_offset;
     if (m->world > 1) {
         floatX *dst = u == 0 || u == m->num_units - 1 ? m->gathered_big : m->gathered_layer;
-        ncclCheck(ncclAllGather(m->params_memory + un->shard_offset, dst, un->shard, ncclBfloat16, m->nccl, 0));
+        ncclCheck(ncclAllGather(m->params_memory + un->shard_offset, dst, un->shard, ncclBfloat16, m->nccl, m->stream));
         base = dst;
     }
     gpu_unit_pointers(m, u, base, w);
@@ -411,7 +418,7 @@ static const floatX *gpu_lm_head(GpuModel *m, const floatX **w) {
     if (m->world > 1) {   // the head unit (final norm) sits at the start of gathered_big: gather the embedding behind it
         const GpuUnit *un = &m->units[0];
         floatX *dst = m->gathered_big + m->units[m->num_units - 1].shard * m->world;
-        ncclCheck(ncclAllGather(m->params_memory + un->shard_offset, dst, un->shard, ncclBfloat16, m->nccl, 0));
+        ncclCheck(ncclAllGather(m->params_memory + un->shard_offset, dst, un->shard, ncclBfloat16, m->nccl, m->stream));
         return dst + un->offset[P_EMBED];
     }
     gpu_unit_pointers(m, 0, (const floatX *)m->params_memory + m->units[0].shard_offset, e);
@@ -433,7 +440,7 @@ static void gpu_unit_grads(GpuModel *m, size_t u, float **g) {
     float *base = m->grads_memory + un->shard_offset;
     if (m->world > 1) {
         base = gpu_unit_grads_buffer(m, u);
-        cudaCheck(cudaMemset(base, 0, un->shard * m->world * sizeof(float)));
+        cudaCheck(cudaMemsetAsync(base, 0, un->shard * m->world * sizeof(float), m->stream));
     }
     gpu_unit_pointers(m, u, base, g);
 }
@@ -467,11 +474,11 @@ static void gpu_unit_reduce_from(GpuModel *m, size_t u, const float *g, cudaStre
 }
 
 static void gpu_unit_reduce(GpuModel *m, size_t u) {
-    if (m->world > 1) gpu_unit_reduce_from(m, u, gpu_unit_grads_buffer(m, u), 0);
+    if (m->world > 1) gpu_unit_reduce_from(m, u, gpu_unit_grads_buffer(m, u), m->stream);
 }
 
 // --overlap: the layer units' collectives on m->comm, ahead of or behind the
-// compute on stream 0, each buffer guarded by events: a layer's gathered
+// compute on m->stream, each buffer guarded by events: a layer's gathered
 // weights are used only after gathered_ev and overwritten only after used_ev
 // (the compute that last read them); its gradients are reduced only after
 // grads_ev, and their buffer reused only after reduced_ev. The same operations
@@ -490,22 +497,22 @@ static void gpu_prefetch_layer(GpuModel *m, size_t u, int s) {
 
 // The compute waits for slot s's all-gather; w: the layer's weights there.
 static void gpu_layer_ready(GpuModel *m, size_t u, int s, const floatX **w) {
-    cudaCheck(cudaStreamWaitEvent(0, m->gathered_ev[s], 0));
+    cudaCheck(cudaStreamWaitEvent(m->stream, m->gathered_ev[s], 0));
     gpu_unit_pointers(m, u, (const floatX *)gpu_layer_slot_weights(m, s), w);
 }
 
 // Gradient slot s for layer unit u, zeroed once its previous reduce-scatter is done.
 static void gpu_layer_grads_slot(GpuModel *m, size_t u, int s, float **g) {
-    cudaCheck(cudaStreamWaitEvent(0, m->reduced_ev[s], 0));
+    cudaCheck(cudaStreamWaitEvent(m->stream, m->reduced_ev[s], 0));
     float *base = gpu_layer_slot_grads(m, s);
-    cudaCheck(cudaMemsetAsync(base, 0, m->units[u].shard * m->world * sizeof(float), 0));
+    cudaCheck(cudaMemsetAsync(base, 0, m->units[u].shard * m->world * sizeof(float), m->stream));
     gpu_unit_pointers(m, u, base, g);
 }
 
 // After layer unit u's backward pass: its reduce-scatter on m->comm, behind the compute.
 static void gpu_reduce_layer_async(GpuModel *m, size_t u, int s) {
-    cudaCheck(cudaEventRecord(m->used_ev[s], 0));
-    cudaCheck(cudaEventRecord(m->grads_ev[s], 0));
+    cudaCheck(cudaEventRecord(m->used_ev[s], m->stream));
+    cudaCheck(cudaEventRecord(m->grads_ev[s], m->stream));
     cudaCheck(cudaStreamWaitEvent(m->comm, m->grads_ev[s], 0));
     gpu_unit_reduce_from(m, u, gpu_layer_slot_grads(m, s), m->comm);
     cudaCheck(cudaEventRecord(m->reduced_ev[s], m->comm));
@@ -594,36 +601,38 @@ static void gpu_layer_forward(GpuModel *m, const floatX *const *w, int N, const 
     int H = (int)c->hidden_size, I = (int)c->intermediate_size, NQ = (int)c->num_heads, NKV = (int)c->num_kv_heads;
     int HD = (int)c->head_dim, QD = NQ * HD, KD = NKV * HD;
     float eps = (float)c->rms_norm_eps, theta = (float)c->rope_theta;
-    rmsnorm_forward(a->ln1, a->rstd1, res, w[P_LN1W], N, H, eps);
-    matmul_forward(m->cublas, a->q, a->ln1, w[P_QW], w[P_QB], N, H, QD, 0);
-    matmul_forward(m->cublas, a->k, a->ln1, w[P_KW], w[P_KB], N, H, KD, 0);
-    matmul_forward(m->cublas, a->v, a->ln1, w[P_VW], w[P_VB], N, H, KD, 0);
-    rope_forward(a->q, m->pos, N, NQ, HD, theta);
-    rope_forward(a->k, m->pos, N, NKV, HD, theta);
+    rmsnorm_forward(a->ln1, a->rstd1, res, w[P_LN1W], N, H, eps, m->stream);
+    matmul_forward(m->cublas, a->q, a->ln1, w[P_QW], w[P_QB], N, H, QD, 0, m->stream);
+    matmul_forward(m->cublas, a->k, a->ln1, w[P_KW], w[P_KB], N, H, KD, 0, m->stream);
+    matmul_forward(m->cublas, a->v, a->ln1, w[P_VW], w[P_VB], N, H, KD, 0, m->stream);
+    rope_forward(a->q, m->pos, N, NQ, HD, theta, m->stream);
+    rope_forward(a->k, m->pos, N, NKV, HD, theta, m->stream);
     if (seq_offsets == NULL && N == 1 && a->decode_scratch != NULL) {
         attention_decode_flash(a->att, a->decode_scratch, a->q, a->k - (size_t)past * KD, a->v - (size_t)past * KD, past + 1,
-                               NQ, NKV, HD);
+                               NQ, NKV, HD, m->stream);
     } else if (seq_offsets == NULL && N == 1) {
-        attention_decode(a->att, a->q, a->k - (size_t)past * KD, a->v - (size_t)past * KD, past + 1, NQ, NKV, HD);
+        attention_decode(a->att, a->q, a->k - (size_t)past * KD, a->v - (size_t)past * KD, past + 1, NQ, NKV, HD, m->stream);
     } else if (seq_offsets == NULL) {
-        attention_forward(a->att, a->lse, a->q, a->k - (size_t)past * KD, a->v - (size_t)past * KD, N, past, NQ, NKV, HD);
+        attention_forward(a->att, a->lse, a->q, a->k - (size_t)past * KD, a->v - (size_t)past * KD, N, past, NQ, NKV, HD, m->stream);
     } else {
         for (size_t s = 0; s < S; s++) {
             size_t n0 = seq_offsets[s], T = seq_offsets[s + 1] - n0;
             if (T > 0) attention_forward(a->att + n0 * QD, a->lse ? a->lse + n0 * NQ : NULL, a->q + n0 * QD, a->k + n0 * KD,
-                                         a->v + n0 * KD, (int)T, 0, NQ, NKV, HD);
+                                         a->v + n0 * KD, (int)T, 0, NQ, NKV, HD, m->stream);
         }
     }
     // resmid = res + o_proj(att): the GEMM adds onto a copy of res (rounded once)
-    if (a->resmid != res) cudaCheck(cudaMemcpy(a->resmid, res, (size_t)N * H * sizeof(floatX), cudaMemcpyDeviceToDevice));
-    matmul_forward(m->cublas, a->resmid, a->att, w[P_OW], NULL, N, QD, H, 1);
-    rmsnorm_forward(a->ln2, a->rstd2, a->resmid, w[P_LN2W], N, H, eps);
-    matmul_forward(m->cublas, a->gate, a->ln2, w[P_GATEW], NULL, N, H, I, 0);
-    matmul_forward(m->cublas, a->up, a->ln2, w[P_UPW], NULL, N, H, I, 0);
-    swiglu_forward(a->mlp, a->gate, a->up, (size_t)N * I);
+    if (a->resmid != res)
+        cudaCheck(cudaMemcpyAsync(a->resmid, res, (size_t)N * H * sizeof(floatX), cudaMemcpyDeviceToDevice, m->stream));
+    matmul_forward(m->cublas, a->resmid, a->att, w[P_OW], NULL, N, QD, H, 1, m->stream);
+    rmsnorm_forward(a->ln2, a->rstd2, a->resmid, w[P_LN2W], N, H, eps, m->stream);
+    matmul_forward(m->cublas, a->gate, a->ln2, w[P_GATEW], NULL, N, H, I, 0, m->stream);
+    matmul_forward(m->cublas, a->up, a->ln2, w[P_UPW], NULL, N, H, I, 0, m->stream);
+    swiglu_forward(a->mlp, a->gate, a->up, (size_t)N * I, m->stream);
     if (out == NULL) return;
-    if (out != a->resmid) cudaCheck(cudaMemcpy(out, a->resmid, (size_t)N * H * sizeof(floatX), cudaMemcpyDeviceToDevice));
-    matmul_forward(m->cublas, out, a->mlp, w[P_DOWNW], NULL, N, I, H, 1);
+    if (out != a->resmid)
+        cudaCheck(cudaMemcpyAsync(out, a->resmid, (size_t)N * H * sizeof(floatX), cudaMemcpyDeviceToDevice, m->stream));
+    matmul_forward(m->cublas, out, a->mlp, w[P_DOWNW], NULL, N, I, H, 1, m->stream);
 }
 
 // The inference buffers as a LayerActs: everything in place, one layer at a time.
@@ -659,10 +668,11 @@ static float *gpu_batch_upload(GpuModel *m, const uint32_t *ids, const uint8_t *
             weights[n] = scored ? (float)w : 0.0f;
         }
     }
-    cudaCheck(cudaMemcpy(m->ids, ids, N * sizeof(uint32_t), cudaMemcpyHostToDevice));
-    cudaCheck(cudaMemcpy(m->targets, targets, N * sizeof(uint32_t), cudaMemcpyHostToDevice));
-    cudaCheck(cudaMemcpy(m->weights, weights, N * sizeof(float), cudaMemcpyHostToDevice));
-    cudaCheck(cudaMemcpy(m->pos, pos, N * sizeof(int), cudaMemcpyHostToDevice));
+    // behind the stream's earlier work, which may still read the previous batch
+    copy_to_device(m->ids, ids, N * sizeof(uint32_t), m->stream);
+    copy_to_device(m->targets, targets, N * sizeof(uint32_t), m->stream);
+    copy_to_device(m->weights, weights, N * sizeof(float), m->stream);
+    copy_to_device(m->pos, pos, N * sizeof(int), m->stream);
     free(targets);
     free(pos);
     return weights;
@@ -683,18 +693,18 @@ static float gpu_forward(GpuModel *m, const uint32_t *ids, const uint8_t *mask, 
 
     const floatX *w[NUM_PARAMETER_TENSORS];
     gpu_unit_weights(m, 0, w);
-    embedding_forward(m->res, m->ids, w[P_EMBED], (int)N, (int)H);
+    embedding_forward(m->res, m->ids, w[P_EMBED], (int)N, (int)H, m->stream);
     LayerActs acts = gpu_inference_acts(m, m->k, m->v);
     for (size_t l = 0; l < L; l++) {
         gpu_unit_weights(m, 1 + l, w);
         gpu_layer_forward(m, w, (int)N, seq_offsets, S, &acts, m->res, m->res, 0);
     }
     gpu_unit_weights(m, L + 1, w);
-    rmsnorm_forward(m->ln, NULL, m->res, w[P_NORMW], (int)N, (int)H, (float)c->rms_norm_eps);
+    rmsnorm_forward(m->ln, NULL, m->res, w[P_NORMW], (int)N, (int)H, (float)c->rms_norm_eps, m->stream);
     lm_head_loss(m->cublas, m->loss, m->losses, m->logits, m->ln, gpu_lm_head(m, w), m->targets, m->weights, weights,
-                 (int)N, (int)H, (int)V, m->chunk_rows);
+                 (int)N, (int)H, (int)V, m->chunk_rows, m->stream);
     float loss;
-    cudaCheck(cudaMemcpy(&loss, m->loss, sizeof(float), cudaMemcpyDeviceToHost));
+    copy_to_host(&loss, m->loss, sizeof(float), m->stream);
     free(weights);
     return loss;
 }
@@ -746,12 +756,12 @@ static const float *gpu_decode(GpuModel *m, GpuKVCache *kv, const uint32_t *ids,
         if (ids[i] >= V) die("gpu_decode: token id %u is outside the %zu-row embedding", ids[i], V);
         pos[i] = (int)(kv->len + i);
     }
-    cudaCheck(cudaMemcpy(m->ids, ids, n * sizeof(uint32_t), cudaMemcpyHostToDevice));
-    cudaCheck(cudaMemcpy(m->pos, pos, n * sizeof(int), cudaMemcpyHostToDevice));
+    copy_to_device(m->ids, ids, n * sizeof(uint32_t), m->stream);
+    copy_to_device(m->pos, pos, n * sizeof(int), m->stream);
     free(pos);
     const floatX *w[NUM_PARAMETER_TENSORS];
     gpu_unit_weights(m, 0, w);
-    embedding_forward(m->res, m->ids, w[P_EMBED], (int)n, (int)H);
+    embedding_forward(m->res, m->ids, w[P_EMBED], (int)n, (int)H, m->stream);
     for (size_t l = 0; l < L; l++) {
         size_t row = l * kv->max_len * KD + kv->len * KD;   // the new tokens' rows of layer l's cache
         LayerActs acts = gpu_inference_acts(m, kv->k + row, kv->v + row);
@@ -761,9 +771,9 @@ static const float *gpu_decode(GpuModel *m, GpuKVCache *kv, const uint32_t *ids,
     }
     gpu_unit_weights(m, L + 1, w);
     const floatX *last = m->res + (n - 1) * H;
-    rmsnorm_forward(m->ln, NULL, last, w[P_NORMW], 1, (int)H, (float)c->rms_norm_eps);
-    gemm_nt(m->cublas, m->logits, CUDA_R_32F, m->ln, gpu_lm_head(m, w), 1, (int)H, (int)V, 0.0f);
-    cudaCheck(cudaMemcpy(kv->logits, m->logits, V * sizeof(float), cudaMemcpyDeviceToHost));
+    rmsnorm_forward(m->ln, NULL, last, w[P_NORMW], 1, (int)H, (float)c->rms_norm_eps, m->stream);
+    gemm_nt(m->cublas, m->logits, CUDA_R_32F, m->ln, gpu_lm_head(m, w), 1, (int)H, (int)V, 0.0f, m->stream);
+    copy_to_host(kv->logits, m->logits, V * sizeof(float), m->stream);
     kv->len += n;
     return kv->logits;
 }
@@ -945,31 +955,31 @@ static void gpu_layer_backward(GpuModel *m, GpuTrainActs *t, const floatX *const
     cublasHandle_t h = m->cublas;
     // MLP branch; its residual add passes dres through unchanged
     matmul_backward(h, t->dgate, CUDA_R_16BF, 0, g[P_DOWNW], NULL, t->scratch, t->dres_bf16, a->mlp,
-                    w[P_DOWNW], N, I, H);                                                  // dmlp (N,I)
-    swiglu_backward(t->dgate, t->dup, t->dgate, a->gate, a->up, (size_t)N * I);
+                    w[P_DOWNW], N, I, H, m->stream);                                                  // dmlp (N,I)
+    swiglu_backward(t->dgate, t->dup, t->dgate, a->gate, a->up, (size_t)N * I, m->stream);
     matmul_backward(h, t->dln, CUDA_R_32F, 0, g[P_GATEW], NULL, t->scratch, t->dgate, a->ln2,
-                    w[P_GATEW], N, H, I);
+                    w[P_GATEW], N, H, I, m->stream);
     matmul_backward(h, t->dln, CUDA_R_32F, 1, g[P_UPW], NULL, t->scratch, t->dup, a->ln2,
-                    w[P_UPW], N, H, I);
-    rmsnorm_backward(t->dres, t->dres_bf16, g[P_LN2W], t->scratch, t->dln, a->resmid, w[P_LN2W], a->rstd2, N, H);
+                    w[P_UPW], N, H, I, m->stream);
+    rmsnorm_backward(t->dres, t->dres_bf16, g[P_LN2W], t->scratch, t->dln, a->resmid, w[P_LN2W], a->rstd2, N, H, m->stream);
     // attention branch
     matmul_backward(h, t->datt, CUDA_R_16BF, 0, g[P_OW], NULL, t->scratch, t->dres_bf16, a->att,
-                    w[P_OW], N, QD, H);
+                    w[P_OW], N, QD, H, m->stream);
     for (size_t s = 0; s < S; s++) {
         size_t n0 = seq_offsets[s], T = seq_offsets[s + 1] - n0;
         if (T > 0) attention_backward(t->dq + n0 * QD, t->dk + n0 * KD, t->dv + n0 * KD, t->scratch, t->datt + n0 * QD,
                                       a->att + n0 * QD, a->lse + n0 * NQ, a->q + n0 * QD, a->k + n0 * KD, a->v + n0 * KD,
-                                      (int)T, NQ, NKV, HD);
+                                      (int)T, NQ, NKV, HD, m->stream);
     }
-    rope_backward(t->dq, m->pos, N, NQ, HD, theta);
-    rope_backward(t->dk, m->pos, N, NKV, HD, theta);
+    rope_backward(t->dq, m->pos, N, NQ, HD, theta, m->stream);
+    rope_backward(t->dk, m->pos, N, NKV, HD, theta, m->stream);
     matmul_backward(h, t->dln, CUDA_R_32F, 0, g[P_QW], g[P_QB], t->scratch, t->dq, a->ln1,
-                    w[P_QW], N, H, QD);
+                    w[P_QW], N, H, QD, m->stream);
     matmul_backward(h, t->dln, CUDA_R_32F, 1, g[P_KW], g[P_KB], t->scratch, t->dk, a->ln1,
-                    w[P_KW], N, H, KD);
+                    w[P_KW], N, H, KD, m->stream);
     matmul_backward(h, t->dln, CUDA_R_32F, 1, g[P_VW], g[P_VB], t->scratch, t->dv, a->ln1,
-                    w[P_VW], N, H, KD);
-    rmsnorm_backward(t->dres, t->dres_bf16, g[P_LN1W], t->scratch, t->dln, res, w[P_LN1W], a->rstd1, N, H);
+                    w[P_VW], N, H, KD, m->stream);
+    rmsnorm_backward(t->dres, t->dres_bf16, g[P_LN1W], t->scratch, t->dln, res, w[P_LN1W], a->rstd1, N, H, m->stream);
 }
 
 // One micro-batch: forward and backward over S sequences stored back to back
@@ -1001,7 +1011,11 @@ static float gpu_forward_backward_weighted(GpuModel *m, GpuTrainActs *t, const u
     const floatX *w[NUM_PARAMETER_TENSORS];
     float *g[NUM_PARAMETER_TENSORS];
     gpu_unit_weights(m, 0, w);
-    if (busy) embedding_forward(t->res, m->ids, w[P_EMBED], (int)N, (int)H);
+    if (busy) embedding_forward(t->res, m->ids, w[P_EMBED], (int)N, (int)H, m->stream);
+    // the comm stream's step starts behind all earlier compute (the last step's
+    // AdamW update wrote the shards it gathers): then its stream order and the
+    // events below keep it there
+    if (ov) cudaCheck(cudaEventRecord(m->used_ev[0], m->stream));
     if (ov) gpu_prefetch_layer(m, 1, 0);
     for (size_t l = 0; l < L; l++) {
         if (ov) {
@@ -1011,11 +1025,11 @@ static float gpu_forward_backward_weighted(GpuModel *m, GpuTrainActs *t, const u
             gpu_unit_weights(m, 1 + l, w);
         }
         if (busy) gpu_layer_forward(m, w, (int)N, seq_offsets, S, &t->layer[recompute ? 0 : l], t->res + l * N * H, t->res + (l + 1) * N * H, 0);
-        if (ov) cudaCheck(cudaEventRecord(m->used_ev[l % 2], 0));
+        if (ov) cudaCheck(cudaEventRecord(m->used_ev[l % 2], m->stream));
     }
     gpu_unit_weights(m, L + 1, w);
     const floatX *head_w = gpu_lm_head(m, w);
-    if (busy) rmsnorm_forward(t->lnf, t->rstdf, t->res + L * N * H, w[P_NORMW], (int)N, (int)H, (float)c->rms_norm_eps);
+    if (busy) rmsnorm_forward(t->lnf, t->rstdf, t->res + L * N * H, w[P_NORMW], (int)N, (int)H, (float)c->rms_norm_eps, m->stream);
     // the loss and its gradient, chunk by chunk of rows: dlnf into dln, the head's gradient into its grad
     float *embed_g[NUM_PARAMETER_TENSORS];   // untied, the embedding's gradients take the head's buffer after it is reduced
     if (c->tie_word_embeddings) gpu_unit_grads(m, 0, embed_g);
@@ -1023,10 +1037,10 @@ static float gpu_forward_backward_weighted(GpuModel *m, GpuTrainActs *t, const u
     float *head_g = c->tie_word_embeddings ? embed_g[P_EMBED] : g[P_LMW];
     if (busy) {
         classifier_forward_backward(m->cublas, m->loss, m->losses, m->logits, t->dln, head_g, t->lnf, head_w,
-                                    m->targets, m->weights, weights, grad_scale, (int)N, (int)H, (int)V, m->chunk_rows);
-        cudaCheck(cudaMemset(t->dres, 0, N * H * sizeof(float)));
+                                    m->targets, m->weights, weights, grad_scale, (int)N, (int)H, (int)V, m->chunk_rows, m->stream);
+        cudaCheck(cudaMemsetAsync(t->dres, 0, N * H * sizeof(float), m->stream));
         rmsnorm_backward(t->dres, t->dres_bf16, g[P_NORMW], t->scratch, t->dln, t->res + L * N * H, w[P_NORMW],
-                         t->rstdf, (int)N, (int)H);
+                         t->rstdf, (int)N, (int)H, m->stream);
     }
     gpu_unit_reduce(m, L + 1);
     if (!c->tie_word_embeddings) gpu_unit_grads(m, 0, embed_g);
@@ -1049,10 +1063,10 @@ static float gpu_forward_backward_weighted(GpuModel *m, GpuTrainActs *t, const u
         else gpu_unit_reduce(m, 1 + l);
     }
     if (ov) cudaCheck(cudaStreamSynchronize(m->comm));   // every layer reduced before the embedding's reduce and the update
-    if (busy) embedding_backward(embed_g[P_EMBED], t->dres, ids, (int)N, (int)H, t->ids_scratch);
+    if (busy) embedding_backward(embed_g[P_EMBED], t->dres, ids, (int)N, (int)H, t->ids_scratch, m->stream);
     gpu_unit_reduce(m, 0);
     float loss = 0.0f;
-    if (busy) cudaCheck(cudaMemcpy(&loss, m->loss, sizeof(float), cudaMemcpyDeviceToHost));
+    if (busy) copy_to_host(&loss, m->loss, sizeof(float), m->stream);
     free(weights);
     return loss;
 }
@@ -1068,13 +1082,13 @@ static inline float gpu_forward_backward(GpuModel *m, GpuTrainActs *t, const uin
 // as raw bits and added on every rank in rank order, so every rank gets the
 // same float, whatever the transport would have summed in.
 static float gpu_grad_norm(GpuModel *m) {
-    if (m->world == 1) return global_norm(m->grads_memory, m->shard_numel, m->norm_scratch);
-    global_norm_squared(m->norm_scratch + GLOBAL_NORM_BLOCKS, m->grads_memory, m->shard_numel, m->norm_scratch);
+    if (m->world == 1) return global_norm(m->grads_memory, m->shard_numel, m->norm_scratch, m->stream);
+    global_norm_squared(m->norm_scratch + GLOBAL_NORM_BLOCKS, m->grads_memory, m->shard_numel, m->norm_scratch, m->stream);
     double *all;
     cudaCheck(cudaMalloc((void **)&all, (size_t)m->world * sizeof(double)));
-    ncclCheck(ncclAllGather(m->norm_scratch + GLOBAL_NORM_BLOCKS, all, 2, ncclUint32, m->nccl, 0));
+    ncclCheck(ncclAllGather(m->norm_scratch + GLOBAL_NORM_BLOCKS, all, 2, ncclUint32, m->nccl, m->stream));
     double *host = (double *)mallocCheck((size_t)m->world * sizeof(double)), sumsq = 0.0;
-    cudaCheck(cudaMemcpy(host, all, (size_t)m->world * sizeof(double), cudaMemcpyDeviceToHost));
+    copy_to_host(host, all, (size_t)m->world * sizeof(double), m->stream);
     for (int r = 0; r < m->world; r++) sumsq += host[r];
     free(host);
     cudaCheck(cudaFree(all));
@@ -1086,10 +1100,10 @@ static double gpu_sum_over_ranks(GpuModel *m, double x) {
     if (m->world == 1) return x;
     double *d;
     cudaCheck(cudaMalloc((void **)&d, (size_t)(m->world + 1) * sizeof(double)));
-    cudaCheck(cudaMemcpy(d + m->world, &x, sizeof(double), cudaMemcpyHostToDevice));
-    ncclCheck(ncclAllGather(d + m->world, d, 2, ncclUint32, m->nccl, 0));
+    copy_to_device(d + m->world, &x, sizeof(double), m->stream);
+    ncclCheck(ncclAllGather(d + m->world, d, 2, ncclUint32, m->nccl, m->stream));
     double *host = (double *)mallocCheck((size_t)m->world * sizeof(double)), sum = 0.0;
-    cudaCheck(cudaMemcpy(host, d, (size_t)m->world * sizeof(double), cudaMemcpyDeviceToHost));
+    copy_to_host(host, d, (size_t)m->world * sizeof(double), m->stream);
     for (int r = 0; r < m->world; r++) sum += host[r];
     free(host);
     cudaCheck(cudaFree(d));
@@ -1122,7 +1136,7 @@ static float gpu_update(GpuModel *m, double lr, double beta1, double beta2, doub
             AdamWScalars k = adamw_scalars(lr, m->step, (float)beta1, (float)beta2, (float)eps, decays ? weight_decay : 0.0);
             size_t off = un->shard_offset + (begin - lo);
             adamw_update(m->params_memory + off, m->master_memory + off, m->adam_m + off, m->adam_v + off,
-                         m->grads_memory + off, end - begin, clip, &k);
+                         m->grads_memory + off, end - begin, clip, &k, m->stream);
         }
     }
     return norm;

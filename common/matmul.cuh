@@ -24,10 +24,13 @@ __global__ void __launch_bounds__(256) bias_fill_kernel(floatX *out, const float
 }
 
 // out (N,OC) = inp (N,C) . weight (OC,C)^T + beta * out, out of type out_type
-// (bf16 or fp32), fp32 accumulation.
+// (bf16 or fp32), fp32 accumulation. A cuBLAS handle runs its GEMMs on the
+// stream it was last given, so each GEMM wrapper gives it `stream` first (a
+// host-side setting, no synchronisation).
 static void gemm_nt(cublasHandle_t handle, void *out, cudaDataType out_type, const floatX *inp, const floatX *weight,
-                    int N, int C, int OC, float beta) {
+                    int N, int C, int OC, float beta, cudaStream_t stream) {
     const float alpha = 1.0f;
+    cublasCheck(cublasSetStream(handle, stream));
     cublasCheck(cublasGemmEx(handle, CUBLAS_OP_T, CUBLAS_OP_N, OC, N, C, &alpha, weight, CUDA_R_16BF, C, inp,
                              CUDA_R_16BF, C, &beta, out, out_type, OC, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
 }
@@ -36,12 +39,12 @@ static void gemm_nt(cublasHandle_t handle, void *out, cudaDataType out_type, con
 // residual != 0 adds the product onto out instead (the residual stream's
 // "h = h + o_proj(...)", rounded once).
 static void matmul_forward(cublasHandle_t handle, floatX *out, const floatX *inp, const floatX *weight,
-                           const floatX *bias, int N, int C, int OC, int residual) {
+                           const floatX *bias, int N, int C, int OC, int residual, cudaStream_t stream) {
     if (bias != NULL) {
-        CU_LAUNCH(bias_fill_kernel, grid_for((size_t)N * OC, 256), 256, 0, 0)(out, bias, N, OC);
+        CU_LAUNCH(bias_fill_kernel, grid_for((size_t)N * OC, 256), 256, 0, stream)(out, bias, N, OC);
         cudaCheck(cudaGetLastError());
     }
-    gemm_nt(handle, out, CUDA_R_16BF, inp, weight, N, C, OC, bias != NULL || residual ? 1.0f : 0.0f);
+    gemm_nt(handle, out, CUDA_R_16BF, inp, weight, N, C, OC, bias != NULL || residual ? 1.0f : 0.0f, stream);
 }
 
 // ----------------------------------------------------------------------------
@@ -56,8 +59,9 @@ static void matmul_forward(cublasHandle_t handle, floatX *out, const floatX *inp
 // the row-major dout (N,OC) is the column-major (OC,N) matrix dout^T, so
 // B = dout as stored (op N, ldb ld_dout); m = C, n = N, k = OC.
 static void gemm_nn(cublasHandle_t handle, void *out, cudaDataType out_type, const floatX *dout, int ld_dout,
-                    const floatX *weight, int N, int C, int OC, float beta) {
+                    const floatX *weight, int N, int C, int OC, float beta, cudaStream_t stream) {
     const float alpha = 1.0f;
+    cublasCheck(cublasSetStream(handle, stream));
     cublasCheck(cublasGemmEx(handle, CUBLAS_OP_N, CUBLAS_OP_N, C, N, OC, &alpha, weight, CUDA_R_16BF, C, dout,
                              CUDA_R_16BF, ld_dout, &beta, out, out_type, C, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
 }
@@ -70,8 +74,9 @@ static void gemm_nn(cublasHandle_t handle, void *out, cudaDataType out_type, con
 // column-major (OC,N) matrix dout^T, read transposed to dout (op T, ldb
 // ld_dout); m = C, n = OC, k = N.
 static void gemm_tn_accumulate(cublasHandle_t handle, float *dweight, const floatX *dout, int ld_dout,
-                               const floatX *inp, int N, int C, int OC) {
+                               const floatX *inp, int N, int C, int OC, cudaStream_t stream) {
     const float alpha = 1.0f, beta = 1.0f;
+    cublasCheck(cublasSetStream(handle, stream));
     cublasCheck(cublasGemmEx(handle, CUBLAS_OP_N, CUBLAS_OP_T, C, OC, N, &alpha, inp, CUDA_R_16BF, C, dout,
                              CUDA_R_16BF, ld_dout, &beta, dweight, CUDA_R_32F, C, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
 }
@@ -119,16 +124,16 @@ __global__ void __launch_bounds__(256) column_sum_finish_kernel(float *out, cons
     }
 }
 
-static void column_sum_finish(float *out, const float *partials, int N, int C) {
-    CU_LAUNCH(column_sum_finish_kernel, grid_for((size_t)C, 256), 256, 0, 0)(out, partials, column_sum_blocks(N), C);
+static void column_sum_finish(float *out, const float *partials, int N, int C, cudaStream_t stream) {
+    CU_LAUNCH(column_sum_finish_kernel, grid_for((size_t)C, 256), 256, 0, stream)(out, partials, column_sum_blocks(N), C);
     cudaCheck(cudaGetLastError());
 }
 
 // out (C,) fp32 += the column sums of x (N,C); scratch: column_sum_scratch_floats(N, C)
-static void column_sum(float *out, float *scratch, const floatX *x, int N, int C) {
-    CU_LAUNCH(column_sum_partials_kernel, column_sum_blocks(N), 256, 0, 0)(scratch, x, N, C);
+static void column_sum(float *out, float *scratch, const floatX *x, int N, int C, cudaStream_t stream) {
+    CU_LAUNCH(column_sum_partials_kernel, column_sum_blocks(N), 256, 0, stream)(scratch, x, N, C);
     cudaCheck(cudaGetLastError());
-    column_sum_finish(out, scratch, N, C);
+    column_sum_finish(out, scratch, N, C, stream);
 }
 
 // floats of scratch matmul_backward() needs (for the bias gradient)
@@ -145,10 +150,10 @@ static inline size_t matmul_backward_scratch_floats(int N, int OC) { return colu
 // dout (N,OC), inp (N,C), weight (OC,C) bf16.
 static void matmul_backward(cublasHandle_t handle, void *dinp, cudaDataType dinp_type, int accumulate_dinp,
                             float *dweight, float *dbias, float *scratch, const floatX *dout, const floatX *inp,
-                            const floatX *weight, int N, int C, int OC) {
-    if (dinp != NULL) gemm_nn(handle, dinp, dinp_type, dout, OC, weight, N, C, OC, accumulate_dinp ? 1.0f : 0.0f);
-    gemm_tn_accumulate(handle, dweight, dout, OC, inp, N, C, OC);
-    if (dbias != NULL) column_sum(dbias, scratch, dout, N, OC);
+                            const floatX *weight, int N, int C, int OC, cudaStream_t stream) {
+    if (dinp != NULL) gemm_nn(handle, dinp, dinp_type, dout, OC, weight, N, C, OC, accumulate_dinp ? 1.0f : 0.0f, stream);
+    gemm_tn_accumulate(handle, dweight, dout, OC, inp, N, C, OC, stream);
+    if (dbias != NULL) column_sum(dbias, scratch, dout, N, OC, stream);
 }
 
 #endif // S1C_MATMUL_CUH

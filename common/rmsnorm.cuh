@@ -71,13 +71,13 @@ __global__ void __launch_bounds__(256) rmsnorm_forward_vec_kernel(floatX *out, f
     }
 }
 
-static void rmsnorm_forward(floatX *out, float *rstd, const floatX *inp, const floatX *weight, int N, int C, float eps) {
+static void rmsnorm_forward(floatX *out, float *rstd, const floatX *inp, const floatX *weight, int N, int C, float eps, cudaStream_t stream) {
     const int block = 256;
     int_size((size_t)N * C, "rmsnorm_forward");
     if (C % VEC == 0 && is_aligned16(out) && is_aligned16(inp) && is_aligned16(weight))
-        CU_LAUNCH(rmsnorm_forward_vec_kernel, grid_for((size_t)N, block / WARP_SIZE), block, 0, 0)(out, rstd, inp, weight, N, C, eps);
+        CU_LAUNCH(rmsnorm_forward_vec_kernel, grid_for((size_t)N, block / WARP_SIZE), block, 0, stream)(out, rstd, inp, weight, N, C, eps);
     else   // rows that do not start on 16-byte boundaries: one bf16 per access
-        CU_LAUNCH(rmsnorm_forward_kernel, grid_for((size_t)N, block / WARP_SIZE), block, 0, 0)(out, rstd, inp, weight, N, C, eps);
+        CU_LAUNCH(rmsnorm_forward_kernel, grid_for((size_t)N, block / WARP_SIZE), block, 0, stream)(out, rstd, inp, weight, N, C, eps);
     cudaCheck(cudaGetLastError());
 }
 
@@ -138,10 +138,10 @@ __global__ void __launch_bounds__(256) rmsnorm_backward_kernel(float *dinp, floa
 static inline size_t rmsnorm_backward_scratch_floats(int N, int C) { return column_sum_scratch_floats(N, C); }
 
 static void rmsnorm_backward(float *dinp, floatX *dinp_bf16, float *dweight, float *scratch, const float *dout,
-                             const floatX *inp, const floatX *weight, const float *rstd, int N, int C) {
-    CU_LAUNCH(rmsnorm_backward_kernel, column_sum_blocks(N), 256, 0, 0)(dinp, dinp_bf16, scratch, dout, inp, weight, rstd, N, C);
+                             const floatX *inp, const floatX *weight, const float *rstd, int N, int C, cudaStream_t stream) {
+    CU_LAUNCH(rmsnorm_backward_kernel, column_sum_blocks(N), 256, 0, stream)(dinp, dinp_bf16, scratch, dout, inp, weight, rstd, N, C);
     cudaCheck(cudaGetLastError());
-    column_sum_finish(dweight, scratch, N, C);
+    column_sum_finish(dweight, scratch, N, C, stream);
 }
 
 #endif // S1C_RMSNORM_CUH

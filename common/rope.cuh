@@ -36,20 +36,20 @@ __global__ void __launch_bounds__(256) rope_forward_kernel(floatX *x, const int 
     }
 }
 
-static void rope_rotate(floatX *x, const int *pos, int N, int NH, int HD, float theta, float direction) {
-    CU_LAUNCH(rope_forward_kernel, grid_for((size_t)N * NH * (HD / 2), 256), 256, 0, 0)(x, pos, N, NH, HD, theta, direction);
+static void rope_rotate(floatX *x, const int *pos, int N, int NH, int HD, float theta, float direction, cudaStream_t stream) {
+    CU_LAUNCH(rope_forward_kernel, grid_for((size_t)N * NH * (HD / 2), 256), 256, 0, stream)(x, pos, N, NH, HD, theta, direction);
     cudaCheck(cudaGetLastError());
 }
 
 // x (N,NH,HD) bf16 rotated in place at positions pos (N,)
-static void rope_forward(floatX *x, const int *pos, int N, int NH, int HD, float theta) {
-    rope_rotate(x, pos, N, NH, HD, theta, 1.0f);
+static void rope_forward(floatX *x, const int *pos, int N, int NH, int HD, float theta, cudaStream_t stream) {
+    rope_rotate(x, pos, N, NH, HD, theta, 1.0f, stream);
 }
 
 // Backward, twin of s1.c's rope_backward(): dx (N,NH,HD) bf16 rotated back in
 // place, by -angle. The kernel above with direction -1, one rounding per element.
-static void rope_backward(floatX *dx, const int *pos, int N, int NH, int HD, float theta) {
-    rope_rotate(dx, pos, N, NH, HD, theta, -1.0f);
+static void rope_backward(floatX *dx, const int *pos, int N, int NH, int HD, float theta, cudaStream_t stream) {
+    rope_rotate(dx, pos, N, NH, HD, theta, -1.0f, stream);
 }
 
 #endif // S1C_ROPE_CUH

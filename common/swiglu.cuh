@@ -46,13 +46,13 @@ __global__ void __launch_bounds__(256) swiglu_forward_vec_kernel(floatX *out, co
     if (i >= 0) cu_st(&out[i], round_bf16(swiglu_value(__bfloat162float(cu_ld(&gate[i])), __bfloat162float(cu_ld(&up[i])))));
 }
 
-static void swiglu_forward(floatX *out, const floatX *gate, const floatX *up, size_t n) {
+static void swiglu_forward(floatX *out, const floatX *gate, const floatX *up, size_t n, cudaStream_t stream) {
     int n32 = int_size(n, "swiglu_forward");
     int head = vec_head(out, sizeof(floatX), n32);
     if (is_aligned16(gate + head) && is_aligned16(up + head))
-        CU_LAUNCH(swiglu_forward_vec_kernel, grid_for((size_t)(n32 - head) / VEC, 256), 256, 0, 0)(out, gate, up, n32, head);
+        CU_LAUNCH(swiglu_forward_vec_kernel, grid_for((size_t)(n32 - head) / VEC, 256), 256, 0, stream)(out, gate, up, n32, head);
     else   // no element where all three reach a 16-byte boundary together
-        CU_LAUNCH(swiglu_forward_kernel, grid_for(n, 256), 256, 0, 0)(out, gate, up, n);
+        CU_LAUNCH(swiglu_forward_kernel, grid_for(n, 256), 256, 0, stream)(out, gate, up, n);
     cudaCheck(cudaGetLastError());
 }
 
@@ -108,14 +108,14 @@ __global__ void __launch_bounds__(256) swiglu_backward_vec_kernel(floatX *dgate,
     if (i >= 0) swiglu_backward_scalar((size_t)i, dgate, dup, dout, gate, up);
 }
 
-static void swiglu_backward(floatX *dgate, floatX *dup, const floatX *dout, const floatX *gate, const floatX *up, size_t n) {
+static void swiglu_backward(floatX *dgate, floatX *dup, const floatX *dout, const floatX *gate, const floatX *up, size_t n, cudaStream_t stream) {
     int n32 = int_size(n, "swiglu_backward");
     int head = vec_head(dgate, sizeof(floatX), n32);
     if (is_aligned16(dup + head) && is_aligned16(dout + head) && is_aligned16(gate + head) && is_aligned16(up + head))
-        CU_LAUNCH(swiglu_backward_vec_kernel, grid_for((size_t)(n32 - head) / VEC, 256), 256, 0, 0)(dgate, dup, dout, gate, up,
+        CU_LAUNCH(swiglu_backward_vec_kernel, grid_for((size_t)(n32 - head) / VEC, 256), 256, 0, stream)(dgate, dup, dout, gate, up,
                                                                                                     n32, head);
     else
-        CU_LAUNCH(swiglu_backward_kernel, grid_for(n, 256), 256, 0, 0)(dgate, dup, dout, gate, up, n);
+        CU_LAUNCH(swiglu_backward_kernel, grid_for(n, 256), 256, 0, stream)(dgate, dup, dout, gate, up, n);
     cudaCheck(cudaGetLastError());
 }
 

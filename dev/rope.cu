@@ -64,8 +64,11 @@ static void check_rope(const char *label, RopeFn fn, int backward, int N, int NH
 }
 
 static void check_v1(void) { check_rope("v1", rope_forward_v1, 0, 32, 4, 128, 1e6); check_rope("v1", rope_forward_v1, 0, 7, 3, 16, 1e4); }
-static void check_v2(void) { check_rope("v2", rope_forward, 0, 32, 4, 128, 1e6); check_rope("v2", rope_forward, 0, 7, 3, 16, 1e4); }
-static void check_b1(void) { check_rope("b1", rope_backward, 1, 32, 4, 128, 1e6); }
+// the programs' launcher on the default stream, in the checker's signature
+static void rope_forward_v2(floatX *x, const int *pos, int N, int NH, int HD, float theta) { rope_forward(x, pos, N, NH, HD, theta, 0); }
+static void rope_backward_b1(floatX *x, const int *pos, int N, int NH, int HD, float theta) { rope_backward(x, pos, N, NH, HD, theta, 0); }
+static void check_v2(void) { check_rope("v2", rope_forward_v2, 0, 32, 4, 128, 1e6); check_rope("v2", rope_forward_v2, 0, 7, 3, 16, 1e4); }
+static void check_b1(void) { check_rope("b1", rope_backward_b1, 1, 32, 4, 128, 1e6); }
 
 #define NB 16384   // the benchmark: 16K tokens, 14 heads of 64 (Qwen2.5-0.5B's queries)
 #define NHB 14
@@ -78,8 +81,8 @@ static void bench_setup(void) {
     bpos = dev_alloc<int>(NB);
 }
 static void bench_v1(void) { bench_setup(); rope_forward_v1(bx, bpos, NB, NHB, HDB, 1e6f); }
-static void bench_v2(void) { bench_setup(); rope_forward(bx, bpos, NB, NHB, HDB, 1e6f); }
-static void bench_b1(void) { bench_setup(); rope_backward(bx, bpos, NB, NHB, HDB, 1e6f); }
+static void bench_v2(void) { bench_setup(); rope_forward(bx, bpos, NB, NHB, HDB, 1e6f, 0); }
+static void bench_b1(void) { bench_setup(); rope_backward(bx, bpos, NB, NHB, HDB, 1e6f, 0); }
 
 // model: x read and written once (bf16): 4 bytes an element; ~6 FLOPs a pair plus the angle's powf, cosf, sinf
 #define ROPE_BYTES (4.0 * NB * NHB * HDB)

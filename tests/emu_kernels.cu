@@ -40,7 +40,7 @@ static void test_embedding(void) {
     floatX *d_table = to_device(table, V * C), *d_out;
     uint32_t *d_ids = device_copy(ids, N);
     cudaCheck(cudaMalloc((void **)&d_out, N * C * sizeof(floatX)));
-    embedding_forward(d_out, d_ids, d_table, N, C);
+    embedding_forward(d_out, d_ids, d_table, N, C, stream);
     float *got = from_device(d_out, N * C);
     check_close("embedding", got, ref, N * C, 0.0f, 0.0f, NULL);
     free(table); free(ref); free(got);
@@ -58,7 +58,7 @@ static void test_rmsnorm(size_t N, size_t C, size_t shift) {
     s1ref_rmsnorm(ref, x, w, N, C, 1e-6f);
     floatX *d_x = to_device_shifted(x, N * C, shift), *d_w = to_device(w, C), *d_out;
     cudaCheck(cudaMalloc((void **)&d_out, N * C * sizeof(floatX)));
-    rmsnorm_forward(d_out, NULL, d_x, d_w, N, C, 1e-6f);
+    rmsnorm_forward(d_out, NULL, d_x, d_w, N, C, 1e-6f, stream);
     float *got = from_device(d_out, N * C);
     check_close("rmsnorm", got, ref, N * C, 2 * U, 1e-6f, NULL);
     free(x); free(w); free(ref); free(got);
@@ -79,7 +79,7 @@ static void test_matmul(int with_bias, int residual) {
     floatX *d_x = to_device(x, N * C), *d_w = to_device(w, OC * C), *d_b = to_device(b, OC), *d_out = to_device(prev, N * OC);
     cublasHandle_t handle;
     cublasCheck(cublasCreate(&handle));
-    matmul_forward(handle, d_out, d_x, d_w, with_bias ? d_b : NULL, N, C, OC, residual);
+    matmul_forward(handle, d_out, d_x, d_w, with_bias ? d_b : NULL, N, C, OC, residual, stream);
     float *got = from_device(d_out, N * OC);
     check_close("matmul", got, ref, N * OC, U, 1e-4f, NULL);
     cublasCheck(cublasDestroy(handle));
@@ -105,7 +105,7 @@ static void test_rope(size_t NH, size_t HD, double theta) {
     for (size_t i = 0; i < N; i++) pos_i[i] = (int)pos[i];
     floatX *d_x = to_device(x, n);
     int *d_pos = device_copy(pos_i, N);
-    rope_forward(d_x, d_pos, N, NH, HD, (float)theta);
+    rope_forward(d_x, d_pos, N, NH, HD, (float)theta, stream);
     float *got = from_device(d_x, n);
     check_close("rope", got, ref, n, U, 1e-6f, extra);
     free(x); free(ref); free(extra); free(got);
@@ -127,7 +127,7 @@ static void test_attention(size_t T, size_t past, size_t NQ, size_t NKV, size_t 
     s1ref_attention(ref, q, k, v, T, NQ, NKV, HD);
     floatX *d_q = to_device(q + past * QD, Tq * QD), *d_k = to_device(k, T * KD), *d_v = to_device(v, T * KD), *d_out;
     cudaCheck(cudaMalloc((void **)&d_out, Tq * QD * sizeof(floatX)));
-    attention_forward_cuda_cores(d_out, NULL, d_q, d_k, d_v, (int)Tq, (int)past, (int)NQ, (int)NKV, (int)HD);
+    attention_forward_cuda_cores(d_out, NULL, d_q, d_k, d_v, (int)Tq, (int)past, (int)NQ, (int)NKV, (int)HD, stream);
     float *got = from_device(d_out, Tq * QD);
     check_close("attention", got, ref + past * QD, Tq * QD, U, 1e-5f, NULL);   // max|v| = 1
     free(q); free(k); free(v); free(ref); free(got);
@@ -146,7 +146,7 @@ static void test_attention_decode(size_t ntok, size_t NQ, size_t NKV, size_t HD)
     s1ref_attention(ref, q, k, v, ntok, NQ, NKV, HD);
     floatX *d_q = to_device(q + (ntok - 1) * QD, QD), *d_k = to_device(k, ntok * KD), *d_v = to_device(v, ntok * KD), *d_out;
     cudaCheck(cudaMalloc((void **)&d_out, QD * sizeof(floatX)));
-    attention_decode(d_out, d_q, d_k, d_v, (int)ntok, (int)NQ, (int)NKV, (int)HD);
+    attention_decode(d_out, d_q, d_k, d_v, (int)ntok, (int)NQ, (int)NKV, (int)HD, stream);
     float *got = from_device(d_out, QD);
     check_close("attention_decode", got, ref + (ntok - 1) * QD, QD, U, 1e-5f, NULL);   // max|v| = 1
     free(q); free(k); free(v); free(ref); free(got);
@@ -165,7 +165,7 @@ static void test_swiglu(size_t n, size_t shift_g, size_t shift_u) {
     float *g = host_random(n, 8.0f), *u = host_random(n, 2.0f), *ref = (float *)mallocCheck(n * sizeof(float));
     s1ref_swiglu(ref, g, u, n);
     floatX *d_g = to_device_shifted(g, n, shift_g), *d_u = to_device_shifted(u, n, shift_u);
-    swiglu_forward(d_g, d_g, d_u, n);   // in place, as the model calls it
+    swiglu_forward(d_g, d_g, d_u, n, stream);   // in place, as the model calls it
     float *got = from_device(d_g, n);
     check_close("swiglu", got, ref, n, U, 1e-6f, NULL);
     free(g); free(u); free(ref); free(got);
@@ -196,8 +196,8 @@ static void test_lm_head_loss(int chunk_rows) {
     cudaCheck(cudaMalloc((void **)&d_loss, sizeof(float)));
     cublasHandle_t handle;
     cublasCheck(cublasCreate(&handle));
-    lm_head_loss(handle, d_loss, d_losses, d_logits, d_x, d_w, d_t, d_weights, weights, N, H, V, chunk_rows);
-    cudaCheck(cudaMemcpy(&got, d_loss, sizeof(float), cudaMemcpyDeviceToHost));
+    lm_head_loss(handle, d_loss, d_losses, d_logits, d_x, d_w, d_t, d_weights, weights, N, H, V, chunk_rows, stream);
+    copy_to_host(&got, d_loss, sizeof(float), stream);
     check_close("lm_head_loss", &got, &ref, 1, 3e-5f, 0.0f, NULL);
     cublasCheck(cublasDestroy(handle));
     free(x); free(w);
@@ -236,7 +236,7 @@ static void test_model_loss(const char *dir) {
     size_t V = s1ref_model_vocab(ref_model);
     float logit_scale = max_abs(s1ref_model_logits(ref_model), N * V);
     GpuModel m;
-    gpu_model_load(&m, dir, 16);   // 16 rows per chunk: 45 and 53 tokens end in partial chunks
+    gpu_model_load(&m, dir, 16, stream);   // 16 rows per chunk: 45 and 53 tokens end in partial chunks
     float got = gpu_forward(&m, ids, mask, offsets, S);
     // s1's normalisation, checked on its own (the bf16 bound above is too loose
     // to tell a per-sequence mean from a global token mean, which moves the tied
@@ -251,7 +251,7 @@ static void test_model_loss(const char *dir) {
     }
     CHECK(fabs(got - mean) <= 1e-4, "batch loss %.7f != mean of per-sequence losses %.7f", got, mean);
     gpu_model_free(&m);
-    gpu_model_load(&m, dir, 1000);   // one chunk: chunking must not change a bit
+    gpu_model_load(&m, dir, 1000, stream);   // one chunk: chunking must not change a bit
     float got_one_chunk = gpu_forward(&m, ids, mask, offsets, S);
     gpu_model_free(&m);
     float bound = 2.0f * LOGIT_ROUNDINGS * U * logit_scale;
@@ -285,7 +285,7 @@ static void test_decode(const char *dir) {
     const float *ref = s1ref_model_logits(ref_model);
     float bound = LOGIT_ROUNDINGS * U * max_abs(ref, T * V), worst = 0.0f;
     GpuModel m;
-    gpu_model_load(&m, dir, 4);
+    gpu_model_load(&m, dir, 4, stream);
     GpuKVCache kv;
     gpu_kvcache_create(&kv, &m, T);
     size_t steps = 0;

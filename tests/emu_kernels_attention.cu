@@ -80,7 +80,7 @@ static const double EPS32 = 1.0 / 16777216.0;       // 2^-24: one fp32 rounding,
 template <class T> static T *device_alloc_nan(size_t n) {   // 0xFF bytes: NaN in bf16 and fp32
     T *d;
     cudaCheck(cudaMalloc((void **)&d, n * sizeof(T)));
-    cudaCheck(cudaMemset(d, 0xFF, n * sizeof(T)));
+    cudaCheck(cudaMemsetAsync(d, 0xFF, n * sizeof(T), stream));
     return d;
 }
 
@@ -189,8 +189,8 @@ static void test_attention_backward(size_t T, size_t NQ, size_t NKV, size_t HD, 
     // the GPU forward's lse, as a training step feeds it to the backward pass
     floatX *d_out_gpu = device_alloc_nan<floatX>(T * QD);
     float *d_lse = device_alloc_nan<float>(T * NQ), *lse_gpu = (float *)mallocCheck(T * NQ * sizeof(float));
-    attention_forward_cuda_cores(d_out_gpu, d_lse, d_q, d_k, d_v, (int)T, 0, (int)NQ, (int)NKV, (int)HD);
-    cudaCheck(cudaMemcpy(lse_gpu, d_lse, T * NQ * sizeof(float), cudaMemcpyDeviceToHost));
+    attention_forward_cuda_cores(d_out_gpu, d_lse, d_q, d_k, d_v, (int)T, 0, (int)NQ, (int)NKV, (int)HD, stream);
+    copy_to_host(lse_gpu, d_lse, T * NQ * sizeof(float), stream);
     double *Lambda = (double *)mallocCheck(T * NQ * sizeof(double));
     float *Lf = (float *)mallocCheck(T * NQ * sizeof(float));
     lse_bound(Lambda, q, k, lse, T, NQ, NKV, HD);
@@ -199,8 +199,8 @@ static void test_attention_backward(size_t T, size_t NQ, size_t NKV, size_t HD, 
 
     floatX *d_dq = device_alloc_nan<floatX>(T * QD), *d_dk = device_alloc_nan<floatX>(T * KD), *d_dv = device_alloc_nan<floatX>(T * KD);
     float *d_scratch = device_alloc_nan<float>(attention_backward_scratch_floats((int)T, (int)NQ));
-    if (tc) attention_backward_tc(d_dq, d_dk, d_dv, d_scratch, d_dout, d_out, d_lse, d_q, d_k, d_v, (int)T, (int)NQ, (int)NKV, (int)HD);
-    else attention_backward_cuda_cores(d_dq, d_dk, d_dv, d_scratch, d_dout, d_out, d_lse, d_q, d_k, d_v, (int)T, (int)NQ, (int)NKV, (int)HD);
+    if (tc) attention_backward_tc(d_dq, d_dk, d_dv, d_scratch, d_dout, d_out, d_lse, d_q, d_k, d_v, (int)T, (int)NQ, (int)NKV, (int)HD, stream);
+    else attention_backward_cuda_cores(d_dq, d_dk, d_dv, d_scratch, d_dout, d_out, d_lse, d_q, d_k, d_v, (int)T, (int)NQ, (int)NKV, (int)HD, stream);
     float *got_dq = from_device(d_dq, T * QD), *got_dk = from_device(d_dk, T * KD), *got_dv = from_device(d_dv, T * KD);
 
     float *Edq = (float *)mallocCheck(T * QD * sizeof(float)), *Edk = (float *)mallocCheck(T * KD * sizeof(float));
@@ -236,7 +236,7 @@ static void test_decode_flash(size_t ntok, size_t NQ, size_t NKV, size_t HD, con
     floatX *d_q = to_device(q, QD), *d_k = to_device(k, ntok * KD), *d_v = to_device(v, ntok * KD);
     floatX *d_out = device_alloc_nan<floatX>(QD);
     float *d_scratch = device_alloc_nan<float>(attention_decode_scratch_floats((int)ntok, (int)NQ, (int)HD));
-    attention_decode_flash(d_out, d_scratch, d_q, d_k, d_v, (int)ntok, (int)NQ, (int)NKV, (int)HD);
+    attention_decode_flash(d_out, d_scratch, d_q, d_k, d_v, (int)ntok, (int)NQ, (int)NKV, (int)HD, stream);
     float *got = from_device(d_out, QD);
     check_close("decode", got, ref, QD, U, 1e-5f, NULL);
     free(q); free(k); free(v); free(ref); free(got);

@@ -73,9 +73,9 @@ static void test_attention_tc(size_t T, size_t past, size_t NQ, size_t NKV, size
     float *d_lse;
     cudaCheck(cudaMalloc((void **)&d_out, Tq * QD * sizeof(floatX)));
     cudaCheck(cudaMalloc((void **)&d_lse, Tq * NQ * sizeof(float)));
-    cudaCheck(cudaMemset(d_out, 0xFF, Tq * QD * sizeof(floatX)));   // NaN: a row never written fails
-    cudaCheck(cudaMemset(d_lse, 0xFF, Tq * NQ * sizeof(float)));
-    attention_forward(d_out, d_lse, d_q, d_k, d_v, (int)Tq, (int)past, (int)NQ, (int)NKV, (int)HD);   // the default: tensor cores
+    cudaCheck(cudaMemsetAsync(d_out, 0xFF, Tq * QD * sizeof(floatX), stream));   // NaN: a row never written fails
+    cudaCheck(cudaMemsetAsync(d_lse, 0xFF, Tq * NQ * sizeof(float), stream));
+    attention_forward(d_out, d_lse, d_q, d_k, d_v, (int)Tq, (int)past, (int)NQ, (int)NKV, (int)HD, stream);   // the default: tensor cores
     float *got = from_device(d_out, Tq * QD), *got_lse = host_from(d_lse, Tq * NQ);
     check_close("attention_tc", got, ref + past * QD, Tq * QD, U, 1e-5f, extra + past * QD);   // max|v| = 1
     check_close("attention_tc lse", got_lse, lse + past * NQ, Tq * NQ, 0.0f, 0.0f, Lambda + past * NQ);

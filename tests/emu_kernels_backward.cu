@@ -64,8 +64,8 @@ static void test_embedding_backward(size_t N, size_t C, size_t V, const uint32_t
     float *d_dout = device_copy(dout, N * C), *d_table = device_copy(prev, V * C), *d_table2 = device_copy(prev, V * C);
     int *d_scratch;
     cudaCheck(cudaMalloc((void **)&d_scratch, embedding_backward_scratch_ints((int)N) * sizeof(int)));
-    embedding_backward(d_table, d_dout, ids, (int)N, (int)C, d_scratch);
-    embedding_backward(d_table2, d_dout, ids, (int)N, (int)C, d_scratch);   // again: determinism
+    embedding_backward(d_table, d_dout, ids, (int)N, (int)C, d_scratch, stream);
+    embedding_backward(d_table2, d_dout, ids, (int)N, (int)C, d_scratch, stream);   // again: determinism
     float *got = host_from(d_table, V * C), *got2 = host_from(d_table2, V * C);
     check_close("embedding_backward", got, ref, V * C, 0.0f, 0.0f, NULL);
     check_bits("embedding_backward (exact)", got, ref, V * C * sizeof(float));
@@ -125,7 +125,7 @@ static void test_rmsnorm_backward(size_t N, size_t C, int with_bf16) {
     float *got_dinp[2], *got_dw[2];
     for (int run = 0; run < 2; run++) {   // twice from the same state: determinism
         float *d_dinp = device_copy(prev_dinp, N * C), *d_dw = device_copy(prev_dw, C);
-        rmsnorm_backward(d_dinp, d_dinp_bf16, d_dw, d_scratch, d_dout, d_x, d_w, d_rstd, (int)N, (int)C);
+        rmsnorm_backward(d_dinp, d_dinp_bf16, d_dw, d_scratch, d_dout, d_x, d_w, d_rstd, (int)N, (int)C, stream);
         got_dinp[run] = host_from(d_dinp, N * C);
         got_dw[run] = host_from(d_dw, C);
         cudaCheck(cudaFree(d_dinp)); cudaCheck(cudaFree(d_dw));
@@ -144,7 +144,7 @@ static void test_rmsnorm_backward(size_t N, size_t C, int with_bf16) {
     // the rstd the forward kernel keeps for this pass
     cudaCheck(cudaMalloc((void **)&d_out, N * C * sizeof(floatX)));
     cudaCheck(cudaMalloc((void **)&d_rstd_fwd, N * sizeof(float)));
-    rmsnorm_forward(d_out, d_rstd_fwd, d_x, d_w, (int)N, (int)C, eps_norm);
+    rmsnorm_forward(d_out, d_rstd_fwd, d_x, d_w, (int)N, (int)C, eps_norm, stream);
     float *got_rstd = host_from(d_rstd_fwd, N);
     check_close("rmsnorm_forward rstd", got_rstd, rstd, N, (C + 4) * EPS, 0.0f, NULL);
     free(x); free(w); free(dout); free(prev_dinp); free(prev_dw); free(ref_dinp); free(ref_dw); free(rstd);
@@ -204,7 +204,7 @@ static void test_matmul_backward(size_t N, size_t C, size_t OC, cudaDataType din
         if (want_dinp) d_dinp = dinp_type == CUDA_R_16BF ? (void *)to_device(prev_dinp, N * C) : (void *)device_copy(prev_dinp, N * C);
         float *d_dw = device_copy(prev_dw, OC * C), *d_db = device_copy(prev_db, OC);
         matmul_backward(handle, d_dinp, dinp_type, accumulate, d_dw, with_bias ? d_db : NULL, d_scratch, d_dout, d_x, d_w,
-                        (int)N, (int)C, (int)OC);
+                        (int)N, (int)C, (int)OC, stream);
         if (run == 0 && want_dinp)
             got_dinp = dinp_type == CUDA_R_16BF ? from_device((floatX *)d_dinp, N * C) : host_from((float *)d_dinp, N * C);
         got_dw[run] = host_from(d_dw, OC * C);
@@ -250,7 +250,7 @@ static void test_rope_backward(size_t NH, size_t HD, double theta) {
     for (size_t i = 0; i < N; i++) pos_i[i] = (int)pos[i];
     floatX *d_x = to_device(x, n);
     int *d_pos = device_copy(pos_i, N);
-    rope_backward(d_x, d_pos, (int)N, (int)NH, (int)HD, (float)theta);
+    rope_backward(d_x, d_pos, (int)N, (int)NH, (int)HD, (float)theta, stream);
     float *got = from_device(d_x, n);
     check_close("rope_backward", got, ref, n, U, 1e-6f, extra);
     free(x); free(ref); free(extra); free(got);
@@ -284,7 +284,7 @@ static void test_swiglu_backward(size_t n, size_t shift_d, size_t shift_o) {
     }
     floatX *d_g = to_device_shifted(g, n, shift_o), *d_u = to_device_shifted(u, n, shift_o), *d_d = to_device_shifted(d, n, shift_d);
     floatX *d_du = to_device_shifted(junk, n, shift_o);
-    swiglu_backward(d_d, d_du, d_d, d_g, d_u, n);
+    swiglu_backward(d_d, d_du, d_d, d_g, d_u, n, stream);
     float *got_dg = from_device(d_d, n), *got_du = from_device(d_du, n);
     check_close("swiglu_backward dgate", got_dg, ref_dg, n, U, 0.0f, extra_dg);
     check_close("swiglu_backward dup", got_du, ref_du, n, U, 0.0f, extra_du);
@@ -379,15 +379,15 @@ static void test_classifier(size_t N, size_t H, size_t V, int chunk_rows, float 
     for (int run = 0; run < 2; run++) {   // twice from the same state: determinism
         float *d_dx = device_copy(junk, N * H), *d_dw = device_copy(prev_dw, V * H);   // dx is written, skipped rows zeroed
         classifier_forward_backward(handle, d_loss, d_losses, d_logits, d_dx, d_dw, d_x, d_w, d_t, d_weights, weights,
-                                    grad_scale, (int)N, (int)H, (int)V, chunk_rows);
-        cudaCheck(cudaMemcpy(&got_loss[run], d_loss, sizeof(float), cudaMemcpyDeviceToHost));
+                                    grad_scale, (int)N, (int)H, (int)V, chunk_rows, stream);
+        copy_to_host(&got_loss[run], d_loss, sizeof(float), stream);
         got_dx[run] = host_from(d_dx, N * H);
         got_dw[run] = host_from(d_dw, V * H);
         cudaCheck(cudaFree(d_dx)); cudaCheck(cudaFree(d_dw));
     }
     float fwd_loss;   // the forward-only path shares the kernel: the same loss, bit for bit
-    lm_head_loss(handle, d_loss, d_losses, d_logits, d_x, d_w, d_t, d_weights, weights, (int)N, (int)H, (int)V, chunk_rows);
-    cudaCheck(cudaMemcpy(&fwd_loss, d_loss, sizeof(float), cudaMemcpyDeviceToHost));
+    lm_head_loss(handle, d_loss, d_losses, d_logits, d_x, d_w, d_t, d_weights, weights, (int)N, (int)H, (int)V, chunk_rows, stream);
+    copy_to_host(&fwd_loss, d_loss, sizeof(float), stream);
 
     check_close("classifier loss", &got_loss[0], &ref_loss, 1, 0.0f, loss_bound, NULL);
     check_close("classifier dx", got_dx[0], ref_dx, N * H, 0.0f, 0.0f, extra_dx);
@@ -421,10 +421,10 @@ static void test_global_norm(size_t n) {
     float *d_g = device_copy(g, n);
     double *d_scratch, sumsq[2];
     cudaCheck(cudaMalloc((void **)&d_scratch, GLOBAL_NORM_SCRATCH * sizeof(double)));
-    float got = global_norm(d_g, n, d_scratch);
-    cudaCheck(cudaMemcpy(&sumsq[0], d_scratch + GLOBAL_NORM_BLOCKS, sizeof(double), cudaMemcpyDeviceToHost));
-    float got2 = global_norm(d_g, n, d_scratch);
-    cudaCheck(cudaMemcpy(&sumsq[1], d_scratch + GLOBAL_NORM_BLOCKS, sizeof(double), cudaMemcpyDeviceToHost));
+    float got = global_norm(d_g, n, d_scratch, stream);
+    copy_to_host(&sumsq[0], d_scratch + GLOBAL_NORM_BLOCKS, sizeof(double), stream);
+    float got2 = global_norm(d_g, n, d_scratch, stream);
+    copy_to_host(&sumsq[1], d_scratch + GLOBAL_NORM_BLOCKS, sizeof(double), stream);
     check_close("global_norm", &got, &ref, 1, 2 * 1.0f / 16777216.0f, 0.0f, NULL);
     check_bits("global_norm sum of squares run twice", &sumsq[0], &sumsq[1], sizeof(double));
     CHECK(got == got2, "global_norm run twice: %.9g vs %.9g", got, got2);
@@ -459,12 +459,12 @@ static void test_adamw(int tied, float weight_decay, float max_grad_norm, int de
     cudaCheck(cudaMalloc((void **)&d_m, n * sizeof(float)));
     cudaCheck(cudaMalloc((void **)&d_v, n * sizeof(float)));
     cudaCheck(cudaMalloc((void **)&d_g, n * sizeof(float)));
-    cudaCheck(cudaMemset(d_m, 0, n * sizeof(float)));
-    cudaCheck(cudaMemset(d_v, 0, n * sizeof(float)));
+    cudaCheck(cudaMemsetAsync(d_m, 0, n * sizeof(float), stream));
+    cudaCheck(cudaMemsetAsync(d_v, 0, n * sizeof(float), stream));
     float clip_seen = 1.0f;
     for (int step = 1; step <= 3; step++) {
         for (size_t i = 0; i < n; i++) grads[i] = frand_f32(grad_scale);
-        cudaCheck(cudaMemcpy(d_g, grads, n * sizeof(float), cudaMemcpyHostToDevice));
+        copy_to_device(d_g, grads, n * sizeof(float), stream);
         double lr = lrs[step - 1];
         float norm = s1ref_model_update(model, lr, beta1, beta2, eps, weight_decay, max_grad_norm, decay_norm_weights);
         float clip = adamw_clip_factor(norm, max_grad_norm);
@@ -475,7 +475,7 @@ static void test_adamw(int tied, float weight_decay, float max_grad_norm, int de
             size_t numel = s1ref_model_tensor(model, t, &kind);
             int decays = kind == 0 || (kind == 2 && decay_norm_weights);   // KIND_WEIGHT, KIND_NORM
             AdamWScalars s = adamw_scalars(lr, (size_t)step, beta1, beta2, eps, decays ? (double)weight_decay : 0.0);
-            if (numel > 0) adamw_update(d_params + off, d_master + off, d_m + off, d_v + off, d_g + off, numel, clip, &s);
+            if (numel > 0) adamw_update(d_params + off, d_master + off, d_m + off, d_v + off, d_g + off, numel, clip, &s, stream);
             off += numel;
         }
         CHECK(off == n, "tensors cover %zu of %zu parameters", off, n);

@@ -98,7 +98,7 @@ static void test_budget(const char *dir, const uint32_t think_stop[2]) {
     snprintf(name, sizeof name, "budget_run on the GPU decoder in lockstep with s1.c's, %zu configs, %s", n_cases, dir);
     TEST_BEGIN(name);
     GpuModel m;
-    gpu_model_load(&m, dir, 1);
+    gpu_model_load(&m, dir, 1, stream);
     void *ref_model = s1ref_model_load(dir, 1);
     uint32_t n_valid = (uint32_t)s1ref_model_vocab(ref_model);
     float worst = 0.0f;

@@ -97,7 +97,7 @@ static void test_fixture_gradients(const char *dir) {
     const float *ref_grads = s1ref_model_grads_memory(ref);
 
     GpuModel m;
-    gpu_model_open(&m, dir, 16, 1);   // 16-row LM-head chunks: partial chunks, and chunks without targets
+    gpu_model_open(&m, dir, 16, 1, stream);   // 16-row LM-head chunks: partial chunks, and chunks without targets
     GpuTrainActs acts;
     memset(&acts, 0, sizeof acts);
     float loss = gpu_forward_backward(&m, &acts, ids, mask, offsets, S, 1.0f, 0);
@@ -108,19 +108,19 @@ static void test_fixture_gradients(const char *dir) {
     check_grads(dir, &m.config, g_keep, ref_grads, grad_bound(m.config.num_layers));
 
     // activation checkpointing: the same gradients to the bit
-    cudaCheck(cudaMemset(m.grads_memory, 0, m.shard_numel * sizeof(float)));
+    cudaCheck(cudaMemsetAsync(m.grads_memory, 0, m.shard_numel * sizeof(float), stream));
     float loss_rec = gpu_forward_backward(&m, &acts, ids, mask, offsets, S, 1.0f, 1);
     float *g_rec = device_grads(&m);
     CHECK(loss_rec == loss && memcmp(g_rec, g_keep, m.num_parameters * sizeof(float)) == 0,
           "--recompute changes the gradients (loss %.9g vs %.9g)", loss_rec, loss);
     // determinism: the same call again, the same bits
-    cudaCheck(cudaMemset(m.grads_memory, 0, m.shard_numel * sizeof(float)));
+    cudaCheck(cudaMemsetAsync(m.grads_memory, 0, m.shard_numel * sizeof(float), stream));
     gpu_forward_backward(&m, &acts, ids, mask, offsets, S, 1.0f, 0);
     float *g_again = device_grads(&m);
     CHECK(memcmp(g_again, g_keep, m.num_parameters * sizeof(float)) == 0, "a second run gives other gradients");
 
     // two micro-batches of two sequences, each weighted 2/4, accumulate into the step's gradient
-    cudaCheck(cudaMemset(m.grads_memory, 0, m.shard_numel * sizeof(float)));
+    cudaCheck(cudaMemsetAsync(m.grads_memory, 0, m.shard_numel * sizeof(float), stream));
     float loss_micro = 0.0f;
     for (size_t i = 0; i < S; i += 2) {
         size_t offs[3] = {0, offsets[i + 1] - offsets[i], offsets[i + 2] - offsets[i]};
@@ -162,7 +162,7 @@ static void test_long_sequences(const char *dir) {
     float loss_bound = 2.0f * LOGIT_ROUNDINGS * (float)U * max_abs(s1ref_model_logits(ref), N * s1ref_model_vocab(ref));
     s1ref_model_backward(ref, 1.0f);
     GpuModel m;
-    gpu_model_open(&m, dir, 64, 1);
+    gpu_model_open(&m, dir, 64, 1, stream);
     GpuTrainActs acts;
     memset(&acts, 0, sizeof acts);
     float loss = gpu_forward_backward(&m, &acts, ids, mask, offsets, S, 1.0f, 0);
@@ -225,12 +225,12 @@ static void test_tensor_core_model(void) {
     float loss_bound = 2.0f * LOGIT_ROUNDINGS * (float)U * max_abs(s1ref_model_logits(ref), N * s1ref_model_vocab(ref));
     s1ref_model_backward(ref, 1.0f);
     GpuModel m;
-    gpu_model_open(&m, dir, 64, 1);
+    gpu_model_open(&m, dir, 64, 1, stream);
     GpuTrainActs acts;
     memset(&acts, 0, sizeof acts);
     for (int tc = 1; tc >= 0; tc--) {
         attention_tensor_cores = tc != 0;
-        cudaCheck(cudaMemset(m.grads_memory, 0, m.shard_numel * sizeof(float)));
+        cudaCheck(cudaMemsetAsync(m.grads_memory, 0, m.shard_numel * sizeof(float), stream));
         float loss = gpu_forward_backward(&m, &acts, ids, mask, offsets, S, 1.0f, 0);
         float *g = device_grads(&m);
         printf("note: head dim 64 on %s: loss gpu %.7f, s1.c %.7f, |diff| %.3g (bound %.3g)\n", tc ? "tensor cores" : "CUDA cores",
@@ -291,8 +291,10 @@ static void shard_rank(ShardRun *run) {
     snprintf(path, sizeof path, "%s/config.json", run->dir);
     Qwen2Config c;
     config_read(&c, path);
+    cudaStream_t rank_stream;   // each rank's own, on its own device
+    cudaCheck(cudaStreamCreateWithFlags(&rank_stream, cudaStreamNonBlocking));
     GpuModel m;
-    gpu_model_create_rank(&m, &c, 16, 1, run->rank, run->world, comm, run->reduce_f32, 0);
+    gpu_model_create_rank(&m, &c, 16, 1, run->rank, run->world, comm, run->reduce_f32, 0, rank_stream);
     gpu_model_read(&m, run->dir);
     GpuTrainActs acts;
     memset(&acts, 0, sizeof acts);
@@ -306,6 +308,7 @@ static void shard_rank(ShardRun *run) {
     run->grads = device_grads(&m);
     gpu_train_acts_free(&acts);
     gpu_model_free(&m);
+    cudaCheck(cudaStreamDestroy(rank_stream));
     ncclCheck(ncclCommDestroy(comm));
 }
 
@@ -321,20 +324,20 @@ static void test_sharded_gradients(const char *dir, int W, int reduce_f32) {
     size_t S = s1ref_fixture_batch(dir, &ids, &mask, &offsets, &hf_loss);
     // one GPU: the step's gradient g (the sequences in order), and each sequence's g_s for the bound
     GpuModel m;
-    gpu_model_open(&m, dir, 16, 1);
+    gpu_model_open(&m, dir, 16, 1, stream);
     GpuTrainActs acts;
     memset(&acts, 0, sizeof acts);
     size_t P = m.num_parameters;
     double *abs_sum = (double *)callocCheck(P, sizeof(double)), one_loss = 0.0;
     for (size_t seq = 0; seq < S; seq++) {
-        cudaCheck(cudaMemset(m.grads_memory, 0, m.shard_numel * sizeof(float)));
+        cudaCheck(cudaMemsetAsync(m.grads_memory, 0, m.shard_numel * sizeof(float), stream));
         size_t offs[2] = {0, offsets[seq + 1] - offsets[seq]};
         one_loss += gpu_forward_backward(&m, &acts, ids + offsets[seq], mask + offsets[seq], offs, 1, 1.0f / (float)S, 0) / (double)S;
         float *gs = device_grads(&m);
         for (size_t j = 0; j < P; j++) abs_sum[j] += fabs((double)gs[j]);
         free(gs);
     }
-    cudaCheck(cudaMemset(m.grads_memory, 0, m.shard_numel * sizeof(float)));
+    cudaCheck(cudaMemsetAsync(m.grads_memory, 0, m.shard_numel * sizeof(float), stream));
     for (size_t seq = 0; seq < S; seq++) {
         size_t offs[2] = {0, offsets[seq + 1] - offsets[seq]};
         gpu_forward_backward(&m, &acts, ids + offsets[seq], mask + offsets[seq], offs, 1, 1.0f / (float)S, 0);

@@ -100,11 +100,21 @@ static inline float *host_random(size_t n, float scale) {
 // ----------------------------------------------------------------------------
 // host <-> device
 
+// The tests' stream: non-blocking, as the programs' compute stream is, so a
+// launcher that ignored its stream or a read without its synchronisation gives
+// wrong results here (the emulator runs such a stream's work only when waited for).
+static cudaStream_t kt_stream_create(void) {
+    cudaStream_t s;
+    cudaCheck(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
+    return s;
+}
+static cudaStream_t stream = kt_stream_create();
+
 static inline floatX *to_device(const float *x, size_t n) {   // rounds to bf16
     floatX *tmp = (floatX *)mallocCheck(n * sizeof(floatX)), *d;
     for (size_t i = 0; i < n; i++) tmp[i] = __float2bfloat16(x[i]);
     cudaCheck(cudaMalloc((void **)&d, n * sizeof(floatX)));
-    cudaCheck(cudaMemcpy(d, tmp, n * sizeof(floatX), cudaMemcpyHostToDevice));
+    copy_to_device(d, tmp, n * sizeof(floatX), stream);
     free(tmp);
     return d;
 }
@@ -112,7 +122,7 @@ static inline floatX *to_device(const float *x, size_t n) {   // rounds to bf16
 static inline float *from_device(const floatX *d, size_t n) {   // bf16 on the device, fp32 on the host
     floatX *tmp = (floatX *)mallocCheck(n * sizeof(floatX));
     float *x = (float *)mallocCheck(n * sizeof(float));
-    cudaCheck(cudaMemcpy(tmp, d, n * sizeof(floatX), cudaMemcpyDeviceToHost));
+    copy_to_host(tmp, d, n * sizeof(floatX), stream);
     for (size_t i = 0; i < n; i++) x[i] = __bfloat162float(tmp[i]);
     free(tmp);
     return x;
@@ -133,13 +143,13 @@ static inline floatX *to_device_shifted(const float *x, size_t n, size_t shift) 
 template <class T> static T *device_copy(const T *x, size_t n) {   // as is, no conversion
     T *d;
     cudaCheck(cudaMalloc((void **)&d, n * sizeof(T)));
-    cudaCheck(cudaMemcpy(d, x, n * sizeof(T), cudaMemcpyHostToDevice));
+    copy_to_device(d, x, n * sizeof(T), stream);
     return d;
 }
 
 template <class T> static T *host_from(const T *d, size_t n) {   // as is, no conversion
     T *x = (T *)mallocCheck(n * sizeof(T));
-    cudaCheck(cudaMemcpy(x, d, n * sizeof(T), cudaMemcpyDeviceToHost));
+    copy_to_host(x, d, n * sizeof(T), stream);
     return x;
 }
 

@@ -88,5 +88,5 @@ mutate "sft train: the update (clipping included) before the step's accumulation
     "for (size_t round = 0; round < rounds; round++) {" "for (size_t round = 0; round < rounds && round < 1; round++) {" \
     build/emu/sft bash tests/test_sft.sh
 mutate "sft train --overlap: the compute does not wait for the prefetched layer" common/kernels.cuh \
-    "    cudaCheck(cudaStreamWaitEvent(0, m->gathered_ev[s], 0));" "<delete>" build/emu/sft bash tests/test_sharding.sh
+    "    cudaCheck(cudaStreamWaitEvent(m->stream, m->gathered_ev[s], 0));" "<delete>" build/emu/sft bash tests/test_sharding.sh
 summary

@@ -112,10 +112,10 @@ expect_eq "another seed samples another text (a random model: ~771 near-equal ch
 
 # ---- one language: --help of both lists the same sampling flags. The only differences:
 # ./s1's --threads (CPU cores), sample's --prompt-ids (raw ids, for models without a tokenizer) and
-# sample's --plan with its --config, --context, --hbm-gbps (the decoder's time model).
+# sample's --plan with its --config, --context, --hbm-gbps (the decoder's time model) and --attention (which kernels).
 flags() { "$@" --help | grep -oE '^  --[a-z-]+' | sed 's/^  //'; }
 expect_eq "sample --help and ./s1 sample --help: the same flags but --threads / --prompt-ids and --plan's" \
-    "$(diff <(flags $S1 sample) <(flags $SAMPLE) | grep '^[<>]' | tr '\n' ' ')" "< --threads > --prompt-ids > --plan > --config > --context > --hbm-gbps "
+    "$(diff <(flags $S1 sample) <(flags $SAMPLE) | grep '^[<>]' | tr '\n' ' ')" "< --threads > --prompt-ids > --plan > --config > --context > --hbm-gbps > --attention "
 expect_eq "sample --help lists the budget flags" "$(flags $SAMPLE | grep -cE '^--(max-thinking|wait|ignore-str|max-gen-toks|max-context|readme-variant|top-p)$')" "7"
 printf '#define TOKENIZER_NO_MAIN\n#include "tokenizer.c"\n#include "common/generate.h"\nint main() { return 0; }\n' >"$TMP/h_generate.cpp"
 expect_ok "common/generate.h compiles as C++17" g++ -std=c++17 -Wall -Wextra -Werror -I. -fsyntax-only "$TMP/h_generate.cpp"
@@ -128,7 +128,7 @@ expect_eq "sft train --help lists exactly ./s1 train's flags before its GPU-only
     "$(diff <(flags $S1 train) <($SFT train --help | sed '/^GPU only:/,$d' | grep -oE '^  --[a-z-]+' | sed 's/^  //') && echo same)" "same"
 expect_eq "sft train --help: the GPU-only flags" \
     "$($SFT train --help | sed -n '/^GPU only:/,$p' | grep -oE '^  --[a-z-]+' | sed 's/^  //' | tr '\n' ' ')" \
-    "--save-dtype --recompute --no-recompute --gpu-mem --peak-tflops --chunk-rows --overlap --balance --reduce-dtype --nproc "
+    "--save-dtype --recompute --no-recompute --gpu-mem --peak-tflops --chunk-rows --overlap --balance --reduce-dtype --attention --nproc "
 
 # ---- sft train == ./s1 train: 3 steps from the gqa fixture on its 4 sequences, 2 per step, one per
 # micro-batch (accumulation), warmup 2 of 4 steps (step 1 has lr 0), clipping at 0.5 (the gradient norm
@@ -180,6 +180,14 @@ expect_eq "two runs of the same command give the same checkpoint, bit for bit" "
 expect_eq "a run killed after step 2 and resumed gives the uninterrupted checkpoint, bit for bit" "$(same "$TMP/u1" "$TMP/r")" "same"
 $SFT train $RUN2 --recompute --out "$TMP/rc" >"$TMP/rc.log" 2>&1
 expect_eq "--recompute gives the same checkpoint, bit for bit" "$(same "$TMP/u1" "$TMP/rc")" "same"
+# --attention: the gqa fixture's head_dim is 96 / 8 = 12, where the tensor-core kernels do not run
+# (64 and 128 only), so tensor-cores (the default) and cuda-cores run the same kernels: the same bits
+$SFT train $RUN2 --attention cuda-cores --out "$TMP/cc" >/dev/null 2>&1
+expect_eq "--attention cuda-cores gives the same checkpoint, bit for bit (head_dim 12: CUDA cores either way)" "$(same "$TMP/u1" "$TMP/cc")" "same"
+expect_eq "sft loss --attention cuda-cores: the same loss (head_dim 12)" \
+    "$($SFT loss --model $GQA --data "$TMP/gqa.shard" --attention cuda-cores 2>/dev/null | tail -n 1)" "$($SFT loss --model $GQA --data "$TMP/gqa.shard" 2>/dev/null | tail -n 1)"
+expect_error "sft train: a bad --attention" "--attention: 'tensor' is not tensor-cores or cuda-cores" $SFT train $RUN2 --out "$TMP/x" --attention tensor
+expect_error "sft loss: a bad --attention" "--attention: 'gpu' is not tensor-cores or cuda-cores" $SFT loss --model $GQA --data "$TMP/gqa.shard" --attention gpu
 expect_eq "the memory plan says recompute is on" "$(grep -c '^recompute: on (as asked' "$TMP/rc.log")" "1"
 expect_eq "the memory plan decides recompute from --gpu-mem" "$($SFT train $RUN2 --stop-at 1 --gpu-mem 0.000001 --out "$TMP/gm" 2>/dev/null | grep -c '^recompute: on (the plan without it does not fit')" "1"
 expect_eq "sft train from --init-config starts from ./s1 train's random weights" \
@@ -194,6 +202,9 @@ expect_error "sft with an unknown command" "unknown command 'tran'" $SFT tran
 # ---- errors: one line, non-zero exit
 expect_error "sample --prompt-ids with budget forcing" "--prompt-ids continues raw ids" $SAMPLE --model $GQA --prompt-ids 5 --max-thinking 4
 expect_error "sample --prompts without --tokenizer" "--model, --tokenizer and --prompts are required" $SAMPLE --model $GQA --prompts "$TMP/prompts.jsonl"
+expect_error "sample: a bad --attention" "--attention: 'cuda' is not tensor-cores or cuda-cores" $SAMPLE --model $GQA --prompt-ids 5 --attention cuda
+expect_eq "sample --attention cuda-cores: the same ids (head_dim 12: CUDA cores either way)" \
+    "$($SAMPLE --model $GQA --prompt-ids 5,6,7 --max-gen-toks 6 --attention cuda-cores 2>/dev/null)" "$($SAMPLE --model $GQA --prompt-ids 5,6,7 --max-gen-toks 6 2>/dev/null)"
 expect_error "sample with an unknown flag" "unknown argument '--think'" $SAMPLE $P --think 4
 expect_error "sample --wait takes a count, as in ./s1 sample" "--wait: 'Hmm' is not a non-negative integer" $SAMPLE $P --wait Hmm
 printf '{"question": "ok"}\n{"question": \n' >"$TMP/bad.jsonl"

@@ -15,13 +15,27 @@
 // Weighted cross-entropy of one chunk of rows: losses[n] = weights[n] *
 // (logsumexp(logits[n]) - logits[n, targets[n]]), 0 where the weight is 0 (the
 // row is not scored and its logits are not read). One block per row: each
-// thread keeps an online (max, sum) over its stride of the vocabulary, then the
-// block merges the pairs (warp shuffles, then the warps' pairs in shared memory).
+// thread keeps an online (max, sum) over its stride of the vocabulary
+// (online_max_sum(), one exp per logit), then the block merges the pairs
+// (merge_max_sum(): warp shuffles, then the warps' pairs in shared memory).
 __device__ inline void merge_max_sum(float *m, float *s, float m2, float s2) {
     if (m2 == -INFINITY) return;   // the other side saw nothing
     float mx = fmaxf(*m, m2);
     *s = *s * expf(*m - mx) + s2 * expf(m2 - mx);
     *m = mx;
+}
+
+// One logit x into a thread's (max, sum): merge_max_sum(m, s, x, 1) with its
+// factor e^0 = 1 not computed, so one exp per element instead of two (llm.c's
+// fused classifier). The same bits: s * e^0 + e^(x - m) = s + e^(x - m) when
+// x <= m, and s * e^(m - x) + 1 * e^0 = s * e^(m - x) + 1 when x > m.
+__device__ inline void online_max_sum(float *m, float *s, float x) {
+    if (x > *m) {
+        *s = *s * expf(*m - x) + 1.0f;
+        *m = x;
+    } else if (x != -INFINITY) {   // e^-inf adds nothing, and -inf - -inf would be NaN
+        *s += expf(x - *m);
+    }
 }
 
 // One element of the loss's gradient, in s1.c's order: d = w * e^(l - lse), then
@@ -57,7 +71,7 @@ __global__ void __launch_bounds__(256) crossentropy_forward_kernel(float *losses
         }
         const float *x = logits + (size_t)row * V;
         float m = -INFINITY, s = 0.0f;
-        for (int i = threadIdx.x; i < V; i += blockDim.x) merge_max_sum(&m, &s, cu_ld(&x[i]), 1.0f);   // cu_ld: counted by CUEMU_PROFILE (dev/crossentropy.cu v2)
+        for (int i = threadIdx.x; i < V; i += blockDim.x) online_max_sum(&m, &s, cu_ld(&x[i]));   // cu_ld: counted by CUEMU_PROFILE (dev/crossentropy.cu v2)
         for (int off = WARP_SIZE / 2; off > 0; off /= 2) {
             float m2 = __shfl_xor_sync(0xffffffffu, m, off), s2 = __shfl_xor_sync(0xffffffffu, s, off);
             merge_max_sum(&m, &s, m2, s2);

@@ -14,8 +14,9 @@
  *                    rmsnorm_backward()       rmsnorm_backward_kernel + column sums  rmsnorm_backward()
  *   matmul.cuh       matmul_forward()         cublasGemmEx + bias_fill_kernel        matmul_forward()
  *                    matmul_backward()        2 x cublasGemmEx + column sums (dbias) matmul_backward()
- *   rope.cuh         rope_forward()           rope_forward_kernel (direction +1)     rope_forward()
- *                    rope_backward()          rope_forward_kernel (direction -1)     rope_backward()
+ *   rope.cuh         rope_table_create()      (host: bf16 cos/sin, (P,HD/2) each)    rope_table_ensure()
+ *                    rope_forward()           rope_forward_vec_kernel (16-byte, +1)  rope_forward()
+ *                    rope_backward()          rope_forward_vec_kernel (direction -1) rope_backward()
  *   attention.cuh    attention_forward()      attention_forward_kernel (flash)       attention_forward()
  *                    attention_backward()     _D_, _dkdv_, _dq_kernel (FA2)          attention_backward()
  *                    attention_decode()       attention_decode_kernel                attention_row() (KV cache)
@@ -148,6 +149,7 @@ typedef struct {
     float *loss;                   // (1,)
     uint32_t *ids, *targets;       // (N,)
     int *pos;                      // (N,) position within its sequence
+    RopeTable rope;                // cos/sin (max_position_embeddings, HD/2) bf16: a position beyond is refused
     double *norm_scratch;          // the global gradient norm's partial sums (training)
     // inference activations (gpu_forward, gpu_decode), for up to `capacity` tokens (bf16)
     size_t capacity;
@@ -207,6 +209,11 @@ static void *gpu_alloc(GpuModel *m, size_t bytes) {
     return p;
 }
 
+// The RoPE tables' GPU bytes: cos and sin, (max_position_embeddings, HD/2) bf16 each.
+static size_t gpu_rope_table_bytes(const Qwen2Config *c) {
+    return 2 * c->max_position_embeddings * (c->head_dim / 2) * sizeof(floatX);
+}
+
 // Allocates rank `rank` of a W-rank model of config c (weights
 // uninitialised). training = 1 adds the fp32 master weights, gradients and
 // AdamW moments (16 bytes per parameter with the bf16 weights, s1-spec
@@ -220,6 +227,8 @@ static void gpu_model_create_rank(GpuModel *m, const Qwen2Config *c, int chunk_r
     if (c->head_dim > ATT_MAX_HD) die("config: head_dim %zu exceeds the attention kernel's %d", c->head_dim, ATT_MAX_HD);
     if (c->hidden_size > (1u << 30) || c->vocab_size > (1u << 30) || c->intermediate_size > (1u << 30))
         die("config: a model size exceeds the kernels' int range");
+    if (c->max_position_embeddings > (1u << 24))   // detmath.h's sin and cos: angles of positions < 2^24
+        die("config: max_position_embeddings %zu exceeds the RoPE table's 2^24 rows", c->max_position_embeddings);
     if (world < 1 || rank < 0 || rank >= world) die("gpu_model_create: rank %d of %d", rank, world);
     if (world > 1 && !training) die("gpu_model_create: several ranks are for training");
     m->rank = rank;
@@ -262,6 +271,8 @@ static void gpu_model_create_rank(GpuModel *m, const Qwen2Config *c, int chunk_r
                 for (int j = 0; j < 2; j++) cudaCheck(cudaEventCreateWithFlags(&evs[i][j], cudaEventDisableTiming));
         }
     }
+    rope_table_create(&m->rope, (int)c->max_position_embeddings, (int)c->head_dim, c->rope_theta);
+    m->allocated_bytes += gpu_rope_table_bytes(c);
     cublasCheck(cublasCreate(&m->cublas));
     cublasCheck(cublasSetStream(m->cublas, stream));
     m->chunk_rows = chunk_rows > 0 ? chunk_rows : 1;
@@ -600,13 +611,13 @@ static void gpu_layer_forward(GpuModel *m, const floatX *const *w, int N, const 
     const Qwen2Config *c = &m->config;
     int H = (int)c->hidden_size, I = (int)c->intermediate_size, NQ = (int)c->num_heads, NKV = (int)c->num_kv_heads;
     int HD = (int)c->head_dim, QD = NQ * HD, KD = NKV * HD;
-    float eps = (float)c->rms_norm_eps, theta = (float)c->rope_theta;
+    float eps = (float)c->rms_norm_eps;
     rmsnorm_forward(a->ln1, a->rstd1, res, w[P_LN1W], N, H, eps, m->stream);
     matmul_forward(m->cublas, a->q, a->ln1, w[P_QW], w[P_QB], N, H, QD, 0, m->stream);
     matmul_forward(m->cublas, a->k, a->ln1, w[P_KW], w[P_KB], N, H, KD, 0, m->stream);
     matmul_forward(m->cublas, a->v, a->ln1, w[P_VW], w[P_VB], N, H, KD, 0, m->stream);
-    rope_forward(a->q, m->pos, N, NQ, HD, theta, m->stream);
-    rope_forward(a->k, m->pos, N, NKV, HD, theta, m->stream);
+    rope_forward(a->q, m->pos, &m->rope, N, NQ, HD, m->stream);
+    rope_forward(a->k, m->pos, &m->rope, N, NKV, HD, m->stream);
     if (seq_offsets == NULL && N == 1 && a->decode_scratch != NULL) {
         attention_decode_flash(a->att, a->decode_scratch, a->q, a->k - (size_t)past * KD, a->v - (size_t)past * KD, past + 1,
                                NQ, NKV, HD, m->stream);
@@ -658,6 +669,7 @@ static float *gpu_batch_upload(GpuModel *m, const uint32_t *ids, const uint8_t *
     for (size_t s = 0; s < S; s++) {
         size_t n0 = seq_offsets[s], n1 = seq_offsets[s + 1], count = 0;
         if (n1 < n0) die("gpu_forward: sequence offsets decrease at sequence %zu", s);
+        if (n1 > n0) rope_check_positions(&m->rope, n1 - n0 - 1, "gpu_forward");
         for (size_t n = n0 + 1; n < n1; n++) count += mask[n] != 0;
         for (size_t n = n0; n < n1; n++) {
             if (ids[n] >= V) die("gpu_forward: token id %u at position %zu is outside the %zu-row embedding", ids[n], n, V);
@@ -750,6 +762,7 @@ static const float *gpu_decode(GpuModel *m, GpuKVCache *kv, const uint32_t *ids,
     size_t H = c->hidden_size, V = c->vocab_size, L = c->num_layers, KD = c->num_kv_heads * c->head_dim;
     if (n == 0) die("gpu_decode: no tokens to feed");
     if (kv->len + n > kv->max_len) die("gpu_decode: KV cache is full (%zu tokens, %zu more requested)", kv->max_len, n);
+    rope_check_positions(&m->rope, kv->len + n - 1, "gpu_decode");
     gpu_activations_ensure(m, n);
     int *pos = (int *)mallocCheck(n * sizeof(int));
     for (size_t i = 0; i < n; i++) {
@@ -841,7 +854,7 @@ typedef struct {
     double weights, master, adam_m, adam_v, grads;   // the training state: this rank's shards
     double gathered;                                 // W > 1: gathered units, their full gradients, reduce buffers
     double activations;                              // kept for the backward pass
-    double scratch;                                  // one layer's gradients, reductions, the batch
+    double scratch;                                  // one layer's gradients, reductions, the batch, the RoPE tables
     double logits;                                   // one LM-head chunk
     double total;
 } GpuMemoryPlan;
@@ -872,7 +885,8 @@ static GpuMemoryPlan gpu_memory_plan(const Qwen2Config *c, size_t N, int recompu
                          + 2 * H + 4);   // res (L+1 layers), the kept layers, lnf and rstdf
     p.scratch = n * (4 * H + 2 * H + 4 * H + 2 * (2 * QD + 2 * KD + 2 * I))   // dres, dres_bf16, dln, datt dq dk dv dgate dup
                 + 4.0 * (double)gpu_train_scratch_floats(c, N) + 4.0 * (double)embedding_backward_scratch_ints((int)N)
-                + n * 4 * 5 + 8.0 * GLOBAL_NORM_SCRATCH;   // the batch (ids targets pos weights losses), the norm's partials
+                + n * 4 * 5 + 8.0 * GLOBAL_NORM_SCRATCH   // the batch (ids targets pos weights losses), the norm's partials
+                + (double)gpu_rope_table_bytes(c);
     p.logits = (double)chunk_rows * (double)c->vocab_size * 4 + 4;
     p.total = p.weights + p.master + p.adam_m + p.adam_v + p.grads + p.gathered + p.activations + p.scratch + p.logits;
     free(shape.units);
@@ -951,7 +965,6 @@ static void gpu_layer_backward(GpuModel *m, GpuTrainActs *t, const floatX *const
     const Qwen2Config *c = &m->config;
     int H = (int)c->hidden_size, I = (int)c->intermediate_size, NQ = (int)c->num_heads, NKV = (int)c->num_kv_heads;
     int HD = (int)c->head_dim, QD = NQ * HD, KD = NKV * HD;
-    float theta = (float)c->rope_theta;
     cublasHandle_t h = m->cublas;
     // MLP branch; its residual add passes dres through unchanged
     matmul_backward(h, t->dgate, CUDA_R_16BF, 0, g[P_DOWNW], NULL, t->scratch, t->dres_bf16, a->mlp,
@@ -971,8 +984,8 @@ static void gpu_layer_backward(GpuModel *m, GpuTrainActs *t, const floatX *const
                                       a->att + n0 * QD, a->lse + n0 * NQ, a->q + n0 * QD, a->k + n0 * KD, a->v + n0 * KD,
                                       (int)T, NQ, NKV, HD, m->stream);
     }
-    rope_backward(t->dq, m->pos, N, NQ, HD, theta, m->stream);
-    rope_backward(t->dk, m->pos, N, NKV, HD, theta, m->stream);
+    rope_backward(t->dq, m->pos, &m->rope, N, NQ, HD, m->stream);
+    rope_backward(t->dk, m->pos, &m->rope, N, NKV, HD, m->stream);
     matmul_backward(h, t->dln, CUDA_R_32F, 0, g[P_QW], g[P_QB], t->scratch, t->dq, a->ln1,
                     w[P_QW], N, H, QD, m->stream);
     matmul_backward(h, t->dln, CUDA_R_32F, 1, g[P_KW], g[P_KB], t->scratch, t->dk, a->ln1,
@@ -1156,6 +1169,7 @@ static void gpu_model_free(GpuModel *m) {
             for (int j = 0; j < 2; j++) cudaCheck(cudaEventDestroy(evs[i][j]));
         cudaCheck(cudaStreamDestroy(m->comm));
     }
+    rope_table_free(&m->rope);
     free(m->units);
     cublasCheck(cublasDestroy(m->cublas));
     memset(m, 0, sizeof *m);

@@ -14,8 +14,9 @@
  *       that is 150K dependent steps per thread.
  *   v2  one block per row (common/classifier.cuh, what the programs run): each
  *       thread keeps an online (max, sum) over its stride of the row (one pass
- *       instead of two), merged by warp shuffles then across warps in shared
- *       memory; lane l reads element base + l: 4 sectors per request.
+ *       instead of two, one exp per element: online_max_sum()), merged by warp
+ *       shuffles then across warps in shared memory; lane l reads element
+ *       base + l: 4 sectors per request.
  */
 #include "dev/dev.cuh"
 #include "common/classifier.cuh"   // v2 is the programs' kernel: included, never copied

@@ -88,6 +88,30 @@ static void test_matmul(int with_bias, int residual) {
     TEST_END();
 }
 
+// The table is s1.c's, rounded: every bf16 entry is float_to_bf16 of s1.c's
+// fp32 entry (both computed through common/detmath.h), bit for bit.
+static void test_rope_table(size_t HD, double theta) {
+    const size_t P = 32768, half = HD / 2, n = P * half;
+    char name[160];
+    snprintf(name, sizeof name, "rope_table_create = bf16(s1.c's rope_table_ensure()) bit for bit, HD=%zu, theta=%g, %zu positions",
+             HD, theta, P);
+    TEST_BEGIN(name);
+    float *cos_ref = (float *)mallocCheck(n * sizeof(float)), *sin_ref = (float *)mallocCheck(n * sizeof(float));
+    s1ref_rope_table(cos_ref, sin_ref, P, HD, theta);
+    RopeTable t;
+    rope_table_create(&t, (int)P, (int)HD, theta);
+    uint16_t *c = (uint16_t *)mallocCheck(n * sizeof(uint16_t)), *s = (uint16_t *)mallocCheck(n * sizeof(uint16_t));
+    cudaCheck(cudaMemcpy(c, t.cos, n * sizeof(uint16_t), cudaMemcpyDeviceToHost));
+    cudaCheck(cudaMemcpy(s, t.sin, n * sizeof(uint16_t), cudaMemcpyDeviceToHost));
+    size_t bad = 0, first = n;
+    for (size_t j = 0; j < n; j++)
+        if ((c[j] != float_to_bf16(cos_ref[j]) || s[j] != float_to_bf16(sin_ref[j])) && bad++ == 0) first = j;
+    CHECK(bad == 0, "%zu entries differ, the first at position %zu, pair %zu", bad, first / half, first % half);
+    rope_table_free(&t);
+    free(cos_ref); free(sin_ref); free(c); free(s);
+    TEST_END();
+}
+
 static void test_rope(size_t NH, size_t HD, double theta) {
     const size_t N = 6;
     size_t pos[N] = {0, 1, 2, 7, 1000, 32767};
@@ -105,9 +129,12 @@ static void test_rope(size_t NH, size_t HD, double theta) {
     for (size_t i = 0; i < N; i++) pos_i[i] = (int)pos[i];
     floatX *d_x = to_device(x, n);
     int *d_pos = device_copy(pos_i, N);
-    rope_forward(d_x, d_pos, N, NH, HD, (float)theta, stream);
+    RopeTable table;
+    rope_table_create(&table, 32768, (int)HD, theta);
+    rope_forward(d_x, d_pos, &table, N, NH, HD, stream);
     float *got = from_device(d_x, n);
     check_close("rope", got, ref, n, U, 1e-6f, extra);
+    rope_table_free(&table);
     free(x); free(ref); free(extra); free(got);
     cudaCheck(cudaFree(d_x)); cudaCheck(cudaFree(d_pos));
     TEST_END();
@@ -321,8 +348,10 @@ int main(void) {
     test_matmul(1, 0);
     test_matmul(0, 1);
     test_matmul(0, 0);
-    test_rope(3, 12, 1e6);
-    test_rope(2, 16, 1e4);
+    test_rope_table(128, 1e6);            // Qwen2.5-32B's head dim and base, 32K positions
+    test_rope_table(12, 1e4);
+    test_rope(3, 12, 1e6);                // HD/2 = 6: one pair per thread
+    test_rope(2, 16, 1e4);                // HD/2 = 8: 16-byte vectors of 8 pairs
     test_attention(1, 0, 2, 1, 16);      // a single row
     test_attention(5, 0, 4, 2, 12);      // less than one tile, GQA 2:1
     test_attention(16, 0, 4, 1, 16);     // exactly one query tile

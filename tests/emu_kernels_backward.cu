@@ -250,9 +250,12 @@ static void test_rope_backward(size_t NH, size_t HD, double theta) {
     for (size_t i = 0; i < N; i++) pos_i[i] = (int)pos[i];
     floatX *d_x = to_device(x, n);
     int *d_pos = device_copy(pos_i, N);
-    rope_backward(d_x, d_pos, (int)N, (int)NH, (int)HD, (float)theta, stream);
+    RopeTable table;
+    rope_table_create(&table, 32768, (int)HD, theta);
+    rope_backward(d_x, d_pos, &table, (int)N, (int)NH, (int)HD, stream);
     float *got = from_device(d_x, n);
     check_close("rope_backward", got, ref, n, U, 1e-6f, extra);
+    rope_table_free(&table);
     free(x); free(ref); free(extra); free(got);
     cudaCheck(cudaFree(d_x)); cudaCheck(cudaFree(d_pos));
     TEST_END();
@@ -514,8 +517,8 @@ int main(void) {
     test_matmul_backward(7, 33, 45, CUDA_R_32F, 1, 1, 1);
     test_matmul_backward(33, 17, 9, CUDA_R_32F, 0, 1, 0);
     test_matmul_backward(40, 9, 300, CUDA_R_16BF, 0, 0, 1);   // dinp NULL; OC over a block of threads
-    test_rope_backward(3, 12, 1e6);
-    test_rope_backward(2, 16, 1e4);
+    test_rope_backward(3, 12, 1e6);   // one pair per thread
+    test_rope_backward(2, 16, 1e4);   // 16-byte vectors of 8 pairs
     test_swiglu_backward(1000, 0, 0);
     test_swiglu_backward(1005, 0, 0);     // 125 vectors and a scalar tail of 5
     test_swiglu_backward(1005, 7, 7);     // a scalar head of 1, 125 vectors, a tail of 4

@@ -26,6 +26,7 @@ void s1ref_embedding(float *out, const uint32_t *ids, const float *table, size_t
 void s1ref_rmsnorm(float *out, const float *inp, const float *weight, size_t N, size_t C, float eps);
 void s1ref_matmul(float *out, const float *inp, const float *weight, const float *bias, size_t N, size_t C, size_t OC);
 void s1ref_rope(float *x, const size_t *pos, size_t N, size_t NH, size_t HD, double theta);
+void s1ref_rope_table(float *cos_t, float *sin_t, size_t P, size_t HD, double theta);
 void s1ref_attention(float *out, const float *q, const float *k, const float *v, size_t T, size_t NQ, size_t NKV, size_t HD);
 void s1ref_attention_decode(float *out, const float *q, const float *k, const float *v, size_t ntok, size_t NQ, size_t NKV, size_t HD);
 void s1ref_swiglu(float *out, const float *gate, const float *up, size_t n);

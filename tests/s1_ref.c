@@ -31,19 +31,34 @@ void s1ref_matmul(float *out, const float *inp, const float *weight, const float
     matmul_forward(out, inp, weight, bias, N, C, OC);
 }
 
+// s1.c's own fp32 RoPE tables (rope_table_ensure on a Qwen2 that holds only
+// them) for head dim HD and base theta, at least len positions; the caller frees m->rope_cos, m->rope_sin
+static void ref_rope_tables(Qwen2 *m, size_t HD, double theta, size_t len) {
+    memset(m, 0, sizeof *m);
+    m->config.head_dim = HD;
+    m->config.rope_theta = theta;
+    rope_table_ensure(m, len);
+}
+
 // x (N,NH,HD) rotated in place by s1.c's rope_forward or rope_backward (rotate)
-// at positions pos, with s1.c's own fp32 tables (rope_table_ensure on a Qwen2
-// that holds only them) for head dim HD and base theta
+// at positions pos, with s1.c's own fp32 tables
 typedef void (*RopeFn)(float *x, const size_t *pos, const float *cos_t, const float *sin_t, size_t N, size_t NH, size_t HD);
 static void ref_rope_apply(RopeFn rotate, float *x, const size_t *pos, size_t N, size_t NH, size_t HD, double theta) {
-    Qwen2 m;
-    memset(&m, 0, sizeof m);
-    m.config.head_dim = HD;
-    m.config.rope_theta = theta;
     size_t max_pos = 0;
     for (size_t n = 0; n < N; n++) max_pos = pos[n] > max_pos ? pos[n] : max_pos;
-    rope_table_ensure(&m, max_pos + 1);
+    Qwen2 m;
+    ref_rope_tables(&m, HD, theta, max_pos + 1);
     rotate(x, pos, m.rope_cos, m.rope_sin, N, NH, HD);
+    free(m.rope_cos);
+    free(m.rope_sin);
+}
+
+// cos_t, sin_t (P,HD/2): s1.c's fp32 tables for positions [0, P)
+void s1ref_rope_table(float *cos_t, float *sin_t, size_t P, size_t HD, double theta) {
+    Qwen2 m;
+    ref_rope_tables(&m, HD, theta, P);
+    memcpy(cos_t, m.rope_cos, P * (HD / 2) * sizeof(float));
+    memcpy(sin_t, m.rope_sin, P * (HD / 2) * sizeof(float));
     free(m.rope_cos);
     free(m.rope_sin);
 }

@@ -35,6 +35,9 @@ expect_eq "profile: swiglu v3 loads in 64 requests where v2 needs 512" "$(first_
 expect_eq "profile: rmsnorm v4 (16-byte accesses) 16.00 sectors per load request, all used" "$(first_total rmsnorm 4 'global load' 'sectors/request')" 16.00
 expect_eq "profile: rope v1 (a thread per row) 32.00 sectors per load request" "$(first_total rope 1 'global load' 'sectors/request')" 32.00
 expect_eq "profile: rope v2 (a thread per pair) 2.00" "$(first_total rope 2 'global load' 'sectors/request')" 2.00
+expect_eq "profile: rope v3 (v2 reading the cos/sin tables) 2.00" "$(first_total rope 3 'global load' 'sectors/request')" 2.00
+expect_eq "profile: rope v4 (16-byte accesses) loads in 128 requests where v3 needs 1024" \
+    "$(first_total rope 4 'global load' 'requests')/$(first_total rope 3 'global load' 'requests')" 128/1024
 expect_eq "profile: crossentropy v1 (a thread per row) 32.00 sectors per load request" "$(first_total crossentropy 1 'global load' 'sectors/request')" 32.00
 expect_eq "profile: crossentropy v2 (a block per row) 4.00 (fp32: 128 B per request)" "$(first_total crossentropy 2 'global load' 'sectors/request')" 4.00
 

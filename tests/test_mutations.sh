@@ -79,6 +79,10 @@ mutate "embedding backward: a repeated id keeps only its last position" common/e
     "for (int j = starts[k]; j < starts[k + 1]; j++)" "for (int j = starts[k + 1] - 1; j < starts[k + 1]; j++)" $BWD $BWD
 mutate "classifier: dlogits without the -1 at the target" common/classifier.cuh \
     "(i == target ? scale : 0.0f)" "(i == target ? 0.0f : 0.0f)" $BWD $BWD
+mutate "classifier: the online sum not rescaled at a new maximum" common/classifier.cuh \
+    "*s = *s * expf(*m - x) + 1.0f;" "*s = *s + 1.0f;" $BWD $BWD
+mutate "RoPE backward: sin not negated (the table's rotation by +angle)" common/rope.cuh \
+    "s *= direction;" "s *= direction * direction;" $BWD $BWD
 # the model's training step (common/kernels.cuh) and the trainer (sft.cu)
 mutate "activation checkpointing: the layer not recomputed before its backward" common/kernels.cuh \
     "if (busy && recompute) gpu_layer_forward(" "if (0) gpu_layer_forward(" $TRAIN $TRAIN

@@ -226,6 +226,12 @@ cp $GQA/model.safetensors "$TMP/wrong/"
 expect_error "sft with a checkpoint that does not fit its config" "model.safetensors: tensor model.layers.0.mlp.(down|gate|up)_proj.weight has shape \[[0-9, ]+\], the config implies \[[0-9, ]+\]" \
     $SFT loss --model "$TMP/wrong" --data "$TMP/gqa.shard"
 expect_error "sft with a shard that is not one" "not a shard" $SFT loss --model $GQA --data $GQA/config.json
+mkdir -p "$TMP/short"   # RoPE's table has max_position_embeddings rows: a longer sequence is refused, never read past
+sed 's/"max_position_embeddings": 128/"max_position_embeddings": 8/' $GQA/config.json >"$TMP/short/config.json"
+cp $GQA/model.safetensors "$TMP/short/"
+$SFT loss --model "$TMP/short" --data "$TMP/gqa.shard" >/dev/null 2>"$TMP/short.err"   # after sft's two lines on the model and data
+expect_eq "sft with a sequence longer than max_position_embeddings: refused on the host" "$? $(tail -n 1 "$TMP/short.err")" \
+    "1 error: gpu_forward: position 8 is beyond the model's max_position_embeddings (8), the RoPE table's rows"
 expect_error "sample with a bad prompt" "--prompt-ids must be comma-separated token ids" $SAMPLE --model $GQA --prompt-ids 5,x
 expect_error "sample with an id outside the embedding" "prompt token id 999 is outside" $SAMPLE --model $GQA --prompt-ids 5,999
 summary

@@ -15,12 +15,15 @@
  *   matmul.cuh       matmul_forward()         cublasGemmEx + bias_fill_kernel        matmul_forward()
  *                    matmul_backward()        2 x cublasGemmEx + column sums (dbias) matmul_backward()
  *   rope.cuh         rope_table_create()      (host: bf16 cos/sin, (P,HD/2) each)    rope_table_ensure()
- *                    rope_forward()           rope_forward_vec_kernel (16-byte, +1)  rope_forward()
- *                    rope_backward()          rope_forward_vec_kernel (direction -1) rope_backward()
+ *                    rope_qkv_forward()       rope_qkv_vec_kernel (16-byte, +1):     rope_forward()
+ *                                             fused q|k|v rows split into q, k, v
+ *                    rope_qkv_backward()      rope_qkv_vec_kernel (direction -1):    rope_backward()
+ *                                             dq, dk, dv merged into fused rows
  *   attention.cuh    attention_forward()      attention_forward_kernel (flash)       attention_forward()
  *                    attention_backward()     _D_, _dkdv_, _dq_kernel (FA2)          attention_backward()
  *                    attention_decode()       attention_decode_kernel                attention_row() (KV cache)
- *   swiglu.cuh       swiglu_forward()         swiglu_forward_vec_kernel (16-byte)    swiglu_forward()
+ *   swiglu.cuh       swiglu_forward()         swiglu_forward_vec_kernel (16-byte,    swiglu_forward()
+ *                                             fused gate|up rows)
  *                    swiglu_backward()        swiglu_backward_vec_kernel (16-byte)   swiglu_backward()
  *   classifier.cuh   lm_head_loss()           cublasGemmEx per chunk of rows +       matmul_forward() (head) +
  *                    classifier_forward_      crossentropy_forward_kernel (+ bf16    crossentropy_forward(),
@@ -29,6 +32,9 @@
  *   adamw.cuh        adamw_update()           adamw_vec_kernel (16-byte)             qwen2_update()
  *   (16-byte: 8 elements a thread in 16-byte loads and stores, the one-element
  *   kernel beside it where the pointers' alignment rules vectors out)
+ * A layer runs one GEMM for q|k|v and one for gate|up, against the fused
+ * matrices its unit holds (gpu_units_build()), and RoPE as the fused q|k|v rows
+ * split into q, k and v.
  *
  * then the model: gpu_model_load() (a HF checkpoint folder into bf16 GPU
  * memory), gpu_forward() (the masked s1 loss of a batch, as s1.c's
@@ -86,7 +92,11 @@
 // The GPU holds the parameters in *units*, the pieces the forward pass uses
 // one at a time: unit 0 the embedding, unit 1 + l layer l's twelve tensors,
 // unit L + 1 the final norm and (untied) the LM head. A unit is its tensors
-// back to back, in P_* order (common/qwen2_weights.h). With W ranks each unit
+// back to back, in P_* order (common/qwen2_weights.h) but for a layer's
+// (gpu_layer_order): its weights Wq, Wk, Wv side by side, then the biases bq,
+// bk, bv, so [Wq;Wk;Wv] is one (QD+2KD, H) matrix and [bq;bk;bv] one vector,
+// and [Wgate;Wup] one (2I, H) matrix: the layer runs one fused GEMM for q|k|v
+// and one for gate|up (gpu_layer_forward()). With W ranks each unit
 // is padded to W equal shards of S_u elements, and rank r owns elements
 // [r S_u, (r + 1) S_u) of every unit: its flat buffers (bf16 weights, fp32
 // master weights, AdamW moments, gradients) are its shards of all units back
@@ -157,8 +167,30 @@ typedef struct {
     floatX *ln;                    // (N,H) normed input of the current sublayer
     floatX *q, *att;               // (N,QD)
     floatX *k, *v;                 // (N,KD)
-    floatX *gate, *up;             // (N,I); gate then holds silu(gate) * up
+    floatX *gateup;                // (N,F) the fused projections: q|k|v (N,QD+2KD), then gate|up (N,2I) (gpu_fused_width())
+    floatX *mlp;                   // (N,I) silu(gate) * up
 } GpuModel;
+
+// A layer unit's tensors, in the order they lie in the unit: the q, k, v
+// weights back to back, then their biases, then the gate and up weights back to
+// back, which gpu_layer_forward() multiplies as fused matrices.
+#define GPU_LAYER_TENSORS 12
+static const int gpu_layer_order[GPU_LAYER_TENSORS] = {P_LN1W, P_QW, P_KW, P_VW, P_QB, P_KB, P_VB,
+                                                       P_OW,   P_LN2W, P_GATEW, P_UPW, P_DOWNW};
+
+static size_t gpu_tensor_numel(const Qwen2Config *c, int i) {
+    size_t dims[2];
+    parameter_shape(c, i, dims);
+    return dims[0] * (dims[1] ? dims[1] : 1);
+}
+
+// The fused matrices are plain pointers into a layer unit: tensor `next` must
+// start where tensor `first` ends.
+static void gpu_check_adjacent(const GpuUnit *un, const Qwen2Config *c, int first, int next) {
+    if (un->offset[next] != un->offset[first] + gpu_tensor_numel(c, first))
+        die("gpu_units_build: %s does not follow %s in layer %zu's unit: the fused GEMMs read them as one matrix",
+            parameter_info[next].name, parameter_info[first].name, un->layer);
+}
 
 // The units of a config over W ranks (m->units, m->shard_numel).
 static void gpu_units_build(GpuModel *m) {
@@ -168,17 +200,21 @@ static void gpu_units_build(GpuModel *m) {
     m->units = (GpuUnit *)callocCheck(m->num_units, sizeof(GpuUnit));
     for (size_t u = 0; u < m->num_units; u++) {
         GpuUnit *un = &m->units[u];
-        for (int i = 0; i < NUM_PARAMETER_TENSORS; i++) {
-            int member = u == 0 ? i == P_EMBED : u == L + 1 ? (i == P_NORMW || i == P_LMW) : parameter_info[i].per_layer;
-            size_t dims[2];
-            parameter_shape(c, i, dims);
-            size_t n = dims[0] * (dims[1] ? dims[1] : 1);
+        int is_layer = u >= 1 && u <= L;
+        for (int j = 0; j < (is_layer ? GPU_LAYER_TENSORS : NUM_PARAMETER_TENSORS); j++) {
+            int i = is_layer ? gpu_layer_order[j] : j;
+            int member = is_layer ? parameter_info[i].per_layer : u == 0 ? i == P_EMBED : (i == P_NORMW || i == P_LMW);
+            size_t n = gpu_tensor_numel(c, i);
             if (!member || n == 0) continue;   // a tied model's LM head is the embedding
             un->tensor[un->count++] = i;
             un->offset[i] = un->numel;
             un->numel += n;
         }
-        un->layer = u >= 1 && u <= L ? u - 1 : 0;
+        un->layer = is_layer ? u - 1 : 0;
+        if (is_layer) {
+            int fused[][2] = {{P_QW, P_KW}, {P_KW, P_VW}, {P_QB, P_KB}, {P_KB, P_VB}, {P_GATEW, P_UPW}};
+            for (size_t f = 0; f < sizeof fused / sizeof fused[0]; f++) gpu_check_adjacent(un, c, fused[f][0], fused[f][1]);
+        }
         un->shard = (un->numel + (size_t)m->world - 1) / (size_t)m->world;
         un->shard_offset = off;
         off += un->shard;
@@ -212,6 +248,14 @@ static void *gpu_alloc(GpuModel *m, size_t bytes) {
 // The RoPE tables' GPU bytes: cos and sin, (max_position_embeddings, HD/2) bf16 each.
 static size_t gpu_rope_table_bytes(const Qwen2Config *c) {
     return 2 * c->max_position_embeddings * (c->head_dim / 2) * sizeof(floatX);
+}
+
+// F: the width of the buffer that holds a layer's fused projections, one after
+// the other: q|k|v (QD+2KD) before RoPE, then gate|up (2I). 2I is the wider in
+// every Qwen2.5 size (32B: 55296 against 7168), so the q|k|v rows cost no memory.
+static size_t gpu_fused_width(const Qwen2Config *c) {
+    size_t qkv = (c->num_heads + 2 * c->num_kv_heads) * c->head_dim, gateup = 2 * c->intermediate_size;
+    return qkv > gateup ? qkv : gateup;
 }
 
 // Allocates rank `rank` of a W-rank model of config c (weights
@@ -529,11 +573,11 @@ static void gpu_reduce_layer_async(GpuModel *m, size_t u, int s) {
     cudaCheck(cudaEventRecord(m->reduced_ev[s], m->comm));
 }
 
-// Elements per token of the bf16 activation buffers res, ln, q, att, k, v, gate, up.
+// Elements per token of the bf16 activation buffers res, ln, q, att, k, v, gateup, mlp.
 #define GPU_ACT_BUFFERS 8
 static void gpu_activation_widths(const Qwen2Config *c, size_t widths[GPU_ACT_BUFFERS]) {
     size_t H = c->hidden_size, I = c->intermediate_size, QD = c->num_heads * c->head_dim, KD = c->num_kv_heads * c->head_dim;
-    size_t w[GPU_ACT_BUFFERS] = {H, H, QD, QD, KD, KD, I, I};
+    size_t w[GPU_ACT_BUFFERS] = {H, H, QD, QD, KD, KD, gpu_fused_width(c), I};
     memcpy(widths, w, sizeof w);
 }
 
@@ -568,7 +612,7 @@ static void gpu_batch_ensure(GpuModel *m, size_t N) {
 static void gpu_activations_ensure(GpuModel *m, size_t N) {
     gpu_batch_ensure(m, N);
     if (N <= m->capacity) return;
-    floatX **bf[GPU_ACT_BUFFERS] = {&m->res, &m->ln, &m->q, &m->att, &m->k, &m->v, &m->gate, &m->up};
+    floatX **bf[GPU_ACT_BUFFERS] = {&m->res, &m->ln, &m->q, &m->att, &m->k, &m->v, &m->gateup, &m->mlp};
     size_t widths[GPU_ACT_BUFFERS];
     gpu_activation_widths(&m->config, widths);
     for (int i = 0; i < GPU_ACT_BUFFERS; i++) {
@@ -581,11 +625,12 @@ static void gpu_activations_ensure(GpuModel *m, size_t N) {
 
 // One layer's forward activations (bf16 unless noted), as gpu_layer_forward()
 // writes them. Inference aliases them to save memory (resmid = the layer's
-// input: the residual adds happen in place; mlp = gate; no rstd, no lse);
+// input: the residual adds happen in place; ln2 = ln1; no rstd, no lse);
 // training keeps each one for the backward pass, or recomputes them.
 typedef struct {
     floatX *ln1;      // (N,H) input_layernorm output
     float *rstd1;     // (N,) fp32, or NULL
+    floatX *qkv;      // (N,QD+2KD) the fused q|k|v projection before RoPE: gateup's memory, free until the MLP
     floatX *q;        // (N,QD) after RoPE
     floatX *k, *v;    // (N,KD) k after RoPE (rows of a KV cache when decoding)
     floatX *att;      // (N,QD) attention output, before o_proj
@@ -593,7 +638,7 @@ typedef struct {
     floatX *resmid;   // (N,H) residual stream after the attention block
     floatX *ln2;      // (N,H) post_attention_layernorm output
     float *rstd2;     // (N,) fp32, or NULL
-    floatX *gate, *up;  // (N,I) the MLP's projections
+    floatX *gateup;   // (N,2I) the MLP's fused projection: row n is gate (I,), then up (I,)
     floatX *mlp;      // (N,I) silu(gate) * up
     float *decode_scratch;   // one decoded token: attention_decode_flash()'s splits (a GpuKVCache's), or NULL
 } LayerActs;
@@ -613,11 +658,10 @@ static void gpu_layer_forward(GpuModel *m, const floatX *const *w, int N, const 
     int HD = (int)c->head_dim, QD = NQ * HD, KD = NKV * HD;
     float eps = (float)c->rms_norm_eps;
     rmsnorm_forward(a->ln1, a->rstd1, res, w[P_LN1W], N, H, eps, m->stream);
-    matmul_forward(m->cublas, a->q, a->ln1, w[P_QW], w[P_QB], N, H, QD, 0, m->stream);
-    matmul_forward(m->cublas, a->k, a->ln1, w[P_KW], w[P_KB], N, H, KD, 0, m->stream);
-    matmul_forward(m->cublas, a->v, a->ln1, w[P_VW], w[P_VB], N, H, KD, 0, m->stream);
-    rope_forward(a->q, m->pos, &m->rope, N, NQ, HD, m->stream);
-    rope_forward(a->k, m->pos, &m->rope, N, NKV, HD, m->stream);
+    // one GEMM against [Wq;Wk;Wv] (QD+2KD,H) with the bias [bq;bk;bv] (the unit's order, gpu_units_build()),
+    // then RoPE as its rows split into q, k and v (in decoding: into the KV cache)
+    matmul_forward(m->cublas, a->qkv, a->ln1, w[P_QW], w[P_QB], N, H, QD + 2 * KD, 0, m->stream);
+    rope_qkv_forward(a->q, a->k, a->v, a->qkv, m->pos, &m->rope, N, NQ, NKV, HD, m->stream);
     if (seq_offsets == NULL && N == 1 && a->decode_scratch != NULL) {
         attention_decode_flash(a->att, a->decode_scratch, a->q, a->k - (size_t)past * KD, a->v - (size_t)past * KD, past + 1,
                                NQ, NKV, HD, m->stream);
@@ -637,9 +681,8 @@ static void gpu_layer_forward(GpuModel *m, const floatX *const *w, int N, const 
         cudaCheck(cudaMemcpyAsync(a->resmid, res, (size_t)N * H * sizeof(floatX), cudaMemcpyDeviceToDevice, m->stream));
     matmul_forward(m->cublas, a->resmid, a->att, w[P_OW], NULL, N, QD, H, 1, m->stream);
     rmsnorm_forward(a->ln2, a->rstd2, a->resmid, w[P_LN2W], N, H, eps, m->stream);
-    matmul_forward(m->cublas, a->gate, a->ln2, w[P_GATEW], NULL, N, H, I, 0, m->stream);
-    matmul_forward(m->cublas, a->up, a->ln2, w[P_UPW], NULL, N, H, I, 0, m->stream);
-    swiglu_forward(a->mlp, a->gate, a->up, (size_t)N * I, m->stream);
+    matmul_forward(m->cublas, a->gateup, a->ln2, w[P_GATEW], NULL, N, H, 2 * I, 0, m->stream);   // [Wgate;Wup] (2I,H)
+    swiglu_forward(a->mlp, a->gateup, N, I, m->stream);
     if (out == NULL) return;
     if (out != a->resmid)
         cudaCheck(cudaMemcpyAsync(out, a->resmid, (size_t)N * H * sizeof(floatX), cudaMemcpyDeviceToDevice, m->stream));
@@ -648,7 +691,7 @@ static void gpu_layer_forward(GpuModel *m, const floatX *const *w, int N, const 
 
 // The inference buffers as a LayerActs: everything in place, one layer at a time.
 static LayerActs gpu_inference_acts(GpuModel *m, floatX *k, floatX *v) {
-    LayerActs a = {m->ln, NULL, m->q, k, v, m->att, NULL, m->res, m->ln, NULL, m->gate, m->up, m->gate, NULL};
+    LayerActs a = {m->ln, NULL, m->gateup, m->q, k, v, m->att, NULL, m->res, m->ln, NULL, m->gateup, m->mlp, NULL};
     return a;
 }
 
@@ -819,7 +862,7 @@ typedef struct {
     float *dln;               // (N,H) d loss / d normed input, fp32 (sums of GEMMs)
     floatX *datt, *dq;        // (N,QD)
     floatX *dk, *dv;          // (N,KD)
-    floatX *dgate, *dup;      // (N,I); dgate first holds d loss / d mlp
+    floatX *dmlp;             // (N,I) d loss / d mlp (the fused gradients take the layer's gateup: gpu_layer_backward())
     float *scratch;           // reductions and attention's D (gpu_train_scratch_floats)
     int *ids_scratch;         // the embedding backward's buckets
     floatX *bf16_memory;
@@ -830,19 +873,18 @@ typedef struct {
 // Per-token sizes of one kept layer: bf16 elements and fp32 elements.
 static size_t gpu_layer_bf16_per_token(const Qwen2Config *c) {
     size_t H = c->hidden_size, I = c->intermediate_size, QD = c->num_heads * c->head_dim, KD = c->num_kv_heads * c->head_dim;
-    return 3 * H + 2 * QD + 2 * KD + 3 * I;   // ln1 q k v att resmid ln2 gate up mlp
+    return 3 * H + 2 * QD + 2 * KD + gpu_fused_width(c) + I;   // ln1 q k v att resmid ln2 gateup (qkv before it) mlp
 }
 static size_t gpu_layer_f32_per_token(const Qwen2Config *c) { return 2 + c->num_heads; }   // rstd1 rstd2 lse
 
-// fp32 scratch of the backward pass for N tokens: the larger of the
-// reductions' partial sums and attention's D (T*NQ for the longest sequence <= N).
+// fp32 scratch of the backward pass for N tokens: the largest of the
+// reductions' partial sums (RMSNorm's over H columns, the fused bias's over
+// QD+2KD) and attention's D (T*NQ for the longest sequence <= N).
 static size_t gpu_train_scratch_floats(const Qwen2Config *c, size_t N) {
-    size_t H = c->hidden_size, I = c->intermediate_size, QD = c->num_heads * c->head_dim;
-    size_t widest = H > I ? H : I;
-    widest = widest > QD ? widest : QD;
+    size_t H = c->hidden_size, QKV = (c->num_heads + 2 * c->num_kv_heads) * c->head_dim;
     size_t need = attention_backward_scratch_floats((int)N, (int)c->num_heads);
-    size_t red = rmsnorm_backward_scratch_floats((int)N, (int)widest);
-    size_t bias = matmul_backward_scratch_floats((int)N, (int)widest);
+    size_t red = rmsnorm_backward_scratch_floats((int)N, (int)H);
+    size_t bias = matmul_backward_scratch_floats((int)N, (int)QKV);
     need = need > red ? need : red;
     return need > bias ? need : bias;
 }
@@ -883,7 +925,7 @@ static GpuMemoryPlan gpu_memory_plan(const Qwen2Config *c, size_t N, int recompu
     double slots = recompute ? 1 : L;
     p.activations = n * (2 * (L + 1) * H + slots * (2.0 * (double)gpu_layer_bf16_per_token(c) + 4.0 * (double)gpu_layer_f32_per_token(c))
                          + 2 * H + 4);   // res (L+1 layers), the kept layers, lnf and rstdf
-    p.scratch = n * (4 * H + 2 * H + 4 * H + 2 * (2 * QD + 2 * KD + 2 * I))   // dres, dres_bf16, dln, datt dq dk dv dgate dup
+    p.scratch = n * (4 * H + 2 * H + 4 * H + 2 * (2 * QD + 2 * KD + I))   // dres, dres_bf16, dln, datt dq dk dv dmlp
                 + 4.0 * (double)gpu_train_scratch_floats(c, N) + 4.0 * (double)embedding_backward_scratch_ints((int)N)
                 + n * 4 * 5 + 8.0 * GLOBAL_NORM_SCRATCH   // the batch (ids targets pos weights losses), the norm's partials
                 + (double)gpu_rope_table_bytes(c);
@@ -899,8 +941,8 @@ static void gpu_train_acts_ensure(GpuModel *m, GpuTrainActs *t, size_t N, int re
     const Qwen2Config *c = &m->config;
     size_t L = c->num_layers, H = c->hidden_size, I = c->intermediate_size;
     size_t QD = c->num_heads * c->head_dim, KD = c->num_kv_heads * c->head_dim, NQ = c->num_heads;
-    void *old[] = {t->res, t->lnf, t->rstdf, t->dres, t->dres_bf16, t->dln, t->datt, t->dq, t->dk, t->dv, t->dgate,
-                   t->dup, t->scratch, t->ids_scratch, t->bf16_memory, t->f32_memory};
+    void *old[] = {t->res, t->lnf, t->rstdf, t->dres, t->dres_bf16, t->dln, t->datt, t->dq, t->dk, t->dv, t->dmlp,
+                   t->scratch, t->ids_scratch, t->bf16_memory, t->f32_memory};
     for (size_t i = 0; i < sizeof old / sizeof old[0]; i++) cudaCheck(cudaFree(old[i]));
     free(t->layer);
     m->allocated_bytes -= t->bytes;
@@ -924,8 +966,7 @@ static void gpu_train_acts_ensure(GpuModel *m, GpuTrainActs *t, size_t N, int re
         a->att = b; b += N * QD;
         a->resmid = b; b += N * H;
         a->ln2 = b; b += N * H;
-        a->gate = b; b += N * I;
-        a->up = b; b += N * I;
+        a->gateup = a->qkv = b; b += N * gpu_fused_width(c);
         a->mlp = b; b += N * I;
         a->rstd1 = f; f += N;
         a->rstd2 = f; f += N;
@@ -940,16 +981,15 @@ static void gpu_train_acts_ensure(GpuModel *m, GpuTrainActs *t, size_t N, int re
     t->dq = (floatX *)gpu_alloc(m, N * QD * sizeof(floatX));
     t->dk = (floatX *)gpu_alloc(m, N * KD * sizeof(floatX));
     t->dv = (floatX *)gpu_alloc(m, N * KD * sizeof(floatX));
-    t->dgate = (floatX *)gpu_alloc(m, N * I * sizeof(floatX));
-    t->dup = (floatX *)gpu_alloc(m, N * I * sizeof(floatX));
+    t->dmlp = (floatX *)gpu_alloc(m, N * I * sizeof(floatX));
     t->scratch = (float *)gpu_alloc(m, gpu_train_scratch_floats(c, N) * sizeof(float));
     t->ids_scratch = (int *)gpu_alloc(m, embedding_backward_scratch_ints((int)N) * sizeof(int));
     t->bytes = m->allocated_bytes - before;
 }
 
 static void gpu_train_acts_free(GpuTrainActs *t) {
-    void *bufs[] = {t->res, t->lnf, t->rstdf, t->dres, t->dres_bf16, t->dln, t->datt, t->dq, t->dk, t->dv, t->dgate,
-                    t->dup, t->scratch, t->ids_scratch, t->bf16_memory, t->f32_memory};
+    void *bufs[] = {t->res, t->lnf, t->rstdf, t->dres, t->dres_bf16, t->dln, t->datt, t->dq, t->dk, t->dv, t->dmlp,
+                    t->scratch, t->ids_scratch, t->bf16_memory, t->f32_memory};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) cudaCheck(cudaFree(bufs[i]));
     free(t->layer);
     memset(t, 0, sizeof *t);
@@ -959,7 +999,10 @@ static void gpu_train_acts_free(GpuTrainActs *t) {
 // loop): w its weights, g where its gradients add up. On entry t->dres holds
 // d loss / d(output of the layer) and t->dres_bf16 its bf16 copy; on exit both
 // hold d loss / d(input of the layer). a: the layer's activations (kept, or
-// just recomputed); res: its input.
+// just recomputed), used up: nothing reads gateup after SwiGLU's backward, so
+// the fused gradients take its memory, [dgate | dup] in place of gate|up, then
+// [dq | dk | dv] (a->qkv), each the dout of one GEMM over the unit's fused
+// matrices (gpu_units_build()). res: the layer's input.
 static void gpu_layer_backward(GpuModel *m, GpuTrainActs *t, const floatX *const *w, float *const *g, int N,
                                const size_t *seq_offsets, size_t S, const LayerActs *a, const floatX *res) {
     const Qwen2Config *c = &m->config;
@@ -967,13 +1010,11 @@ static void gpu_layer_backward(GpuModel *m, GpuTrainActs *t, const floatX *const
     int HD = (int)c->head_dim, QD = NQ * HD, KD = NKV * HD;
     cublasHandle_t h = m->cublas;
     // MLP branch; its residual add passes dres through unchanged
-    matmul_backward(h, t->dgate, CUDA_R_16BF, 0, g[P_DOWNW], NULL, t->scratch, t->dres_bf16, a->mlp,
-                    w[P_DOWNW], N, I, H, m->stream);                                                  // dmlp (N,I)
-    swiglu_backward(t->dgate, t->dup, t->dgate, a->gate, a->up, (size_t)N * I, m->stream);
-    matmul_backward(h, t->dln, CUDA_R_32F, 0, g[P_GATEW], NULL, t->scratch, t->dgate, a->ln2,
-                    w[P_GATEW], N, H, I, m->stream);
-    matmul_backward(h, t->dln, CUDA_R_32F, 1, g[P_UPW], NULL, t->scratch, t->dup, a->ln2,
-                    w[P_UPW], N, H, I, m->stream);
+    matmul_backward(h, t->dmlp, CUDA_R_16BF, 0, g[P_DOWNW], NULL, t->scratch, t->dres_bf16, a->mlp,
+                    w[P_DOWNW], N, I, H, m->stream);
+    swiglu_backward(a->gateup, t->dmlp, a->gateup, N, I, m->stream);                        // [dgate | dup] (N,2I)
+    matmul_backward(h, t->dln, CUDA_R_32F, 0, g[P_GATEW], NULL, t->scratch, a->gateup, a->ln2,
+                    w[P_GATEW], N, H, 2 * I, m->stream);                                    // [Wgate;Wup] (2I,H)
     rmsnorm_backward(t->dres, t->dres_bf16, g[P_LN2W], t->scratch, t->dln, a->resmid, w[P_LN2W], a->rstd2, N, H, m->stream);
     // attention branch
     matmul_backward(h, t->datt, CUDA_R_16BF, 0, g[P_OW], NULL, t->scratch, t->dres_bf16, a->att,
@@ -984,14 +1025,9 @@ static void gpu_layer_backward(GpuModel *m, GpuTrainActs *t, const floatX *const
                                       a->att + n0 * QD, a->lse + n0 * NQ, a->q + n0 * QD, a->k + n0 * KD, a->v + n0 * KD,
                                       (int)T, NQ, NKV, HD, m->stream);
     }
-    rope_backward(t->dq, m->pos, &m->rope, N, NQ, HD, m->stream);
-    rope_backward(t->dk, m->pos, &m->rope, N, NKV, HD, m->stream);
-    matmul_backward(h, t->dln, CUDA_R_32F, 0, g[P_QW], g[P_QB], t->scratch, t->dq, a->ln1,
-                    w[P_QW], N, H, QD, m->stream);
-    matmul_backward(h, t->dln, CUDA_R_32F, 1, g[P_KW], g[P_KB], t->scratch, t->dk, a->ln1,
-                    w[P_KW], N, H, KD, m->stream);
-    matmul_backward(h, t->dln, CUDA_R_32F, 1, g[P_VW], g[P_VB], t->scratch, t->dv, a->ln1,
-                    w[P_VW], N, H, KD, m->stream);
+    rope_qkv_backward(a->qkv, t->dq, t->dk, t->dv, m->pos, &m->rope, N, NQ, NKV, HD, m->stream);   // [dq | dk | dv]
+    matmul_backward(h, t->dln, CUDA_R_32F, 0, g[P_QW], g[P_QB], t->scratch, a->qkv, a->ln1,
+                    w[P_QW], N, H, QD + 2 * KD, m->stream);                                 // [Wq;Wk;Wv], [bq;bk;bv]
     rmsnorm_backward(t->dres, t->dres_bf16, g[P_LN1W], t->scratch, t->dln, res, w[P_LN1W], a->rstd1, N, H, m->stream);
 }
 
@@ -1138,9 +1174,7 @@ static float gpu_update(GpuModel *m, double lr, double beta1, double beta2, doub
         size_t lo = (size_t)m->rank * un->shard, hi = lo + un->shard;
         for (int j = 0; j < un->count; j++) {
             int i = un->tensor[j];
-            size_t dims[2];
-            parameter_shape(&m->config, i, dims);
-            size_t begin = un->offset[i], end = begin + dims[0] * (dims[1] ? dims[1] : 1);
+            size_t begin = un->offset[i], end = begin + gpu_tensor_numel(&m->config, i);
             begin = begin > lo ? begin : lo;
             end = end < hi ? end : hi;
             if (begin >= end) continue;
@@ -1157,7 +1191,7 @@ static float gpu_update(GpuModel *m, double lr, double beta1, double beta2, doub
 
 static void gpu_model_free(GpuModel *m) {
     void *bufs[] = {m->params_memory, m->master_memory, m->grads_memory, m->adam_m, m->adam_v, m->res, m->ln, m->q,
-                    m->att, m->k, m->v, m->gate, m->up, m->logits, m->losses, m->weights, m->loss, m->ids, m->targets, m->pos,
+                    m->att, m->k, m->v, m->gateup, m->mlp, m->logits, m->losses, m->weights, m->loss, m->ids, m->targets, m->pos,
                     m->norm_scratch, m->gathered_layer, m->gathered_big, m->unit_grads_layer, m->unit_grads_big,
                     m->reduce_send, m->reduce_recv};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) cudaCheck(cudaFree(bufs[i]));

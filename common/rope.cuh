@@ -4,13 +4,19 @@
  * s1.c's rope_rotate()); tested by tests/emu_kernels.cu and
  * tests/emu_kernels_backward.cu, versions in dev/rope.cu.
  *
+ * The layer computes q, k and v in one fused GEMM, (N, QD+2KD) rows of NQ + 2 NKV
+ * heads; the kernels here apply RoPE as those rows move into q, k and v of
+ * their own (the forward pass; in decoding k and v are KV cache rows) and as
+ * dq, dk, dv move back into one fused gradient (the backward pass), so the
+ * rotation costs no pass over memory of its own.
+ *
  * cos and sin come from a table, (P, HD/2) bf16 each, built once per model on
  * the host (rope_table_create()): the kernels read 2 bytes of cos and 2 of sin
  * per rotated pair where they would otherwise spend ~100 FLOPs on a
  * full-precision powf, cosf and sinf (tutorial/cuda.md's roofline table).
  * Element-wise, so memory-bound: the programs run the 16-byte vector kernel
- * (8 pairs a thread) when HD/2 is a multiple of 8 and x is 16-byte aligned,
- * the one-pair-per-thread kernel otherwise; both rotate each pair with
+ * (8 pairs a thread) when HD/2 is a multiple of 8 and the buffers are 16-byte
+ * aligned, the one-pair-per-thread kernel otherwise; both rotate each pair with
  * rope_pair(), so they give the same bits.
  */
 #ifndef S1C_ROPE_CUH
@@ -76,72 +82,122 @@ __device__ __forceinline__ void rope_pair(float a, float b, float c, float s, fl
     *rb = b * c + a * s;
 }
 
-// One thread per rotated pair, grid-stride (dev/rope.cu v3).
-__global__ void __launch_bounds__(256) rope_forward_kernel(floatX *x, const int *pos, const floatX *cos_t, const floatX *sin_t,
-                                                           int N, int NH, int HD, float direction) {
-    // x (N,NH,HD) in place, pos (N,), cos_t sin_t (P,HD/2)
-    int half = HD / 2;
-    size_t total = (size_t)N * NH * half;
-    for (size_t idx = blockIdx.x * (size_t)blockDim.x + threadIdx.x; idx < total; idx += (size_t)gridDim.x * blockDim.x) {
-        int i = (int)(idx % half);
-        size_t row = idx / half;   // (n, head)
-        size_t t = (size_t)pos[row / NH] * half + i;
-        floatX *v = x + row * HD;
+// The heads of a q|k|v activation, token n's rows at q + n q_stride, k + n kv_stride and v + n kv_stride
+// (elements): three buffers (N,QD), (N,KD), (N,KD) (qkv_split()), or the three column blocks of one fused
+// projection (N,QD+2KD) (qkv_fused()). T: floatX, or const floatX for the side a kernel reads.
+template <class T> struct QkvHeads {
+    T *q, *k, *v;
+    int q_stride, kv_stride;
+};
+
+template <class T> static QkvHeads<T> qkv_split(T *q, T *k, T *v, int NQ, int NKV, int HD) {
+    return QkvHeads<T>{q, k, v, NQ * HD, NKV * HD};
+}
+template <class T> static QkvHeads<T> qkv_fused(T *qkv, int NQ, int NKV, int HD) {
+    int QD = NQ * HD, KD = NKV * HD;
+    return QkvHeads<T>{qkv, qkv + QD, qkv + QD + KD, QD + 2 * KD, QD + 2 * KD};
+}
+
+// Head h of token n, h in [0, NQ + 2 NKV): the NQ query heads, then the NKV
+// key heads, then the NKV value heads, the order of a fused row. 32-bit
+// offsets: the launcher stops N (QD + 2 KD) >= 2^31.
+template <class T> __device__ __forceinline__ T *qkv_head(QkvHeads<T> x, int n, int h, int NQ, int NKV, int HD) {
+    if (h < NQ) return x.q + n * x.q_stride + h * HD;
+    if (h < NQ + NKV) return x.k + n * x.kv_stride + (h - NQ) * HD;
+    return x.v + n * x.kv_stride + (h - NQ - NKV) * HD;
+}
+
+// RoPE applied while q, k and v move between their fused projection and their
+// own buffers: pair (i, i + HD/2) of every head of src is rotated by
+// `direction` times its angle (a q or k head) or copied (a v head: a bf16 goes
+// through fp32 and back unchanged), and written to the same head of dst. The
+// forward pass splits the fused rows (direction +1), the backward pass merges
+// dq, dk, dv back into them (direction -1). One thread per pair, grid-stride
+// (dev/rope.cu v3).
+__global__ void __launch_bounds__(256) rope_qkv_kernel(QkvHeads<floatX> dst, QkvHeads<const floatX> src, const int *pos,
+                                                       const floatX *cos_t, const floatX *sin_t, int N, int NQ, int NKV,
+                                                       int HD, float direction) {
+    // dst src: (N, NQ + 2 NKV, HD) heads; pos (N,); cos_t sin_t (P,HD/2)
+    int half = HD / 2, heads = NQ + 2 * NKV, total = N * heads * half;
+    for (int idx = (int)(blockIdx.x * blockDim.x + threadIdx.x); idx < total; idx += (int)(gridDim.x * blockDim.x)) {
+        int i = idx % half, n = idx / half / heads, h = idx / half % heads;
+        const floatX *x = qkv_head(src, n, h, NQ, NKV, HD);
+        floatX *y = qkv_head(dst, n, h, NQ, NKV, HD);
         // cu_ld/cu_st: counted by the emulator's profile (dev/rope.cu v3)
-        float ra, rb;
-        rope_pair(__bfloat162float(cu_ld(&v[i])), __bfloat162float(cu_ld(&v[i + half])), __bfloat162float(cu_ld(&cos_t[t])),
-                  __bfloat162float(cu_ld(&sin_t[t])), direction, &ra, &rb);
-        cu_st(&v[i], round_bf16(ra));
-        cu_st(&v[i + half], round_bf16(rb));
+        float ra = __bfloat162float(cu_ld(&x[i])), rb = __bfloat162float(cu_ld(&x[i + half]));
+        if (h < NQ + NKV) {
+            int t = pos[n] * half + i;   // < 2^24 rows * 64 pairs (gpu_model_create_rank's limits)
+            rope_pair(ra, rb, __bfloat162float(cu_ld(&cos_t[t])), __bfloat162float(cu_ld(&sin_t[t])), direction, &ra, &rb);
+        }
+        cu_st(&y[i], round_bf16(ra));
+        cu_st(&y[i + half], round_bf16(rb));
     }
 }
 
 // 8 pairs per thread and step: 16-byte loads of x[i..i+7], x[i+HD/2..], and of
-// the tables' cos and sin, two 16-byte stores (dev/rope.cu v4). HD/2 a
-// multiple of 8 and x 16-byte aligned (rope_rotate() checks): every row, its
-// halves and the tables' rows then start on 16-byte boundaries.
-__global__ void __launch_bounds__(256) rope_forward_vec_kernel(floatX *x, const int *pos, const floatX *cos_t,
-                                                               const floatX *sin_t, int N, int NH, int HD, float direction) {
-    // x (N,NH,HD) in place, pos (N,), cos_t sin_t (P,HD/2)
-    int half = HD / 2, per_row = half / VEC;
-    size_t total = (size_t)N * NH * per_row;
-    for (size_t idx = blockIdx.x * (size_t)blockDim.x + threadIdx.x; idx < total; idx += (size_t)gridDim.x * blockDim.x) {
-        int i = (int)(idx % per_row) * VEC;
-        size_t row = idx / per_row;
-        size_t t = (size_t)pos[row / NH] * half + i;
-        floatX *v = x + row * HD;
-        float a[VEC], b[VEC], c[VEC], s[VEC], ra[VEC], rb[VEC];
-        bf16x8_unpack(cu_ld((const uint4 *)(v + i)), a);
-        bf16x8_unpack(cu_ld((const uint4 *)(v + i + half)), b);
-        bf16x8_unpack(cu_ld((const uint4 *)(cos_t + t)), c);
-        bf16x8_unpack(cu_ld((const uint4 *)(sin_t + t)), s);
+// the tables' cos and sin, two 16-byte stores (dev/rope.cu v4); a v head's two
+// vectors are copied as they are. HD/2 a multiple of 8 and the six base
+// pointers 16-byte aligned (rope_qkv() checks): every head, its halves and the
+// tables' rows then start on 16-byte boundaries.
+__global__ void __launch_bounds__(256) rope_qkv_vec_kernel(QkvHeads<floatX> dst, QkvHeads<const floatX> src, const int *pos,
+                                                           const floatX *cos_t, const floatX *sin_t, int N, int NQ, int NKV,
+                                                           int HD, float direction) {
+    // dst src: (N, NQ + 2 NKV, HD) heads; pos (N,); cos_t sin_t (P,HD/2)
+    int half = HD / 2, per_head = half / VEC, heads = NQ + 2 * NKV, total = N * heads * per_head;
+    for (int idx = (int)(blockIdx.x * blockDim.x + threadIdx.x); idx < total; idx += (int)(gridDim.x * blockDim.x)) {
+        int i = idx % per_head * VEC, n = idx / per_head / heads, h = idx / per_head % heads;
+        const floatX *x = qkv_head(src, n, h, NQ, NKV, HD);
+        floatX *y = qkv_head(dst, n, h, NQ, NKV, HD);
+        uint4 va = cu_ld((const uint4 *)(x + i)), vb = cu_ld((const uint4 *)(x + i + half));
+        if (h < NQ + NKV) {
+            int t = pos[n] * half + i;
+            float a[VEC], b[VEC], c[VEC], s[VEC], ra[VEC], rb[VEC];
+            bf16x8_unpack(va, a);
+            bf16x8_unpack(vb, b);
+            bf16x8_unpack(cu_ld((const uint4 *)(cos_t + t)), c);
+            bf16x8_unpack(cu_ld((const uint4 *)(sin_t + t)), s);
 #pragma unroll
-        for (int k = 0; k < VEC; k++) rope_pair(a[k], b[k], c[k], s[k], direction, &ra[k], &rb[k]);
-        cu_st((uint4 *)(v + i), bf16x8_pack(ra));
-        cu_st((uint4 *)(v + i + half), bf16x8_pack(rb));
+            for (int k = 0; k < VEC; k++) rope_pair(a[k], b[k], c[k], s[k], direction, &ra[k], &rb[k]);
+            va = bf16x8_pack(ra);
+            vb = bf16x8_pack(rb);
+        }
+        cu_st((uint4 *)(y + i), va);
+        cu_st((uint4 *)(y + i + half), vb);
     }
 }
 
-static void rope_rotate(floatX *x, const int *pos, const RopeTable *t, int N, int NH, int HD, float direction,
-                        cudaStream_t stream) {
-    if ((HD / 2) % VEC == 0 && is_aligned16(x))   // cudaMalloc'd tables are 256-byte aligned
-        CU_LAUNCH(rope_forward_vec_kernel, grid_for((size_t)N * NH * (HD / 2 / VEC), 256), 256, 0, stream)(x, pos, t->cos, t->sin, N,
-                                                                                                       NH, HD, direction);
+template <class T> static int qkv_aligned16(QkvHeads<T> x) { return is_aligned16(x.q) && is_aligned16(x.k) && is_aligned16(x.v); }
+
+static void rope_qkv(QkvHeads<floatX> dst, QkvHeads<const floatX> src, const int *pos, const RopeTable *t, int N, int NQ,
+                     int NKV, int HD, float direction, cudaStream_t stream) {
+    int pairs = int_size((size_t)N * (size_t)(NQ + 2 * NKV) * (size_t)HD, "rope_qkv") / 2;
+    if ((HD / 2) % VEC == 0 && qkv_aligned16(src) && qkv_aligned16(dst))   // cudaMalloc'd tables are 256-byte aligned
+        CU_LAUNCH(rope_qkv_vec_kernel, grid_for((size_t)pairs / VEC, 256), 256, 0, stream)(dst, src, pos, t->cos, t->sin, N, NQ,
+                                                                                          NKV, HD, direction);
     else
-        CU_LAUNCH(rope_forward_kernel, grid_for((size_t)N * NH * (HD / 2), 256), 256, 0, stream)(x, pos, t->cos, t->sin, N, NH, HD,
-                                                                                             direction);
+        CU_LAUNCH(rope_qkv_kernel, grid_for((size_t)pairs, 256), 256, 0, stream)(dst, src, pos, t->cos, t->sin, N, NQ, NKV, HD,
+                                                                                direction);
     cudaCheck(cudaGetLastError());
 }
 
-// x (N,NH,HD) bf16 rotated in place at positions pos (N,), each below t->positions
-static void rope_forward(floatX *x, const int *pos, const RopeTable *t, int N, int NH, int HD, cudaStream_t stream) {
-    rope_rotate(x, pos, t, N, NH, HD, 1.0f, stream);
+// Forward, twin of s1.c's rope_forward() on q and on k: the fused projection
+// qkv (N,QD+2KD) of N tokens at positions pos (N,), each below t->positions,
+// into q (N,QD) and k (N,KD) rotated and v (N,KD) copied. In decoding k and v
+// are the KV cache's rows, so this is also the cache write. With NKV = 0, q may
+// be qkv itself: x (N,NQ,HD) rotated in place (dev/rope.cu), a thread reading
+// its pair before writing it.
+static void rope_qkv_forward(floatX *q, floatX *k, floatX *v, const floatX *qkv, const int *pos, const RopeTable *t, int N,
+                             int NQ, int NKV, int HD, cudaStream_t stream) {
+    rope_qkv(qkv_split(q, k, v, NQ, NKV, HD), qkv_fused(qkv, NQ, NKV, HD), pos, t, N, NQ, NKV, HD, 1.0f, stream);
 }
 
-// Backward, twin of s1.c's rope_backward(): dx (N,NH,HD) bf16 rotated back in
-// place, by -angle. The kernels above with direction -1, one rounding per element.
-static void rope_backward(floatX *dx, const int *pos, const RopeTable *t, int N, int NH, int HD, cudaStream_t stream) {
-    rope_rotate(dx, pos, t, N, NH, HD, -1.0f, stream);
+// Backward, twin of s1.c's rope_backward() on dq and on dk: dqkv (N,QD+2KD),
+// the gradient of the fused projection, = dq (N,QD) and dk (N,KD) rotated back
+// by -angle, and dv (N,KD) copied, one rounding per element. With NKV = 0,
+// dqkv may be dq itself (in place, as the forward).
+static void rope_qkv_backward(floatX *dqkv, const floatX *dq, const floatX *dk, const floatX *dv, const int *pos,
+                              const RopeTable *t, int N, int NQ, int NKV, int HD, cudaStream_t stream) {
+    rope_qkv(qkv_fused(dqkv, NQ, NKV, HD), qkv_split(dq, dk, dv, NQ, NKV, HD), pos, t, N, NQ, NKV, HD, -1.0f, stream);
 }
 
 #endif // S1C_ROPE_CUH

@@ -13,13 +13,16 @@
  *       full-precision powf, cosf and sinf (their slow path for large angles
  *       also costs registers and a stack frame).
  *   v3  v2 reading cos and sin from the bf16 tables (common/rope.cuh's
- *       rope_forward_kernel(), the programs' fallback): 4 more bytes a pair,
+ *       rope_qkv_kernel(), the programs' fallback): 4 more bytes a pair,
  *       which the NH heads of a token share in cache, for no transcendental.
  *   v4  8 pairs a thread in 16-byte accesses of x and of the tables
- *       (common/rope.cuh's rope_forward_vec_kernel(), what the programs run):
+ *       (common/rope.cuh's rope_qkv_vec_kernel(), what the programs run):
  *       8x fewer requests for the same bytes.
  *   b1  the backward pass: v2 rotating by -angle.
  *   b2  the backward pass the programs run: v4 rotating by -angle (common/rope.cuh).
+ * The programs' kernels move a fused q|k|v projection into q, k and v as they
+ * rotate (and dq, dk, dv back); here they run on x alone, in place: NKV = 0 and
+ * the fused rows are x itself (rope_qkv_forward()'s in-place case).
  */
 #include "dev/dev.cuh"
 #include "common/rope.cuh"   // v3, v4 and b2 are the programs' kernels: included, never copied
@@ -78,14 +81,16 @@ static void rope_backward_b1(floatX *x, const int *pos, const RopeTable *, int N
     rope_v2(x, pos, N, NH, HD, theta, -1.0f);
 }
 static void rope_forward_v3(floatX *x, const int *pos, const RopeTable *t, int N, int NH, int HD, float) {
-    CU_LAUNCH(rope_forward_kernel, grid_for((size_t)N * NH * (HD / 2), 256), 256, 0, 0)(x, pos, t->cos, t->sin, N, NH, HD, 1.0f);
+    CU_LAUNCH(rope_qkv_kernel, grid_for((size_t)N * NH * (HD / 2), 256), 256, 0, 0)(
+        qkv_split<floatX>(x, NULL, NULL, NH, 0, HD), qkv_fused<const floatX>(x, NH, 0, HD), pos, t->cos, t->sin, N, NH, 0, HD, 1.0f);
     cudaCheck(cudaGetLastError());
 }
+// HD/2 a multiple of 8 in every check and the benchmark: the vector kernel
 static void rope_forward_v4(floatX *x, const int *pos, const RopeTable *t, int N, int NH, int HD, float) {
-    rope_forward(x, pos, t, N, NH, HD, 0);   // HD/2 a multiple of 8 in every check and the benchmark: the vector kernel
+    rope_qkv_forward(x, NULL, NULL, x, pos, t, N, NH, 0, HD, 0);
 }
 static void rope_backward_b2(floatX *x, const int *pos, const RopeTable *t, int N, int NH, int HD, float) {
-    rope_backward(x, pos, t, N, NH, HD, 0);
+    rope_qkv_backward(x, x, NULL, NULL, pos, t, N, NH, 0, HD, 0);
 }
 
 #define ROPE_POSITIONS 32768   // the checks' and the benchmark's table: Qwen2.5's max_position_embeddings

@@ -16,7 +16,7 @@
  *   linear        fp32 sum rounded once: u|ref|, plus the oracle's own fp32 summation
  *                 error (<= C * 2^-24 * sum|x w|, at most 1e-4 for these shapes)
  *   RoPE          cos, sin rounded to bf16 (HF's cast point) and the result rounded:
- *                 u(|a| + |b|) + u|ref| + 1e-6 (a, b the rotated pair)
+ *                 u(|a| + |b|) + u|ref| + 1e-6 (a, b the rotated pair); v copied: exact
  *   attention     fp32 inside, output rounded once: u|ref| + 1e-5 max|v|
  *   SwiGLU        one rounding: u|ref| + 1e-6
  *   LM head + CE  fp32 throughout (logits are fp32, as HF upcasts them): 3e-5
@@ -112,31 +112,42 @@ static void test_rope_table(size_t HD, double theta) {
     TEST_END();
 }
 
-static void test_rope(size_t NH, size_t HD, double theta) {
-    const size_t N = 6;
-    size_t pos[N] = {0, 1, 2, 7, 1000, 32767};
-    char name[160];
-    snprintf(name, sizeof name, "rope_forward vs s1.c, NH=%zu, HD=%zu, theta=%g, positions up to 32767", NH, HD, theta);
+// The fused projection rows qkv (N, NQ + 2 NKV, HD) into q and k rotated as
+// s1.c's rope_forward() rotates them, and v copied (bit for bit). shift:
+// elements qkv starts past a 16-byte boundary (not 0: the scalar fallback).
+static void test_rope_qkv(size_t N, size_t NQ, size_t NKV, size_t HD, double theta, size_t shift) {
+    char name[192];
+    snprintf(name, sizeof name, "rope_qkv_forward vs s1.c, N=%zu, NQ=%zu, NKV=%zu, HD=%zu, theta=%g, qkv at +%zu elements, "
+             "positions up to 32767", N, NQ, NKV, HD, theta, shift);
     TEST_BEGIN(name);
-    size_t n = N * NH * HD, half = HD / 2;
-    float *x = host_random(n, 2.0f), *ref = (float *)mallocCheck(n * sizeof(float)), *extra = (float *)mallocCheck(n * sizeof(float));
-    memcpy(ref, x, n * sizeof(float));
-    s1ref_rope(ref, pos, N, NH, HD, theta);
-    for (size_t r = 0; r < N * NH; r++)   // u(|a| + |b|): cos and sin rounded to bf16
-        for (size_t i = 0; i < half; i++)
-            extra[r * HD + i] = extra[r * HD + i + half] = U * (fabsf(x[r * HD + i]) + fabsf(x[r * HD + i + half]));
-    int pos_i[N];
-    for (size_t i = 0; i < N; i++) pos_i[i] = (int)pos[i];
-    floatX *d_x = to_device(x, n);
+    size_t QD = NQ * HD, KD = NKV * HD, W = QD + 2 * KD;
+    size_t *pos = (size_t *)mallocCheck(N * sizeof(size_t));
+    int *pos_i = (int *)mallocCheck(N * sizeof(int));
+    rope_test_positions(pos, pos_i, N);
+    float *x = host_random(N * W, 2.0f), *ref = (float *)mallocCheck(N * W * sizeof(float));
+    float *extra = (float *)mallocCheck(N * W * sizeof(float)), *got = (float *)mallocCheck(N * W * sizeof(float));
+    rope_qkv_reference(ref, extra, x, pos, N, NQ, NKV, HD, theta, 0, U);
+    floatX *d_qkv = to_device_shifted(x, N * W, shift), *d_q, *d_k, *d_v;
+    cudaCheck(cudaMalloc((void **)&d_q, N * QD * sizeof(floatX)));
+    cudaCheck(cudaMalloc((void **)&d_k, N * KD * sizeof(floatX)));
+    cudaCheck(cudaMalloc((void **)&d_v, N * KD * sizeof(floatX)));
+    floatX *outs[3] = {d_q, d_k, d_v};
+    size_t widths[3] = {QD, KD, KD};
+    for (int b = 0; b < 3; b++)   // NaNs: an element left unwritten fails
+        cudaCheck(cudaMemsetAsync(outs[b], 0xff, N * widths[b] * sizeof(floatX), stream));
     int *d_pos = device_copy(pos_i, N);
     RopeTable table;
     rope_table_create(&table, 32768, (int)HD, theta);
-    rope_forward(d_x, d_pos, &table, N, NH, HD, stream);
-    float *got = from_device(d_x, n);
-    check_close("rope", got, ref, n, U, 1e-6f, extra);
+    rope_qkv_forward(d_q, d_k, d_v, d_qkv, d_pos, &table, (int)N, (int)NQ, (int)NKV, (int)HD, stream);
+    float *got_q = from_device(d_q, N * QD), *got_k = from_device(d_k, N * KD), *got_v = from_device(d_v, N * KD);
+    copy_columns(got, W, got_q, QD, N, QD);
+    copy_columns(got + QD, W, got_k, KD, N, KD);
+    copy_columns(got + QD + KD, W, got_v, KD, N, KD);
+    check_qkv_close("rope_qkv_forward", got, ref, extra, N, NQ, NKV, HD, U);
     rope_table_free(&table);
-    free(x); free(ref); free(extra); free(got);
-    cudaCheck(cudaFree(d_x)); cudaCheck(cudaFree(d_pos));
+    free(pos); free(pos_i); free(x); free(ref); free(extra); free(got); free(got_q); free(got_k); free(got_v);
+    cudaCheck(cudaFree(d_qkv - shift)); cudaCheck(cudaFree(d_q)); cudaCheck(cudaFree(d_k)); cudaCheck(cudaFree(d_v));
+    cudaCheck(cudaFree(d_pos));
     TEST_END();
 }
 
@@ -181,22 +192,27 @@ static void test_attention_decode(size_t ntok, size_t NQ, size_t NKV, size_t HD)
     TEST_END();
 }
 
-// in place (out = gate), as the model calls it. shift_g, shift_u: elements the
-// gate (= out) and up buffers start past a 16-byte boundary. The same shift: the
-// vector kernel with a scalar head; different shifts: its scalar fallback.
-static void test_swiglu(size_t n, size_t shift_g, size_t shift_u) {
+// gate and up as the model holds them, the two halves of each fused row gateup
+// (N,2I). shift: elements gateup starts past a 16-byte boundary (not 0, or I
+// not a multiple of 8: the scalar fallback).
+static void test_swiglu(size_t N, size_t I, size_t shift) {
     char name[160];
-    if (shift_g == 0 && shift_u == 0) snprintf(name, sizeof name, "swiglu_forward vs s1.c, n=%zu, gate in [-8, 8] (bound u|ref| + 1e-6)", n);
-    else snprintf(name, sizeof name, "swiglu_forward vs s1.c, n=%zu, gate at +%zu and up at +%zu elements (bound u|ref| + 1e-6)", n, shift_g, shift_u);
+    snprintf(name, sizeof name, "swiglu_forward vs s1.c, N=%zu, I=%zu, gateup at +%zu elements, gate in [-8, 8] (bound u|ref| + 1e-6)",
+             N, I, shift);
     TEST_BEGIN(name);
-    float *g = host_random(n, 8.0f), *u = host_random(n, 2.0f), *ref = (float *)mallocCheck(n * sizeof(float));
+    size_t n = N * I;
+    float *g = host_random(n, 8.0f), *u = host_random(n, 2.0f), *gu = (float *)mallocCheck(2 * n * sizeof(float));
+    float *ref = (float *)mallocCheck(n * sizeof(float));
+    copy_columns(gu, 2 * I, g, I, N, I);
+    copy_columns(gu + I, 2 * I, u, I, N, I);
     s1ref_swiglu(ref, g, u, n);
-    floatX *d_g = to_device_shifted(g, n, shift_g), *d_u = to_device_shifted(u, n, shift_u);
-    swiglu_forward(d_g, d_g, d_u, n, stream);   // in place, as the model calls it
-    float *got = from_device(d_g, n);
+    floatX *d_gu = to_device_shifted(gu, 2 * n, shift), *d_out;
+    cudaCheck(cudaMalloc((void **)&d_out, n * sizeof(floatX)));
+    swiglu_forward(d_out, d_gu, (int)N, (int)I, stream);
+    float *got = from_device(d_out, n);
     check_close("swiglu", got, ref, n, U, 1e-6f, NULL);
-    free(g); free(u); free(ref); free(got);
-    cudaCheck(cudaFree(d_g - shift_g)); cudaCheck(cudaFree(d_u - shift_u));
+    free(g); free(u); free(gu); free(ref); free(got);
+    cudaCheck(cudaFree(d_gu - shift)); cudaCheck(cudaFree(d_out));
     TEST_END();
 }
 
@@ -350,8 +366,12 @@ int main(void) {
     test_matmul(0, 0);
     test_rope_table(128, 1e6);            // Qwen2.5-32B's head dim and base, 32K positions
     test_rope_table(12, 1e4);
-    test_rope(3, 12, 1e6);                // HD/2 = 6: one pair per thread
-    test_rope(2, 16, 1e4);                // HD/2 = 8: 16-byte vectors of 8 pairs
+    test_rope_qkv(6, 2, 2, 64, 1e6, 0);     // GQA 1, HD 64: 16-byte vectors of 8 pairs, 4 per head
+    test_rope_qkv(6, 5, 1, 128, 1e6, 0);    // GQA 5, HD 128, 8 vectors per head
+    test_rope_qkv(7, 8, 1, 64, 1e4, 0);     // GQA 8, 280 vectors: one full block of 256 and a partial one
+    test_rope_qkv(5, 3, 3, 12, 1e4, 0);     // HD/2 = 6: one pair per thread
+    test_rope_qkv(6, 5, 1, 64, 1e6, 3);     // qkv off a 16-byte boundary: the scalar fallback
+    test_rope_qkv(617, 40, 8, 128, 1e6, 0); // Qwen2.5-32B's heads, 276,416 vectors: over one grid, the loop strides
     test_attention(1, 0, 2, 1, 16);      // a single row
     test_attention(5, 0, 4, 2, 12);      // less than one tile, GQA 2:1
     test_attention(16, 0, 4, 1, 16);     // exactly one query tile
@@ -364,12 +384,11 @@ int main(void) {
     test_attention_decode(33, 4, 2, 12);      // two warps busy, the second with one key
     test_attention_decode(300, 14, 2, 64);    // GQA 7:1 as Qwen2.5-0.5B; every warp walks 1-2 tiles
     test_attention_decode(70, 2, 1, 128);     // the largest head dim
-    test_swiglu(1000, 0, 0);
-    test_swiglu(1003, 0, 0);      // 125 vectors and a scalar tail of 3
-    test_swiglu(1003, 3, 3);      // a head of 5 to the 16-byte boundary, 124 vectors, a tail of 6
-    test_swiglu(1003, 1, 2);      // gate and up at different phases: the scalar fallback
-    test_swiglu(5, 6, 6);         // fewer elements than the head: scalar only
-    test_swiglu(2162697, 0, 0);   // over one grid of 1056 x 256 threads x 8: the vector loop strides, tail of 1
+    test_swiglu(7, 136, 0);       // 17 vectors per half row (the tiny GQA fixture's I)
+    test_swiglu(1, 4864, 0);      // one row of Qwen2.5-0.5B's MLP
+    test_swiglu(5, 100, 0);       // I % 8 != 0: a vector would straddle two half rows, the scalar fallback
+    test_swiglu(7, 136, 3);       // gateup off a 16-byte boundary: the scalar fallback
+    test_swiglu(79, 27648, 0);    // Qwen2.5-32B's I, over one grid of 1056 x 256 threads x 8: the vector loop strides
     test_lm_head_loss(16);
     test_lm_head_loss(37);
     test_lm_head_loss(1);

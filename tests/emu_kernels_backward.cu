@@ -231,33 +231,41 @@ static void test_matmul_backward(size_t N, size_t C, size_t OC, cudaDataType din
 // ----------------------------------------------------------------------------
 // RoPE
 
-// As the forward test: cos and sin rounded to bf16 (HF's cast point) move the
-// rotated pair by u(|a| + |b|), the result is rounded once (u|ref|), + 1e-6
-// for s1.c's own fp32 roundings.
-static void test_rope_backward(size_t NH, size_t HD, double theta) {
-    const size_t N = 6;
-    size_t pos[N] = {0, 1, 2, 7, 1000, 32767};
-    char name[160];
-    snprintf(name, sizeof name, "rope_backward vs s1.c, NH=%zu, HD=%zu, theta=%g, positions up to 32767", NH, HD, theta);
+// dq, dk, dv merged into the fused gradient dqkv (N, NQ + 2 NKV, HD): dq and
+// dk rotated back as s1.c's rope_backward() rotates them, dv copied (bit for
+// bit). As the forward test: cos and sin rounded to bf16 (HF's cast point)
+// move a rotated pair by u(|a| + |b|), the result is rounded once (u|ref|),
+// + 1e-6 for s1.c's own fp32 roundings. shift: elements dq starts past a
+// 16-byte boundary (not 0: the scalar fallback).
+static void test_rope_qkv_backward(size_t N, size_t NQ, size_t NKV, size_t HD, double theta, size_t shift) {
+    char name[192];
+    snprintf(name, sizeof name, "rope_qkv_backward vs s1.c, N=%zu, NQ=%zu, NKV=%zu, HD=%zu, theta=%g, dq at +%zu elements, "
+             "positions up to 32767", N, NQ, NKV, HD, theta, shift);
     TEST_BEGIN(name);
-    size_t n = N * NH * HD, half = HD / 2;
-    float *x = host_random(n, 2.0f), *ref = host_copy(x, n), *extra = host_zeros(n);
-    s1ref_rope_backward(ref, pos, N, NH, HD, theta);
-    for (size_t r = 0; r < N * NH; r++)
-        for (size_t i = 0; i < half; i++)
-            extra[r * HD + i] = extra[r * HD + i + half] = U * (fabsf(x[r * HD + i]) + fabsf(x[r * HD + i + half]));
-    int pos_i[N];
-    for (size_t i = 0; i < N; i++) pos_i[i] = (int)pos[i];
-    floatX *d_x = to_device(x, n);
+    size_t QD = NQ * HD, KD = NKV * HD, W = QD + 2 * KD;
+    size_t *pos = (size_t *)mallocCheck(N * sizeof(size_t));
+    int *pos_i = (int *)mallocCheck(N * sizeof(int));
+    rope_test_positions(pos, pos_i, N);
+    float *dq = host_random(N * QD, 2.0f), *dk = host_random(N * KD, 2.0f), *dv = host_random(N * KD, 2.0f);
+    float *x = host_zeros(N * W), *ref = host_zeros(N * W), *extra = host_zeros(N * W);
+    copy_columns(x, W, dq, QD, N, QD);
+    copy_columns(x + QD, W, dk, KD, N, KD);
+    copy_columns(x + QD + KD, W, dv, KD, N, KD);
+    rope_qkv_reference(ref, extra, x, pos, N, NQ, NKV, HD, theta, 1, U);
+    floatX *d_dq = to_device_shifted(dq, N * QD, shift), *d_dk = to_device(dk, N * KD), *d_dv = to_device(dv, N * KD);
+    floatX *d_dqkv;
+    cudaCheck(cudaMalloc((void **)&d_dqkv, N * W * sizeof(floatX)));
+    cudaCheck(cudaMemsetAsync(d_dqkv, 0xff, N * W * sizeof(floatX), stream));   // NaNs: an element left unwritten fails
     int *d_pos = device_copy(pos_i, N);
     RopeTable table;
     rope_table_create(&table, 32768, (int)HD, theta);
-    rope_backward(d_x, d_pos, &table, (int)N, (int)NH, (int)HD, stream);
-    float *got = from_device(d_x, n);
-    check_close("rope_backward", got, ref, n, U, 1e-6f, extra);
+    rope_qkv_backward(d_dqkv, d_dq, d_dk, d_dv, d_pos, &table, (int)N, (int)NQ, (int)NKV, (int)HD, stream);
+    float *got = from_device(d_dqkv, N * W);
+    check_qkv_close("rope_qkv_backward", got, ref, extra, N, NQ, NKV, HD, U);
     rope_table_free(&table);
-    free(x); free(ref); free(extra); free(got);
-    cudaCheck(cudaFree(d_x)); cudaCheck(cudaFree(d_pos));
+    free(pos); free(pos_i); free(dq); free(dk); free(dv); free(x); free(ref); free(extra); free(got);
+    cudaCheck(cudaFree(d_dq - shift)); cudaCheck(cudaFree(d_dk)); cudaCheck(cudaFree(d_dv)); cudaCheck(cudaFree(d_dqkv));
+    cudaCheck(cudaFree(d_pos));
     TEST_END();
 }
 
@@ -268,32 +276,36 @@ static void test_rope_backward(size_t NH, size_t HD, double theta) {
 // 2 ulp, the add and the division), the factor sig (1 + g (1 - sig)) moves by
 // at most (1 + |g|) times that, and the products add 6 roundings of at most
 // |dout up| (1 + |g|): |d dgate| <= u|ref| + 16 eps |dout up| (1 + |g|).
-// dup = dout g sig: u|ref| + 8 eps |dout g|. The outputs are written: dup
-// starts with garbage, dgate aliases dout (as the model calls it).
-// shift_d: elements dout (= dgate) starts past a 16-byte boundary, shift_o: the
-// other three buffers (equal: the vector kernel's scalar head; unequal: its fallback).
-static void test_swiglu_backward(size_t n, size_t shift_d, size_t shift_o) {
+// dup = dout g sig: u|ref| + 8 eps |dout g|. The outputs are written over the
+// fused rows gateup (N,2I) they are computed from, [dgate | dup] in place of
+// [gate | up], as the model calls it. shift_gu, shift_d: elements gateup and
+// dout start past a 16-byte boundary (not 0, or I not a multiple of 8: the
+// scalar fallback).
+static void test_swiglu_backward(size_t N, size_t I, size_t shift_gu, size_t shift_d) {
     char name[192];
-    if (shift_d == 0 && shift_o == 0) snprintf(name, sizeof name, "swiglu_backward vs s1.c, n=%zu, gate in [-8, 8], dgate aliasing dout", n);
-    else snprintf(name, sizeof name, "swiglu_backward vs s1.c, n=%zu, gate in [-8, 8], dgate aliasing dout, dout at +%zu and the rest at +%zu elements",
-                  n, shift_d, shift_o);
+    snprintf(name, sizeof name, "swiglu_backward vs s1.c, N=%zu, I=%zu, gate in [-8, 8], in place over gateup (at +%zu elements), "
+             "dout at +%zu", N, I, shift_gu, shift_d);
     TEST_BEGIN(name);
-    float *g = host_random(n, 8.0f), *u = host_random(n, 2.0f), *d = host_random(n, 1.0f), *junk = host_random(n, 5.0f);
+    size_t n = N * I;
+    float *g = host_random(n, 8.0f), *u = host_random(n, 2.0f), *d = host_random(n, 1.0f), *gu = host_zeros(2 * n);
     float *ref_dg = host_zeros(n), *ref_du = host_zeros(n), *extra_dg = host_zeros(n), *extra_du = host_zeros(n);
+    copy_columns(gu, 2 * I, g, I, N, I);
+    copy_columns(gu + I, 2 * I, u, I, N, I);
     s1ref_swiglu_backward(ref_dg, ref_du, d, g, u, n);
     for (size_t i = 0; i < n; i++) {
         extra_dg[i] = 16.0f * EPS * fabsf(d[i] * u[i]) * (1.0f + fabsf(g[i]));
         extra_du[i] = 8.0f * EPS * fabsf(d[i] * g[i]);
     }
-    floatX *d_g = to_device_shifted(g, n, shift_o), *d_u = to_device_shifted(u, n, shift_o), *d_d = to_device_shifted(d, n, shift_d);
-    floatX *d_du = to_device_shifted(junk, n, shift_o);
-    swiglu_backward(d_d, d_du, d_d, d_g, d_u, n, stream);
-    float *got_dg = from_device(d_d, n), *got_du = from_device(d_du, n);
+    floatX *d_gu = to_device_shifted(gu, 2 * n, shift_gu), *d_d = to_device_shifted(d, n, shift_d);
+    swiglu_backward(d_gu, d_d, d_gu, (int)N, (int)I, stream);
+    float *got = from_device(d_gu, 2 * n), *got_dg = host_zeros(n), *got_du = host_zeros(n);
+    copy_columns(got_dg, I, got, 2 * I, N, I);
+    copy_columns(got_du, I, got + I, 2 * I, N, I);
     check_close("swiglu_backward dgate", got_dg, ref_dg, n, U, 0.0f, extra_dg);
     check_close("swiglu_backward dup", got_du, ref_du, n, U, 0.0f, extra_du);
-    free(g); free(u); free(d); free(junk); free(ref_dg); free(ref_du); free(extra_dg); free(extra_du); free(got_dg); free(got_du);
-    cudaCheck(cudaFree(d_g - shift_o)); cudaCheck(cudaFree(d_u - shift_o)); cudaCheck(cudaFree(d_d - shift_d));
-    cudaCheck(cudaFree(d_du - shift_o));
+    free(g); free(u); free(d); free(gu); free(ref_dg); free(ref_du); free(extra_dg); free(extra_du);
+    free(got); free(got_dg); free(got_du);
+    cudaCheck(cudaFree(d_gu - shift_gu)); cudaCheck(cudaFree(d_d - shift_d));
     TEST_END();
 }
 
@@ -517,12 +529,17 @@ int main(void) {
     test_matmul_backward(7, 33, 45, CUDA_R_32F, 1, 1, 1);
     test_matmul_backward(33, 17, 9, CUDA_R_32F, 0, 1, 0);
     test_matmul_backward(40, 9, 300, CUDA_R_16BF, 0, 0, 1);   // dinp NULL; OC over a block of threads
-    test_rope_backward(3, 12, 1e6);   // one pair per thread
-    test_rope_backward(2, 16, 1e4);   // 16-byte vectors of 8 pairs
-    test_swiglu_backward(1000, 0, 0);
-    test_swiglu_backward(1005, 0, 0);     // 125 vectors and a scalar tail of 5
-    test_swiglu_backward(1005, 7, 7);     // a scalar head of 1, 125 vectors, a tail of 4
-    test_swiglu_backward(1005, 2, 0);     // dout at another 16-byte phase: the scalar fallback
+    test_rope_qkv_backward(6, 2, 2, 64, 1e6, 0);     // GQA 1, HD 64: 16-byte vectors of 8 pairs
+    test_rope_qkv_backward(6, 5, 1, 128, 1e6, 0);    // GQA 5, HD 128
+    test_rope_qkv_backward(7, 8, 1, 64, 1e4, 0);     // GQA 8, 280 vectors: a full block of 256 and a partial one
+    test_rope_qkv_backward(5, 3, 3, 12, 1e4, 0);     // HD/2 = 6: one pair per thread
+    test_rope_qkv_backward(6, 5, 1, 64, 1e6, 3);     // dq off a 16-byte boundary: the scalar fallback
+    test_rope_qkv_backward(617, 40, 8, 128, 1e6, 0); // Qwen2.5-32B's heads: over one grid, the loop strides
+    test_swiglu_backward(7, 136, 0, 0);     // 17 vectors per half row
+    test_swiglu_backward(5, 100, 0, 0);     // I % 8 != 0: the scalar fallback
+    test_swiglu_backward(7, 136, 3, 3);     // gateup and dout off a 16-byte boundary: the scalar fallback
+    test_swiglu_backward(7, 136, 0, 2);     // dout alone off it: the scalar fallback
+    test_swiglu_backward(79, 27648, 0, 0);  // Qwen2.5-32B's I: over one grid, the vector loop strides
     test_classifier(37, 24, 301, 16, 1.0f, 0);    // chunk 16..31 skipped, partial last chunk (5 rows)
     test_classifier(37, 24, 301, 1, 0.37f, 1);    // one row per chunk: unscored rows skipped one by one
     test_classifier(37, 24, 301, 37, 2.5f, 1);    // one chunk

@@ -173,6 +173,67 @@ static inline float check_close(const char *what, const float *got, const float 
     return worst;
 }
 
+// ----------------------------------------------------------------------------
+// fused q|k|v rows (common/rope.cuh's rope_qkv_forward() and _backward())
+
+// dst (N, width) = a block of `width` columns of src: rows dst_stride and src_stride apart
+static inline void copy_columns(float *dst, size_t dst_stride, const float *src, size_t src_stride, size_t N, size_t width) {
+    for (size_t n = 0; n < N; n++) memcpy(dst + n * dst_stride, src + n * src_stride, width * sizeof(float));
+}
+
+// The oracle of RoPE on fused rows x (N, NQ + 2 NKV, HD): ref = x with its q
+// and k heads rotated by s1.c's rope_forward() (backward: rope_backward()) at
+// positions pos (N,), its v heads as they are; extra = the bound of cos and sin
+// rounded to bf16, u(|a| + |b|) for both elements of a rotated pair (a, b),
+// 0 for v. ref and extra: (N, NQ + 2 NKV, HD).
+static inline void rope_qkv_reference(float *ref, float *extra, const float *x, const size_t *pos, size_t N, size_t NQ,
+                                      size_t NKV, size_t HD, double theta, int backward, float u) {
+    size_t W = (NQ + 2 * NKV) * HD, half = HD / 2, heads[2] = {NQ, NKV};
+    memcpy(ref, x, N * W * sizeof(float));
+    memset(extra, 0, N * W * sizeof(float));
+    for (int b = 0; b < 2; b++) {   // the q block, then the k block
+        size_t width = heads[b] * HD, col = b == 0 ? 0 : NQ * HD;
+        float *blk = (float *)mallocCheck(N * width * sizeof(float));
+        copy_columns(blk, width, x + col, W, N, width);
+        if (backward) s1ref_rope_backward(blk, pos, N, heads[b], HD, theta);
+        else s1ref_rope(blk, pos, N, heads[b], HD, theta);
+        copy_columns(ref + col, W, blk, width, N, width);
+        for (size_t n = 0; n < N; n++)
+            for (size_t h = 0; h < heads[b]; h++)
+                for (size_t i = 0; i < half; i++) {
+                    size_t a = n * W + col + h * HD + i;
+                    extra[a] = extra[a + half] = u * (fabsf(x[a]) + fabsf(x[a + half]));
+                }
+        free(blk);
+    }
+}
+
+// got against ref, both fused rows (N, NQ + 2 NKV, HD): the q and k blocks
+// within u|ref| + 1e-6 + extra (one rounding, the tables', s1.c's fp32), the v
+// block bit for bit (a copy).
+static inline void check_qkv_close(const char *what, const float *got, const float *ref, const float *extra, size_t N,
+                                   size_t NQ, size_t NKV, size_t HD, float u) {
+    size_t W = (NQ + 2 * NKV) * HD, widths[3] = {NQ * HD, NKV * HD, NKV * HD}, col = 0;
+    const char *names[3] = {"q", "k", "v"};
+    for (int b = 0; b < 3; col += widths[b], b++) {
+        float *g = (float *)mallocCheck(N * widths[b] * sizeof(float)), *r = (float *)mallocCheck(N * widths[b] * sizeof(float));
+        float *e = (float *)mallocCheck(N * widths[b] * sizeof(float));
+        copy_columns(g, widths[b], got + col, W, N, widths[b]);
+        copy_columns(r, widths[b], ref + col, W, N, widths[b]);
+        copy_columns(e, widths[b], extra + col, W, N, widths[b]);
+        char label[64];
+        snprintf(label, sizeof label, "%s %s", what, names[b]);
+        if (b < 2) check_close(label, g, r, N * widths[b], u, 1e-6f, e);
+        else check_close(label, g, r, N * widths[b], 0.0f, 0.0f, NULL);
+        free(g); free(r); free(e);
+    }
+}
+
+// N positions for the RoPE tests: 0, then steps of 517 through the 32K table, the last 32767
+static inline void rope_test_positions(size_t *pos, int *pos_i, size_t N) {
+    for (size_t i = 0; i < N; i++) pos_i[i] = (int)(pos[i] = i + 1 == N ? 32767 : i * 517 % 32768);
+}
+
 static inline float max_abs(const float *x, size_t n) {
     float m = 0.0f;
     for (size_t i = 0; i < n; i++) m = fmaxf(m, fabsf(x[i]));

@@ -83,7 +83,15 @@ mutate "classifier: the online sum not rescaled at a new maximum" common/classif
     "*s = *s * expf(*m - x) + 1.0f;" "*s = *s + 1.0f;" $BWD $BWD
 mutate "RoPE backward: sin not negated (the table's rotation by +angle)" common/rope.cuh \
     "s *= direction;" "s *= direction * direction;" $BWD $BWD
+mutate "RoPE on fused q|k|v rows: the v heads at the k heads' place" common/rope.cuh \
+    "return x.v + n * x.kv_stride + (h - NQ - NKV) * HD;" "return x.k + n * x.kv_stride + (h - NQ - NKV) * HD;" $BWD $BWD
+mutate "SwiGLU on fused gate|up rows: gate read as if unfused" common/swiglu.cuh \
+    "{ return e + e / I * I; }" "{ return e; }" $BWD $BWD
 # the model's training step (common/kernels.cuh) and the trainer (sft.cu)
+mutate "fused GEMMs: a layer unit with the k bias between Wk and Wv (caught by the unit's adjacency check)" common/kernels.cuh \
+    "{P_LN1W, P_QW, P_KW, P_VW, P_QB, P_KB, P_VB," "{P_LN1W, P_QW, P_KW, P_KB, P_VW, P_QB, P_VB," $TRAIN $TRAIN
+mutate "fused GEMMs: the q|k|v backward over q|k only (dv and the v weights' gradient dropped)" common/kernels.cuh \
+    "w[P_QW], N, H, QD + 2 * KD, m->stream);" "w[P_QW], N, H, QD + KD, m->stream);" $TRAIN $TRAIN
 mutate "activation checkpointing: the layer not recomputed before its backward" common/kernels.cuh \
     "if (busy && recompute) gpu_layer_forward(" "if (0) gpu_layer_forward(" $TRAIN $TRAIN
 mutate "micro-batches: the gradient not scaled by the micro-batch's share of the step" common/kernels.cuh \

@@ -85,8 +85,8 @@ mutate "RoPE backward: sin not negated (the table's rotation by +angle)" common/
     "s *= direction;" "s *= direction * direction;" $BWD $BWD
 mutate "RoPE on fused q|k|v rows: the v heads at the k heads' place" common/rope.cuh \
     "return x.v + n * x.kv_stride + (h - NQ - NKV) * HD;" "return x.k + n * x.kv_stride + (h - NQ - NKV) * HD;" $BWD $BWD
-mutate "SwiGLU on fused gate|up rows: gate read as if unfused" common/swiglu.cuh \
-    "{ return e + e / I * I; }" "{ return e; }" $BWD $BWD
+mutate "SwiGLU on fused gate|up rows: row n read n elements on, not n I" common/swiglu.cuh \
+    "{ return e + e / I * I; }" "{ return e + e / I; }" $BWD $BWD
 # the model's training step (common/kernels.cuh) and the trainer (sft.cu)
 mutate "fused GEMMs: a layer unit with the k bias between Wk and Wv (caught by the unit's adjacency check)" common/kernels.cuh \
     "{P_LN1W, P_QW, P_KW, P_VW, P_QB, P_KB, P_VB," "{P_LN1W, P_QW, P_KW, P_KB, P_VW, P_QB, P_VB," $TRAIN $TRAIN

@@ -60,28 +60,40 @@
 typedef struct {
     GpuModel *model;
     GpuKVCache *kv;
-    const float *logits;   // after the last fed id; NULL after a rewind (a feed must come first)
+    const float *logits;   // after the last fed id
     Sampler *sampler;      // greedy, or temperature / top-p; its n_valid keeps the padding rows out
+    IdList ids;            // the context, as fed: a rewind feeds its last id again (gpu_decoder_cut())
 } GpuDecoder;
 
 static void gpu_decoder_feed(void *ctx, const uint32_t *ids, size_t n) {
     GpuDecoder *g = (GpuDecoder *)ctx;
+    for (size_t i = 0; i < n; i++) idlist_push(&g->ids, ids[i]);
     g->logits = gpu_decode(g->model, g->kv, ids, n);
 }
 
 static uint32_t gpu_decoder_next(void *ctx, const uint32_t *banned, size_t n_banned) {
     GpuDecoder *g = (GpuDecoder *)ctx;
-    if (g->logits == NULL) die("gpu_decoder_next: no logits (nothing fed since the start or a rewind)");
+    if (g->logits == NULL) die("gpu_decoder_next: no logits (nothing fed yet)");
     return sampler_sample(g->sampler, g->logits, g->model->config.vocab_size, banned, n_banned);
 }
 
 static size_t gpu_decoder_length(void *ctx) { return ((GpuDecoder *)ctx)->kv->len; }
 
+// A rewind to len ids, as s1.c's cpu_decoder_rewind(): the context is cut to
+// len - 1 ids (the rows beyond are overwritten by the next feed) and the id at
+// len - 1 is returned for the caller to feed again, since its logits are the
+// ones next() needs (rejection sampling draws a new thinking right after the
+// prompt).
+static uint32_t gpu_decoder_cut(GpuDecoder *g, size_t len) {
+    if (len == 0 || len > g->ids.len) die("gpu_decoder_rewind: cannot rewind %zu ids to %zu", g->ids.len, len);
+    g->ids.len = len - 1;
+    g->kv->len = len - 1;
+    return g->ids.data[len - 1];
+}
+
 static void gpu_decoder_rewind(void *ctx, size_t len) {
-    GpuDecoder *g = (GpuDecoder *)ctx;
-    if (len > g->kv->len) die("gpu_decoder_rewind: %zu is beyond the %zu cached tokens", len, g->kv->len);
-    g->kv->len = len;   // the rows beyond are overwritten by the next feed
-    g->logits = NULL;
+    uint32_t last = gpu_decoder_cut((GpuDecoder *)ctx, len);
+    gpu_decoder_feed(ctx, &last, 1);
 }
 
 static Decoder gpu_decoder(GpuDecoder *g) {
@@ -155,7 +167,7 @@ typedef struct {
 // One place in the batch: a decoder with its own cache and sampler, which
 // holds one prompt's generation at a time.
 typedef struct {
-    GpuDecoder g;               // first: gpu_decoder_next(), _length() and _rewind() take the slot as their GpuDecoder
+    GpuDecoder g;               // first: gpu_decoder_next() and _length() take the slot as their GpuDecoder
     GpuKVCache kv;
     Sampler sampler;
     int id;                     // the slot's turn on the baton
@@ -172,16 +184,23 @@ typedef struct {
 // budget.h's feed(): posts the ids and waits until the scheduler has run them
 static void batch_feed(void *ctx, const uint32_t *ids, size_t n) {
     BatchSlot *sl = (BatchSlot *)ctx;
+    for (size_t i = 0; i < n; i++) idlist_push(&sl->g.ids, ids[i]);
     sl->feed_ids = ids;
     sl->feed_n = n;
     baton_pass(&sl->run->baton, BATON_SCHEDULER, sl->id);
+}
+
+// budget.h's rewind(): gpu_decoder_rewind()'s, its feed posted as any other
+static void batch_rewind(void *ctx, size_t len) {
+    uint32_t last = gpu_decoder_cut(&((BatchSlot *)ctx)->g, len);
+    batch_feed(ctx, &last, 1);
 }
 
 static void *batch_slot_main(void *arg) {
     BatchSlot *sl = (BatchSlot *)arg;
     BatchRun *r = sl->run;
     baton_wait(&r->baton, sl->id);
-    Decoder d = {sl, batch_feed, gpu_decoder_next, gpu_decoder_length, gpu_decoder_rewind};
+    Decoder d = {sl, batch_feed, gpu_decoder_next, gpu_decoder_length, batch_rewind};
     generation_run(&d, r->tok, r->delim, r->s, r->budget, r->context, sl->prompt, &sl->gen);
     sl->ended = 1;
     baton_give(&r->baton, BATON_SCHEDULER);
@@ -193,6 +212,7 @@ static void batch_slot_start(BatchSlot *sl, size_t i, const IdList *prompt) {
     const SampleSettings *s = sl->run->s;
     sampler_init(&sl->sampler, sl->run->n_valid, s->temperature, s->topp, s->seed + i);   // seed + i, as ./s1 sample
     sl->kv.len = 0;   // the previous prompt's cache rows are overwritten
+    sl->g.ids.len = 0;
     sl->g.logits = NULL;
     sl->index = i;
     sl->prompt = prompt;
@@ -254,7 +274,7 @@ static void sample_prompts(const char *model_dir, const char *tok_dir, const cha
     for (size_t b = 0; b < B; b++) {
         BatchSlot *sl = &slots[b];
         gpu_kvcache_create(&sl->kv, &model, run.context);
-        sl->g = GpuDecoder{&model, &sl->kv, NULL, &sl->sampler};
+        sl->g = GpuDecoder{&model, &sl->kv, NULL, &sl->sampler, {NULL, 0, 0}};
         sl->id = (int)b;
         sl->run = &run;
     }
@@ -292,7 +312,10 @@ static void sample_prompts(const char *model_dir, const char *tok_dir, const cha
                 steps ? (double)tokens / (double)steps : 0.0, batch);
     free(done);
     free(gens);
-    for (size_t b = 0; b < B; b++) gpu_kvcache_free(&slots[b].kv);
+    for (size_t b = 0; b < B; b++) {
+        gpu_kvcache_free(&slots[b].kv);
+        idlist_free(&slots[b].g.ids);
+    }
     free(slots);
     delimiters_free(&delim);
     tokenizer_free(tok);
@@ -330,7 +353,7 @@ static void continue_ids(const char *model_dir, const char *ids_arg, const Sampl
     sampler_init(&sampler, (uint32_t)(V < QWEN25_TOKENIZER_SIZE ? V : QWEN25_TOKENIZER_SIZE), s->temperature, s->topp, s->seed);
     GpuKVCache kv;
     gpu_kvcache_create(&kv, &model, context);
-    GpuDecoder g = {&model, &kv, NULL, &sampler};
+    GpuDecoder g = {&model, &kv, NULL, &sampler, {NULL, 0, 0}};
     Decoder d = gpu_decoder(&g);
     d.feed(d.ctx, ids.data, ids.len);   // the prompt, in one pass
     for (long n = 0; n < s->max_gen_toks && kv.len < context; n++) {
@@ -340,6 +363,7 @@ static void continue_ids(const char *model_dir, const char *ids_arg, const Sampl
         d.feed(d.ctx, &next, 1);
     }
     fprintf(fp, "\n");
+    idlist_free(&g.ids);
     gpu_kvcache_free(&kv);
     sampler_free(&sampler);
     gpu_model_free(&model);

@@ -71,6 +71,7 @@ structure() {   # structure FILE B N: per line the fields, values elided but ind
           sub(/"waits": [0-9]+/, "\"waits\": W", line)
           sub(/"forced_exit": (true|false)/, "\"forced_exit\": F", line)
           sub(/"thinking_stop": "(stop|length)"/, "\"thinking_stop\": R", line); sub(/"stop": "(stop|length)"/, "\"stop\": R", line)
+          sub(/, "tries": [0-9]+, "capped": (true|false)/, "", line)
           print line }'
 }
 same_as_s1() {   # same_as_s1 NAME B N FLAGS...: both samplers on the prompts file
@@ -151,6 +152,10 @@ same_batched "temperature 10, top-p 0.95, B=300, Wait x2" "$TMP/bf" 300 2 --max-
 expect_eq "--batch 8 over 5 prompts: the same steps as --batch 5" \
     "$(sed 's/--batch 8/--batch 5/' "$TMP/batch8.err" | tail -n 1)" "$(tail -n 1 "$TMP/batch5.err")"
 expect_eq "--batch 3 writes the progress of every prompt" "$(grep -c '^generate: 5/5' "$TMP/batch3.err")" "1"
+# rejection sampling rewinds each rejected try to the prompt and draws again from the logits after it
+same_batched "rejection sampling, B=150, 4 tries, temperature 10" "$TMP/bf" 150 0 --max-thinking 150 --rejection 4 --temperature 10 --seed 3 --max-gen-toks 8 --max-context 512
+expect_eq "--rejection: tries after a rewind to the prompt (gpu_decoder_rewind() feeds the prompt's last id again)" \
+    "$(grep -c '"tries": [2-4]' "$TMP/batch1.jsonl" | awk '{ print ($1 > 0) ? "yes" : $1 }')" "yes"
 t3=$($SAMPLE --model "$TMP/bf" $P5 --max-thinking 12 --temperature 1 --seed 7 --max-gen-toks 8 --max-context 200 2>/dev/null | head -n 3)
 [ $emulated = 1 ] && expect_eq "--batch: prompt i samples with seed + i whatever runs beside it (the first 3 of 5 = the 3-prompt file at --batch 3)" \
     "$t3" "$($SAMPLE $P --max-thinking 12 --temperature 1 --seed 7 --max-gen-toks 8 --max-context 200 --batch 3 2>/dev/null)"

@@ -34,9 +34,10 @@
  * memory), gpu_forward() (the masked s1 loss of a batch, as s1.c's
  * qwen2_forward()), gpu_decode() (tokens appended to a KV cache, as s1.c's
  * qwen2_decode_step()), gpu_decode_batch() (one token for each of several
- * sequences with their own caches, the GEMMs over all of them), and for training gpu_forward_backward() (s1.c's
- * qwen2_forward() + qwen2_backward(), with activation checkpointing) and
- * gpu_update() (s1.c's qwen2_update()).
+ * sequences with their own caches, the GEMMs over all of them: s1.c's
+ * qwen2_decode_step() per sequence), and for training gpu_forward_backward()
+ * (s1.c's qwen2_forward() + qwen2_backward(), with activation checkpointing)
+ * and gpu_update() (s1.c's qwen2_update()).
  *
  * Precision, as Hugging Face runs a bf16 Qwen2 (docs/qwen2.5.md section 3):
  * weights and activations are bf16 (floatX), every sum and statistic is fp32
@@ -607,7 +608,8 @@ typedef struct {
 // against sequence n's own cache. Row n of a->k and a->v goes into the cache's
 // last row first, then attention_decode_flash() reads the cache: gpu_decode()'s
 // kernel at N = 1, one launch per sequence (each has its own length).
-// a->decode_scratch is reused by each in stream order.
+// a->decode_scratch is reused by each in stream order. s1.c twin: the cache
+// write and attention_row() of qwen2_decode_step(), once per sequence.
 static void attention_decode_seqs(const LayerActs *a, int N, int NQ, int NKV, int HD, cudaStream_t stream) {
     size_t QD = (size_t)NQ * HD, KD = (size_t)NKV * HD, row = KD * sizeof(floatX);
     for (int n = 0; n < N; n++) {

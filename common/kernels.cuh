@@ -39,9 +39,11 @@
  * then the model: gpu_model_load() (a HF checkpoint folder into bf16 GPU
  * memory), gpu_forward() (the masked s1 loss of a batch, as s1.c's
  * qwen2_forward()), gpu_decode() (tokens appended to a KV cache, as s1.c's
- * qwen2_decode_step()), and for training gpu_forward_backward() (s1.c's
- * qwen2_forward() + qwen2_backward(), with activation checkpointing) and
- * gpu_update() (s1.c's qwen2_update()).
+ * qwen2_decode_step()), gpu_decode_batch() (one token for each of several
+ * sequences with their own caches, the GEMMs over all of them: s1.c's
+ * qwen2_decode_step() per sequence), and for training gpu_forward_backward()
+ * (s1.c's qwen2_forward() + qwen2_backward(), with activation checkpointing)
+ * and gpu_update() (s1.c's qwen2_update()).
  *
  * Precision, as Hugging Face runs a bf16 Qwen2 (docs/qwen2.5.md section 3):
  * weights and activations are bf16 (floatX), every sum and statistic is fp32
@@ -641,7 +643,28 @@ typedef struct {
     floatX *gateup;   // (N,2I) the MLP's fused projection: row n is gate (I,), then up (I,)
     floatX *mlp;      // (N,I) silu(gate) * up
     float *decode_scratch;   // one decoded token: attention_decode_flash()'s splits (a GpuKVCache's), or NULL
+    // batched decoding (gpu_decode_batch()), else NULL: row n is the one new token of sequence n,
+    // whose layer cache is seq_k[n], seq_v[n] (seq_ntok[n], KD), the new token's row last
+    floatX *const *seq_k, *const *seq_v;
+    const int *seq_ntok;     // (N,) host
 } LayerActs;
+
+// Batched decoding's attention: row n of a->q (one new token of sequence n)
+// against sequence n's own cache. Row n of a->k and a->v goes into the cache's
+// last row first, then attention_decode_flash() reads the cache: gpu_decode()'s
+// kernel at N = 1, one launch per sequence (each has its own length).
+// a->decode_scratch is reused by each in stream order. s1.c twin: the cache
+// write and attention_row() of qwen2_decode_step(), once per sequence.
+static void attention_decode_seqs(const LayerActs *a, int N, int NQ, int NKV, int HD, cudaStream_t stream) {
+    size_t QD = (size_t)NQ * HD, KD = (size_t)NKV * HD, row = KD * sizeof(floatX);
+    for (int n = 0; n < N; n++) {
+        size_t last = (size_t)(a->seq_ntok[n] - 1) * KD;
+        cudaCheck(cudaMemcpyAsync(a->seq_k[n] + last, a->k + n * KD, row, cudaMemcpyDeviceToDevice, stream));
+        cudaCheck(cudaMemcpyAsync(a->seq_v[n] + last, a->v + n * KD, row, cudaMemcpyDeviceToDevice, stream));
+        attention_decode_flash(a->att + n * QD, a->decode_scratch, a->q + n * QD, a->seq_k[n], a->seq_v[n], a->seq_ntok[n],
+                               NQ, NKV, HD, stream);
+    }
+}
 
 // One transformer layer over N tokens, its weights w[P_LN1W .. P_DOWNW]
 // (gpu_unit_weights()): res (N,H) in, out (N,H) = the
@@ -650,7 +673,8 @@ typedef struct {
 // which a recomputation for the backward pass does not need). Attention runs
 // over each of the S sequences (seq_offsets), or, with seq_offsets NULL, over
 // N new tokens of one sequence after `past` cached ones: a->k, a->v then point
-// at row `past` of the (past+N, KD) cache, whose rows before it are read too.
+// at row `past` of the (past+N, KD) cache, whose rows before it are read too;
+// or, with a->seq_k, over N sequences' caches, one new token each.
 static void gpu_layer_forward(GpuModel *m, const floatX *const *w, int N, const size_t *seq_offsets, size_t S,
                               const LayerActs *a, const floatX *res, floatX *out, int past) {
     const Qwen2Config *c = &m->config;
@@ -662,7 +686,9 @@ static void gpu_layer_forward(GpuModel *m, const floatX *const *w, int N, const 
     // then RoPE as its rows split into q, k and v (in decoding: into the KV cache)
     matmul_forward(m->cublas, a->qkv, a->ln1, w[P_QW], w[P_QB], N, H, QD + 2 * KD, 0, m->stream);
     rope_qkv_forward(a->q, a->k, a->v, a->qkv, m->pos, &m->rope, N, NQ, NKV, HD, m->stream);
-    if (seq_offsets == NULL && N == 1 && a->decode_scratch != NULL) {
+    if (a->seq_k != NULL) {
+        attention_decode_seqs(a, N, NQ, NKV, HD, m->stream);
+    } else if (seq_offsets == NULL && N == 1 && a->decode_scratch != NULL) {
         attention_decode_flash(a->att, a->decode_scratch, a->q, a->k - (size_t)past * KD, a->v - (size_t)past * KD, past + 1,
                                NQ, NKV, HD, m->stream);
     } else if (seq_offsets == NULL && N == 1) {
@@ -691,7 +717,7 @@ static void gpu_layer_forward(GpuModel *m, const floatX *const *w, int N, const 
 
 // The inference buffers as a LayerActs: everything in place, one layer at a time.
 static LayerActs gpu_inference_acts(GpuModel *m, floatX *k, floatX *v) {
-    LayerActs a = {m->ln, NULL, m->gateup, m->q, k, v, m->att, NULL, m->res, m->ln, NULL, m->gateup, m->mlp, NULL};
+    LayerActs a = {m->ln, NULL, m->gateup, m->q, k, v, m->att, NULL, m->res, m->ln, NULL, m->gateup, m->mlp, NULL, NULL, NULL, NULL};
     return a;
 }
 
@@ -832,6 +858,65 @@ static const float *gpu_decode(GpuModel *m, GpuKVCache *kv, const uint32_t *ids,
     copy_to_host(kv->logits, m->logits, V * sizeof(float), m->stream);
     kv->len += n;
     return kv->logits;
+}
+
+// One new token for each of B sequences decoding together, each with its own
+// cache (kvs (B,), all of one max_len): ids[b] goes in at position
+// kvs[b]->len. The GEMMs run over the B rows, so every weight is read once for
+// the B tokens (the point of batching: a decoded token costs the weights'
+// bytes, tutorial/cuda.md); the attention runs per sequence on its own cache
+// (attention_decode_seqs()). Afterwards each cache holds its logits (host) and
+// one more token, as gpu_decode(m, kvs[b], &ids[b], 1) would leave it: the same
+// kernels row by row, so the logits are the same up to the order in which the
+// GEMMs sum (the emulator's does not depend on the rows, cuBLAS may pick
+// another algorithm for B rows than for 1). B is at most m->chunk_rows: the LM
+// head writes the B rows of logits into m->logits.
+static void gpu_decode_batch(GpuModel *m, GpuKVCache *const *kvs, const uint32_t *ids, size_t B) {
+    const Qwen2Config *c = &m->config;
+    size_t H = c->hidden_size, V = c->vocab_size, L = c->num_layers, KD = c->num_kv_heads * c->head_dim;
+    if (B == 0) die("gpu_decode_batch: no sequences");
+    if (B > (size_t)m->chunk_rows) die("gpu_decode_batch: %zu sequences exceed the LM head's %d rows of logits", B, m->chunk_rows);
+    size_t max_len = kvs[0]->max_len;
+    int *pos = (int *)mallocCheck(B * sizeof(int)), *ntok = (int *)mallocCheck(B * sizeof(int));
+    for (size_t b = 0; b < B; b++) {
+        const GpuKVCache *kv = kvs[b];
+        if (kv->max_len != max_len) die("gpu_decode_batch: caches of %zu and %zu tokens in one batch", max_len, kv->max_len);
+        if (kv->len + 1 > max_len) die("gpu_decode_batch: KV cache %zu is full (%zu tokens)", b, max_len);
+        if (ids[b] >= V) die("gpu_decode_batch: token id %u is outside the %zu-row embedding", ids[b], V);
+        rope_check_positions(&m->rope, kv->len, "gpu_decode_batch");
+        pos[b] = (int)kv->len;
+        ntok[b] = (int)kv->len + 1;
+    }
+    gpu_activations_ensure(m, B);
+    copy_to_device(m->ids, ids, B * sizeof(uint32_t), m->stream);
+    copy_to_device(m->pos, pos, B * sizeof(int), m->stream);
+    floatX **seq_k = (floatX **)mallocCheck(2 * B * sizeof(floatX *)), **seq_v = seq_k + B;
+    const floatX *w[NUM_PARAMETER_TENSORS];
+    gpu_unit_weights(m, 0, w);
+    embedding_forward(m->res, m->ids, w[P_EMBED], (int)B, (int)H, m->stream);
+    for (size_t l = 0; l < L; l++) {
+        for (size_t b = 0; b < B; b++) {   // layer l's cache of each sequence
+            seq_k[b] = kvs[b]->k + l * max_len * KD;
+            seq_v[b] = kvs[b]->v + l * max_len * KD;
+        }
+        LayerActs acts = gpu_inference_acts(m, m->k, m->v);   // K, V rows computed here, then appended to the caches
+        acts.decode_scratch = kvs[0]->scratch;
+        acts.seq_k = seq_k;
+        acts.seq_v = seq_v;
+        acts.seq_ntok = ntok;
+        gpu_unit_weights(m, 1 + l, w);
+        gpu_layer_forward(m, w, (int)B, NULL, 1, &acts, m->res, m->res, 0);
+    }
+    gpu_unit_weights(m, L + 1, w);
+    rmsnorm_forward(m->ln, NULL, m->res, w[P_NORMW], (int)B, (int)H, (float)c->rms_norm_eps, m->stream);
+    gemm_nt(m->cublas, m->logits, CUDA_R_32F, m->ln, gpu_lm_head(m, w), (int)B, (int)H, (int)V, 0.0f, m->stream);
+    for (size_t b = 0; b < B; b++)
+        cudaCheck(cudaMemcpyAsync(kvs[b]->logits, m->logits + b * V, V * sizeof(float), cudaMemcpyDeviceToHost, m->stream));
+    cudaCheck(cudaStreamSynchronize(m->stream));
+    for (size_t b = 0; b < B; b++) kvs[b]->len++;
+    free(seq_k);
+    free(ntok);
+    free(pos);
 }
 
 // ----------------------------------------------------------------------------

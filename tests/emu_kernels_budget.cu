@@ -18,7 +18,8 @@
  * The delimiter ids are arbitrary ids of the tiny vocabularies, chosen among
  * what these models generate so that every path runs: stops ignored with
  * "Wait", the cut to the budget with its rewind and the forced exit, the
- * README variant; the test checks that they did run.
+ * README variant; the test checks that they did run. test_rewind() checks the
+ * rewind rejection sampling makes, to the prompt and straight into a draw.
  */
 #define SAMPLE_NO_MAIN
 #include "../sample.cu"
@@ -121,7 +122,7 @@ static void test_budget(const char *dir, const uint32_t think_stop[2]) {
         gpu_kvcache_create(&kv, &m, context);
         Sampler greedy;
         sampler_init(&greedy, n_valid, 0.0f, 1.0f, 1);
-        GpuDecoder g = {&m, &kv, NULL, &greedy};
+        GpuDecoder g = {&m, &kv, NULL, &greedy, {NULL, 0, 0}};
         Lockstep L;
         memset(&L, 0, sizeof L);
         L.gpu = gpu_decoder(&g);
@@ -144,6 +145,7 @@ static void test_budget(const char *dir, const uint32_t think_stop[2]) {
         answers_stopped += r.answer_finish == FINISH_STOP;
         worst = fmaxf(worst, L.worst_logit);
         budget_result_free(&r);
+        idlist_free(&g.ids);
         gpu_kvcache_free(&kv);
         sampler_free(&greedy);
         s1ref_kvcache_free(L.cpu.kv);
@@ -154,10 +156,57 @@ static void test_budget(const char *dir, const uint32_t think_stop[2]) {
     TEST_END();
 }
 
+// A rewind leaves the logits after the new last id, as s1.c's decoder does
+// (rejection sampling draws a new thinking right after the prompt):
+// gpu_decoder_rewind() feeds that id again. After a prompt and three more ids,
+// a rewind to the prompt must give s1.c's logits after the prompt, within the
+// bound above (the prompt's last row is now decoded alone, not in the prompt's pass).
+static void test_rewind(const char *dir) {
+    char name[256];
+    snprintf(name, sizeof name, "gpu_decoder_rewind() to the prompt: s1.c's logits after the prompt, %s", dir);
+    TEST_BEGIN(name);
+    const size_t n = sizeof prompt / sizeof prompt[0], context = 16;
+    GpuModel m;
+    gpu_model_load(&m, dir, 1, stream);
+    void *ref_model = s1ref_model_load(dir, 1), *ref_kv = s1ref_kvcache_create(ref_model, context);
+    size_t V = s1ref_model_vocab(ref_model);
+    const float *ref = NULL;
+    for (size_t i = 0; i < n; i++) ref = s1ref_decode_step(ref_model, ref_kv, prompt[i]);
+    float bound = 4.0f * (1.0f / 256.0f) * max_abs(ref, V), worst = 0.0f;
+    GpuKVCache kv;
+    gpu_kvcache_create(&kv, &m, context);
+    Sampler greedy;
+    sampler_init(&greedy, (uint32_t)V, 0.0f, 1.0f, 1);
+    GpuDecoder g = {&m, &kv, NULL, &greedy, {NULL, 0, 0}};
+    Decoder d = gpu_decoder(&g);
+    const uint32_t more[] = {7, 8, 9};
+    d.feed(d.ctx, prompt, n);
+    d.feed(d.ctx, more, 1);
+    d.feed(d.ctx, more + 1, 2);
+    d.rewind(d.ctx, n);
+    CHECK(d.length(d.ctx) == n && g.ids.len == n, "rewound to %zu ids, %zu in the list; want %zu", d.length(d.ctx), g.ids.len, n);
+    CHECK(g.logits != NULL, "no logits after the rewind");
+    for (size_t i = 0; g.logits != NULL && i < V; i++) {
+        float err = fabsf(g.logits[i] - ref[i]);
+        worst = fmaxf(worst, err);
+        if (err > bound) { CHECK(0, "logit %zu: gpu %.6g, s1.c %.6g (bound %.3g)", i, g.logits[i], ref[i], bound); break; }
+    }
+    printf("note: %s: logits after a rewind to the prompt within %.3g of s1.c's (bound %.3g)\n", dir, worst, bound);
+    idlist_free(&g.ids);
+    sampler_free(&greedy);
+    gpu_kvcache_free(&kv);
+    gpu_model_free(&m);
+    s1ref_kvcache_free(ref_kv);
+    s1ref_model_free(ref_model);
+    TEST_END();
+}
+
 int main(void) {
     const uint32_t tied_stops[2] = {9, 78}, gqa_stops[2] = {2, 264};
     test_budget("tests/fixtures/qwen-tiny-tied", tied_stops);
     test_budget("tests/fixtures/qwen-tiny-gqa", gqa_stops);
+    test_rewind("tests/fixtures/qwen-tiny-tied");
+    test_rewind("tests/fixtures/qwen-tiny-gqa");
     TEST_BEGIN("the lockstep runs took every path: waits, cuts to the budget (rewinds), forced exits, stopped answers");
     CHECK(waits > 0 && forced > 0 && rewound > 0 && answers_stopped > 0,
           "paths not exercised: %d runs with waits, %d forced exits, %d rewinds, %d answers ended by a stop",

@@ -1,4 +1,4 @@
-# tests/test_mutations.sh: deliberate breakages of the training code, each of
+# tests/test_mutations.sh: deliberate breakages of the training and decoding code, each of
 # which a test must catch in all three thread schedules of the CUDA emulator.
 #
 # A test that passes is only evidence if it would fail on the bug it guards
@@ -101,4 +101,10 @@ mutate "sft train: the update (clipping included) before the step's accumulation
     build/emu/sft bash tests/test_sft.sh
 mutate "sft train --overlap: the compute does not wait for the prefetched layer" common/kernels.cuh \
     "    cudaCheck(cudaStreamWaitEvent(m->stream, m->gathered_ev[s], 0));" "<delete>" build/emu/sft bash tests/test_sharding.sh
+# batched decoding (common/kernels.cuh, sample --batch)
+BATCH=build/tests/emu_kernels_batch
+mutate "gpu_decode_batch: a sequence's new V row not appended to its cache" common/kernels.cuh \
+    "cudaCheck(cudaMemcpyAsync(a->seq_v[n] + last" "<delete>" $BATCH $BATCH
+mutate "gpu_decode_batch: the LM head over the first sequence's row only" common/kernels.cuh \
+    "gpu_lm_head(m, w), (int)B, (int)H" "gpu_lm_head(m, w), 1, (int)H" $BATCH $BATCH
 summary

@@ -85,6 +85,14 @@ for ctx in 0 32768 2000; do
     expect_eq "sample --plan 32B at context $ctx: $want ms/token, tokens/s at 3350 GB/s" \
         "$(echo "$dec" | awk -v c=$ctx '$1 == c { print $4, $5 }')" "$want"
 done
+# --batch 8: a step reads the weights once (plus 7 more embedding rows, 2 * 7 * 5,120 bytes) and the
+# 8 sequences' caches, and decodes 8 tokens
+dec8=$($SAMPLE --plan --config $C32 --context 2000 --batch 8)
+for ctx in 0 2000; do
+    want=$(awk -v c=$ctx 'BEGIN { b = 63970627584 + 2 * 7 * 5120 + 8 * 262144 * c; printf "%.2f %.1f", b / 3350e9 * 1e3, 8 * 3350e9 / b }')
+    expect_eq "sample --plan 32B --batch 8 at context $ctx: $want ms/step, tokens/s at 3350 GB/s" \
+        "$(echo "$dec8" | awk -v c=$ctx '$1 == c { print $4, $5 }')" "$want"
+done
 expect_error "sample --plan without --config" "--plan needs --config" $SAMPLE --plan
 expect_error "sample --plan with a zero bandwidth" "--hbm-gbps must be positive" $SAMPLE --plan --config $C32 --hbm-gbps 0
 

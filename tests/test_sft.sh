@@ -71,6 +71,7 @@ structure() {   # structure FILE B N: per line the fields, values elided but ind
           sub(/"waits": [0-9]+/, "\"waits\": W", line)
           sub(/"forced_exit": (true|false)/, "\"forced_exit\": F", line)
           sub(/"thinking_stop": "(stop|length)"/, "\"thinking_stop\": R", line); sub(/"stop": "(stop|length)"/, "\"stop\": R", line)
+          sub(/, "tries": [0-9]+, "capped": (true|false)/, "", line)
           print line }'
 }
 same_as_s1() {   # same_as_s1 NAME B N FLAGS...: both samplers on the prompts file
@@ -110,12 +111,63 @@ expect_eq "temperature sampling is reproducible with a seed" "$($SAMPLE $P --max
 t2=$($SAMPLE $P --max-thinking 12 --temperature 1 --seed 8 --max-gen-toks 8 --max-context 200 2>/dev/null)
 expect_eq "another seed samples another text (a random model: ~771 near-equal choices per token)" "$([ "$t1" != "$t2" ] && echo differ)" "differ"
 
+# ---- --batch B: up to B prompts decode together, one gpu_decode_batch() step for their single tokens,
+# each with its own KV cache, budget forcing (Waits, the cut to B and its rewind, the forced exit) and
+# seed + i, and a prompt that ends hands its place to the next. Every line must be the one the prompt
+# gets alone, in the prompts' order: bit for bit in the emulator, whose GEMM sums each output in an order
+# that does not depend on the rows (tests/emu_kernels_batch.cu). On a GPU cuBLAS may sum B rows in another
+# order than one, so the tokens may part after a near-tie: there the lines must agree as ./s1's do above
+# (structure()), and the checks of particular values are the emulator's.
+# Five prompts of different lengths, at batch 2 and 3 (places refilled), 5 and 8 (more than the prompts).
+case $SAMPLE in build/emu/*) emulated=1 ;; *) emulated=0 ;; esac
+printf '{"question": "What is 2+2?"}\n{"question": "Hi"}\n{"problem": "Name a prime.", "answer": "7"}\n{"question": "Why is the sky blue? Answer in one word."}\n{"question": "x"}\n' >"$TMP/prompts5.jsonl"
+P5="--tokenizer $TOK --prompts $TMP/prompts5.jsonl"
+same_batched() {   # same_batched NAME MODEL B N FLAGS...: --batch 2, 3, 5, 8 write the lines of --batch 1
+    local name=$1 model=$2 B=$3 N=$4; shift 4
+    $SAMPLE --model "$model" $P5 "$@" >"$TMP/batch1.jsonl" 2>/dev/null
+    local bad="" b
+    for b in 2 3 5 8; do
+        $SAMPLE --model "$model" $P5 "$@" --batch $b --out "$TMP/batch$b.jsonl" 2>"$TMP/batch$b.err"
+        if [ $emulated = 1 ]; then cmp -s "$TMP/batch1.jsonl" "$TMP/batch$b.jsonl" || bad="$bad $b"
+        else [ "$(structure "$TMP/batch1.jsonl" "$B" "$N")" = "$(structure "$TMP/batch$b.jsonl" "$B" "$N")" ] || bad="$bad $b"; fi
+    done
+    if [ "$(wc -l <"$TMP/batch1.jsonl")" -eq 5 ] && [ -z "$bad" ] && ! structure "$TMP/batch1.jsonl" "$B" "$N" | grep -q '^bad:'; then
+        pass "sample --batch 2, 3, 5, 8 == --batch 1: $name"
+    else fail "sample --batch 2, 3, 5, 8 == --batch 1: $name" "differs at --batch$bad: $(head -c 300 "$TMP/batch1.jsonl")"; fi
+}
+# greedy on an untied random model (the tied one repeats each prompt's last token whatever the prompt)
+sed 's/"tie_word_embeddings": true/"tie_word_embeddings": false/' "$TMP/bf.json" >"$TMP/bfu.json"
+$S1 train --init-config "$TMP/bfu.json" --data "$TMP/gqa.shard" --out "$TMP/bfu" --epochs 1 --batch 4 --lr 0 --threads 1 >/dev/null 2>&1
+same_batched "greedy, untied, B=5, Wait x1" "$TMP/bfu" 5 1 --max-thinking 5 --wait 1 --max-gen-toks 8 --max-context 200
+[ $emulated = 1 ] && expect_eq "greedy, untied: the answers differ between prompts" "$(grep -o '"answer": "[^"]*"' "$TMP/batch1.jsonl" | sort -u | wc -l)" "2"
+same_batched "README variant, B=9, Wait x2, temperature 10" "$TMP/bf" 9 2 --max-thinking 9 --wait 2 --readme-variant --temperature 10 --seed 5 --max-gen-toks 10 --max-context 100
+same_batched "temperature 10, top-p 0.95, B=300, Wait x2" "$TMP/bf" 300 2 --max-thinking 300 --wait 2 --ignore-str Hmm --temperature 10 --top-p 0.95 --seed 2 --max-gen-toks 8 --max-context 512
+# in that run prompt 2 stops thinking by itself at 140 ids while the others run to the cut at 300,
+# Waits differ, and each line is still its own prompt's, in order
+[ $emulated = 1 ] && expect_eq "--batch: prompts that end at different steps (thinking ids per line)" \
+    "$(grep -o '"thinking_ids": [0-9]*, "waits": [0-9]*' "$TMP/batch5.jsonl" | sed -E 's/[^0-9]+([0-9]+)[^0-9]+([0-9]+)/\1 \2/' | tr '\n' ';')" \
+    "300 2;300 1;140 2;300 2;300 1;"
+[ $emulated = 1 ] && expect_eq "--batch 5: the five decoded together, more than 4 sequences a step on average" \
+    "$(awk '/decode steps,/ { print ($5 > 4) ? "yes" : $5 }' "$TMP/batch5.err")" "yes"
+expect_eq "--batch 8 over 5 prompts: the same steps as --batch 5" \
+    "$(sed 's/--batch 8/--batch 5/' "$TMP/batch8.err" | tail -n 1)" "$(tail -n 1 "$TMP/batch5.err")"
+expect_eq "--batch 3 writes the progress of every prompt" "$(grep -c '^generate: 5/5' "$TMP/batch3.err")" "1"
+# rejection sampling rewinds each rejected try to the prompt and draws again from the logits after it
+same_batched "rejection sampling, B=150, 4 tries, temperature 10" "$TMP/bf" 150 0 --max-thinking 150 --rejection 4 --temperature 10 --seed 3 --max-gen-toks 8 --max-context 512
+expect_eq "--rejection: tries after a rewind to the prompt (gpu_decoder_rewind() feeds the prompt's last id again)" \
+    "$(grep -c '"tries": [2-4]' "$TMP/batch1.jsonl" | awk '{ print ($1 > 0) ? "yes" : $1 }')" "yes"
+t3=$($SAMPLE --model "$TMP/bf" $P5 --max-thinking 12 --temperature 1 --seed 7 --max-gen-toks 8 --max-context 200 2>/dev/null | head -n 3)
+[ $emulated = 1 ] && expect_eq "--batch: prompt i samples with seed + i whatever runs beside it (the first 3 of 5 = the 3-prompt file at --batch 3)" \
+    "$t3" "$($SAMPLE $P --max-thinking 12 --temperature 1 --seed 7 --max-gen-toks 8 --max-context 200 --batch 3 2>/dev/null)"
+expect_error "sample --batch 0" "--batch: '0' is not a positive integer" $SAMPLE --model "$TMP/bf" $P5 --batch 0
+expect_error "sample --batch with --prompt-ids" "--prompt-ids continues raw ids" $SAMPLE --model $GQA --prompt-ids 5 --batch 2
+
 # ---- one language: --help of both lists the same sampling flags. The only differences:
-# ./s1's --threads (CPU cores), sample's --prompt-ids (raw ids, for models without a tokenizer) and
+# ./s1's --threads (CPU cores), sample's --batch (prompts decoding together), --prompt-ids (raw ids, for models without a tokenizer) and
 # sample's --plan with its --config, --context, --hbm-gbps (the decoder's time model) and --attention (which kernels).
 flags() { "$@" --help | grep -oE '^  --[a-z-]+' | sed 's/^  //'; }
-expect_eq "sample --help and ./s1 sample --help: the same flags but --threads / --prompt-ids and --plan's" \
-    "$(diff <(flags $S1 sample) <(flags $SAMPLE) | grep '^[<>]' | tr '\n' ' ')" "< --threads > --prompt-ids > --plan > --config > --context > --hbm-gbps > --attention "
+expect_eq "sample --help and ./s1 sample --help: the same flags but --threads / --batch, --prompt-ids and --plan's" \
+    "$(diff <(flags $S1 sample) <(flags $SAMPLE) | grep '^[<>]' | tr '\n' ' ')" "< --threads > --batch > --prompt-ids > --plan > --config > --context > --hbm-gbps > --attention "
 expect_eq "sample --help lists the budget flags" "$(flags $SAMPLE | grep -cE '^--(max-thinking|wait|ignore-str|max-gen-toks|max-context|readme-variant|top-p)$')" "7"
 printf '#define TOKENIZER_NO_MAIN\n#include "tokenizer.c"\n#include "common/generate.h"\nint main() { return 0; }\n' >"$TMP/h_generate.cpp"
 expect_ok "common/generate.h compiles as C++17" g++ -std=c++17 -Wall -Wextra -Werror -I. -fsyntax-only "$TMP/h_generate.cpp"

@@ -213,7 +213,8 @@ static void usage(void) {
            "  --config FILE        the model's config.json for --plan (configs/qwen2.5-32b-instruct.json, ...)\n"
            "  --context N          a context length to add to --plan's table\n"
            "  --hbm-gbps X         the bandwidth for --plan in GB/s (default 3350, an H100 SXM)\n"
-           ATTENTION_FLAG_HELP);
+           ATTENTION_FLAG_HELP
+           GRAPH_FLAG_HELP);
 }
 
 int main(int argc, char **argv) {
@@ -238,6 +239,7 @@ int main(int argc, char **argv) {
         else if (flag_is(a, "--prompt-ids")) prompt_ids = flag_value(argc, argv, &i);
         else if (flag_is(a, "--out")) out_path = flag_value(argc, argv, &i);
         else if (flag_is(a, "--attention")) attention_flag(flag_value(argc, argv, &i));
+        else if (flag_is(a, "--graph")) graph_flag(flag_value(argc, argv, &i));
         else if (parse_budget_flag(argc, argv, &i, &s)) forcing = 1;
         else if (!parse_sample_flag(argc, argv, &i, &s)) die("sample: unknown argument '%s' (see sample --help)", a);
         forcing |= strcmp(a, "--ignore-str") == 0 || strcmp(a, "--readme-variant") == 0;

@@ -20,6 +20,8 @@
  *   attention.cuh    attention_forward()      attention_forward_kernel (flash)       attention_forward()
  *                    attention_backward()     _D_, _dkdv_, _dq_kernel (FA2)          attention_backward()
  *                    attention_decode()       attention_decode_kernel                attention_row() (KV cache)
+ *                    attention_decode_flash() _split_kernel + _combine_kernel        attention_row() (KV cache)
+ *                    kv_cache_append()        kv_cache_append_kernel                 qwen2_decode_step()'s append
  *   swiglu.cuh       swiglu_forward()         swiglu_forward_vec_kernel (16-byte)    swiglu_forward()
  *                    swiglu_backward()        swiglu_backward_vec_kernel (16-byte)   swiglu_backward()
  *   classifier.cuh   lm_head_loss()           cublasGemmEx per chunk of rows +       matmul_forward() (head) +
@@ -579,6 +581,14 @@ static void gpu_activations_ensure(GpuModel *m, size_t N) {
     m->capacity = N;
 }
 
+// One decoded token's layer of a GpuKVCache (gpu_decode()): the token's k, v rows
+// (a LayerActs' k, v) go to row m->pos[0] of k, v, and attention reads rows 0..m->pos[0].
+typedef struct {
+    floatX *k, *v;    // (rows, KD) the layer's keys after RoPE, values
+    int rows;         // the cache's capacity
+    float *scratch;   // attention_decode_flash()'s splits, for `rows` keys
+} LayerCache;
+
 // One layer's forward activations (bf16 unless noted), as gpu_layer_forward()
 // writes them. Inference aliases them to save memory (resmid = the layer's
 // input: the residual adds happen in place; mlp = gate; no rstd, no lse);
@@ -595,7 +605,7 @@ typedef struct {
     float *rstd2;     // (N,) fp32, or NULL
     floatX *gate, *up;  // (N,I) the MLP's projections
     floatX *mlp;      // (N,I) silu(gate) * up
-    float *decode_scratch;   // one decoded token: attention_decode_flash()'s splits (a GpuKVCache's), or NULL
+    const LayerCache *cache;   // one decoded token: where its k, v go and attention reads, or NULL
 } LayerActs;
 
 // One transformer layer over N tokens, its weights w[P_LN1W .. P_DOWNW]
@@ -605,7 +615,10 @@ typedef struct {
 // which a recomputation for the backward pass does not need). Attention runs
 // over each of the S sequences (seq_offsets), or, with seq_offsets NULL, over
 // N new tokens of one sequence after `past` cached ones: a->k, a->v then point
-// at row `past` of the (past+N, KD) cache, whose rows before it are read too.
+// at row `past` of the (past+N, KD) cache, whose rows before it are read too;
+// or, with a->cache, over one token (N = 1) at the position m->pos[0] holds in
+// device memory (past unused): nothing launched depends on the host's count of
+// cached tokens, so a CUDA graph of the step replays at every position.
 static void gpu_layer_forward(GpuModel *m, const floatX *const *w, int N, const size_t *seq_offsets, size_t S,
                               const LayerActs *a, const floatX *res, floatX *out, int past) {
     const Qwen2Config *c = &m->config;
@@ -618,11 +631,10 @@ static void gpu_layer_forward(GpuModel *m, const floatX *const *w, int N, const 
     matmul_forward(m->cublas, a->v, a->ln1, w[P_VW], w[P_VB], N, H, KD, 0, m->stream);
     rope_forward(a->q, m->pos, &m->rope, N, NQ, HD, m->stream);
     rope_forward(a->k, m->pos, &m->rope, N, NKV, HD, m->stream);
-    if (seq_offsets == NULL && N == 1 && a->decode_scratch != NULL) {
-        attention_decode_flash(a->att, a->decode_scratch, a->q, a->k - (size_t)past * KD, a->v - (size_t)past * KD, past + 1,
-                               NQ, NKV, HD, m->stream);
-    } else if (seq_offsets == NULL && N == 1) {
-        attention_decode(a->att, a->q, a->k - (size_t)past * KD, a->v - (size_t)past * KD, past + 1, NQ, NKV, HD, m->stream);
+    if (a->cache != NULL) {
+        kv_cache_append(a->cache->k, a->cache->v, a->k, a->v, m->pos, KD, m->stream);
+        attention_decode_flash(a->att, a->cache->scratch, a->q, a->cache->k, a->cache->v, m->pos, a->cache->rows, NQ, NKV, HD,
+                               m->stream);
     } else if (seq_offsets == NULL) {
         attention_forward(a->att, a->lse, a->q, a->k - (size_t)past * KD, a->v - (size_t)past * KD, N, past, NQ, NKV, HD, m->stream);
     } else {
@@ -723,19 +735,42 @@ static float gpu_forward(GpuModel *m, const uint32_t *ids, const uint8_t *mask, 
 
 // ----------------------------------------------------------------------------
 // decoding with a KV cache: one token at a time, for sample.cu
+//
+// A decoded token runs 18 launches per layer (tutorial/cuda.md, "One decoded
+// token as a CUDA graph"), each a few microseconds of CPU work, so the step is
+// captured once as a CUDA graph and replayed with one cudaGraphLaunch per token.
+// A graph replays its launches with the arguments they had at capture: so the
+// one-token step takes nothing per token from the host (its id and position
+// are copied into m->ids, m->pos before the launch, the kernels read the
+// position there: where the new K/V row goes and how many keys attention reads).
+
+// --graph on|off (sample): the one-token step as a CUDA graph (true, the default), or launched kernel by kernel
+static bool decode_graph = true;
+#define GRAPH_FLAG_HELP                                                                                       \
+    "  --graph on|off       on (default): each decoded token replays one CUDA graph of the step; off: its\n"  \
+    "                       kernels are launched one by one (the same kernels, the same bits)\n"
+static void graph_flag(const char *v) {
+    if (strcmp(v, "on") != 0 && strcmp(v, "off") != 0) die("--graph: '%s' is not on or off", v);
+    decode_graph = strcmp(v, "on") == 0;
+}
 
 typedef struct {
     size_t max_len, len;   // capacity and tokens cached (the next token's position)
     floatX *k, *v;         // (L, max_len, KD) keys after RoPE, values
     float *scratch;        // flash-decoding's per-split partial outputs (attention_decode_scratch_floats)
     float *logits;         // (V,) host copy of the last step's logits
+    // the one-token step as a CUDA graph (gpu_decode_graph()), captured on first use, or NULL; and what it
+    // was captured with: the model and its buffers' capacities (the buffers move only when those grow)
+    cudaGraphExec_t step;
+    const GpuModel *step_model;
+    size_t step_capacity, step_batch_capacity;
 } GpuKVCache;
 
 static void gpu_kvcache_create(GpuKVCache *kv, const GpuModel *m, size_t max_len) {
     const Qwen2Config *c = &m->config;
     size_t bytes = c->num_layers * max_len * c->num_kv_heads * c->head_dim * sizeof(floatX);
+    memset(kv, 0, sizeof *kv);
     kv->max_len = max_len;
-    kv->len = 0;
     cudaCheck(cudaMalloc((void **)&kv->k, bytes));
     cudaCheck(cudaMalloc((void **)&kv->v, bytes));
     size_t scratch = attention_decode_scratch_floats((int)max_len, (int)c->num_heads, (int)c->head_dim);
@@ -744,6 +779,7 @@ static void gpu_kvcache_create(GpuKVCache *kv, const GpuModel *m, size_t max_len
 }
 
 static void gpu_kvcache_free(GpuKVCache *kv) {
+    if (kv->step != NULL) cudaCheck(cudaGraphExecDestroy(kv->step));
     cudaCheck(cudaFree(kv->k));
     cudaCheck(cudaFree(kv->v));
     cudaCheck(cudaFree(kv->scratch));
@@ -751,15 +787,60 @@ static void gpu_kvcache_free(GpuKVCache *kv) {
     memset(kv, 0, sizeof *kv);
 }
 
-// Appends n tokens at positions kv->len.. (a prompt in one pass, or one
-// generated token) and returns the logits (V,) that follow the last of them
-// (host memory, valid until the next call). The layer kernels of gpu_forward():
-// K/V go straight into the cache rows, and attention reads the cached keys as
-// `past` (attention_decode() when n = 1, attention_forward() for a prompt).
-// Only the last token goes through the LM head.
-static const float *gpu_decode(GpuModel *m, GpuKVCache *kv, const uint32_t *ids, size_t n) {
+// The launches of n new tokens, whose ids and positions are in m->ids, m->pos:
+// the layer kernels of gpu_forward(), then the LM head of the last token into
+// m->logits (V,). A prompt (n > 1) writes K/V straight into the cache rows
+// after kv->len and attends over them with attention_forward(); one token
+// writes its K/V at the position m->pos[0] holds (kv_cache_append()) and
+// attends with attention_decode_flash(), so that its launches do not depend on
+// kv->len and can be replayed as a graph.
+static void gpu_decode_launch(GpuModel *m, GpuKVCache *kv, size_t n) {
     const Qwen2Config *c = &m->config;
     size_t H = c->hidden_size, V = c->vocab_size, L = c->num_layers, KD = c->num_kv_heads * c->head_dim;
+    const floatX *w[NUM_PARAMETER_TENSORS];
+    gpu_unit_weights(m, 0, w);
+    embedding_forward(m->res, m->ids, w[P_EMBED], (int)n, (int)H, m->stream);
+    for (size_t l = 0; l < L; l++) {
+        floatX *k = kv->k + l * kv->max_len * KD, *v = kv->v + l * kv->max_len * KD;   // (max_len, KD) layer l's cache
+        LayerCache cache = {k, v, (int)kv->max_len, kv->scratch};
+        LayerActs acts = n == 1 ? gpu_inference_acts(m, m->k, m->v) : gpu_inference_acts(m, k + kv->len * KD, v + kv->len * KD);
+        if (n == 1) acts.cache = &cache;
+        gpu_unit_weights(m, 1 + l, w);
+        gpu_layer_forward(m, w, (int)n, NULL, 1, &acts, m->res, m->res, n == 1 ? 0 : (int)kv->len);
+    }
+    gpu_unit_weights(m, L + 1, w);
+    const floatX *last = m->res + (n - 1) * H;
+    rmsnorm_forward(m->ln, NULL, last, w[P_NORMW], 1, (int)H, (float)c->rms_norm_eps, m->stream);
+    gemm_nt(m->cublas, m->logits, CUDA_R_32F, m->ln, gpu_lm_head(m, w), 1, (int)H, (int)V, 0.0f, m->stream);
+}
+
+// One token's gpu_decode_launch() through kv's graph: captured on the first
+// token (again if the model's buffers have moved since), then replayed.
+// Capture records the launches without running them (thread-local mode: this
+// thread may not synchronise or allocate meanwhile, which the emulator checks).
+static void gpu_decode_graph(GpuModel *m, GpuKVCache *kv) {
+    bool moved = kv->step_model != m || kv->step_capacity != m->capacity || kv->step_batch_capacity != m->batch_capacity;
+    if (kv->step == NULL || moved) {
+        if (kv->step != NULL) cudaCheck(cudaGraphExecDestroy(kv->step));
+        cudaGraph_t graph;
+        cudaCheck(cudaStreamBeginCapture(m->stream, cudaStreamCaptureModeThreadLocal));
+        gpu_decode_launch(m, kv, 1);
+        cudaCheck(cudaStreamEndCapture(m->stream, &graph));
+        cudaCheck(cudaGraphInstantiate(&kv->step, graph, 0));
+        cudaCheck(cudaGraphDestroy(graph));
+        kv->step_model = m;
+        kv->step_capacity = m->capacity;
+        kv->step_batch_capacity = m->batch_capacity;
+    }
+    cudaCheck(cudaGraphLaunch(kv->step, m->stream));
+}
+
+// Appends n tokens at positions kv->len.. (a prompt in one pass, or one
+// generated token) and returns the logits (V,) that follow the last of them
+// (host memory, valid until the next call). Only the last token goes through
+// the LM head. One token replays the step's graph unless --graph off.
+static const float *gpu_decode(GpuModel *m, GpuKVCache *kv, const uint32_t *ids, size_t n) {
+    size_t V = m->config.vocab_size;
     if (n == 0) die("gpu_decode: no tokens to feed");
     if (kv->len + n > kv->max_len) die("gpu_decode: KV cache is full (%zu tokens, %zu more requested)", kv->max_len, n);
     rope_check_positions(&m->rope, kv->len + n - 1, "gpu_decode");
@@ -769,23 +850,12 @@ static const float *gpu_decode(GpuModel *m, GpuKVCache *kv, const uint32_t *ids,
         if (ids[i] >= V) die("gpu_decode: token id %u is outside the %zu-row embedding", ids[i], V);
         pos[i] = (int)(kv->len + i);
     }
+    // outside any graph: the values change every token
     copy_to_device(m->ids, ids, n * sizeof(uint32_t), m->stream);
     copy_to_device(m->pos, pos, n * sizeof(int), m->stream);
     free(pos);
-    const floatX *w[NUM_PARAMETER_TENSORS];
-    gpu_unit_weights(m, 0, w);
-    embedding_forward(m->res, m->ids, w[P_EMBED], (int)n, (int)H, m->stream);
-    for (size_t l = 0; l < L; l++) {
-        size_t row = l * kv->max_len * KD + kv->len * KD;   // the new tokens' rows of layer l's cache
-        LayerActs acts = gpu_inference_acts(m, kv->k + row, kv->v + row);
-        acts.decode_scratch = kv->scratch;
-        gpu_unit_weights(m, 1 + l, w);
-        gpu_layer_forward(m, w, (int)n, NULL, 1, &acts, m->res, m->res, (int)kv->len);
-    }
-    gpu_unit_weights(m, L + 1, w);
-    const floatX *last = m->res + (n - 1) * H;
-    rmsnorm_forward(m->ln, NULL, last, w[P_NORMW], 1, (int)H, (float)c->rms_norm_eps, m->stream);
-    gemm_nt(m->cublas, m->logits, CUDA_R_32F, m->ln, gpu_lm_head(m, w), 1, (int)H, (int)V, 0.0f, m->stream);
+    if (n == 1 && decode_graph) gpu_decode_graph(m, kv);
+    else gpu_decode_launch(m, kv, n);
     copy_to_host(kv->logits, m->logits, V * sizeof(float), m->stream);
     kv->len += n;
     return kv->logits;

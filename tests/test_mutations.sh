@@ -65,6 +65,14 @@ mutate "attention backward: a missing barrier after loading the query tile" comm
 mutate "attention backward: D = rowsum(out * out) instead of rowsum(dout * out)" common/attention.cuh \
     "acc += __bfloat162float(dor[d]) * __bfloat162float(outr[d]);" \
     "acc += __bfloat162float(outr[d]) * __bfloat162float(outr[d]) + 0.0f * __bfloat162float(dor[d]);" $ATT $ATT
+# decoding: flash-decoding with the position in device memory, and the step as a CUDA graph
+GRAPH=build/tests/emu_kernels_graph
+mutate "flash-decoding: the new token's own key left out (ntok = pos)" common/attention.cuh \
+    "int ntok = *pos + 1, u0 = blockIdx.x * FDEC_KEYS;" "int ntok = *pos, u0 = blockIdx.x * FDEC_KEYS;" $ATT $ATT
+mutate "decode: the new K/V row always written at row 0 of the cache" common/attention.cuh \
+    "size_t row = (size_t)*pos * KD;" "size_t row = 0;" $GRAPH $GRAPH
+mutate "decode graph: not captured again after the model's buffers moved" common/kernels.cuh \
+    "if (kv->step == NULL || moved) {" "if (kv->step == NULL) {" $GRAPH $GRAPH
 # the other backward kernels and the optimizer
 mutate "linear backward: dbias not accumulated (= instead of +=)" common/matmul.cuh \
     "cu_st(&out[c], cu_ld(&out[c]) + s);" "cu_st(&out[c], s);" $BWD $BWD

@@ -22,7 +22,8 @@
  * controller, the decoded text) and its JSON line. What is GPU here is the
  * decoder behind budget.h's Decoder interface (gpu_decoder_*() below): the
  * prompt goes through gpu_decode() of common/kernels.cuh in one pass, then
- * each generated token on its own, and the next token comes from
+ * each generated token on its own (one launch of a CUDA graph of the step
+ * unless --graph off), and the next token comes from
  * sampler_sample() of common/sampler.h over the real token ids only (the
  * padding rows of the embedding are never chosen).
  *

@@ -1027,9 +1027,6 @@ inline cudaError_t refuse_in_capture(cudaStream_t also = nullptr, cudaError_t er
     return set_error(error);
 }
 
-// cudaSuccess, or the refusal of a capture-unsafe call
-inline cudaError_t capture_check_unsafe() { return capture_forbids_unsafe() ? refuse_in_capture() : cudaSuccess; }
-
 // Runs `work` in stream order: now on the default stream (after the blocking
 // streams), queued on a created one, or recorded into the graph it captures.
 // Every stream operation of the emulator goes through here.
@@ -1367,7 +1364,8 @@ inline double cuemu_now() {
 namespace cuemu {
 inline cudaError_t allocate(void **ptr, size_t size, bool pinned_host) {
     *ptr = nullptr;
-    if (capture_forbids_unsafe()) return refuse_in_capture();  // exact size, 256-byte aligned like cudaMalloc: an overflow reaches ASan's redzone
+    if (capture_forbids_unsafe()) return refuse_in_capture();
+    // exact size, 256-byte aligned like cudaMalloc: an overflow reaches ASan's redzone
     if (posix_memalign(ptr, 256, size ? size : 1) != 0) return set_error(cudaErrorMemoryAllocation);
     record_allocation(*ptr, size, pinned_host);
     return cudaSuccess;

@@ -26,7 +26,8 @@
  * controller, the decoded text) and its JSON line. What is GPU here is the
  * decoder behind budget.h's Decoder interface (gpu_decoder_*() below): the
  * prompt goes through gpu_decode() of common/kernels.cuh in one pass, then
- * each generated token on its own, and the next token comes from
+ * each generated token on its own (one launch of a CUDA graph of the step
+ * unless --graph off), and the next token comes from
  * sampler_sample() of common/sampler.h over the real token ids only (the
  * padding rows of the embedding are never chosen).
  *
@@ -426,7 +427,8 @@ static void usage(void) {
            "  --config FILE        the model's config.json for --plan (configs/qwen2.5-32b-instruct.json, ...)\n"
            "  --context N          a context length to add to --plan's table\n"
            "  --hbm-gbps X         the bandwidth for --plan in GB/s (default 3350, an H100 SXM)\n"
-           ATTENTION_FLAG_HELP);
+           ATTENTION_FLAG_HELP
+           GRAPH_FLAG_HELP);
 }
 
 int main(int argc, char **argv) {
@@ -452,6 +454,7 @@ int main(int argc, char **argv) {
         else if (flag_is(a, "--out")) out_path = flag_value(argc, argv, &i);
         else if (flag_is(a, "--batch")) batch = flag_count_max(argc, argv, &i, 0, SAMPLE_MAX_BATCH);
         else if (flag_is(a, "--attention")) attention_flag(flag_value(argc, argv, &i));
+        else if (flag_is(a, "--graph")) graph_flag(flag_value(argc, argv, &i));
         else if (parse_budget_flag(argc, argv, &i, &s)) forcing = 1;
         else if (!parse_sample_flag(argc, argv, &i, &s)) die("sample: unknown argument '%s' (see sample --help)", a);
         forcing |= strcmp(a, "--ignore-str") == 0 || strcmp(a, "--readme-variant") == 0;

@@ -907,8 +907,10 @@ static void attention_backward(floatX *dq, floatX *dk, floatX *dv, float *scratc
     else attention_backward_cuda_cores(dq, dk, dv, scratch, dout, out, lse, q, k, v, T, NQ, NKV, HD, stream);
 }
 
-// Decoding: one new query token per head against the ntok cached keys (itself
-// included). A single query row would leave 3 of attention_forward_kernel's 4
+// Decoding: one new query token per head against the cached keys 0..pos (itself
+// included, at row pos). The position is read from device memory, not passed as
+// an argument, so that one captured CUDA graph of the decode step (gpu_decode())
+// replays at every position: a graph freezes its kernels' arguments. A single query row would leave 3 of attention_forward_kernel's 4
 // warps idle, so here a block takes one query head and its DEC_WARPS warps split
 // the keys: warp w walks key tiles w, w + DEC_WARPS, ... with the same online
 // softmax (lane j scores key j of the tile), then the warps' (max, sum, output)
@@ -916,16 +918,16 @@ static void attention_backward(floatX *dq, floatX *dk, floatX *dv, float *scratc
 // (Flash-decoding would also split the keys across blocks for long caches.)
 #define DEC_WARPS 8
 
-__global__ void attention_decode_kernel(floatX *out, const floatX *q, const floatX *k, const floatX *v, int ntok,
+__global__ void attention_decode_kernel(floatX *out, const floatX *q, const floatX *k, const floatX *v, const int *pos,
                                         int NQ, int NKV, int HD, float scale) {
-    // out q (NQ,HD), k v (ntok,NKV,HD)
+    // out q (NQ,HD), k v (>= ntok,NKV,HD), pos (1,): the new token's position, so ntok = *pos + 1 keys
     CU_EXTERN_SHARED(float, smem);
     float *qs = smem;                      // (HD,)
     float *ps = qs + HD;                   // (WARPS, 32) one tile's probabilities, per warp
     float *warp_m = ps + DEC_WARPS * WARP_SIZE, *warp_l = warp_m + DEC_WARPS;   // (WARPS,) each
     float *warp_acc = warp_l + DEC_WARPS;  // (WARPS, HD)
     int warp = threadIdx.x / WARP_SIZE, lane = threadIdx.x % WARP_SIZE;
-    int h = blockIdx.x, kvh = h / (NQ / NKV);
+    int h = blockIdx.x, kvh = h / (NQ / NKV), ntok = *pos + 1;
     size_t KD = (size_t)NKV * HD;
     for (int d = threadIdx.x; d < HD; d += blockDim.x) qs[d] = __bfloat162float(q[h * HD + d]);
     __syncthreads();
@@ -976,13 +978,33 @@ __global__ void attention_decode_kernel(floatX *out, const floatX *q, const floa
     }
 }
 
-// out (NQ,HD) = attention of one new token's queries q (NQ,HD) over the ntok
-// keys/values of the cache (k, v: (ntok, NKV, HD), the new token's included).
-static void attention_decode(floatX *out, const floatX *q, const floatX *k, const floatX *v, int ntok, int NQ, int NKV, int HD, cudaStream_t stream) {
+// out (NQ,HD) = attention of one new token's queries q (NQ,HD) over keys/values
+// 0..*pos of the cache (k, v: (max, NKV, HD), the new token's at row *pos; pos
+// in device memory).
+static void attention_decode(floatX *out, const floatX *q, const floatX *k, const floatX *v, const int *pos, int NQ, int NKV, int HD, cudaStream_t stream) {
     if (HD > ATT_MAX_HD || HD % 2 != 0) die("attention_decode: head_dim %d is not supported (even, at most %d)", HD, ATT_MAX_HD);
     if (NQ % NKV != 0) die("attention_decode: %d query heads are not a multiple of %d KV heads", NQ, NKV);
     size_t smem = (size_t)(HD + DEC_WARPS * WARP_SIZE + 2 * DEC_WARPS + DEC_WARPS * HD) * sizeof(float);
-    CU_LAUNCH(attention_decode_kernel, NQ, DEC_WARPS * WARP_SIZE, smem, stream)(out, q, k, v, ntok, NQ, NKV, HD, 1.0f / sqrtf((float)HD));
+    CU_LAUNCH(attention_decode_kernel, NQ, DEC_WARPS * WARP_SIZE, smem, stream)(out, q, k, v, pos, NQ, NKV, HD, 1.0f / sqrtf((float)HD));
+    cudaCheck(cudaGetLastError());
+}
+
+// The new token's rows into a layer's cache: k_cache, v_cache (max, NKV, HD)
+// get k, v (KD = NKV * HD each, k after RoPE) at row *pos, the position read from
+// device memory as the kernels above read it. s1.c's twin: the append loop of
+// qwen2_decode_step() (column pos of its transposed cache).
+__global__ void __launch_bounds__(256) kv_cache_append_kernel(floatX *k_cache, floatX *v_cache, const floatX *k,
+                                                              const floatX *v, const int *pos, int KD) {
+    size_t row = (size_t)*pos * KD;
+    for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < KD; i += gridDim.x * blockDim.x) {
+        k_cache[row + i] = k[i];
+        v_cache[row + i] = v[i];
+    }
+}
+
+static void kv_cache_append(floatX *k_cache, floatX *v_cache, const floatX *k, const floatX *v, const int *pos, int KD,
+                            cudaStream_t stream) {
+    CU_LAUNCH(kv_cache_append_kernel, grid_for((size_t)KD, 256), 256, 0, stream)(k_cache, v_cache, k, v, pos, KD);
     cudaCheck(cudaGetLastError());
 }
 
@@ -998,7 +1020,11 @@ static void attention_decode(floatX *out, const floatX *q, const floatX *k, cons
 // online softmax (m, l, o) per head. The block merges its streams in shared
 // memory and writes the split's (o unnormalised, m, l) per head to scratch;
 // attention_decode_combine_kernel merges the splits in order. The split size is
-// fixed, not tuned to the GPU, so the bits do not depend on the card. All fp32:
+// fixed, not tuned to the GPU, so the bits do not depend on the card. The grid
+// covers the cache's capacity (a graph cannot resize it per token): a block
+// whose split starts past the current length *pos + 1 exits at once, and the
+// combine reads only the splits that length has, so the bits are those of a
+// grid sized to the length. All fp32:
 // the bound of the kernel above (u|ref| + 1e-5 max|v|) holds.
 // Head dims 64 and 128 (every Qwen2.5 size) and G <= 8; attention_decode_flash()
 // falls back to the kernel above otherwise.
@@ -1006,7 +1032,7 @@ static void attention_decode(floatX *out, const floatX *q, const floatX *k, cons
 #define FDEC_WARPS 4
 #define FDEC_MAX_G 8    // query heads per KV head the registers hold
 
-static inline int attention_decode_splits(int ntok) { return (ntok + FDEC_KEYS - 1) / FDEC_KEYS; }
+__host__ __device__ inline int attention_decode_splits(int ntok) { return (ntok + FDEC_KEYS - 1) / FDEC_KEYS; }
 // floats of scratch attention_decode_flash() needs for caches of up to max_ntok tokens
 static inline size_t attention_decode_scratch_floats(int max_ntok, int NQ, int HD) {
     return (size_t)attention_decode_splits(max_ntok) * NQ * (HD + 2);
@@ -1014,14 +1040,17 @@ static inline size_t attention_decode_scratch_floats(int max_ntok, int NQ, int H
 
 template <int HD>
 __global__ void __launch_bounds__(FDEC_WARPS * WARP_SIZE)
-attention_decode_split_kernel(float *part, const floatX *q, const floatX *k, const floatX *v, int ntok, int NQ, int NKV,
+attention_decode_split_kernel(float *part, const floatX *q, const floatX *k, const floatX *v, const int *pos, int NQ, int NKV,
                               float scale) {
-    // part (splits, NQ, HD + 2): per split and query head o (HD,), m, l; q (NQ,HD), k v (ntok,NKV,HD)
+    // part (splits, NQ, HD + 2): per split and query head o (HD,), m, l; q (NQ,HD), k v (>= ntok,NKV,HD);
+    // pos (1,): the new token's position, so ntok = *pos + 1 keys
     constexpr int LPK = HD / 8, KPW = WARP_SIZE / LPK, STREAMS = FDEC_WARPS * KPW;
     CU_EXTERN_SHARED(float, fdec_smem);   // (STREAMS, G, HD + 2): each stream's o, m, l
+    int ntok = *pos + 1, u0 = blockIdx.x * FDEC_KEYS;
+    if (u0 >= ntok) return;   // a split past the current length: the whole block leaves, before any barrier
     int warp = threadIdx.x / WARP_SIZE, lane = threadIdx.x % WARP_SIZE;
     int sub = lane / LPK, d0 = (lane % LPK) * 8, stream = warp * KPW + sub;
-    int G = NQ / NKV, kvh = blockIdx.y, u0 = blockIdx.x * FDEC_KEYS, u1 = min(u0 + FDEC_KEYS, ntok);
+    int G = NQ / NKV, kvh = blockIdx.y, u1 = min(u0 + FDEC_KEYS, ntok);
     size_t KD = (size_t)NKV * HD;
     float qr[FDEC_MAX_G][8], o[FDEC_MAX_G][8], m[FDEC_MAX_G], l[FDEC_MAX_G];
 #pragma unroll
@@ -1088,9 +1117,9 @@ attention_decode_split_kernel(float *part, const floatX *q, const floatX *k, con
     }
 }
 
-// out (NQ,HD) = the splits of part merged in order, normalised, rounded to bf16 once
-__global__ void __launch_bounds__(ATT_MAX_HD) attention_decode_combine_kernel(floatX *out, const float *part, int splits, int NQ, int HD) {
-    int h = blockIdx.x;
+// out (NQ,HD) = the splits of part that *pos + 1 keys fill, merged in order, normalised, rounded to bf16 once
+__global__ void __launch_bounds__(ATT_MAX_HD) attention_decode_combine_kernel(floatX *out, const float *part, const int *pos, int NQ, int HD) {
+    int h = blockIdx.x, splits = attention_decode_splits(*pos + 1);
     for (int d = threadIdx.x; d < HD; d += blockDim.x) {
         float mx = -INFINITY;
         for (int s = 0; s < splits; s++) mx = fmaxf(mx, part[((size_t)s * NQ + h) * (HD + 2) + HD]);
@@ -1105,27 +1134,28 @@ __global__ void __launch_bounds__(ATT_MAX_HD) attention_decode_combine_kernel(fl
     }
 }
 
-// attention_decode()'s contract, split across blocks. scratch: at least
-// attention_decode_scratch_floats(ntok, NQ, HD) floats of device memory; q, k and
-// v 16-byte aligned (as cudaMalloc'd buffers and HD-multiple offsets are).
-static void attention_decode_flash(floatX *out, float *scratch, const floatX *q, const floatX *k, const floatX *v, int ntok,
-                                   int NQ, int NKV, int HD, cudaStream_t stream) {
+// attention_decode()'s contract, split across blocks, for a cache of max_ntok
+// rows (*pos < max_ntok). scratch: at least attention_decode_scratch_floats(max_ntok,
+// NQ, HD) floats of device memory; q, k and v 16-byte aligned (as cudaMalloc'd
+// buffers and HD-multiple offsets are).
+static void attention_decode_flash(floatX *out, float *scratch, const floatX *q, const floatX *k, const floatX *v, const int *pos,
+                                   int max_ntok, int NQ, int NKV, int HD, cudaStream_t stream) {
     if (NQ % NKV != 0) die("attention_decode: %d query heads are not a multiple of %d KV heads", NQ, NKV);
     int G = NQ / NKV;
     if ((HD != 64 && HD != 128) || G > FDEC_MAX_G || !is_aligned16(q) || !is_aligned16(k) || !is_aligned16(v)) {
-        attention_decode(out, q, k, v, ntok, NQ, NKV, HD, stream);
+        attention_decode(out, q, k, v, pos, NQ, NKV, HD, stream);
         return;
     }
-    if (ntok <= 0) die("attention_decode: no keys");
-    int splits = attention_decode_splits(ntok);
+    if (max_ntok <= 0) die("attention_decode: a cache without rows");
+    int splits = attention_decode_splits(max_ntok);
     float scale = 1.0f / sqrtf((float)HD);
     dim3 grid((unsigned)splits, (unsigned)NKV);
     size_t smem = (size_t)FDEC_WARPS * (WARP_SIZE / (HD / 8)) * G * (HD + 2) * sizeof(float);
-    void (*attention_decode_split_kernel_hd)(float *, const floatX *, const floatX *, const floatX *, int, int, int, float) =
+    void (*attention_decode_split_kernel_hd)(float *, const floatX *, const floatX *, const floatX *, const int *, int, int, float) =
         HD == 64 ? attention_decode_split_kernel<64> : attention_decode_split_kernel<128>;
-    CU_LAUNCH(attention_decode_split_kernel_hd, grid, FDEC_WARPS * WARP_SIZE, smem, stream)(scratch, q, k, v, ntok, NQ, NKV, scale);
+    CU_LAUNCH(attention_decode_split_kernel_hd, grid, FDEC_WARPS * WARP_SIZE, smem, stream)(scratch, q, k, v, pos, NQ, NKV, scale);
     cudaCheck(cudaGetLastError());
-    CU_LAUNCH(attention_decode_combine_kernel, NQ, HD, 0, stream)(out, scratch, splits, NQ, HD);
+    CU_LAUNCH(attention_decode_combine_kernel, NQ, HD, 0, stream)(out, scratch, pos, NQ, HD);
     cudaCheck(cudaGetLastError());
 }
 

@@ -27,8 +27,9 @@
  *
  * Not emulated: speed, bit-exact GPU floating point, inline PTX (but common/mma.cuh
  * wraps mma.sync, ldmatrix and cp.async, emulated exactly here), textures,
- * dynamic parallelism, graphs, cooperative launch. Work on created streams is
- * queued and runs when something waits for it (see "Streams").
+ * dynamic parallelism, cooperative launch, graphs other than captured ones.
+ * Work on created streams is queued and runs when something waits for it (see
+ * "Streams"); stream capture records it into a graph instead (see "Graphs").
  *
  * Knobs: env CUEMU_THREADS, CUEMU_SCHEDULE, CUEMU_STACK_KB, CUEMU_POISON,
  * CUEMU_NCCL_TIMEOUT, CUEMU_PROFILE (the memory-access profile, cuemu_profile.h); macros CUEMU_UCONTEXT, CUEMU_SINGLE_THREAD,
@@ -891,16 +892,19 @@ inline bool in_allocation(const void *p, size_t bytes, bool pinned_ok) {
     return (pinned_ok || !it->second.pinned_host) && a >= lo && a <= hi && bytes <= hi - a;
 }
 
-// Checks, at launch, every pointer-typed kernel argument.
+// Checks every pointer-typed kernel argument: at launch (`freed` false), and
+// again when the kernel runs (true: a graph replayed after cudaFree of a buffer
+// it was captured with).
 template <typename Tuple, size_t... I>
-inline void check_pointer_args(const Tuple &params, const char *kernel, const char *file, int line,
+inline void check_pointer_args(const Tuple &params, const char *kernel, const char *file, int line, bool freed,
                                std::index_sequence<I...>) {
     auto check = [&](auto arg, size_t index) {
         using T = decltype(arg);
         if constexpr (std::is_pointer<T>::value) {
             if (arg && !in_allocation((const void *)arg, 0, true))
-                cuemu_fail("%s:%d: CU_LAUNCH(%s): argument %zu is %p, which is not memory from cudaMalloc (a host "
-                           "pointer: the GPU would fault)", file, line, kernel, index + 1, (const void *)arg);
+                cuemu_fail("%s:%d: CU_LAUNCH(%s): argument %zu is %p, which is %s", file, line, kernel, index + 1,
+                           (const void *)arg, freed ? "no longer memory from cudaMalloc (freed since the launch was "
+                           "queued or captured in a graph)" : "not memory from cudaMalloc (a host pointer: the GPU would fault)");
         }
     };
     (check(std::get<I>(params), I), ...);
@@ -933,11 +937,21 @@ struct CUstream_st {
     std::thread::id owner;
     std::mutex running;
     std::deque<std::function<void()>> work;
+    cudaGraph_t capture = nullptr;  // the graph its work is recorded into (cudaStreamBeginCapture), or null
+    cudaStreamCaptureMode capture_mode = cudaStreamCaptureModeGlobal;
+    std::thread::id capture_thread;  // the thread that began the capture
+    bool capture_invalid = false;    // a call the capture forbids was made: cudaStreamEndCapture fails
 };
+
+// A captured graph: the stream's work in order, each item with the arguments it was given at capture.
+struct CUgraph_st { std::vector<std::function<void()>> nodes; };
+// An instantiated graph; the nodes are shared with the launches still queued when it is destroyed.
+struct CUgraphExec_st { std::shared_ptr<const std::vector<std::function<void()>>> nodes; };
 
 struct CUevent_st {
     double seconds = 0.0;
     cudaStream_t stream = nullptr;  // where it was last recorded
+    cudaGraph_t capture = nullptr;  // the graph that record went into, or null
     bool done = false;              // that record has run
 };
 
@@ -971,16 +985,62 @@ inline void flush_device(bool blocking_only) {
     for (cudaStream_t s : mine) flush_stream(s);
 }
 
+// ----------------------------------------------------------------------------
+// Graphs: stream capture records what would run
+//
+// Between cudaStreamBeginCapture and cudaStreamEndCapture, every operation
+// given to the stream (a launch with its arguments converted at capture, a copy,
+// a memset, a GEMM, a collective: all go through on_stream() below) is appended
+// to the graph instead of queued; cudaGraphLaunch replays the graph's items in
+// order, in the launch stream's order. Host values a call reads (kernel
+// arguments, GEMM alpha and beta) are frozen at capture, as on a GPU: a value
+// that must change per replay has to live in device memory.
+//
+// The calls a capture forbids fail as on a GPU, with
+// cudaErrorStreamCaptureUnsupported (so cudaCheck names the file and line),
+// and invalidate the capture (cudaStreamEndCapture then fails too): while this
+// thread captures in global or thread-local mode, or any thread in global mode,
+// anything on the legacy default stream (a synchronous cudaMemcpy or cudaMemset
+// included), cudaDeviceSynchronize, cudaStreamSynchronize and cudaStreamQuery,
+// cudaEventSynchronize and cudaEventQuery, cudaMalloc and cudaFree (host ones too);
+// in any mode, synchronising the capturing stream itself. A launch on the
+// legacy default stream stops the program at its CU_LAUNCH line. Captures
+// that span streams (an event recorded in one capture, waited for by another
+// stream) are not emulated, and stop the program.
+
+inline thread_local int strict_captures = 0;  // this thread's captures in global or thread-local mode
+inline std::atomic<int> global_captures{0};   // every thread's captures in global mode
+
+// Does a capture forbid the capture-unsafe calls now?
+inline bool capture_forbids_unsafe() { return strict_captures > 0 || global_captures.load() > 0; }
+
+// A call the capture forbids: invalidates the captures it breaks (this thread's,
+// every global one, and `also`'s) and returns the error.
+inline cudaError_t refuse_in_capture(cudaStream_t also = nullptr, cudaError_t error = cudaErrorStreamCaptureUnsupported) {
+    {
+        std::lock_guard<std::mutex> lock(stream_mutex());
+        for (cudaStream_t s : streams())
+            if (s->capture && (s == also || s->capture_thread == std::this_thread::get_id() ||
+                               s->capture_mode == cudaStreamCaptureModeGlobal))
+                s->capture_invalid = true;
+    }
+    return set_error(error);
+}
+
 // Runs `work` in stream order: now on the default stream (after the blocking
-// streams), or queued on a created one.
-inline void on_stream(cudaStream_t s, std::function<void()> work) {
+// streams), queued on a created one, or recorded into the graph it captures.
+// Every stream operation of the emulator goes through here.
+inline cudaError_t on_stream(cudaStream_t s, std::function<void()> work) {
     if (is_default_stream(s)) {
+        if (capture_forbids_unsafe()) return refuse_in_capture();
         flush_device(true);
         work();
     } else {
         std::lock_guard<std::mutex> lock(s->running);
-        s->work.push_back(std::move(work));
+        if (s->capture) s->capture->nodes.push_back(std::move(work));
+        else s->work.push_back(std::move(work));
     }
+    return cudaSuccess;
 }
 
 // ----------------------------------------------------------------------------
@@ -1071,7 +1131,7 @@ struct Launcher {
         static_assert(sizeof...(A) == sizeof...(P), "CU_LAUNCH: wrong number of kernel arguments");
         using Params = std::tuple<std::decay_t<P>...>;
         auto params = std::make_shared<Params>(std::forward<A>(args)...);  // kept alive while queued
-        check_pointer_args(*params, name, file, line, std::index_sequence_for<P...>{});
+        check_pointer_args(*params, name, file, line, false, std::index_sequence_for<P...>{});
         Job job;
         job.run_thread = [](const Job *j) {
             auto k = reinterpret_cast<void (*)(P...)>(const_cast<void *>(j->kernel));
@@ -1083,11 +1143,15 @@ struct Launcher {
         job.block = block;
         job.smem = smem;
         if (check_launch(job) != cudaSuccess) return;  // the kernel does not run; cudaGetLastError says why
-        on_stream(stream, [job, params, name = name] {
+        cudaError_t e = on_stream(stream, [job, params, name = name, file = file, line = line] {
+            check_pointer_args(*params, name, file, line, true, std::index_sequence_for<P...>{});
             bool profiled = profile_begin(job, name);
             launch(job);
             profile_end(job, name, profiled);
         });
+        if (e != cudaSuccess)
+            cuemu_fail("%s:%d: CU_LAUNCH(%s) on the legacy default stream while a graph is being captured (a GPU "
+                       "refuses it and invalidates the capture)", file, line, name);
     }
 };
 
@@ -1299,12 +1363,15 @@ inline double cuemu_now() {
 
 namespace cuemu {
 inline cudaError_t allocate(void **ptr, size_t size, bool pinned_host) {
-    *ptr = nullptr;  // exact size, 256-byte aligned like cudaMalloc: an overflow reaches ASan's redzone
+    *ptr = nullptr;
+    if (capture_forbids_unsafe()) return refuse_in_capture();
+    // exact size, 256-byte aligned like cudaMalloc: an overflow reaches ASan's redzone
     if (posix_memalign(ptr, 256, size ? size : 1) != 0) return set_error(cudaErrorMemoryAllocation);
     record_allocation(*ptr, size, pinned_host);
     return cudaSuccess;
 }
 inline cudaError_t release(void *ptr, bool pinned_host) {
+    if (capture_forbids_unsafe()) return refuse_in_capture();
     flush_device(false);  // cudaFree waits for the device: queued work may still use the memory
     if (!ptr) return cudaSuccess;
     if (!forget_allocation(ptr, pinned_host)) return set_error(cudaErrorInvalidValue);  // not ours, or freed twice
@@ -1322,16 +1389,14 @@ inline cudaError_t cudaMemcpyAsync(void *dst, const void *src, size_t count, cud
     bool src_device = kind == cudaMemcpyDeviceToHost || kind == cudaMemcpyDeviceToDevice;
     if ((dst_device && !cuemu::in_allocation(dst, count, false)) || (src_device && !cuemu::in_allocation(src, count, false)))
         return cuemu::set_error(cudaErrorInvalidValue);
-    if (count) cuemu::on_stream(stream, [=] { memmove(dst, src, count); });
-    return cudaSuccess;
+    return count ? cuemu::on_stream(stream, [=] { memmove(dst, src, count); }) : cudaSuccess;
 }
 inline cudaError_t cudaMemcpy(void *dst, const void *src, size_t count, cudaMemcpyKind kind) {
     return cudaMemcpyAsync(dst, src, count, kind, nullptr);
 }
 inline cudaError_t cudaMemsetAsync(void *dst, int value, size_t count, cudaStream_t stream) {
     if (!cuemu::in_allocation(dst, count, false)) return cuemu::set_error(cudaErrorInvalidValue);
-    if (count) cuemu::on_stream(stream, [=] { memset(dst, value, count); });
-    return cudaSuccess;
+    return count ? cuemu::on_stream(stream, [=] { memset(dst, value, count); }) : cudaSuccess;
 }
 inline cudaError_t cudaMemset(void *dst, int value, size_t count) { return cudaMemsetAsync(dst, value, count, nullptr); }
 // __constant__ and __device__ are empty, so a symbol is an ordinary variable (cuda_runtime.h's
@@ -1365,6 +1430,7 @@ inline cudaError_t cudaMemGetInfo(size_t *free_bytes, size_t *total_bytes) {
     return cudaSuccess;
 }
 inline cudaError_t cudaDeviceSynchronize(void) {
+    if (cuemu::capture_forbids_unsafe()) return cuemu::refuse_in_capture();
     cuemu::flush_device(false);
     return cudaSuccess;
 }
@@ -1381,12 +1447,15 @@ inline cudaError_t cudaStreamCreateWithFlags(cudaStream_t *stream, unsigned int 
 }
 inline cudaError_t cudaStreamCreate(cudaStream_t *stream) { return cudaStreamCreateWithFlags(stream, cudaStreamDefault); }
 inline cudaError_t cudaStreamSynchronize(cudaStream_t stream) {
+    bool capturing = !cuemu::is_default_stream(stream) && stream->capture;
+    if (capturing || cuemu::capture_forbids_unsafe()) return cuemu::refuse_in_capture(capturing ? stream : nullptr);
     if (cuemu::is_default_stream(stream)) cuemu::flush_device(true);
     else cuemu::flush_stream(stream);
     return cudaSuccess;
 }
 inline cudaError_t cudaStreamDestroy(cudaStream_t stream) {
     if (cuemu::is_default_stream(stream)) return cuemu::set_error(cudaErrorInvalidResourceHandle);
+    if (stream->capture) return cuemu::set_error(cudaErrorIllegalState);  // end the capture first
     cuemu::flush_stream(stream);  // queued work still completes, as on the GPU
     {
         std::lock_guard<std::mutex> lock(cuemu::stream_mutex());
@@ -1403,11 +1472,12 @@ inline cudaError_t cudaEventDestroy(cudaEvent_t event) { delete event; return cu
 // The event completes when the stream's work before it has run; its time is the host's wall clock then.
 inline cudaError_t cudaEventRecord(cudaEvent_t event, cudaStream_t stream) {
     event->stream = cuemu::is_default_stream(stream) ? nullptr : stream;
+    event->capture = event->stream ? event->stream->capture : nullptr;
     event->done = false;
-    cuemu::on_stream(stream, [event] { event->seconds = cuemu_now(); event->done = true; });
-    return cudaSuccess;
+    return cuemu::on_stream(stream, [event] { event->seconds = cuemu_now(); event->done = true; });
 }
 inline cudaError_t cudaEventSynchronize(cudaEvent_t event) {
+    if (event->capture || cuemu::capture_forbids_unsafe()) return cuemu::refuse_in_capture();
     if (event->stream) cuemu::flush_stream(event->stream);
     return cudaSuccess;
 }
@@ -1416,9 +1486,76 @@ inline cudaError_t cudaEventQuery(cudaEvent_t event) { return cudaEventSynchroni
 inline cudaError_t cudaStreamQuery(cudaStream_t stream) { return cudaStreamSynchronize(stream); }
 // Running the event's stream now, before anything later on `stream`, is one order a GPU may take too.
 inline cudaError_t cudaStreamWaitEvent(cudaStream_t stream, cudaEvent_t event, unsigned int) {
+    cudaGraph_t capture = cuemu::is_default_stream(stream) ? nullptr : stream->capture;
+    if (capture && event->capture != capture) {
+        if (!event->capture) return cuemu::refuse_in_capture(stream, cudaErrorStreamCaptureIsolation);  // work outside the capture
+        cuemu_fail("cudaStreamWaitEvent: a wait between two captures is not emulated");
+    }
+    if (event->capture && !capture)
+        cuemu_fail("cudaStreamWaitEvent: a stream joining a capture through an event (fork/join) is not emulated");
     if (event->stream && event->stream != stream) cuemu::flush_stream(event->stream);
     return cudaSuccess;
 }
+// Graphs (see "Graphs" above): capture on a created stream, instantiate, replay.
+inline cudaError_t cudaStreamBeginCapture(cudaStream_t stream, cudaStreamCaptureMode mode) {
+    if (cuemu::is_default_stream(stream)) return cuemu::set_error(cudaErrorStreamCaptureUnsupported);
+    if (mode != cudaStreamCaptureModeGlobal && mode != cudaStreamCaptureModeThreadLocal && mode != cudaStreamCaptureModeRelaxed)
+        return cuemu::set_error(cudaErrorInvalidValue);
+    {
+        std::lock_guard<std::mutex> lock(stream->running);
+        if (stream->capture) return cuemu::set_error(cudaErrorIllegalState);
+        stream->capture = new CUgraph_st();
+        stream->capture_mode = mode;
+        stream->capture_thread = std::this_thread::get_id();
+        stream->capture_invalid = false;
+    }
+    if (mode != cudaStreamCaptureModeRelaxed) cuemu::strict_captures++;
+    if (mode == cudaStreamCaptureModeGlobal) cuemu::global_captures++;
+    return cudaSuccess;
+}
+inline cudaError_t cudaStreamEndCapture(cudaStream_t stream, cudaGraph_t *graph) {
+    if (cuemu::is_default_stream(stream) || !stream->capture) return cuemu::set_error(cudaErrorIllegalState);
+    cudaStreamCaptureMode mode = stream->capture_mode;
+    if (mode != cudaStreamCaptureModeRelaxed && stream->capture_thread != std::this_thread::get_id())
+        return cuemu::set_error(cudaErrorStreamCaptureWrongThread);
+    cudaGraph_t g;
+    bool invalid;
+    {
+        std::lock_guard<std::mutex> lock(stream->running);
+        g = stream->capture;
+        invalid = stream->capture_invalid;
+        stream->capture = nullptr;
+    }
+    if (mode != cudaStreamCaptureModeRelaxed) cuemu::strict_captures--;
+    if (mode == cudaStreamCaptureModeGlobal) cuemu::global_captures--;
+    *graph = invalid ? nullptr : g;
+    if (invalid) {
+        delete g;
+        return cuemu::set_error(cudaErrorStreamCaptureInvalidated);
+    }
+    return cudaSuccess;
+}
+inline cudaError_t cudaStreamIsCapturing(cudaStream_t stream, cudaStreamCaptureStatus *status) {
+    bool capturing = !cuemu::is_default_stream(stream) && stream->capture;
+    *status = !capturing ? cudaStreamCaptureStatusNone
+              : stream->capture_invalid ? cudaStreamCaptureStatusInvalidated : cudaStreamCaptureStatusActive;
+    return cudaSuccess;
+}
+// flags: none of the instantiation options is emulated
+inline cudaError_t cudaGraphInstantiate(cudaGraphExec_t *exec, cudaGraph_t graph, unsigned long long flags) {
+    if (!graph || flags != 0) return cuemu::set_error(cudaErrorInvalidValue);
+    *exec = new CUgraphExec_st{std::make_shared<const std::vector<std::function<void()>>>(graph->nodes)};
+    return cudaSuccess;
+}
+// The whole graph is one item of the stream's order (or of the graph the stream captures).
+inline cudaError_t cudaGraphLaunch(cudaGraphExec_t exec, cudaStream_t stream) {
+    if (!exec) return cuemu::set_error(cudaErrorInvalidValue);
+    return cuemu::on_stream(stream, [nodes = exec->nodes] {
+        for (const std::function<void()> &node : *nodes) node();
+    });
+}
+inline cudaError_t cudaGraphExecDestroy(cudaGraphExec_t exec) { delete exec; return cudaSuccess; }
+inline cudaError_t cudaGraphDestroy(cudaGraph_t graph) { delete graph; return cudaSuccess; }
 inline cudaError_t cudaEventElapsedTime(float *ms, cudaEvent_t start, cudaEvent_t end) {
     if (!start->done || !end->done) return cuemu::set_error(cudaErrorNotReady);
     *ms = (float)((end->seconds - start->seconds) * 1e3);
@@ -1446,6 +1583,11 @@ inline const char *cudaGetErrorName(cudaError_t e) {
     case cudaErrorInvalidDevice: return "cudaErrorInvalidDevice";
     case cudaErrorInvalidResourceHandle: return "cudaErrorInvalidResourceHandle";
     case cudaErrorNotReady: return "cudaErrorNotReady";
+    case cudaErrorIllegalState: return "cudaErrorIllegalState";
+    case cudaErrorStreamCaptureUnsupported: return "cudaErrorStreamCaptureUnsupported";
+    case cudaErrorStreamCaptureInvalidated: return "cudaErrorStreamCaptureInvalidated";
+    case cudaErrorStreamCaptureIsolation: return "cudaErrorStreamCaptureIsolation";
+    case cudaErrorStreamCaptureWrongThread: return "cudaErrorStreamCaptureWrongThread";
     default: return "cudaErrorUnknown";
     }
 }
@@ -1458,6 +1600,11 @@ inline const char *cudaGetErrorString(cudaError_t e) {
     case cudaErrorInvalidDevice: return "invalid device ordinal";
     case cudaErrorInvalidResourceHandle: return "invalid resource handle";
     case cudaErrorNotReady: return "device not ready";
+    case cudaErrorIllegalState: return "the operation cannot be performed in the present state";
+    case cudaErrorStreamCaptureUnsupported: return "operation not permitted when stream is capturing";
+    case cudaErrorStreamCaptureInvalidated: return "operation failed due to a previous error during capture";
+    case cudaErrorStreamCaptureIsolation: return "dependency created on uncaptured work in another stream";
+    case cudaErrorStreamCaptureWrongThread: return "attempt to terminate a thread-local capture sequence from another thread";
     default: return "unknown error";
     }
 }

@@ -95,7 +95,7 @@ inline cublasStatus_t gemm(cublasHandle_t handle, cublasOperation_t transa, cubl
     if (!alpha || !beta) return CUBLAS_STATUS_INVALID_VALUE;
     // alpha and beta are read now (host pointer mode); the product runs in the handle's stream order
     float a = *static_cast<const float *>(alpha), b = *static_cast<const float *>(beta);
-    on_stream(handle->stream, [=] {
+    cudaError_t queued = on_stream(handle->stream, [=] {
         size_t asz = atype == CUDA_R_32F ? 4 : 2, bsz = btype == CUDA_R_32F ? 4 : 2, csz = ctype == CUDA_R_32F ? 4 : 2;
         std::vector<float> a_tmp, b_tmp;
         for (int i = 0; i < batch; i++) {
@@ -105,7 +105,7 @@ inline cublasStatus_t gemm(cublasHandle_t handle, cublasOperation_t transa, cubl
                      c, ctype, ldc, nullptr, CUDA_R_32F, a_tmp, b_tmp);
         }
     });
-    return CUBLAS_STATUS_SUCCESS;
+    return queued == cudaSuccess ? CUBLAS_STATUS_SUCCESS : CUBLAS_STATUS_EXECUTION_FAILED;  // refused in a capture
 }
 
 inline bool compute_is_fp32(cublasComputeType_t t) {
@@ -338,12 +338,12 @@ inline cublasStatus_t cublasLtMatmul(cublasLtHandle_t handle, cublasLtMatmulDesc
     float al = *static_cast<const float *>(alpha), be = *static_cast<const float *>(beta);
     const void *bias = d.epilogue == CUBLASLT_EPILOGUE_BIAS ? d.bias : nullptr;
     cudaDataType bias_type = d.bias_type == -1 ? o.type : (cudaDataType)d.bias_type;
-    cuemu::on_stream(stream, [=] {
+    cudaError_t queued = cuemu::on_stream(stream, [=] {
         std::vector<float> a_tmp, b_tmp;
         cuemu::gemm_one(d.transa, d.transb, m, n, k, al, A, a.type, (int)a.ld, B, b.type, (int)b.ld, be, C, c.type,
                         (int)c.ld, D, o.type, (int)o.ld, bias, bias_type, a_tmp, b_tmp);
     });
-    return CUBLAS_STATUS_SUCCESS;
+    return queued == cudaSuccess ? CUBLAS_STATUS_SUCCESS : CUBLAS_STATUS_EXECUTION_FAILED;  // refused in a capture
 }
 
 #endif  // S1C_CUEMU_BLAS_H

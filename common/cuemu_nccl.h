@@ -367,9 +367,9 @@ namespace cuemu {
 // rank can overwrite its record before all have passed the second barrier.
 // It runs in the stream's order, like a kernel.
 template <typename Publish, typename Collect>
-inline void nccl_chunks(ncclComm *comm, cudaStream_t stream, NcclCall call, size_t chunk, const char *what,
-                        Publish publish, Collect collect) {
-    on_stream(stream, [=] {
+inline ncclResult_t nccl_chunks(ncclComm *comm, cudaStream_t stream, NcclCall call, size_t chunk, const char *what,
+                                Publish publish, Collect collect) {
+    cudaError_t queued = on_stream(stream, [=] {
         NcclCall me = call;
         me.index = ++comm->calls;
         comm->seg->calls[comm->rank] = me;
@@ -394,6 +394,7 @@ inline void nccl_chunks(ncclComm *comm, cudaStream_t stream, NcclCall call, size
             i0 += n;
         } while (i0 < count);
     });
+    return queued == cudaSuccess ? ncclSuccess : ncclInvalidUsage;   // refused in a capture
 }
 
 // NCCL allows a send and a receive buffer to overlap only in its in-place layout (in_place: the
@@ -429,13 +430,12 @@ inline ncclResult_t ncclAllReduce(const void *sendbuff, void *recvbuff, size_t c
     char *recv = (char *)recvbuff;
     cuemu::nccl_check_overlap(comm, "ncclAllReduce", send, count * esz, recv, count * esz, send == recv,
                               "sendbuff == recvbuff");
-    cuemu::nccl_chunks(comm, stream, cuemu::nccl_call(cuemu::NCCL_ALL_REDUCE, count, datatype, op, 0),
-                       cuemu::NCCL_SLOT_BYTES / esz, "ncclAllReduce",
+    return cuemu::nccl_chunks(comm, stream, cuemu::nccl_call(cuemu::NCCL_ALL_REDUCE, count, datatype, op, 0),
+                              cuemu::NCCL_SLOT_BYTES / esz, "ncclAllReduce",
         [=](size_t i0, size_t n) { memcpy(comm->slot(comm->rank), send + i0 * esz, n * esz); },
         [=](size_t i0, size_t n) {
             for (size_t i = 0; i < n; i++) cuemu::nccl_reduce_element(comm, 0, i, recv + i0 * esz, datatype, op);
         });
-    return ncclSuccess;
 }
 
 // recv[i] = op over ranks of send[rank * recvcount + i], for i < recvcount
@@ -449,8 +449,8 @@ inline ncclResult_t ncclReduceScatter(const void *sendbuff, void *recvbuff, size
     cuemu::nccl_check_overlap(comm, "ncclReduceScatter", send, (size_t)comm->nranks * recvcount * esz, recv,
                               recvcount * esz, recv == send + (size_t)comm->rank * recvcount * esz,
                               "recvbuff == sendbuff + rank * recvcount");
-    cuemu::nccl_chunks(comm, stream, cuemu::nccl_call(cuemu::NCCL_REDUCE_SCATTER, recvcount, datatype, op, 0), chunk,
-                       "ncclReduceScatter",
+    return cuemu::nccl_chunks(comm, stream, cuemu::nccl_call(cuemu::NCCL_REDUCE_SCATTER, recvcount, datatype, op, 0), chunk,
+                              "ncclReduceScatter",
         [=](size_t i0, size_t n) {  // the slot holds the part of every destination rank q, n elements each
             for (int q = 0; q < comm->nranks; q++)
                 memcpy(comm->slot(comm->rank) + (size_t)q * n * esz, send + ((size_t)q * recvcount + i0) * esz, n * esz);
@@ -459,7 +459,6 @@ inline ncclResult_t ncclReduceScatter(const void *sendbuff, void *recvbuff, size
             for (size_t i = 0; i < n; i++)
                 cuemu::nccl_reduce_element(comm, (size_t)comm->rank * n * esz, i, recv + i0 * esz, datatype, op);
         });
-    return ncclSuccess;
 }
 
 // recv[q * sendcount + i] = send of rank q [i]
@@ -472,13 +471,12 @@ inline ncclResult_t ncclAllGather(const void *sendbuff, void *recvbuff, size_t s
     char *recv = (char *)recvbuff;
     cuemu::nccl_check_overlap(comm, "ncclAllGather", send, sendcount * esz, recv, (size_t)comm->nranks * sendcount * esz,
                               send == recv + (size_t)comm->rank * sendcount * esz, "sendbuff == recvbuff + rank * sendcount");
-    cuemu::nccl_chunks(comm, stream, cuemu::nccl_call(cuemu::NCCL_ALL_GATHER, sendcount, datatype, ncclSum, 0),
-                       cuemu::NCCL_SLOT_BYTES / esz, "ncclAllGather",
+    return cuemu::nccl_chunks(comm, stream, cuemu::nccl_call(cuemu::NCCL_ALL_GATHER, sendcount, datatype, ncclSum, 0),
+                              cuemu::NCCL_SLOT_BYTES / esz, "ncclAllGather",
         [=](size_t i0, size_t n) { memcpy(comm->slot(comm->rank), send + i0 * esz, n * esz); },
         [=](size_t i0, size_t n) {
             for (int q = 0; q < comm->nranks; q++) memcpy(recv + ((size_t)q * sendcount + i0) * esz, comm->slot(q), n * esz);
         });
-    return ncclSuccess;
 }
 
 // recv[i] = send of rank root [i]
@@ -493,11 +491,10 @@ inline ncclResult_t ncclBroadcast(const void *sendbuff, void *recvbuff, size_t c
     if (comm->rank == root)   // only the root reads sendbuff
         cuemu::nccl_check_overlap(comm, "ncclBroadcast", send, count * esz, recv, count * esz, send == recv,
                                   "sendbuff == recvbuff");
-    cuemu::nccl_chunks(comm, stream, cuemu::nccl_call(cuemu::NCCL_BROADCAST, count, datatype, ncclSum, root),
-                       cuemu::NCCL_SLOT_BYTES / esz, "ncclBroadcast",
+    return cuemu::nccl_chunks(comm, stream, cuemu::nccl_call(cuemu::NCCL_BROADCAST, count, datatype, ncclSum, root),
+                              cuemu::NCCL_SLOT_BYTES / esz, "ncclBroadcast",
         [=](size_t i0, size_t n) { if (comm->rank == root) memcpy(comm->slot(root), send + i0 * esz, n * esz); },
         [=](size_t i0, size_t n) { memcpy(recv + i0 * esz, comm->slot(root), n * esz); });
-    return ncclSuccess;
 }
 
 #endif  // S1C_CUEMU_NCCL_H

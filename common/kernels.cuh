@@ -22,6 +22,8 @@
  *   attention.cuh    attention_forward()      attention_forward_kernel (flash)       attention_forward()
  *                    attention_backward()     _D_, _dkdv_, _dq_kernel (FA2)          attention_backward()
  *                    attention_decode()       attention_decode_kernel                attention_row() (KV cache)
+ *                    attention_decode_flash() _split_kernel + _combine_kernel        attention_row() (KV cache)
+ *                    kv_cache_append()        kv_cache_append_kernel                 qwen2_decode_step()'s append
  *   swiglu.cuh       swiglu_forward()         swiglu_forward_vec_kernel (16-byte,    swiglu_forward()
  *                                             fused gate|up rows)
  *                    swiglu_backward()        swiglu_backward_vec_kernel (16-byte)   swiglu_backward()
@@ -625,6 +627,14 @@ static void gpu_activations_ensure(GpuModel *m, size_t N) {
     m->capacity = N;
 }
 
+// One decoded token's layer of a GpuKVCache (gpu_decode()): the token's k, v rows
+// (a LayerActs' k, v) go to row m->pos[0] of k, v, and attention reads rows 0..m->pos[0].
+typedef struct {
+    floatX *k, *v;    // (rows, KD) the layer's keys after RoPE, values
+    int rows;         // keys the attention's grid covers: the capacity (a graph's), or the length
+    float *scratch;   // attention_decode_flash()'s splits, for `rows` keys
+} LayerCache;
+
 // One layer's forward activations (bf16 unless noted), as gpu_layer_forward()
 // writes them. Inference aliases them to save memory (resmid = the layer's
 // input: the residual adds happen in place; ln2 = ln1; no rstd, no lse);
@@ -642,27 +652,23 @@ typedef struct {
     float *rstd2;     // (N,) fp32, or NULL
     floatX *gateup;   // (N,2I) the MLP's fused projection: row n is gate (I,), then up (I,)
     floatX *mlp;      // (N,I) silu(gate) * up
-    float *decode_scratch;   // one decoded token: attention_decode_flash()'s splits (a GpuKVCache's), or NULL
-    // batched decoding (gpu_decode_batch()), else NULL: row n is the one new token of sequence n,
-    // whose layer cache is seq_k[n], seq_v[n] (seq_ntok[n], KD), the new token's row last
-    floatX *const *seq_k, *const *seq_v;
-    const int *seq_ntok;     // (N,) host
+    const LayerCache *cache;   // one decoded token: where its k, v go and attention reads, or NULL
+    // batched decoding (gpu_decode_batch()), else NULL: row n is the one new token of sequence n, at
+    // position m->pos[n], and seq_cache[n] (host array) its sequence's cache
+    const LayerCache *seq_cache;
 } LayerActs;
 
-// Batched decoding's attention: row n of a->q (one new token of sequence n)
-// against sequence n's own cache. Row n of a->k and a->v goes into the cache's
-// last row first, then attention_decode_flash() reads the cache: gpu_decode()'s
-// kernel at N = 1, one launch per sequence (each has its own length).
-// a->decode_scratch is reused by each in stream order. s1.c twin: the cache
+// Batched decoding's attention: row n of a->q (one new token of sequence n, at
+// position pos[n], device) against sequence n's own cache a->seq_cache[n]: its
+// k, v rows appended there first, then gpu_decode()'s kernels at N = 1, one
+// launch pair per sequence (each has its own length). s1.c twin: the cache
 // write and attention_row() of qwen2_decode_step(), once per sequence.
-static void attention_decode_seqs(const LayerActs *a, int N, int NQ, int NKV, int HD, cudaStream_t stream) {
-    size_t QD = (size_t)NQ * HD, KD = (size_t)NKV * HD, row = KD * sizeof(floatX);
+static void attention_decode_seqs(const LayerActs *a, const int *pos, int N, int NQ, int NKV, int HD, cudaStream_t stream) {
+    size_t QD = (size_t)NQ * HD, KD = (size_t)NKV * HD;
     for (int n = 0; n < N; n++) {
-        size_t last = (size_t)(a->seq_ntok[n] - 1) * KD;
-        cudaCheck(cudaMemcpyAsync(a->seq_k[n] + last, a->k + n * KD, row, cudaMemcpyDeviceToDevice, stream));
-        cudaCheck(cudaMemcpyAsync(a->seq_v[n] + last, a->v + n * KD, row, cudaMemcpyDeviceToDevice, stream));
-        attention_decode_flash(a->att + n * QD, a->decode_scratch, a->q + n * QD, a->seq_k[n], a->seq_v[n], a->seq_ntok[n],
-                               NQ, NKV, HD, stream);
+        const LayerCache *c = &a->seq_cache[n];
+        kv_cache_append(c->k, c->v, a->k + n * KD, a->v + n * KD, pos + n, (int)KD, stream);
+        attention_decode_flash(a->att + n * QD, c->scratch, a->q + n * QD, c->k, c->v, pos + n, c->rows, NQ, NKV, HD, stream);
     }
 }
 
@@ -674,7 +680,10 @@ static void attention_decode_seqs(const LayerActs *a, int N, int NQ, int NKV, in
 // over each of the S sequences (seq_offsets), or, with seq_offsets NULL, over
 // N new tokens of one sequence after `past` cached ones: a->k, a->v then point
 // at row `past` of the (past+N, KD) cache, whose rows before it are read too;
-// or, with a->seq_k, over N sequences' caches, one new token each.
+// or, with a->cache, over one token (N = 1) at the position m->pos[0] holds in
+// device memory (past unused): nothing launched depends on the host's count of
+// cached tokens, so a CUDA graph of the step replays at every position;
+// or, with a->seq_cache, over N sequences' caches, one new token each.
 static void gpu_layer_forward(GpuModel *m, const floatX *const *w, int N, const size_t *seq_offsets, size_t S,
                               const LayerActs *a, const floatX *res, floatX *out, int past) {
     const Qwen2Config *c = &m->config;
@@ -683,16 +692,15 @@ static void gpu_layer_forward(GpuModel *m, const floatX *const *w, int N, const 
     float eps = (float)c->rms_norm_eps;
     rmsnorm_forward(a->ln1, a->rstd1, res, w[P_LN1W], N, H, eps, m->stream);
     // one GEMM against [Wq;Wk;Wv] (QD+2KD,H) with the bias [bq;bk;bv] (the unit's order, gpu_units_build()),
-    // then RoPE as its rows split into q, k and v (in decoding: into the KV cache)
+    // then RoPE as its rows split into q, k and v
     matmul_forward(m->cublas, a->qkv, a->ln1, w[P_QW], w[P_QB], N, H, QD + 2 * KD, 0, m->stream);
     rope_qkv_forward(a->q, a->k, a->v, a->qkv, m->pos, &m->rope, N, NQ, NKV, HD, m->stream);
-    if (a->seq_k != NULL) {
-        attention_decode_seqs(a, N, NQ, NKV, HD, m->stream);
-    } else if (seq_offsets == NULL && N == 1 && a->decode_scratch != NULL) {
-        attention_decode_flash(a->att, a->decode_scratch, a->q, a->k - (size_t)past * KD, a->v - (size_t)past * KD, past + 1,
-                               NQ, NKV, HD, m->stream);
-    } else if (seq_offsets == NULL && N == 1) {
-        attention_decode(a->att, a->q, a->k - (size_t)past * KD, a->v - (size_t)past * KD, past + 1, NQ, NKV, HD, m->stream);
+    if (a->seq_cache != NULL) {
+        attention_decode_seqs(a, m->pos, N, NQ, NKV, HD, m->stream);
+    } else if (a->cache != NULL) {
+        kv_cache_append(a->cache->k, a->cache->v, a->k, a->v, m->pos, KD, m->stream);
+        attention_decode_flash(a->att, a->cache->scratch, a->q, a->cache->k, a->cache->v, m->pos, a->cache->rows, NQ, NKV, HD,
+                               m->stream);
     } else if (seq_offsets == NULL) {
         attention_forward(a->att, a->lse, a->q, a->k - (size_t)past * KD, a->v - (size_t)past * KD, N, past, NQ, NKV, HD, m->stream);
     } else {
@@ -717,7 +725,7 @@ static void gpu_layer_forward(GpuModel *m, const floatX *const *w, int N, const 
 
 // The inference buffers as a LayerActs: everything in place, one layer at a time.
 static LayerActs gpu_inference_acts(GpuModel *m, floatX *k, floatX *v) {
-    LayerActs a = {m->ln, NULL, m->gateup, m->q, k, v, m->att, NULL, m->res, m->ln, NULL, m->gateup, m->mlp, NULL, NULL, NULL, NULL};
+    LayerActs a = {m->ln, NULL, m->gateup, m->q, k, v, m->att, NULL, m->res, m->ln, NULL, m->gateup, m->mlp, NULL, NULL};
     return a;
 }
 
@@ -792,19 +800,42 @@ static float gpu_forward(GpuModel *m, const uint32_t *ids, const uint8_t *mask, 
 
 // ----------------------------------------------------------------------------
 // decoding with a KV cache: one token at a time, for sample.cu
+//
+// A decoded token runs 12 launches per layer (tutorial/cuda.md, "One decoded
+// token as a CUDA graph"), each a few microseconds of CPU work, so the step is
+// captured once as a CUDA graph and replayed with one cudaGraphLaunch per token.
+// A graph replays its launches with the arguments they had at capture: so the
+// one-token step takes nothing per token from the host (its id and position
+// are copied into m->ids, m->pos before the launch, the kernels read the
+// position there: where the new K/V row goes and how many keys attention reads).
+
+// --graph on|off (sample): the one-token step as a CUDA graph (true, the default), or launched kernel by kernel
+static bool decode_graph = true;
+#define GRAPH_FLAG_HELP                                                                                       \
+    "  --graph on|off       on (default): each decoded token replays one CUDA graph of the step; off: its\n"  \
+    "                       kernels are launched one by one (the same kernels, the same bits)\n"
+static void graph_flag(const char *v) {
+    if (strcmp(v, "on") != 0 && strcmp(v, "off") != 0) die("--graph: '%s' is not on or off", v);
+    decode_graph = strcmp(v, "on") == 0;
+}
 
 typedef struct {
     size_t max_len, len;   // capacity and tokens cached (the next token's position)
     floatX *k, *v;         // (L, max_len, KD) keys after RoPE, values
     float *scratch;        // flash-decoding's per-split partial outputs (attention_decode_scratch_floats)
     float *logits;         // (V,) host copy of the last step's logits
+    // the one-token step as a CUDA graph (gpu_decode_graph()), captured on first use, or NULL; and what it
+    // was captured with: the model and its buffers' capacities (the buffers move only when those grow)
+    cudaGraphExec_t step;
+    const GpuModel *step_model;
+    size_t step_capacity, step_batch_capacity;
 } GpuKVCache;
 
 static void gpu_kvcache_create(GpuKVCache *kv, const GpuModel *m, size_t max_len) {
     const Qwen2Config *c = &m->config;
     size_t bytes = c->num_layers * max_len * c->num_kv_heads * c->head_dim * sizeof(floatX);
+    memset(kv, 0, sizeof *kv);
     kv->max_len = max_len;
-    kv->len = 0;
     cudaCheck(cudaMalloc((void **)&kv->k, bytes));
     cudaCheck(cudaMalloc((void **)&kv->v, bytes));
     size_t scratch = attention_decode_scratch_floats((int)max_len, (int)c->num_heads, (int)c->head_dim);
@@ -813,6 +844,7 @@ static void gpu_kvcache_create(GpuKVCache *kv, const GpuModel *m, size_t max_len
 }
 
 static void gpu_kvcache_free(GpuKVCache *kv) {
+    if (kv->step != NULL) cudaCheck(cudaGraphExecDestroy(kv->step));
     cudaCheck(cudaFree(kv->k));
     cudaCheck(cudaFree(kv->v));
     cudaCheck(cudaFree(kv->scratch));
@@ -820,15 +852,60 @@ static void gpu_kvcache_free(GpuKVCache *kv) {
     memset(kv, 0, sizeof *kv);
 }
 
-// Appends n tokens at positions kv->len.. (a prompt in one pass, or one
-// generated token) and returns the logits (V,) that follow the last of them
-// (host memory, valid until the next call). The layer kernels of gpu_forward():
-// K/V go straight into the cache rows, and attention reads the cached keys as
-// `past` (attention_decode() when n = 1, attention_forward() for a prompt).
-// Only the last token goes through the LM head.
-static const float *gpu_decode(GpuModel *m, GpuKVCache *kv, const uint32_t *ids, size_t n) {
+// The launches of n new tokens, whose ids and positions are in m->ids, m->pos:
+// the layer kernels of gpu_forward(), then the LM head of the last token into
+// m->logits (V,). A prompt (n > 1) writes K/V straight into the cache rows
+// after kv->len and attends over them with attention_forward(); one token
+// writes its K/V at the position m->pos[0] holds (kv_cache_append()) and
+// attends with attention_decode_flash(), so that its launches do not depend on
+// kv->len and can be replayed as a graph.
+static void gpu_decode_launch(GpuModel *m, GpuKVCache *kv, size_t n) {
     const Qwen2Config *c = &m->config;
     size_t H = c->hidden_size, V = c->vocab_size, L = c->num_layers, KD = c->num_kv_heads * c->head_dim;
+    const floatX *w[NUM_PARAMETER_TENSORS];
+    gpu_unit_weights(m, 0, w);
+    embedding_forward(m->res, m->ids, w[P_EMBED], (int)n, (int)H, m->stream);
+    for (size_t l = 0; l < L; l++) {
+        floatX *k = kv->k + l * kv->max_len * KD, *v = kv->v + l * kv->max_len * KD;   // (max_len, KD) layer l's cache
+        LayerCache cache = {k, v, (int)kv->max_len, kv->scratch};
+        LayerActs acts = n == 1 ? gpu_inference_acts(m, m->k, m->v) : gpu_inference_acts(m, k + kv->len * KD, v + kv->len * KD);
+        if (n == 1) acts.cache = &cache;
+        gpu_unit_weights(m, 1 + l, w);
+        gpu_layer_forward(m, w, (int)n, NULL, 1, &acts, m->res, m->res, n == 1 ? 0 : (int)kv->len);
+    }
+    gpu_unit_weights(m, L + 1, w);
+    const floatX *last = m->res + (n - 1) * H;
+    rmsnorm_forward(m->ln, NULL, last, w[P_NORMW], 1, (int)H, (float)c->rms_norm_eps, m->stream);
+    gemm_nt(m->cublas, m->logits, CUDA_R_32F, m->ln, gpu_lm_head(m, w), 1, (int)H, (int)V, 0.0f, m->stream);
+}
+
+// One token's gpu_decode_launch() through kv's graph: captured on the first
+// token (again if the model's buffers have moved since), then replayed.
+// Capture records the launches without running them (thread-local mode: this
+// thread may not synchronise or allocate meanwhile, which the emulator checks).
+static void gpu_decode_graph(GpuModel *m, GpuKVCache *kv) {
+    bool moved = kv->step_model != m || kv->step_capacity != m->capacity || kv->step_batch_capacity != m->batch_capacity;
+    if (kv->step == NULL || moved) {
+        if (kv->step != NULL) cudaCheck(cudaGraphExecDestroy(kv->step));
+        cudaGraph_t graph;
+        cudaCheck(cudaStreamBeginCapture(m->stream, cudaStreamCaptureModeThreadLocal));
+        gpu_decode_launch(m, kv, 1);
+        cudaCheck(cudaStreamEndCapture(m->stream, &graph));
+        cudaCheck(cudaGraphInstantiate(&kv->step, graph, 0));
+        cudaCheck(cudaGraphDestroy(graph));
+        kv->step_model = m;
+        kv->step_capacity = m->capacity;
+        kv->step_batch_capacity = m->batch_capacity;
+    }
+    cudaCheck(cudaGraphLaunch(kv->step, m->stream));
+}
+
+// Appends n tokens at positions kv->len.. (a prompt in one pass, or one
+// generated token) and returns the logits (V,) that follow the last of them
+// (host memory, valid until the next call). Only the last token goes through
+// the LM head. One token replays the step's graph unless --graph off.
+static const float *gpu_decode(GpuModel *m, GpuKVCache *kv, const uint32_t *ids, size_t n) {
+    size_t V = m->config.vocab_size;
     if (n == 0) die("gpu_decode: no tokens to feed");
     if (kv->len + n > kv->max_len) die("gpu_decode: KV cache is full (%zu tokens, %zu more requested)", kv->max_len, n);
     rope_check_positions(&m->rope, kv->len + n - 1, "gpu_decode");
@@ -838,23 +915,12 @@ static const float *gpu_decode(GpuModel *m, GpuKVCache *kv, const uint32_t *ids,
         if (ids[i] >= V) die("gpu_decode: token id %u is outside the %zu-row embedding", ids[i], V);
         pos[i] = (int)(kv->len + i);
     }
+    // outside any graph: the values change every token
     copy_to_device(m->ids, ids, n * sizeof(uint32_t), m->stream);
     copy_to_device(m->pos, pos, n * sizeof(int), m->stream);
     free(pos);
-    const floatX *w[NUM_PARAMETER_TENSORS];
-    gpu_unit_weights(m, 0, w);
-    embedding_forward(m->res, m->ids, w[P_EMBED], (int)n, (int)H, m->stream);
-    for (size_t l = 0; l < L; l++) {
-        size_t row = l * kv->max_len * KD + kv->len * KD;   // the new tokens' rows of layer l's cache
-        LayerActs acts = gpu_inference_acts(m, kv->k + row, kv->v + row);
-        acts.decode_scratch = kv->scratch;
-        gpu_unit_weights(m, 1 + l, w);
-        gpu_layer_forward(m, w, (int)n, NULL, 1, &acts, m->res, m->res, (int)kv->len);
-    }
-    gpu_unit_weights(m, L + 1, w);
-    const floatX *last = m->res + (n - 1) * H;
-    rmsnorm_forward(m->ln, NULL, last, w[P_NORMW], 1, (int)H, (float)c->rms_norm_eps, m->stream);
-    gemm_nt(m->cublas, m->logits, CUDA_R_32F, m->ln, gpu_lm_head(m, w), 1, (int)H, (int)V, 0.0f, m->stream);
+    if (n == 1 && decode_graph) gpu_decode_graph(m, kv);
+    else gpu_decode_launch(m, kv, n);
     copy_to_host(kv->logits, m->logits, V * sizeof(float), m->stream);
     kv->len += n;
     return kv->logits;
@@ -877,7 +943,7 @@ static void gpu_decode_batch(GpuModel *m, GpuKVCache *const *kvs, const uint32_t
     if (B == 0) die("gpu_decode_batch: no sequences");
     if (B > (size_t)m->chunk_rows) die("gpu_decode_batch: %zu sequences exceed the LM head's %d rows of logits", B, m->chunk_rows);
     size_t max_len = kvs[0]->max_len;
-    int *pos = (int *)mallocCheck(B * sizeof(int)), *ntok = (int *)mallocCheck(B * sizeof(int));
+    int *pos = (int *)mallocCheck(B * sizeof(int));
     for (size_t b = 0; b < B; b++) {
         const GpuKVCache *kv = kvs[b];
         if (kv->max_len != max_len) die("gpu_decode_batch: caches of %zu and %zu tokens in one batch", max_len, kv->max_len);
@@ -885,25 +951,21 @@ static void gpu_decode_batch(GpuModel *m, GpuKVCache *const *kvs, const uint32_t
         if (ids[b] >= V) die("gpu_decode_batch: token id %u is outside the %zu-row embedding", ids[b], V);
         rope_check_positions(&m->rope, kv->len, "gpu_decode_batch");
         pos[b] = (int)kv->len;
-        ntok[b] = (int)kv->len + 1;
     }
     gpu_activations_ensure(m, B);
     copy_to_device(m->ids, ids, B * sizeof(uint32_t), m->stream);
     copy_to_device(m->pos, pos, B * sizeof(int), m->stream);
-    floatX **seq_k = (floatX **)mallocCheck(2 * B * sizeof(floatX *)), **seq_v = seq_k + B;
+    LayerCache *seq_cache = (LayerCache *)mallocCheck(B * sizeof(LayerCache));
     const floatX *w[NUM_PARAMETER_TENSORS];
     gpu_unit_weights(m, 0, w);
     embedding_forward(m->res, m->ids, w[P_EMBED], (int)B, (int)H, m->stream);
     for (size_t l = 0; l < L; l++) {
-        for (size_t b = 0; b < B; b++) {   // layer l's cache of each sequence
-            seq_k[b] = kvs[b]->k + l * max_len * KD;
-            seq_v[b] = kvs[b]->v + l * max_len * KD;
-        }
+        // layer l's cache of each sequence; its attention grid sized for the sequence's length, not the
+        // capacity a graph needs (the same bits: tests/emu_kernels_attention.cu)
+        for (size_t b = 0; b < B; b++)
+            seq_cache[b] = {kvs[b]->k + l * max_len * KD, kvs[b]->v + l * max_len * KD, pos[b] + 1, kvs[b]->scratch};
         LayerActs acts = gpu_inference_acts(m, m->k, m->v);   // K, V rows computed here, then appended to the caches
-        acts.decode_scratch = kvs[0]->scratch;
-        acts.seq_k = seq_k;
-        acts.seq_v = seq_v;
-        acts.seq_ntok = ntok;
+        acts.seq_cache = seq_cache;
         gpu_unit_weights(m, 1 + l, w);
         gpu_layer_forward(m, w, (int)B, NULL, 1, &acts, m->res, m->res, 0);
     }
@@ -914,8 +976,7 @@ static void gpu_decode_batch(GpuModel *m, GpuKVCache *const *kvs, const uint32_t
         cudaCheck(cudaMemcpyAsync(kvs[b]->logits, m->logits + b * V, V * sizeof(float), cudaMemcpyDeviceToHost, m->stream));
     cudaCheck(cudaStreamSynchronize(m->stream));
     for (size_t b = 0; b < B; b++) kvs[b]->len++;
-    free(seq_k);
-    free(ntok);
+    free(seq_cache);
     free(pos);
 }
 

@@ -1,5 +1,6 @@
 // Tests of the cuBLAS and cuBLASLt subsets (common/cuemu_blas.h): the column-major
-// argument conventions as llm.c-style code calls them, against plain row-major C loops.
+// argument conventions as llm.c-style code calls them, against plain row-major C loops;
+// both GEMM entry points captured into a CUDA graph.
 #include "common/cuemu.h"
 #include "tests/test.h"
 #include <cublas_v2.h>
@@ -311,6 +312,46 @@ static void test_lt_bias_bf16(cublasHandle_t handle, cublasLtHandle_t lt, cudaSt
     TEST_END();
 }
 
+// Both GEMM entry points on a capturing stream are recorded into the graph (the handle's stream for
+// cublasGemmEx, the call's for cublasLtMatmul), not run; each launch of the graph runs them. The
+// by-hand linear layer above, with beta = 1 onto zeros: each launch adds (13, 19, 17, 19) through
+// cuBLASLt (bias included) and (3, -1, 7, -1) through cublasGemmEx (no bias).
+static void test_gemms_in_graph(cublasHandle_t handle, cublasLtHandle_t lt, cudaStream_t stream) {
+    TEST_BEGIN("cublasGemmEx and cublasLtMatmul in a captured graph: recorded, then run at each launch");
+    float inp[4] = {1, 2, 3, 4}, weight[4] = {1, 1, 1, -1}, bias[2] = {10, 20}, zeros[4] = {0, 0, 0, 0}, out[4], out2[4];
+    void *d_inp = device_copy(inp, sizeof inp), *d_w = device_copy(weight, sizeof weight), *d_b = device_copy(bias, sizeof bias);
+    void *d_out = device_copy(zeros, sizeof zeros), *d_out2 = device_copy(zeros, sizeof zeros);
+    LtMatmul l = lt_linear(CUDA_R_32F, 2, 2, 2, CUBLASLT_EPILOGUE_BIAS, d_b);
+    cublasLtMatmulHeuristicResult_t r;
+    int count = 0;
+    cublasCheck(lt_heuristic(lt, &l, &r, &count));
+    const float one = 1.0f;
+    cudaGraph_t graph;
+    cudaGraphExec_t exec;
+    cudaCheck(cudaStreamBeginCapture(stream, cudaStreamCaptureModeGlobal));
+    cublasCheck(cublasLtMatmul(lt, l.desc, &one, d_w, l.a, d_inp, l.b, &one, d_out, l.c, d_out, l.c, &r.algo, NULL, 0, stream));
+    cublasCheck(cublasGemmEx(handle, CUBLAS_OP_T, CUBLAS_OP_N, 2, 2, 2, &one, d_w, CUDA_R_32F, 2, d_inp, CUDA_R_32F, 2, &one,
+                             d_out2, CUDA_R_32F, 2, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+    cudaCheck(cudaStreamEndCapture(stream, &graph));
+    cudaCheck(cudaGraphInstantiate(&exec, graph, 0));
+    cudaCheck(cudaMemcpyAsync(out, d_out, sizeof out, cudaMemcpyDeviceToHost, stream));
+    cudaCheck(cudaStreamSynchronize(stream));
+    CHECK(out[0] == 0 && out[3] == 0, "the captured GEMM ran during the capture: %g %g", out[0], out[3]);
+    for (int i = 0; i < 2; i++) cudaCheck(cudaGraphLaunch(exec, stream));
+    cudaCheck(cudaMemcpyAsync(out, d_out, sizeof out, cudaMemcpyDeviceToHost, stream));
+    cudaCheck(cudaMemcpyAsync(out2, d_out2, sizeof out2, cudaMemcpyDeviceToHost, stream));
+    cudaCheck(cudaStreamSynchronize(stream));
+    CHECK(out[0] == 26 && out[1] == 38 && out[2] == 34 && out[3] == 38, "cuBLASLt after 2 launches: %g %g %g %g, want 26 38 34 38",
+          out[0], out[1], out[2], out[3]);
+    CHECK(out2[0] == 6 && out2[1] == -2 && out2[2] == 14 && out2[3] == -2, "GemmEx after 2 launches: %g %g %g %g, want 6 -2 14 -2",
+          out2[0], out2[1], out2[2], out2[3]);
+    cudaCheck(cudaGraphExecDestroy(exec));
+    cudaCheck(cudaGraphDestroy(graph));
+    lt_free(&l);
+    cudaCheck(cudaFree(d_inp)); cudaCheck(cudaFree(d_w)); cudaCheck(cudaFree(d_b)); cudaCheck(cudaFree(d_out)); cudaCheck(cudaFree(d_out2));
+    TEST_END();
+}
+
 static void test_lt_refusals(cublasLtHandle_t lt) {
     TEST_BEGIN("cublasLt subset: an epilogue it does not model and mismatched shapes are refused");
     LtMatmul l = lt_linear(CUDA_R_16BF, 4, 8, 6, CUBLASLT_EPILOGUE_GELU, NULL);
@@ -350,6 +391,7 @@ int main(void) {
     test_lt_bias_by_hand(lt, stream);
     test_lt_bias_bf16(handle, lt, stream);
     test_lt_refusals(lt);
+    test_gemms_in_graph(handle, lt, stream);
     cublasCheck(cublasLtDestroy(lt));
     cublasCheck(cublasDestroy(handle));
     cudaCheck(cudaStreamDestroy(stream));

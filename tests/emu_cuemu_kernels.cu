@@ -1,5 +1,5 @@
 // Tests of the CUDA emulation itself (common/cuemu.h): kernels against plain C
-// references, the warp-shuffle rules, launch limits, streams, memory checks. Runs under every schedule
+// references, the warp-shuffle rules, launch limits, streams, graphs, memory checks. Runs under every schedule
 // (tests/run.sh); also compiles with nvcc (make cuda-tests).
 #include "common/cuemu.h"
 #include "tests/test.h"
@@ -492,6 +492,74 @@ static void test_streams(void) {
 }
 
 // ----------------------------------------------------------------------------
+// Graphs: stream capture records the work instead of running it, with the
+// arguments of the moment of capture; each launch of the graph replays it.
+
+__global__ void scale_add_kernel(float *y, const float *x, float a, int n) {
+    int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n) y[i] += a * x[i];
+}
+
+static void test_graphs(void) {
+    TEST_BEGIN("graphs: capture records without running, each launch replays in stream order, copies read their source then");
+    const int n = 40;
+    float *x, *y, host[n], ones[n];
+    for (int i = 0; i < n; i++) ones[i] = 1.0f;
+    cudaCheck(cudaMalloc(&x, n * sizeof(float)));
+    cudaCheck(cudaMalloc(&y, n * sizeof(float)));
+    cudaCheck(cudaMemset(y, 0, n * sizeof(float)));
+    cudaStream_t s, other;
+    cudaCheck(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
+    cudaCheck(cudaStreamCreateWithFlags(&other, cudaStreamNonBlocking));
+    cudaStreamCaptureStatus status;
+    cudaCheck(cudaStreamIsCapturing(s, &status));
+    CHECK(status == cudaStreamCaptureStatusNone, "a fresh stream is capturing");
+
+    // the graph: x = 1 (a copy from pinned host memory), y += 2 x twice, x = 0 (a memset)
+    float *pinned;
+    cudaCheck(cudaMallocHost((void **)&pinned, n * sizeof(float)));
+    memcpy(pinned, ones, sizeof ones);
+    cudaGraph_t graph;
+    cudaGraphExec_t exec;
+    cudaCheck(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal));
+    cudaCheck(cudaStreamIsCapturing(s, &status));
+    CHECK(status == cudaStreamCaptureStatusActive, "capturing: status %d", (int)status);
+    cudaCheck(cudaMemcpyAsync(x, pinned, n * sizeof(float), cudaMemcpyHostToDevice, s));
+    CU_LAUNCH(scale_add_kernel, 2, 32, 0, s)(y, x, 2.0f, n);
+    CU_LAUNCH(scale_add_kernel, 2, 32, 0, s)(y, x, 2.0f, n);
+    cudaCheck(cudaMemsetAsync(x, 0, n * sizeof(float), s));
+    cudaCheck(cudaStreamEndCapture(s, &graph));
+    cudaCheck(cudaGraphInstantiate(&exec, graph, 0));
+    cudaCheck(cudaGraphDestroy(graph));   // the instantiated graph stays usable
+    cudaCheck(cudaStreamSynchronize(s));
+    cudaCheck(cudaMemcpy(host, y, sizeof host, cudaMemcpyDeviceToHost));
+    CHECK(host[0] == 0.0f && host[n - 1] == 0.0f, "captured work ran during the capture: y = %g", host[0]);
+
+    cudaCheck(cudaGraphLaunch(exec, s));
+    cudaCheck(cudaStreamSynchronize(s));
+    cudaCheck(cudaMemcpy(host, y, sizeof host, cudaMemcpyDeviceToHost));
+    CHECK(host[0] == 4.0f && host[n - 1] == 4.0f, "after one launch y = %g %g, want 4", host[0], host[n - 1]);
+    cudaCheck(cudaMemcpy(host, x, sizeof host, cudaMemcpyDeviceToHost));
+    CHECK(host[3] == 0.0f, "the graph's memset did not run: x = %g", host[3]);
+
+    // the copy node reads the pinned memory at each launch; two launches on another stream run in its order
+    for (int i = 0; i < n; i++) pinned[i] = 0.5f;
+    cudaCheck(cudaGraphLaunch(exec, other));
+    cudaCheck(cudaGraphLaunch(exec, other));
+    cudaCheck(cudaStreamSynchronize(other));
+    cudaCheck(cudaMemcpy(host, y, sizeof host, cudaMemcpyDeviceToHost));
+    CHECK(host[0] == 8.0f && host[n - 1] == 8.0f, "after three launches y = %g %g, want 4 + 2 x 2", host[0], host[n - 1]);
+
+    cudaCheck(cudaGraphExecDestroy(exec));
+    cudaCheck(cudaFreeHost(pinned));
+    cudaCheck(cudaStreamDestroy(s));
+    cudaCheck(cudaStreamDestroy(other));
+    cudaCheck(cudaFree(x));
+    cudaCheck(cudaFree(y));
+    TEST_END();
+}
+
+// ----------------------------------------------------------------------------
 // The emulator's memory checks: cudaMalloc blocks are recorded, so host pointers and
 // overflowing copies fail as on a GPU instead of silently working on the CPU.
 
@@ -538,6 +606,7 @@ int main(void) {
     test_launch_limits();
     test_symbols_and_templates();
     test_streams();
+    test_graphs();
     test_memory_checks();
     return test_summary();
 }

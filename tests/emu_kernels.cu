@@ -173,22 +173,28 @@ static void test_attention(size_t T, size_t past, size_t NQ, size_t NKV, size_t 
     TEST_END();
 }
 
-// One new token against ntok cached keys (its own included): the last row of s1.c's attention.
+// One new token against ntok cached keys (its own included): the last row of
+// s1.c's attention. As gpu_decode() runs it: the position ntok - 1 in device
+// memory, the cache longer than ntok (its rows past ntok NaN bytes: a read past
+// the length fails).
 static void test_attention_decode(size_t ntok, size_t NQ, size_t NKV, size_t HD) {
     char name[160];
     snprintf(name, sizeof name, "attention_decode vs s1.c, 1 token over %zu keys, NQ=%zu, NKV=%zu, HD=%zu", ntok, NQ, NKV, HD);
     TEST_BEGIN(name);
-    size_t QD = NQ * HD, KD = NKV * HD;
+    size_t QD = NQ * HD, KD = NKV * HD, rows = ntok + 40;
     float *q = host_random(ntok * QD, 2.0f), *k = host_random(ntok * KD, 2.0f), *v = host_random(ntok * KD, 1.0f);
     float *ref = (float *)mallocCheck(ntok * QD * sizeof(float));
     s1ref_attention(ref, q, k, v, ntok, NQ, NKV, HD);
-    floatX *d_q = to_device(q + (ntok - 1) * QD, QD), *d_k = to_device(k, ntok * KD), *d_v = to_device(v, ntok * KD), *d_out;
+    floatX *d_q = to_device(q + (ntok - 1) * QD, QD), *d_k = to_device_nan_tail(k, ntok * KD, rows * KD);
+    floatX *d_v = to_device_nan_tail(v, ntok * KD, rows * KD), *d_out;
+    int pos = (int)ntok - 1, *d_pos = device_copy(&pos, 1);
     cudaCheck(cudaMalloc((void **)&d_out, QD * sizeof(floatX)));
-    attention_decode(d_out, d_q, d_k, d_v, (int)ntok, (int)NQ, (int)NKV, (int)HD, stream);
+    attention_decode(d_out, d_q, d_k, d_v, d_pos, (int)NQ, (int)NKV, (int)HD, stream);
     float *got = from_device(d_out, QD);
     check_close("attention_decode", got, ref + (ntok - 1) * QD, QD, U, 1e-5f, NULL);   // max|v| = 1
     free(q); free(k); free(v); free(ref); free(got);
-    cudaCheck(cudaFree(d_q)); cudaCheck(cudaFree(d_k)); cudaCheck(cudaFree(d_v)); cudaCheck(cudaFree(d_out));
+    cudaCheck(cudaFree(d_q)); cudaCheck(cudaFree(d_k)); cudaCheck(cudaFree(d_v)); cudaCheck(cudaFree(d_pos));
+    cudaCheck(cudaFree(d_out));
     TEST_END();
 }
 

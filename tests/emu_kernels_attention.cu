@@ -75,16 +75,6 @@ static const float U = 1.0f / 256.0f;               // 2^-8: one bf16 rounding, 
 static const double EPS32 = 1.0 / 16777216.0;       // 2^-24: one fp32 rounding, relative
 
 // ----------------------------------------------------------------------------
-// helpers (the shared ones are in tests/kernel_test.h)
-
-template <class T> static T *device_alloc_nan(size_t n) {   // 0xFF bytes: NaN in bf16 and fp32
-    T *d;
-    cudaCheck(cudaMalloc((void **)&d, n * sizeof(T)));
-    cudaCheck(cudaMemsetAsync(d, 0xFF, n * sizeof(T), stream));
-    return d;
-}
-
-// ----------------------------------------------------------------------------
 // the bounds of the header comment, in double from the inputs
 
 // Lambda (T,NQ): the bound on |GPU lse - s1.c lse|.
@@ -223,36 +213,53 @@ static void test_attention_backward(size_t T, size_t NQ, size_t NKV, size_t HD, 
 // Flash-decoding (attention_decode_flash()): one new token over ntok cached keys,
 // against s1.c's decoder row (attention_row()). All fp32 as the single-block
 // decode kernel, so its bound: one bf16 rounding of the output, u|ref|, plus
-// 1e-5 for the fp32 sums (max |v| = 1; tests/emu_kernels.cu).
-static void test_decode_flash(size_t ntok, size_t NQ, size_t NKV, size_t HD, const char *why) {
+// 1e-5 for the fp32 sums (max |v| = 1; tests/emu_kernels.cu). The position
+// ntok - 1 is in device memory and the cache has `rows` >= ntok rows, as
+// gpu_decode() runs it: the grid covers all rows, so the splits past ntok must
+// leave at once. Cache rows past ntok, the scratch and the output are NaN bytes,
+// so a split that reads past the length, or a combine that merges a split it
+// should not (or misses one), fails. The same call on a cache of exactly ntok
+// rows must give the same bits: the capacity does not change the result.
+static void test_decode_flash(size_t ntok, size_t rows, size_t NQ, size_t NKV, size_t HD, const char *why) {
     char name[256];
-    snprintf(name, sizeof name, "attention_decode_flash vs s1.c, 1 token over %zu keys, NQ=%zu, NKV=%zu, HD=%zu (%s)", ntok,
-             NQ, NKV, HD, why);
+    snprintf(name, sizeof name, "attention_decode_flash vs s1.c, 1 token over %zu keys of a %zu-row cache, NQ=%zu, NKV=%zu, HD=%zu (%s)",
+             ntok, rows, NQ, NKV, HD, why);
     TEST_BEGIN(name);
     size_t QD = NQ * HD, KD = NKV * HD;
     float *q = host_random(QD, 2.0f), *k = host_random(ntok * KD, 2.0f), *v = host_random(ntok * KD, 1.0f);
     float *ref = (float *)mallocCheck(QD * sizeof(float));
     s1ref_attention_decode(ref, q, k, v, ntok, NQ, NKV, HD);
-    floatX *d_q = to_device(q, QD), *d_k = to_device(k, ntok * KD), *d_v = to_device(v, ntok * KD);
-    floatX *d_out = device_alloc_nan<floatX>(QD);
-    float *d_scratch = device_alloc_nan<float>(attention_decode_scratch_floats((int)ntok, (int)NQ, (int)HD));
-    attention_decode_flash(d_out, d_scratch, d_q, d_k, d_v, (int)ntok, (int)NQ, (int)NKV, (int)HD, stream);
+    floatX *d_q = to_device(q, QD), *d_kn = to_device(k, ntok * KD), *d_vn = to_device(v, ntok * KD);
+    floatX *d_k = to_device_nan_tail(k, ntok * KD, rows * KD), *d_v = to_device_nan_tail(v, ntok * KD, rows * KD);
+    int pos = (int)ntok - 1, *d_pos = device_copy(&pos, 1);
+    floatX *d_out = device_alloc_nan<floatX>(QD), *d_out_exact = device_alloc_nan<floatX>(QD);
+    float *d_scratch = device_alloc_nan<float>(attention_decode_scratch_floats((int)rows, (int)NQ, (int)HD));
+    attention_decode_flash(d_out, d_scratch, d_q, d_k, d_v, d_pos, (int)rows, (int)NQ, (int)NKV, (int)HD, stream);
     float *got = from_device(d_out, QD);
     check_close("decode", got, ref, QD, U, 1e-5f, NULL);
-    free(q); free(k); free(v); free(ref); free(got);
-    cudaCheck(cudaFree(d_q)); cudaCheck(cudaFree(d_k)); cudaCheck(cudaFree(d_v)); cudaCheck(cudaFree(d_out)); cudaCheck(cudaFree(d_scratch));
+    attention_decode_flash(d_out_exact, d_scratch, d_q, d_kn, d_vn, d_pos, (int)ntok, (int)NQ, (int)NKV, (int)HD, stream);
+    floatX *a = host_from(d_out, QD), *b = host_from(d_out_exact, QD);
+    CHECK(memcmp(a, b, QD * sizeof(floatX)) == 0, "a %zu-row cache gives other bits than a %zu-row one", rows, ntok);
+    free(q); free(k); free(v); free(ref); free(got); free(a); free(b);
+    cudaCheck(cudaFree(d_q)); cudaCheck(cudaFree(d_kn)); cudaCheck(cudaFree(d_vn)); cudaCheck(cudaFree(d_k));
+    cudaCheck(cudaFree(d_v)); cudaCheck(cudaFree(d_pos)); cudaCheck(cudaFree(d_out)); cudaCheck(cudaFree(d_out_exact));
+    cudaCheck(cudaFree(d_scratch));
     TEST_END();
 }
 
 int main(void) {
     kt_seed(4242);
-    // flash-decoding: splits of 256 keys; 4 warps x 2 (HD 128) or 4 (HD 64) key streams per block
-    test_decode_flash(1, 2, 1, 64, "the first token: one key, 15 streams idle");
-    test_decode_flash(256, 5, 1, 128, "exactly one split, GQA 5:1");
-    test_decode_flash(257, 8, 1, 64, "one key into a second split, GQA 8:1");
-    test_decode_flash(1000, 4, 4, 128, "4 splits, the last partial, no GQA");
-    test_decode_flash(4100, 40, 8, 128, "Qwen2.5-32B's heads, 17 splits");
-    test_decode_flash(70, 6, 2, 12, "head dim 12: the single-block kernel");
+    // flash-decoding: splits of 256 keys; 4 warps x 2 (HD 128) or 4 (HD 64) key streams per block, so 8 or
+    // 16 keys in step. In a 1024-row cache (4 splits) at both head dims and GQA 1:1, 5:1, 8:1: lengths with
+    // every remainder that matters (of a split: 0, 1, 255; of a step of the streams: 0, 1, 7, 8, 9, 15).
+    const size_t lengths[] = {1, 2, 8, 9, 15, 16, 17, 255, 256, 257, 511, 513, 767, 1024};
+    const size_t groups[][2] = {{2, 2}, {5, 1}, {16, 2}};   // NQ, NKV
+    for (size_t hd = 64; hd <= 128; hd *= 2)
+        for (size_t g = 0; g < 3; g++)
+            for (size_t i = 0; i < sizeof lengths / sizeof lengths[0]; i++)
+                test_decode_flash(lengths[i], 1024, groups[g][0], groups[g][1], hd, "remainders of splits and key steps");
+    test_decode_flash(4100, 4100, 40, 8, 128, "Qwen2.5-32B's heads, 17 splits");
+    test_decode_flash(70, 100, 6, 2, 12, "head dim 12: the single-block kernel");
     test_attention_backward(1, 2, 1, 16, "a single row");
     test_attention_backward(5, 4, 2, 12, "less than one tile, GQA 2:1");
     test_attention_backward(16, 4, 1, 16, "exactly one dk/dv key block and dq query block, GQA 4:1");

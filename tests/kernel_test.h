@@ -1,7 +1,7 @@
 /*
  * kernel_test.h: what the emulated kernel tests share (tests/emu_kernels.cu,
  * emu_kernels_attention.cu, emu_kernels_backward.cu, emu_kernels_train.cu,
- * emu_kernels_budget.cu): the C-linkage declarations of the s1.c oracle's
+ * emu_kernels_budget.cu, emu_kernels_graph.cu): the C-linkage declarations of the s1.c oracle's
  * wrappers (tests/s1_ref.c, linked in by the Makefile), a seeded generator of
  * bf16-valued inputs, host <-> device copies, and the element-wise check
  * against the oracle. C++ only (g++ against common/cuemu.h, or nvcc); include
@@ -152,6 +152,22 @@ template <class T> static T *host_from(const T *d, size_t n) {   // as is, no co
     T *x = (T *)mallocCheck(n * sizeof(T));
     copy_to_host(x, d, n * sizeof(T), stream);
     return x;
+}
+
+template <class T> static T *device_alloc_nan(size_t n) {   // 0xFF bytes: NaN in bf16 and fp32
+    T *d;
+    cudaCheck(cudaMalloc((void **)&d, n * sizeof(T)));
+    cudaCheck(cudaMemsetAsync(d, 0xFF, n * sizeof(T), stream));
+    return d;
+}
+
+// x rounded to bf16 in the first n of `rows` >= n elements of a device buffer, NaN bytes
+// after them: a KV cache longer than the keys in use, where a read past those shows.
+static inline floatX *to_device_nan_tail(const float *x, size_t n, size_t rows) {
+    floatX *d = device_alloc_nan<floatX>(rows), *head = to_device(x, n);
+    cudaCheck(cudaMemcpyAsync(d, head, n * sizeof(floatX), cudaMemcpyDeviceToDevice, stream));
+    cudaCheck(cudaFree(head));   // after the copy: cudaFree waits for the device
+    return d;
 }
 
 // ----------------------------------------------------------------------------

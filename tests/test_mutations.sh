@@ -65,6 +65,15 @@ mutate "attention backward: a missing barrier after loading the query tile" comm
 mutate "attention backward: D = rowsum(out * out) instead of rowsum(dout * out)" common/attention.cuh \
     "acc += __bfloat162float(dor[d]) * __bfloat162float(outr[d]);" \
     "acc += __bfloat162float(outr[d]) * __bfloat162float(outr[d]) + 0.0f * __bfloat162float(dor[d]);" $ATT $ATT
+# decoding: flash-decoding with the position in device memory, and the step as a CUDA graph
+GRAPH=build/tests/emu_kernels_graph
+mutate "flash-decoding: the new token's own key left out (ntok = pos)" common/attention.cuh \
+    "int ntok = *pos + 1, u0 = blockIdx.x * FDEC_KEYS;" "int ntok = *pos, u0 = blockIdx.x * FDEC_KEYS;" $ATT $ATT
+mutate "decode: the new K/V row written one row past its position" common/attention.cuh \
+    "size_t row = (size_t)*pos * KD;" "size_t row = (size_t)(*pos + 1) * KD;" $GRAPH $GRAPH
+mutate "decode graph: not captured again after the model's buffers moved (only the model compared)" common/kernels.cuh \
+    "kv->step_model != m || kv->step_capacity != m->capacity || kv->step_batch_capacity != m->batch_capacity;" \
+    "kv->step_model != m;" $GRAPH $GRAPH
 # the other backward kernels and the optimizer
 mutate "linear backward: dbias not accumulated (= instead of +=)" common/matmul.cuh \
     "cu_st(&out[c], cu_ld(&out[c]) + s);" "cu_st(&out[c], s);" $BWD $BWD

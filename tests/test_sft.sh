@@ -164,10 +164,11 @@ expect_error "sample --batch with --prompt-ids" "--prompt-ids continues raw ids"
 
 # ---- one language: --help of both lists the same sampling flags. The only differences:
 # ./s1's --threads (CPU cores), sample's --batch (prompts decoding together), --prompt-ids (raw ids, for models without a tokenizer) and
-# sample's --plan with its --config, --context, --hbm-gbps (the decoder's time model) and --attention (which kernels).
+# sample's --plan with its --config, --context, --hbm-gbps (the decoder's time model), --attention (which kernels)
+# and --graph (the decode step as a CUDA graph or kernel by kernel).
 flags() { "$@" --help | grep -oE '^  --[a-z-]+' | sed 's/^  //'; }
 expect_eq "sample --help and ./s1 sample --help: the same flags but --threads / --batch, --prompt-ids and --plan's" \
-    "$(diff <(flags $S1 sample) <(flags $SAMPLE) | grep '^[<>]' | tr '\n' ' ')" "< --threads > --batch > --prompt-ids > --plan > --config > --context > --hbm-gbps > --attention "
+    "$(diff <(flags $S1 sample) <(flags $SAMPLE) | grep '^[<>]' | tr '\n' ' ')" "< --threads > --batch > --prompt-ids > --plan > --config > --context > --hbm-gbps > --attention > --graph "
 expect_eq "sample --help lists the budget flags" "$(flags $SAMPLE | grep -cE '^--(max-thinking|wait|ignore-str|max-gen-toks|max-context|readme-variant|top-p)$')" "7"
 printf '#define TOKENIZER_NO_MAIN\n#include "tokenizer.c"\n#include "common/generate.h"\nint main() { return 0; }\n' >"$TMP/h_generate.cpp"
 expect_ok "common/generate.h compiles as C++17" g++ -std=c++17 -Wall -Wextra -Werror -I. -fsyntax-only "$TMP/h_generate.cpp"
@@ -257,6 +258,9 @@ expect_error "sample --prompts without --tokenizer" "--model, --tokenizer and --
 expect_error "sample: a bad --attention" "--attention: 'cuda' is not tensor-cores or cuda-cores" $SAMPLE --model $GQA --prompt-ids 5 --attention cuda
 expect_eq "sample --attention cuda-cores: the same ids (head_dim 12: CUDA cores either way)" \
     "$($SAMPLE --model $GQA --prompt-ids 5,6,7 --max-gen-toks 6 --attention cuda-cores 2>/dev/null)" "$($SAMPLE --model $GQA --prompt-ids 5,6,7 --max-gen-toks 6 2>/dev/null)"
+expect_error "sample: a bad --graph" "--graph: 'yes' is not on or off" $SAMPLE --model $GQA --prompt-ids 5 --graph yes
+expect_eq "sample --graph off: the same ids as the graph (the same kernels)" \
+    "$($SAMPLE --model $GQA --prompt-ids 5,6,7 --max-gen-toks 6 --graph off 2>/dev/null)" "$($SAMPLE --model $GQA --prompt-ids 5,6,7 --max-gen-toks 6 2>/dev/null)"
 expect_error "sample with an unknown flag" "unknown argument '--think'" $SAMPLE $P --think 4
 expect_error "sample --wait takes a count, as in ./s1 sample" "--wait: 'Hmm' is not a non-negative integer" $SAMPLE $P --wait Hmm
 printf '{"question": "ok"}\n{"question": \n' >"$TMP/bad.jsonl"

@@ -38,6 +38,9 @@ namespace cuemu {
 
 #define GEMM_K_BLOCK 32
 
+// The matrix types of both subsets: fp32 and bf16.
+inline bool type_supported(cudaDataType t) { return t == CUDA_R_32F || t == CUDA_R_16BF; }
+
 inline float load_element(const void *base, cudaDataType type, size_t i) {
     if (type == CUDA_R_32F) return static_cast<const float *>(base)[i];
     return __bfloat162float(static_cast<const __nv_bfloat16 *>(base)[i]);
@@ -85,8 +88,7 @@ inline cublasStatus_t gemm(cublasHandle_t handle, cublasOperation_t transa, cubl
                            cudaDataType ctype, int ldc, long long stride_c, int batch) {
     if (!handle) return CUBLAS_STATUS_NOT_INITIALIZED;
     auto op_ok = [](cublasOperation_t op) { return op == CUBLAS_OP_N || op == CUBLAS_OP_T || op == CUBLAS_OP_C; };
-    auto type_ok = [](cudaDataType t) { return t == CUDA_R_32F || t == CUDA_R_16BF; };
-    if (!type_ok(atype) || !type_ok(btype) || !type_ok(ctype)) return CUBLAS_STATUS_NOT_SUPPORTED;
+    if (!type_supported(atype) || !type_supported(btype) || !type_supported(ctype)) return CUBLAS_STATUS_NOT_SUPPORTED;
     if (!op_ok(transa) || !op_ok(transb) || m < 0 || n < 0 || k < 0 || batch < 0) return CUBLAS_STATUS_INVALID_VALUE;
     // lda etc. must cover the rows of the matrix as stored
     int a_rows = transa == CUBLAS_OP_N ? m : k, b_rows = transb == CUBLAS_OP_N ? k : n;
@@ -218,12 +220,11 @@ inline cublasStatus_t lt_check(cublasLtMatmulDesc_t desc, cublasLtMatrixLayout_t
     if (!desc || !Adesc || !Bdesc || !Cdesc || !Ddesc) return CUBLAS_STATUS_INVALID_VALUE;
     const LtDesc *d = lt_desc(desc);
     const LtLayout *a = lt_layout(Adesc), *b = lt_layout(Bdesc), *c = lt_layout(Cdesc), *o = lt_layout(Ddesc);
-    auto type_ok = [](cudaDataType t) { return t == CUDA_R_32F || t == CUDA_R_16BF; };
     if (d->unsupported || a->unsupported || b->unsupported || c->unsupported || o->unsupported ||
-        !compute_is_fp32(d->compute) || d->scale != CUDA_R_32F || !type_ok(a->type) || !type_ok(b->type) ||
-        !type_ok(c->type) || !type_ok(o->type) || c->type != o->type ||
+        !compute_is_fp32(d->compute) || d->scale != CUDA_R_32F || !type_supported(a->type) || !type_supported(b->type) ||
+        !type_supported(c->type) || !type_supported(o->type) || c->type != o->type ||
         (d->epilogue != CUBLASLT_EPILOGUE_DEFAULT && d->epilogue != CUBLASLT_EPILOGUE_BIAS) ||
-        (d->epilogue == CUBLASLT_EPILOGUE_BIAS && d->bias_type != -1 && !type_ok((cudaDataType)d->bias_type)))
+        (d->epilogue == CUBLASLT_EPILOGUE_BIAS && d->bias_type != -1 && !type_supported((cudaDataType)d->bias_type)))
         return CUBLAS_STATUS_NOT_SUPPORTED;
     if (d->epilogue == CUBLASLT_EPILOGUE_BIAS && d->bias == nullptr) return CUBLAS_STATUS_INVALID_VALUE;
     // op(A) is m x k, op(B) k x n, C and D m x n; each ld covers its matrix's rows as stored

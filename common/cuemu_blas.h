@@ -187,6 +187,16 @@ inline cublasStatus_t cublasGemmStridedBatchedEx(cublasHandle_t handle, cublasOp
 // from the heuristic query and from the call, so code that relies on more
 // fails here first. The descriptors are the toolkit's opaque structs; the
 // emulator keeps its fields inside their storage.
+//
+// Alignment, as cublasLt.h documents it: the heuristic picks an algorithm for
+// the buffer alignment the preference promises (CUBLASLT_MATMUL_PREF_MIN_
+// ALIGNMENT_{A,B,C,D}_BYTES, default 256; an algorithm's requirement covers the
+// pointer and the leading dimension in bytes) and for the alignment of the bias
+// pointer the descriptor holds at the query. The emulated algorithm records
+// those, and cublasLtMatmul refuses (CUBLAS_STATUS_INVALID_VALUE) a matrix or
+// bias less aligned than its algorithm assumed: a GPU algorithm may read it
+// with vector loads that fault or misread, so code that reuses an algorithm
+// for other pointers fails here first.
 
 struct cublasLtContext {
     int unused;
@@ -209,10 +219,30 @@ struct LtDesc {
     int32_t bias_type;   // -1: D's type (cuBLASLt's default)
     bool unsupported;
 };
+struct LtPref {
+    uint32_t min_alignment[4];   // bytes the caller promises for A, B, C, D
+};
+struct LtAlgo {
+    uint32_t alignment[4];       // A, B, C, D: what the algorithm assumes (0: not from the heuristic)
+    uint32_t bias_alignment;
+};
 static_assert(sizeof(LtLayout) <= sizeof(cublasLtMatrixLayoutOpaque_t), "LtLayout fits the opaque layout");
 static_assert(sizeof(LtDesc) <= sizeof(cublasLtMatmulDescOpaque_t), "LtDesc fits the opaque descriptor");
+static_assert(sizeof(LtPref) <= sizeof(cublasLtMatmulPreferenceOpaque_t), "LtPref fits the opaque preference");
+static_assert(sizeof(LtAlgo) <= sizeof(cublasLtMatmulAlgo_t), "LtAlgo fits the algorithm");
 inline LtLayout *lt_layout(cublasLtMatrixLayout_t l) { return reinterpret_cast<LtLayout *>(l->data); }
 inline LtDesc *lt_desc(cublasLtMatmulDesc_t d) { return reinterpret_cast<LtDesc *>(d->data); }
+inline LtPref *lt_pref(cublasLtMatmulPreference_t p) { return reinterpret_cast<LtPref *>(p->data); }
+
+// The largest power of two up to 256 that divides bits (an address, or an address | a stride in bytes).
+inline uint32_t lt_alignment(uintptr_t bits) {
+    bits |= 256;
+    return (uint32_t)(bits & (~bits + 1));
+}
+// A matrix's alignment: its pointer's and its leading dimension's in bytes
+inline uint32_t lt_matrix_alignment(const void *p, const LtLayout &l) {
+    return lt_alignment((uintptr_t)p | (uintptr_t)l.ld * (l.type == CUDA_R_32F ? 4 : 2));
+}
 
 // CUBLAS_STATUS_SUCCESS if this subset runs the matmul, with (m, n, k) from the layouts
 inline cublasStatus_t lt_check(cublasLtMatmulDesc_t desc, cublasLtMatrixLayout_t Adesc, cublasLtMatrixLayout_t Bdesc,
@@ -290,6 +320,7 @@ inline cublasStatus_t cublasLtMatmulDescSetAttribute(cublasLtMatmulDesc_t desc, 
 }
 inline cublasStatus_t cublasLtMatmulPreferenceCreate(cublasLtMatmulPreference_t *pref) {
     *pref = new cublasLtMatmulPreferenceOpaque_t();
+    *cuemu::lt_pref(*pref) = cuemu::LtPref{{256, 256, 256, 256}};
     return CUBLAS_STATUS_SUCCESS;
 }
 inline cublasStatus_t cublasLtMatmulPreferenceDestroy(cublasLtMatmulPreference_t pref) {
@@ -299,9 +330,13 @@ inline cublasStatus_t cublasLtMatmulPreferenceDestroy(cublasLtMatmulPreference_t
 inline cublasStatus_t cublasLtMatmulPreferenceSetAttribute(cublasLtMatmulPreference_t pref,
                                                            cublasLtMatmulPreferenceAttributes_t attr, const void *buf,
                                                            size_t size) {
-    // the workspace limit is the only preference used; the emulation needs no workspace
-    if (!pref || !buf || attr != CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES || size != sizeof(uint64_t))
-        return CUBLAS_STATUS_INVALID_VALUE;
+    // the workspace limit (the emulation needs no workspace) and the alignments the caller promises
+    if (!pref || !buf) return CUBLAS_STATUS_INVALID_VALUE;
+    if (attr == CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES) return size == sizeof(uint64_t) ? CUBLAS_STATUS_SUCCESS : CUBLAS_STATUS_INVALID_VALUE;
+    int which = attr == CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES ? 0 : attr == CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES ? 1
+              : attr == CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES ? 2 : attr == CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES ? 3 : -1;
+    if (which < 0 || size != sizeof(uint32_t)) return CUBLAS_STATUS_INVALID_VALUE;
+    memcpy(&cuemu::lt_pref(pref)->min_alignment[which], buf, sizeof(uint32_t));
     return CUBLAS_STATUS_SUCCESS;
 }
 inline cublasStatus_t cublasLtMatmulAlgoGetHeuristic(cublasLtHandle_t handle, cublasLtMatmulDesc_t desc,
@@ -315,7 +350,11 @@ inline cublasStatus_t cublasLtMatmulAlgoGetHeuristic(cublasLtHandle_t handle, cu
     cublasStatus_t st = cuemu::lt_check(desc, Adesc, Bdesc, Cdesc, Ddesc, &m, &n, &k);
     *count = 0;
     if (st != CUBLAS_STATUS_SUCCESS) return st;
-    memset(&results[0], 0, sizeof results[0]);   // one algorithm, no workspace
+    memset(&results[0], 0, sizeof results[0]);   // one algorithm, no workspace, for the promised alignments
+    cuemu::LtAlgo *algo = reinterpret_cast<cuemu::LtAlgo *>(results[0].algo.data);
+    for (int i = 0; i < 4; i++) algo->alignment[i] = cuemu::lt_alignment(cuemu::lt_pref(pref)->min_alignment[i]);
+    const cuemu::LtDesc *d = cuemu::lt_desc(desc);
+    algo->bias_alignment = d->epilogue == CUBLASLT_EPILOGUE_BIAS ? cuemu::lt_alignment((uintptr_t)d->bias) : 1;
     results[0].state = CUBLAS_STATUS_SUCCESS;
     results[0].wavesCount = 1.0f;
     *count = 1;
@@ -338,6 +377,14 @@ inline cublasStatus_t cublasLtMatmul(cublasLtHandle_t handle, cublasLtMatmulDesc
                           o = *cuemu::lt_layout(Ddesc);
     float al = *static_cast<const float *>(alpha), be = *static_cast<const float *>(beta);
     const void *bias = d.epilogue == CUBLASLT_EPILOGUE_BIAS ? d.bias : nullptr;
+    // the algorithm runs on buffers at least as aligned as it was chosen for
+    const cuemu::LtAlgo *chosen = reinterpret_cast<const cuemu::LtAlgo *>(algo->data);
+    const void *ptrs[4] = {A, B, C, D};
+    const cuemu::LtLayout *layouts[4] = {&a, &b, &c, &o};
+    for (int i = 0; i < 4; i++)
+        if (chosen->alignment[i] == 0 || cuemu::lt_matrix_alignment(ptrs[i], *layouts[i]) < chosen->alignment[i])
+            return CUBLAS_STATUS_INVALID_VALUE;
+    if (bias != nullptr && cuemu::lt_alignment((uintptr_t)bias) < chosen->bias_alignment) return CUBLAS_STATUS_INVALID_VALUE;
     cudaDataType bias_type = d.bias_type == -1 ? o.type : (cudaDataType)d.bias_type;
     cuemu::on_stream(stream, [=] {
         std::vector<float> a_tmp, b_tmp;

@@ -2,7 +2,7 @@
  * sft.cu: supervised fine-tuning of Qwen2.5 on one GPU, as s1 did it.
  *
  *   sft train   s1's training run: the forward and backward passes in the
- *               hand-written bf16 kernels of common/ (cuBLAS for the GEMMs),
+ *               hand-written bf16 kernels of common/ (cuBLASLt for the GEMMs),
  *               fp32 master weights, gradients and AdamW moments, activation
  *               checkpointing. It takes exactly ./s1 train's flags, with the
  *               same meaning: the same data order for a seed, the same

@@ -28,15 +28,19 @@
 
 // The heuristic's answer depends on the problem (ops, sizes, leading dimensions,
 // the output type, the bias) and on the alignment of every buffer, so a chosen
-// algorithm is cached under all of those: a transformer repeats a handful of
+// algorithm is cached under all of those (GemmProblem): a transformer repeats a handful of
 // shapes per micro-batch, and a query costs tens of microseconds of host time,
 // as much as a decode step's small GEMM. Direct-mapped: a shape takes slot
 // hash % GEMM_ALGO_SLOTS, and a different shape there replaces it.
 #define GEMM_ALGO_SLOTS 64
-#define GEMM_KEY_INTS 13   // transa transb m n k lda ldb ldd dtype, alignments of A B D and the bias (0: none)
+
+typedef struct {   // a GEMM as the heuristic sees it (all ints: compared and hashed as bytes)
+    int transa, transb, m, n, k, lda, ldb, ldd, dtype;
+    int align_a, align_b, align_d, align_bias;   // bytes, from gemm_alignment(); align_bias 0: no bias
+} GemmProblem;
 
 typedef struct {
-    int key[GEMM_KEY_INTS];
+    GemmProblem problem;
     int filled;
     cublasLtMatmulAlgo_t algo;
 } GemmAlgoSlot;
@@ -69,15 +73,15 @@ static inline int gemm_alignment(const void *p, size_t ld_bytes) {
     return (int)(bits & (~bits + 1));
 }
 
-// The heuristic's best algorithm for the problem the descriptors hold, promising
-// the alignments align[0..2] (A, B, and D, which is also C): from the cache, or
-// asked once.
-static const cublasLtMatmulAlgo_t *gemm_algo(Gemm *g, const int key[GEMM_KEY_INTS], cublasLtMatmulDesc_t desc,
+// The heuristic's best algorithm for problem p, which the descriptors hold,
+// promising its alignments (C is D): from the cache, or asked once.
+static const cublasLtMatmulAlgo_t *gemm_algo(Gemm *g, const GemmProblem *p, cublasLtMatmulDesc_t desc,
                                              cublasLtMatrixLayout_t a, cublasLtMatrixLayout_t b, cublasLtMatrixLayout_t d) {
-    uint32_t h = 2166136261u;   // FNV-1a over the key
-    for (int i = 0; i < GEMM_KEY_INTS; i++) h = (h ^ (uint32_t)key[i]) * 16777619u;
+    uint32_t h = 2166136261u;   // FNV-1a over the problem's ints
+    const int *words = (const int *)p;
+    for (size_t i = 0; i < sizeof *p / sizeof(int); i++) h = (h ^ (uint32_t)words[i]) * 16777619u;
     GemmAlgoSlot *slot = &g->algos[h % GEMM_ALGO_SLOTS];
-    if (slot->filled && memcmp(slot->key, key, sizeof slot->key) == 0) return &slot->algo;
+    if (slot->filled && memcmp(&slot->problem, p, sizeof *p) == 0) return &slot->algo;
     cublasLtMatmulPreference_t pref;
     cublasCheck(cublasLtMatmulPreferenceCreate(&pref));
     uint64_t workspace = GEMM_WORKSPACE_BYTES;
@@ -85,15 +89,15 @@ static const cublasLtMatmulAlgo_t *gemm_algo(Gemm *g, const int key[GEMM_KEY_INT
     const cublasLtMatmulPreferenceAttributes_t attrs[4] = {
         CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES,
         CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES};
-    const uint32_t align[4] = {(uint32_t)key[9], (uint32_t)key[10], (uint32_t)key[11], (uint32_t)key[11]};
+    const uint32_t align[4] = {(uint32_t)p->align_a, (uint32_t)p->align_b, (uint32_t)p->align_d, (uint32_t)p->align_d};
     for (int i = 0; i < 4; i++) cublasCheck(cublasLtMatmulPreferenceSetAttribute(pref, attrs[i], &align[i], sizeof align[i]));
     cublasLtMatmulHeuristicResult_t result;
     int count = 0;
     cublasCheck(cublasLtMatmulAlgoGetHeuristic(g->lt, desc, a, b, d, d, pref, 1, &result, &count));
     cublasCheck(cublasLtMatmulPreferenceDestroy(pref));
-    if (count == 0) die("gemm: cuBLASLt has no algorithm for m %d, n %d, k %d (lda %d, ldb %d, ldd %d)", key[2], key[3],
-                        key[4], key[5], key[6], key[7]);
-    memcpy(slot->key, key, sizeof slot->key);
+    if (count == 0) die("gemm: cuBLASLt has no algorithm for m %d, n %d, k %d (lda %d, ldb %d, ldd %d)", p->m, p->n, p->k,
+                        p->lda, p->ldb, p->ldd);
+    slot->problem = *p;
     slot->filled = 1;
     slot->algo = result.algo;
     return &slot->algo;
@@ -124,10 +128,10 @@ static void gemm_lt(Gemm *g, cublasOperation_t transa, cublasOperation_t transb,
     cublasCheck(cublasLtMatrixLayoutCreate(&a, CUDA_R_16BF, transa == CUBLAS_OP_N ? m : k, transa == CUBLAS_OP_N ? k : m, lda));
     cublasCheck(cublasLtMatrixLayoutCreate(&b, CUDA_R_16BF, transb == CUBLAS_OP_N ? k : n, transb == CUBLAS_OP_N ? n : k, ldb));
     cublasCheck(cublasLtMatrixLayoutCreate(&d, dtype, m, n, ldd));
-    const int key[GEMM_KEY_INTS] = {(int)transa, (int)transb, m, n, k, lda, ldb, ldd, (int)dtype,
-                                    gemm_alignment(A, (size_t)lda * sizeof(floatX)), gemm_alignment(B, (size_t)ldb * sizeof(floatX)),
-                                    gemm_alignment(D, (size_t)ldd * dsize), bias != NULL ? gemm_alignment(bias, 0) : 0};
-    const cublasLtMatmulAlgo_t *algo = gemm_algo(g, key, desc, a, b, d);
+    const GemmProblem problem = {(int)transa, (int)transb, m, n, k, lda, ldb, ldd, (int)dtype,
+                                 gemm_alignment(A, (size_t)lda * sizeof(floatX)), gemm_alignment(B, (size_t)ldb * sizeof(floatX)),
+                                 gemm_alignment(D, (size_t)ldd * dsize), bias != NULL ? gemm_alignment(bias, 0) : 0};
+    const cublasLtMatmulAlgo_t *algo = gemm_algo(g, &problem, desc, a, b, d);
     cublasCheck(cublasLtMatmul(g->lt, desc, &alpha, A, a, B, b, &beta, D, d, D, d, algo, g->workspace,
                                GEMM_WORKSPACE_BYTES, stream));
     cublasCheck(cublasLtMatrixLayoutDestroy(a));

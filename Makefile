@@ -62,7 +62,7 @@ $(shell echo '$(BASE_CFLAGS)' | cmp -s - $(FLAGS_BASE) || echo '$(BASE_CFLAGS)' 
 CUDA_HOME ?= /usr/local/cuda
 NVCC ?= $(CUDA_HOME)/bin/nvcc
 NVCCFLAGS = -O3 -arch=sm_90 -std=c++17 -I. --Werror all-warnings -Xcompiler -Wall,-Wextra,-Werror
-NVCC_LDLIBS = -lcublas -lnccl -lpthread
+NVCC_LDLIBS = -lcublas -lcublasLt -lnccl -lpthread
 ifeq ($(PTXAS_V),1)
 NVCCFLAGS += -Xptxas -v
 endif

@@ -2,7 +2,7 @@
  * sft.cu: supervised fine-tuning of Qwen2.5 on one GPU, as s1 did it.
  *
  *   sft train   s1's training run: the forward and backward passes in the
- *               hand-written bf16 kernels of common/ (cuBLAS for the GEMMs),
+ *               hand-written bf16 kernels of common/ (cuBLASLt for the GEMMs),
  *               fp32 master weights, gradients and AdamW moments, activation
  *               checkpointing. It takes exactly ./s1 train's flags, with the
  *               same meaning: the same data order for a seed, the same
@@ -664,7 +664,7 @@ static int main_plan(int argc, char **argv) {
     printf("\n");
     printf("  %-58s %9.2f GB  (kept: %.2f GB; --recompute: %.2f GB)\n", use_rec ? "activations, layer inputs only (--recompute)" : "activations, all kept",
            p->activations / 1e9, keep.activations / 1e9, rec.activations / 1e9);
-    printf("  %-58s %9.2f GB\n", "backward scratch (one layer's gradients), the batch", p->scratch / 1e9);
+    printf("  %-58s %9.2f GB\n", "backward scratch: layer gradients, batch, GEMM workspace", p->scratch / 1e9);
     printf("  %-58s %9.2f GB\n", "LM-head chunk (fp32 logits)", p->logits / 1e9);
     printf("  %-58s %9.2f GB\n", "CUDA context, cuBLAS, NCCL (estimate, not ours)", CONTEXT_BYTES / 1e9);
     double total = p->total + CONTEXT_BYTES;

@@ -130,7 +130,7 @@ __global__ void __launch_bounds__(256) sum_kernel(float *out, const float *x, in
 // passes the embedding's gradient as dweight, so the head's gradient adds
 // into it. dx and dweight NULL: the forward pass only (lm_head_loss).
 // x (N,H), weight (V,H) bf16; targets weights (N,) device, weights_host (N,) host.
-static void classifier_forward_backward(cublasHandle_t handle, float *loss, float *losses, float *logits, float *dx,
+static void classifier_forward_backward(Gemm *g, float *loss, float *losses, float *logits, float *dx,
                                         float *dweight, const floatX *x, const floatX *weight, const uint32_t *targets,
                                         const float *weights, const float *weights_host, float grad_scale, int N,
                                         int H, int V, int chunk_rows, cudaStream_t stream) {
@@ -147,14 +147,14 @@ static void classifier_forward_backward(cublasHandle_t handle, float *loss, floa
             continue;
         }
         const floatX *xc = x + (size_t)n0 * H;
-        gemm_nt(handle, logits, CUDA_R_32F, xc, weight, rows, H, V, 0.0f, stream);
+        gemm_nt(g, logits, CUDA_R_32F, xc, weight, NULL, rows, H, V, 0.0f, stream);
         floatX *dlogits = backward ? (floatX *)logits : NULL;   // (rows, 2V) bf16, in place
         CU_LAUNCH(crossentropy_forward_kernel, grid_for((size_t)rows, 1), block, 0, stream)(
             losses + n0, logits, dlogits, targets + n0, weights + n0, grad_scale, rows, V);
         cudaCheck(cudaGetLastError());
         if (backward) {
-            gemm_nn(handle, dx + (size_t)n0 * H, CUDA_R_32F, dlogits, 2 * V, weight, rows, H, V, 0.0f, stream);
-            gemm_tn_accumulate(handle, dweight, dlogits, 2 * V, xc, rows, H, V, stream);
+            gemm_nn(g, dx + (size_t)n0 * H, CUDA_R_32F, dlogits, 2 * V, weight, rows, H, V, 0.0f, stream);
+            gemm_tn_accumulate(g, dweight, dlogits, 2 * V, xc, rows, H, V, stream);
         }
     }
     CU_LAUNCH(sum_kernel, 1, 256, 0, stream)(loss, losses, N);
@@ -162,10 +162,10 @@ static void classifier_forward_backward(cublasHandle_t handle, float *loss, floa
 }
 
 // The forward pass alone: *loss of the chunked head (see above), for evaluation.
-static void lm_head_loss(cublasHandle_t handle, float *loss, float *losses, float *logits, const floatX *x,
+static void lm_head_loss(Gemm *g, float *loss, float *losses, float *logits, const floatX *x,
                          const floatX *lm_w, const uint32_t *targets, const float *weights, const float *weights_host,
                          int N, int H, int V, int chunk_rows, cudaStream_t stream) {
-    classifier_forward_backward(handle, loss, losses, logits, NULL, NULL, x, lm_w, targets, weights, weights_host,
+    classifier_forward_backward(g, loss, losses, logits, NULL, NULL, x, lm_w, targets, weights, weights_host,
                                 1.0f, N, H, V, chunk_rows, stream);
 }
 

@@ -38,6 +38,9 @@ namespace cuemu {
 
 #define GEMM_K_BLOCK 32
 
+// The matrix types of both subsets: fp32 and bf16.
+inline bool type_supported(cudaDataType t) { return t == CUDA_R_32F || t == CUDA_R_16BF; }
+
 inline float load_element(const void *base, cudaDataType type, size_t i) {
     if (type == CUDA_R_32F) return static_cast<const float *>(base)[i];
     return __bfloat162float(static_cast<const __nv_bfloat16 *>(base)[i]);
@@ -85,8 +88,7 @@ inline cublasStatus_t gemm(cublasHandle_t handle, cublasOperation_t transa, cubl
                            cudaDataType ctype, int ldc, long long stride_c, int batch) {
     if (!handle) return CUBLAS_STATUS_NOT_INITIALIZED;
     auto op_ok = [](cublasOperation_t op) { return op == CUBLAS_OP_N || op == CUBLAS_OP_T || op == CUBLAS_OP_C; };
-    auto type_ok = [](cudaDataType t) { return t == CUDA_R_32F || t == CUDA_R_16BF; };
-    if (!type_ok(atype) || !type_ok(btype) || !type_ok(ctype)) return CUBLAS_STATUS_NOT_SUPPORTED;
+    if (!type_supported(atype) || !type_supported(btype) || !type_supported(ctype)) return CUBLAS_STATUS_NOT_SUPPORTED;
     if (!op_ok(transa) || !op_ok(transb) || m < 0 || n < 0 || k < 0 || batch < 0) return CUBLAS_STATUS_INVALID_VALUE;
     // lda etc. must cover the rows of the matrix as stored
     int a_rows = transa == CUBLAS_OP_N ? m : k, b_rows = transb == CUBLAS_OP_N ? k : n;
@@ -185,6 +187,16 @@ inline cublasStatus_t cublasGemmStridedBatchedEx(cublasHandle_t handle, cublasOp
 // from the heuristic query and from the call, so code that relies on more
 // fails here first. The descriptors are the toolkit's opaque structs; the
 // emulator keeps its fields inside their storage.
+//
+// Alignment, as cublasLt.h documents it: the heuristic picks an algorithm for
+// the buffer alignment the preference promises (CUBLASLT_MATMUL_PREF_MIN_
+// ALIGNMENT_{A,B,C,D}_BYTES, default 256; an algorithm's requirement covers the
+// pointer and the leading dimension in bytes) and for the alignment of the bias
+// pointer the descriptor holds at the query. The emulated algorithm records
+// those, and cublasLtMatmul refuses (CUBLAS_STATUS_INVALID_VALUE) a matrix or
+// bias less aligned than its algorithm assumed: a GPU algorithm may read it
+// with vector loads that fault or misread, so code that reuses an algorithm
+// for other pointers fails here first.
 
 struct cublasLtContext {
     int unused;
@@ -207,10 +219,30 @@ struct LtDesc {
     int32_t bias_type;   // -1: D's type (cuBLASLt's default)
     bool unsupported;
 };
+struct LtPref {
+    uint32_t min_alignment[4];   // bytes the caller promises for A, B, C, D
+};
+struct LtAlgo {
+    uint32_t alignment[4];       // A, B, C, D: what the algorithm assumes (0: not from the heuristic)
+    uint32_t bias_alignment;
+};
 static_assert(sizeof(LtLayout) <= sizeof(cublasLtMatrixLayoutOpaque_t), "LtLayout fits the opaque layout");
 static_assert(sizeof(LtDesc) <= sizeof(cublasLtMatmulDescOpaque_t), "LtDesc fits the opaque descriptor");
+static_assert(sizeof(LtPref) <= sizeof(cublasLtMatmulPreferenceOpaque_t), "LtPref fits the opaque preference");
+static_assert(sizeof(LtAlgo) <= sizeof(cublasLtMatmulAlgo_t), "LtAlgo fits the algorithm");
 inline LtLayout *lt_layout(cublasLtMatrixLayout_t l) { return reinterpret_cast<LtLayout *>(l->data); }
 inline LtDesc *lt_desc(cublasLtMatmulDesc_t d) { return reinterpret_cast<LtDesc *>(d->data); }
+inline LtPref *lt_pref(cublasLtMatmulPreference_t p) { return reinterpret_cast<LtPref *>(p->data); }
+
+// The largest power of two up to 256 that divides bits (an address, or an address | a stride in bytes).
+inline uint32_t lt_alignment(uintptr_t bits) {
+    bits |= 256;
+    return (uint32_t)(bits & (~bits + 1));
+}
+// A matrix's alignment: its pointer's and its leading dimension's in bytes
+inline uint32_t lt_matrix_alignment(const void *p, const LtLayout &l) {
+    return lt_alignment((uintptr_t)p | (uintptr_t)l.ld * (l.type == CUDA_R_32F ? 4 : 2));
+}
 
 // CUBLAS_STATUS_SUCCESS if this subset runs the matmul, with (m, n, k) from the layouts
 inline cublasStatus_t lt_check(cublasLtMatmulDesc_t desc, cublasLtMatrixLayout_t Adesc, cublasLtMatrixLayout_t Bdesc,
@@ -218,12 +250,11 @@ inline cublasStatus_t lt_check(cublasLtMatmulDesc_t desc, cublasLtMatrixLayout_t
     if (!desc || !Adesc || !Bdesc || !Cdesc || !Ddesc) return CUBLAS_STATUS_INVALID_VALUE;
     const LtDesc *d = lt_desc(desc);
     const LtLayout *a = lt_layout(Adesc), *b = lt_layout(Bdesc), *c = lt_layout(Cdesc), *o = lt_layout(Ddesc);
-    auto type_ok = [](cudaDataType t) { return t == CUDA_R_32F || t == CUDA_R_16BF; };
     if (d->unsupported || a->unsupported || b->unsupported || c->unsupported || o->unsupported ||
-        !compute_is_fp32(d->compute) || d->scale != CUDA_R_32F || !type_ok(a->type) || !type_ok(b->type) ||
-        !type_ok(c->type) || !type_ok(o->type) || c->type != o->type ||
+        !compute_is_fp32(d->compute) || d->scale != CUDA_R_32F || !type_supported(a->type) || !type_supported(b->type) ||
+        !type_supported(c->type) || !type_supported(o->type) || c->type != o->type ||
         (d->epilogue != CUBLASLT_EPILOGUE_DEFAULT && d->epilogue != CUBLASLT_EPILOGUE_BIAS) ||
-        (d->epilogue == CUBLASLT_EPILOGUE_BIAS && d->bias_type != -1 && !type_ok((cudaDataType)d->bias_type)))
+        (d->epilogue == CUBLASLT_EPILOGUE_BIAS && d->bias_type != -1 && !type_supported((cudaDataType)d->bias_type)))
         return CUBLAS_STATUS_NOT_SUPPORTED;
     if (d->epilogue == CUBLASLT_EPILOGUE_BIAS && d->bias == nullptr) return CUBLAS_STATUS_INVALID_VALUE;
     // op(A) is m x k, op(B) k x n, C and D m x n; each ld covers its matrix's rows as stored
@@ -289,6 +320,7 @@ inline cublasStatus_t cublasLtMatmulDescSetAttribute(cublasLtMatmulDesc_t desc, 
 }
 inline cublasStatus_t cublasLtMatmulPreferenceCreate(cublasLtMatmulPreference_t *pref) {
     *pref = new cublasLtMatmulPreferenceOpaque_t();
+    *cuemu::lt_pref(*pref) = cuemu::LtPref{{256, 256, 256, 256}};
     return CUBLAS_STATUS_SUCCESS;
 }
 inline cublasStatus_t cublasLtMatmulPreferenceDestroy(cublasLtMatmulPreference_t pref) {
@@ -298,9 +330,13 @@ inline cublasStatus_t cublasLtMatmulPreferenceDestroy(cublasLtMatmulPreference_t
 inline cublasStatus_t cublasLtMatmulPreferenceSetAttribute(cublasLtMatmulPreference_t pref,
                                                            cublasLtMatmulPreferenceAttributes_t attr, const void *buf,
                                                            size_t size) {
-    // the workspace limit is the only preference used; the emulation needs no workspace
-    if (!pref || !buf || attr != CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES || size != sizeof(uint64_t))
-        return CUBLAS_STATUS_INVALID_VALUE;
+    // the workspace limit (the emulation needs no workspace) and the alignments the caller promises
+    if (!pref || !buf) return CUBLAS_STATUS_INVALID_VALUE;
+    if (attr == CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES) return size == sizeof(uint64_t) ? CUBLAS_STATUS_SUCCESS : CUBLAS_STATUS_INVALID_VALUE;
+    int which = attr == CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES ? 0 : attr == CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES ? 1
+              : attr == CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES ? 2 : attr == CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES ? 3 : -1;
+    if (which < 0 || size != sizeof(uint32_t)) return CUBLAS_STATUS_INVALID_VALUE;
+    memcpy(&cuemu::lt_pref(pref)->min_alignment[which], buf, sizeof(uint32_t));
     return CUBLAS_STATUS_SUCCESS;
 }
 inline cublasStatus_t cublasLtMatmulAlgoGetHeuristic(cublasLtHandle_t handle, cublasLtMatmulDesc_t desc,
@@ -314,7 +350,11 @@ inline cublasStatus_t cublasLtMatmulAlgoGetHeuristic(cublasLtHandle_t handle, cu
     cublasStatus_t st = cuemu::lt_check(desc, Adesc, Bdesc, Cdesc, Ddesc, &m, &n, &k);
     *count = 0;
     if (st != CUBLAS_STATUS_SUCCESS) return st;
-    memset(&results[0], 0, sizeof results[0]);   // one algorithm, no workspace
+    memset(&results[0], 0, sizeof results[0]);   // one algorithm, no workspace, for the promised alignments
+    cuemu::LtAlgo *algo = reinterpret_cast<cuemu::LtAlgo *>(results[0].algo.data);
+    for (int i = 0; i < 4; i++) algo->alignment[i] = cuemu::lt_alignment(cuemu::lt_pref(pref)->min_alignment[i]);
+    const cuemu::LtDesc *d = cuemu::lt_desc(desc);
+    algo->bias_alignment = d->epilogue == CUBLASLT_EPILOGUE_BIAS ? cuemu::lt_alignment((uintptr_t)d->bias) : 1;
     results[0].state = CUBLAS_STATUS_SUCCESS;
     results[0].wavesCount = 1.0f;
     *count = 1;
@@ -337,6 +377,14 @@ inline cublasStatus_t cublasLtMatmul(cublasLtHandle_t handle, cublasLtMatmulDesc
                           o = *cuemu::lt_layout(Ddesc);
     float al = *static_cast<const float *>(alpha), be = *static_cast<const float *>(beta);
     const void *bias = d.epilogue == CUBLASLT_EPILOGUE_BIAS ? d.bias : nullptr;
+    // the algorithm runs on buffers at least as aligned as it was chosen for
+    const cuemu::LtAlgo *chosen = reinterpret_cast<const cuemu::LtAlgo *>(algo->data);
+    const void *ptrs[4] = {A, B, C, D};
+    const cuemu::LtLayout *layouts[4] = {&a, &b, &c, &o};
+    for (int i = 0; i < 4; i++)
+        if (chosen->alignment[i] == 0 || cuemu::lt_matrix_alignment(ptrs[i], *layouts[i]) < chosen->alignment[i])
+            return CUBLAS_STATUS_INVALID_VALUE;
+    if (bias != nullptr && cuemu::lt_alignment((uintptr_t)bias) < chosen->bias_alignment) return CUBLAS_STATUS_INVALID_VALUE;
     cudaDataType bias_type = d.bias_type == -1 ? o.type : (cudaDataType)d.bias_type;
     cudaError_t queued = cuemu::on_stream(stream, [=] {
         std::vector<float> a_tmp, b_tmp;

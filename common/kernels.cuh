@@ -12,8 +12,8 @@
  *                    embedding_backward()     embedding_backward_kernel (per id)     embedding_backward()
  *   rmsnorm.cuh      rmsnorm_forward()        rmsnorm_forward_vec_kernel (16-byte)   rmsnorm_forward()
  *                    rmsnorm_backward()       rmsnorm_backward_kernel + column sums  rmsnorm_backward()
- *   matmul.cuh       matmul_forward()         cublasGemmEx + bias_fill_kernel        matmul_forward()
- *                    matmul_backward()        2 x cublasGemmEx + column sums (dbias) matmul_backward()
+ *   matmul.cuh       matmul_forward()         cublasLtMatmul, bias in the epilogue   matmul_forward()
+ *                    matmul_backward()        2 x cublasLtMatmul + column sums       matmul_backward()
  *   rope.cuh         rope_table_create()      (host: bf16 cos/sin, (P,HD/2) each)    rope_table_ensure()
  *                    rope_qkv_forward()       rope_qkv_vec_kernel (16-byte, +1):     rope_forward()
  *                                             fused q|k|v rows split into q, k, v
@@ -27,7 +27,7 @@
  *   swiglu.cuh       swiglu_forward()         swiglu_forward_vec_kernel (16-byte,    swiglu_forward()
  *                                             fused gate|up rows)
  *                    swiglu_backward()        swiglu_backward_vec_kernel (16-byte)   swiglu_backward()
- *   classifier.cuh   lm_head_loss()           cublasGemmEx per chunk of rows +       matmul_forward() (head) +
+ *   classifier.cuh   lm_head_loss()           cublasLtMatmul per chunk of rows +     matmul_forward() (head) +
  *                    classifier_forward_      crossentropy_forward_kernel (+ bf16    crossentropy_forward(),
  *                    backward()               dlogits in place) + 2 GEMMs, sum_kernel  _backward(), matmul_backward()
  *   global_norm.cuh  global_norm()            fixed-grid partials + one block        qwen2_grad_norm()
@@ -154,7 +154,7 @@ typedef struct {
     size_t allocated_bytes;        // GPU memory this model allocated (the log's "mem" figure)
     cudaStream_t stream;           // the compute stream (the caller's, non-blocking): every kernel, GEMM, copy and
                                    // collective of the model runs on it, but --overlap's layer collectives (comm)
-    cublasHandle_t cublas;         // bound to stream
+    Gemm *gemm;                    // cuBLASLt and its workspace (GEMM_WORKSPACE_BYTES): every GEMM, on stream
     int chunk_rows;                // rows of the LM head per chunk
     // the batch: for up to `batch_capacity` tokens
     size_t batch_capacity;
@@ -321,8 +321,8 @@ static void gpu_model_create_rank(GpuModel *m, const Qwen2Config *c, int chunk_r
     }
     rope_table_create(&m->rope, (int)c->max_position_embeddings, (int)c->head_dim, c->rope_theta);
     m->allocated_bytes += gpu_rope_table_bytes(c);
-    cublasCheck(cublasCreate(&m->cublas));
-    cublasCheck(cublasSetStream(m->cublas, stream));
+    m->gemm = gemm_create();
+    m->allocated_bytes += GEMM_WORKSPACE_BYTES;
     m->chunk_rows = chunk_rows > 0 ? chunk_rows : 1;
 }
 
@@ -693,7 +693,7 @@ static void gpu_layer_forward(GpuModel *m, const floatX *const *w, int N, const 
     rmsnorm_forward(a->ln1, a->rstd1, res, w[P_LN1W], N, H, eps, m->stream);
     // one GEMM against [Wq;Wk;Wv] (QD+2KD,H) with the bias [bq;bk;bv] (the unit's order, gpu_units_build()),
     // then RoPE as its rows split into q, k and v
-    matmul_forward(m->cublas, a->qkv, a->ln1, w[P_QW], w[P_QB], N, H, QD + 2 * KD, 0, m->stream);
+    matmul_forward(m->gemm, a->qkv, a->ln1, w[P_QW], w[P_QB], N, H, QD + 2 * KD, 0, m->stream);
     rope_qkv_forward(a->q, a->k, a->v, a->qkv, m->pos, &m->rope, N, NQ, NKV, HD, m->stream);
     if (a->seq_cache != NULL) {
         attention_decode_seqs(a, m->pos, N, NQ, NKV, HD, m->stream);
@@ -713,14 +713,14 @@ static void gpu_layer_forward(GpuModel *m, const floatX *const *w, int N, const 
     // resmid = res + o_proj(att): the GEMM adds onto a copy of res (rounded once)
     if (a->resmid != res)
         cudaCheck(cudaMemcpyAsync(a->resmid, res, (size_t)N * H * sizeof(floatX), cudaMemcpyDeviceToDevice, m->stream));
-    matmul_forward(m->cublas, a->resmid, a->att, w[P_OW], NULL, N, QD, H, 1, m->stream);
+    matmul_forward(m->gemm, a->resmid, a->att, w[P_OW], NULL, N, QD, H, 1, m->stream);
     rmsnorm_forward(a->ln2, a->rstd2, a->resmid, w[P_LN2W], N, H, eps, m->stream);
-    matmul_forward(m->cublas, a->gateup, a->ln2, w[P_GATEW], NULL, N, H, 2 * I, 0, m->stream);   // [Wgate;Wup] (2I,H)
+    matmul_forward(m->gemm, a->gateup, a->ln2, w[P_GATEW], NULL, N, H, 2 * I, 0, m->stream);   // [Wgate;Wup] (2I,H)
     swiglu_forward(a->mlp, a->gateup, N, I, m->stream);
     if (out == NULL) return;
     if (out != a->resmid)
         cudaCheck(cudaMemcpyAsync(out, a->resmid, (size_t)N * H * sizeof(floatX), cudaMemcpyDeviceToDevice, m->stream));
-    matmul_forward(m->cublas, out, a->mlp, w[P_DOWNW], NULL, N, I, H, 1, m->stream);
+    matmul_forward(m->gemm, out, a->mlp, w[P_DOWNW], NULL, N, I, H, 1, m->stream);
 }
 
 // The inference buffers as a LayerActs: everything in place, one layer at a time.
@@ -790,7 +790,7 @@ static float gpu_forward(GpuModel *m, const uint32_t *ids, const uint8_t *mask, 
     }
     gpu_unit_weights(m, L + 1, w);
     rmsnorm_forward(m->ln, NULL, m->res, w[P_NORMW], (int)N, (int)H, (float)c->rms_norm_eps, m->stream);
-    lm_head_loss(m->cublas, m->loss, m->losses, m->logits, m->ln, gpu_lm_head(m, w), m->targets, m->weights, weights,
+    lm_head_loss(m->gemm, m->loss, m->losses, m->logits, m->ln, gpu_lm_head(m, w), m->targets, m->weights, weights,
                  (int)N, (int)H, (int)V, m->chunk_rows, m->stream);
     float loss;
     copy_to_host(&loss, m->loss, sizeof(float), m->stream);
@@ -801,7 +801,7 @@ static float gpu_forward(GpuModel *m, const uint32_t *ids, const uint8_t *mask, 
 // ----------------------------------------------------------------------------
 // decoding with a KV cache: one token at a time, for sample.cu
 //
-// A decoded token runs 12 launches per layer (tutorial/cuda.md, "One decoded
+// A decoded token runs 11 launches per layer (tutorial/cuda.md, "One decoded
 // token as a CUDA graph"), each a few microseconds of CPU work, so the step is
 // captured once as a CUDA graph and replayed with one cudaGraphLaunch per token.
 // A graph replays its launches with the arguments they had at capture: so the
@@ -876,7 +876,7 @@ static void gpu_decode_launch(GpuModel *m, GpuKVCache *kv, size_t n) {
     gpu_unit_weights(m, L + 1, w);
     const floatX *last = m->res + (n - 1) * H;
     rmsnorm_forward(m->ln, NULL, last, w[P_NORMW], 1, (int)H, (float)c->rms_norm_eps, m->stream);
-    gemm_nt(m->cublas, m->logits, CUDA_R_32F, m->ln, gpu_lm_head(m, w), 1, (int)H, (int)V, 0.0f, m->stream);
+    gemm_nt(m->gemm, m->logits, CUDA_R_32F, m->ln, gpu_lm_head(m, w), NULL, 1, (int)H, (int)V, 0.0f, m->stream);
 }
 
 // One token's gpu_decode_launch() through kv's graph: captured on the first
@@ -971,7 +971,7 @@ static void gpu_decode_batch(GpuModel *m, GpuKVCache *const *kvs, const uint32_t
     }
     gpu_unit_weights(m, L + 1, w);
     rmsnorm_forward(m->ln, NULL, m->res, w[P_NORMW], (int)B, (int)H, (float)c->rms_norm_eps, m->stream);
-    gemm_nt(m->cublas, m->logits, CUDA_R_32F, m->ln, gpu_lm_head(m, w), (int)B, (int)H, (int)V, 0.0f, m->stream);
+    gemm_nt(m->gemm, m->logits, CUDA_R_32F, m->ln, gpu_lm_head(m, w), NULL, (int)B, (int)H, (int)V, 0.0f, m->stream);
     for (size_t b = 0; b < B; b++)
         cudaCheck(cudaMemcpyAsync(kvs[b]->logits, m->logits + b * V, V * sizeof(float), cudaMemcpyDeviceToHost, m->stream));
     cudaCheck(cudaStreamSynchronize(m->stream));
@@ -1042,7 +1042,8 @@ typedef struct {
     double weights, master, adam_m, adam_v, grads;   // the training state: this rank's shards
     double gathered;                                 // W > 1: gathered units, their full gradients, reduce buffers
     double activations;                              // kept for the backward pass
-    double scratch;                                  // one layer's gradients, reductions, the batch, the RoPE tables
+    double scratch;                                  // one layer's gradients, reductions, the batch, the RoPE tables,
+                                                     // the GEMM workspace
     double logits;                                   // one LM-head chunk
     double total;
 } GpuMemoryPlan;
@@ -1074,7 +1075,7 @@ static GpuMemoryPlan gpu_memory_plan(const Qwen2Config *c, size_t N, int recompu
     p.scratch = n * (4 * H + 2 * H + 4 * H + 2 * (2 * QD + 2 * KD + I))   // dres, dres_bf16, dln, datt dq dk dv dmlp
                 + 4.0 * (double)gpu_train_scratch_floats(c, N) + 4.0 * (double)embedding_backward_scratch_ints((int)N)
                 + n * 4 * 5 + 8.0 * GLOBAL_NORM_SCRATCH   // the batch (ids targets pos weights losses), the norm's partials
-                + (double)gpu_rope_table_bytes(c);
+                + (double)gpu_rope_table_bytes(c) + (double)GEMM_WORKSPACE_BYTES;
     p.logits = (double)chunk_rows * (double)c->vocab_size * 4 + 4;
     p.total = p.weights + p.master + p.adam_m + p.adam_v + p.grads + p.gathered + p.activations + p.scratch + p.logits;
     free(shape.units);
@@ -1154,7 +1155,7 @@ static void gpu_layer_backward(GpuModel *m, GpuTrainActs *t, const floatX *const
     const Qwen2Config *c = &m->config;
     int H = (int)c->hidden_size, I = (int)c->intermediate_size, NQ = (int)c->num_heads, NKV = (int)c->num_kv_heads;
     int HD = (int)c->head_dim, QD = NQ * HD, KD = NKV * HD;
-    cublasHandle_t h = m->cublas;
+    Gemm *h = m->gemm;
     // MLP branch; its residual add passes dres through unchanged
     matmul_backward(h, t->dmlp, CUDA_R_16BF, 0, g[P_DOWNW], NULL, t->scratch, t->dres_bf16, a->mlp,
                     w[P_DOWNW], N, I, H, m->stream);
@@ -1231,7 +1232,7 @@ static float gpu_forward_backward_weighted(GpuModel *m, GpuTrainActs *t, const u
     gpu_unit_grads(m, L + 1, g);
     float *head_g = c->tie_word_embeddings ? embed_g[P_EMBED] : g[P_LMW];
     if (busy) {
-        classifier_forward_backward(m->cublas, m->loss, m->losses, m->logits, t->dln, head_g, t->lnf, head_w,
+        classifier_forward_backward(m->gemm, m->loss, m->losses, m->logits, t->dln, head_g, t->lnf, head_w,
                                     m->targets, m->weights, weights, grad_scale, (int)N, (int)H, (int)V, m->chunk_rows, m->stream);
         cudaCheck(cudaMemsetAsync(t->dres, 0, N * H * sizeof(float), m->stream));
         rmsnorm_backward(t->dres, t->dres_bf16, g[P_NORMW], t->scratch, t->dln, t->res + L * N * H, w[P_NORMW],
@@ -1351,7 +1352,7 @@ static void gpu_model_free(GpuModel *m) {
     }
     rope_table_free(&m->rope);
     free(m->units);
-    cublasCheck(cublasDestroy(m->cublas));
+    gemm_destroy(m->gemm);
     memset(m, 0, sizeof *m);
 }
 

@@ -1,7 +1,7 @@
 /*
- * matmul.cuh: the linear layers through cuBLAS (bf16 in, fp32 accumulation),
- * their bias kernels and the deterministic column sums (the bias gradient;
- * rmsnorm.cuh shares them). Twins of s1.c's matmul_forward() and
+ * matmul.cuh: the linear layers through cuBLASLt (bf16 in, fp32 accumulation,
+ * the bias in the GEMM's epilogue) and the deterministic column sums (the bias
+ * gradient; rmsnorm.cuh shares them). Twins of s1.c's matmul_forward() and
  * matmul_backward(); tested by tests/emu_kernels.cu and
  * tests/emu_kernels_backward.cu.
  */
@@ -9,42 +9,154 @@
 #define S1C_MATMUL_CUH
 
 #include "common/cuda_common.cuh"
+#include <cublasLt.h>
 
+// ----------------------------------------------------------------------------
+// The GEMM context: every GEMM of the programs is one cublasLtMatmul() (llm.c's
+// matmul_cublaslt), which takes what the classic cublasGemmEx() hides: its
+// workspace, the algorithm, and an epilogue that adds the bias before D's one
+// rounding. One context per model; all its GEMMs run on the compute stream, in
+// order, so they share the one workspace.
+//
+// The workspace is ours, allocated once: an algorithm that splits k across
+// blocks sums the partial products there. 32 MiB is what cuBLAS recommends for
+// Hopper (cublasSetWorkspace()). A workspace we own is what makes a GEMM legal
+// inside a CUDA graph capture (the library allocates nothing), and cuBLAS's
+// reproducibility note names it as the way to keep results bitwise repeatable
+// when several streams are active.
+#define GEMM_WORKSPACE_BYTES ((size_t)32 << 20)
+
+// The heuristic's answer depends on the problem (ops, sizes, leading dimensions,
+// the output type, the bias) and on the alignment of every buffer, so a chosen
+// algorithm is cached under all of those (GemmProblem): a transformer repeats a handful of
+// shapes per micro-batch, and a query costs tens of microseconds of host time,
+// as much as a decode step's small GEMM. Direct-mapped: a shape takes slot
+// hash % GEMM_ALGO_SLOTS, and a different shape there replaces it.
+#define GEMM_ALGO_SLOTS 64
+
+typedef struct {   // a GEMM as the heuristic sees it (all ints: compared and hashed as bytes)
+    int transa, transb, m, n, k, lda, ldb, ldd, dtype;
+    int align_a, align_b, align_d, align_bias;   // bytes, from gemm_alignment(); align_bias 0: no bias
+} GemmProblem;
+
+typedef struct {
+    GemmProblem problem;
+    int filled;
+    cublasLtMatmulAlgo_t algo;
+} GemmAlgoSlot;
+
+typedef struct {
+    cublasLtHandle_t lt;
+    void *workspace;                       // GEMM_WORKSPACE_BYTES of device memory
+    GemmAlgoSlot algos[GEMM_ALGO_SLOTS];
+} Gemm;
+
+static Gemm *gemm_create(void) {
+    Gemm *g = (Gemm *)callocCheck(1, sizeof(Gemm));
+    cublasCheck(cublasLtCreate(&g->lt));
+    cudaCheck(cudaMalloc(&g->workspace, GEMM_WORKSPACE_BYTES));
+    return g;
+}
+
+static void gemm_destroy(Gemm *g) {
+    cudaCheck(cudaFree(g->workspace));
+    cublasCheck(cublasLtDestroy(g->lt));
+    free(g);
+}
+
+// The largest power of two up to 256 that divides a buffer's address and its
+// leading dimension in bytes: the alignment the algorithm may assume. cuBLASLt's
+// heuristic assumes 256 unless told (CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_*_BYTES),
+// and a row or chunk inside a buffer is often less aligned than that.
+static inline int gemm_alignment(const void *p, size_t ld_bytes) {
+    uintptr_t bits = (uintptr_t)p | ld_bytes | 256;
+    return (int)(bits & (~bits + 1));
+}
+
+// The heuristic's best algorithm for problem p, which the descriptors hold,
+// promising its alignments (C is D): from the cache, or asked once.
+static const cublasLtMatmulAlgo_t *gemm_algo(Gemm *g, const GemmProblem *p, cublasLtMatmulDesc_t desc,
+                                             cublasLtMatrixLayout_t a, cublasLtMatrixLayout_t b, cublasLtMatrixLayout_t d) {
+    uint32_t h = 2166136261u;   // FNV-1a over the problem's ints
+    const int *words = (const int *)p;
+    for (size_t i = 0; i < sizeof *p / sizeof(int); i++) h = (h ^ (uint32_t)words[i]) * 16777619u;
+    GemmAlgoSlot *slot = &g->algos[h % GEMM_ALGO_SLOTS];
+    if (slot->filled && memcmp(&slot->problem, p, sizeof *p) == 0) return &slot->algo;
+    cublasLtMatmulPreference_t pref;
+    cublasCheck(cublasLtMatmulPreferenceCreate(&pref));
+    uint64_t workspace = GEMM_WORKSPACE_BYTES;
+    cublasCheck(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &workspace, sizeof workspace));
+    const cublasLtMatmulPreferenceAttributes_t attrs[4] = {
+        CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES,
+        CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES};
+    const uint32_t align[4] = {(uint32_t)p->align_a, (uint32_t)p->align_b, (uint32_t)p->align_d, (uint32_t)p->align_d};
+    for (int i = 0; i < 4; i++) cublasCheck(cublasLtMatmulPreferenceSetAttribute(pref, attrs[i], &align[i], sizeof align[i]));
+    cublasLtMatmulHeuristicResult_t result;
+    int count = 0;
+    cublasCheck(cublasLtMatmulAlgoGetHeuristic(g->lt, desc, a, b, d, d, pref, 1, &result, &count));
+    cublasCheck(cublasLtMatmulPreferenceDestroy(pref));
+    if (count == 0) die("gemm: cuBLASLt has no algorithm for m %d, n %d, k %d (lda %d, ldb %d, ldd %d)", p->m, p->n, p->k,
+                        p->lda, p->ldb, p->ldd);
+    slot->problem = *p;
+    slot->filled = 1;
+    slot->algo = result.algo;
+    return &slot->algo;
+}
+
+// D (m,n) = op(A) (m,k) . op(B) (k,n) + beta * D [+ bias (m,) in every column],
+// column-major as cuBLAS, leading dimensions in elements: A and B bf16, D of
+// type dtype (bf16 or fp32), the sum and the bias in fp32, rounded to dtype
+// once. D is also the C that beta scales (C = D). The one place the programs
+// call cuBLAS(Lt); the descriptors are host objects, made per call.
+static void gemm_lt(Gemm *g, cublasOperation_t transa, cublasOperation_t transb, int m, int n, int k, const floatX *A,
+                    int lda, const floatX *B, int ldb, void *D, cudaDataType dtype, int ldd, float beta, const floatX *bias,
+                    cudaStream_t stream) {
+    const float alpha = 1.0f;
+    size_t dsize = dtype == CUDA_R_32F ? sizeof(float) : sizeof(floatX);
+    cublasLtMatmulDesc_t desc;
+    cublasCheck(cublasLtMatmulDescCreate(&desc, CUBLAS_COMPUTE_32F, CUDA_R_32F));
+    cublasCheck(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_TRANSA, &transa, sizeof transa));
+    cublasCheck(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_TRANSB, &transb, sizeof transb));
+    if (bias != NULL) {   // D's rows are the output features: one bias value per row
+        cublasLtEpilogue_t epilogue = CUBLASLT_EPILOGUE_BIAS;
+        int32_t bias_type = CUDA_R_16BF;
+        cublasCheck(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &epilogue, sizeof epilogue));
+        cublasCheck(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof bias));
+        cublasCheck(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &bias_type, sizeof bias_type));
+    }
+    cublasLtMatrixLayout_t a, b, d;   // each as stored: op(X) = X^T reads a matrix of the transposed shape
+    cublasCheck(cublasLtMatrixLayoutCreate(&a, CUDA_R_16BF, transa == CUBLAS_OP_N ? m : k, transa == CUBLAS_OP_N ? k : m, lda));
+    cublasCheck(cublasLtMatrixLayoutCreate(&b, CUDA_R_16BF, transb == CUBLAS_OP_N ? k : n, transb == CUBLAS_OP_N ? n : k, ldb));
+    cublasCheck(cublasLtMatrixLayoutCreate(&d, dtype, m, n, ldd));
+    const GemmProblem problem = {(int)transa, (int)transb, m, n, k, lda, ldb, ldd, (int)dtype,
+                                 gemm_alignment(A, (size_t)lda * sizeof(floatX)), gemm_alignment(B, (size_t)ldb * sizeof(floatX)),
+                                 gemm_alignment(D, (size_t)ldd * dsize), bias != NULL ? gemm_alignment(bias, 0) : 0};
+    const cublasLtMatmulAlgo_t *algo = gemm_algo(g, &problem, desc, a, b, d);
+    cublasCheck(cublasLtMatmul(g->lt, desc, &alpha, A, a, B, b, &beta, D, d, D, d, algo, g->workspace,
+                               GEMM_WORKSPACE_BYTES, stream));
+    cublasCheck(cublasLtMatrixLayoutDestroy(a));
+    cublasCheck(cublasLtMatrixLayoutDestroy(b));
+    cublasCheck(cublasLtMatrixLayoutDestroy(d));
+    cublasCheck(cublasLtMatmulDescDestroy(desc));
+}
 
 // Linear layer y = x W^T + b with W stored (OC, C), as HF checkpoints store it.
 // cuBLAS is column-major: the row-major out (N,OC) is the column-major (OC,N)
 // matrix W x^T, so A = W read transposed (op T, lda C) and B = x (op N, ldb C).
-// The bias is written into out first and the GEMM adds onto it (beta = 1), so
-// the fp32 sum is rounded to bf16 once, as torch's addmm does.
-__global__ void __launch_bounds__(256) bias_fill_kernel(floatX *out, const floatX *bias, int N, int OC) {
-    // out (N,OC) = bias (OC,) in every row
-    size_t total = (size_t)N * OC;
-    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < total; i += (size_t)gridDim.x * blockDim.x)
-        out[i] = bias[i % OC];
-}
-
-// out (N,OC) = inp (N,C) . weight (OC,C)^T + beta * out, out of type out_type
-// (bf16 or fp32), fp32 accumulation. A cuBLAS handle runs its GEMMs on the
-// stream it was last given, so each GEMM wrapper gives it `stream` first (a
-// host-side setting, no synchronisation).
-static void gemm_nt(cublasHandle_t handle, void *out, cudaDataType out_type, const floatX *inp, const floatX *weight,
-                    int N, int C, int OC, float beta, cudaStream_t stream) {
-    const float alpha = 1.0f;
-    cublasCheck(cublasSetStream(handle, stream));
-    cublasCheck(cublasGemmEx(handle, CUBLAS_OP_T, CUBLAS_OP_N, OC, N, C, &alpha, weight, CUDA_R_16BF, C, inp,
-                             CUDA_R_16BF, C, &beta, out, out_type, OC, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+// out (N,OC) = inp (N,C) . weight (OC,C)^T [+ bias (OC,)] + beta * out, out of
+// type out_type (bf16 or fp32), fp32 accumulation, rounded once.
+static void gemm_nt(Gemm *g, void *out, cudaDataType out_type, const floatX *inp, const floatX *weight,
+                    const floatX *bias, int N, int C, int OC, float beta, cudaStream_t stream) {
+    gemm_lt(g, CUBLAS_OP_T, CUBLAS_OP_N, OC, N, C, weight, C, inp, C, out, out_type, OC, beta, bias, stream);
 }
 
 // out (N,OC) = inp (N,C) . weight (OC,C)^T + bias (OC,) [bias may be NULL].
-// residual != 0 adds the product onto out instead (the residual stream's
-// "h = h + o_proj(...)", rounded once).
-static void matmul_forward(cublasHandle_t handle, floatX *out, const floatX *inp, const floatX *weight,
-                           const floatX *bias, int N, int C, int OC, int residual, cudaStream_t stream) {
-    if (bias != NULL) {
-        CU_LAUNCH(bias_fill_kernel, grid_for((size_t)N * OC, 256), 256, 0, stream)(out, bias, N, OC);
-        cudaCheck(cudaGetLastError());
-    }
-    gemm_nt(handle, out, CUDA_R_16BF, inp, weight, N, C, OC, bias != NULL || residual ? 1.0f : 0.0f, stream);
+// The bias rides in the GEMM's epilogue: added to the fp32 sum before the one
+// rounding to bf16, as torch's addmm. residual != 0 adds the product onto out
+// instead (beta = 1: the residual stream's "h = h + o_proj(...)", rounded once).
+static void matmul_forward(Gemm *g, floatX *out, const floatX *inp, const floatX *weight, const floatX *bias, int N,
+                           int C, int OC, int residual, cudaStream_t stream) {
+    gemm_nt(g, out, CUDA_R_16BF, inp, weight, bias, N, C, OC, residual ? 1.0f : 0.0f, stream);
 }
 
 // ----------------------------------------------------------------------------
@@ -58,12 +170,9 @@ static void matmul_forward(cublasHandle_t handle, floatX *out, const floatX *inp
 // column-major (C,OC) matrix weight^T, so A = weight as stored (op N, lda C);
 // the row-major dout (N,OC) is the column-major (OC,N) matrix dout^T, so
 // B = dout as stored (op N, ldb ld_dout); m = C, n = N, k = OC.
-static void gemm_nn(cublasHandle_t handle, void *out, cudaDataType out_type, const floatX *dout, int ld_dout,
+static void gemm_nn(Gemm *g, void *out, cudaDataType out_type, const floatX *dout, int ld_dout,
                     const floatX *weight, int N, int C, int OC, float beta, cudaStream_t stream) {
-    const float alpha = 1.0f;
-    cublasCheck(cublasSetStream(handle, stream));
-    cublasCheck(cublasGemmEx(handle, CUBLAS_OP_N, CUBLAS_OP_N, C, N, OC, &alpha, weight, CUDA_R_16BF, C, dout,
-                             CUDA_R_16BF, ld_dout, &beta, out, out_type, C, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+    gemm_lt(g, CUBLAS_OP_N, CUBLAS_OP_N, C, N, OC, weight, C, dout, ld_dout, out, out_type, C, beta, NULL, stream);
 }
 
 // dweight (OC,C) fp32 += dout (N,OC)^T . inp (N,C), fp32 accumulation, the sum
@@ -73,12 +182,9 @@ static void gemm_nn(cublasHandle_t handle, void *out, cudaDataType out_type, con
 // so A = inp as stored (op N, lda C); the row-major dout (N,OC) is the
 // column-major (OC,N) matrix dout^T, read transposed to dout (op T, ldb
 // ld_dout); m = C, n = OC, k = N.
-static void gemm_tn_accumulate(cublasHandle_t handle, float *dweight, const floatX *dout, int ld_dout,
-                               const floatX *inp, int N, int C, int OC, cudaStream_t stream) {
-    const float alpha = 1.0f, beta = 1.0f;
-    cublasCheck(cublasSetStream(handle, stream));
-    cublasCheck(cublasGemmEx(handle, CUBLAS_OP_N, CUBLAS_OP_T, C, OC, N, &alpha, inp, CUDA_R_16BF, C, dout,
-                             CUDA_R_16BF, ld_dout, &beta, dweight, CUDA_R_32F, C, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+static void gemm_tn_accumulate(Gemm *g, float *dweight, const floatX *dout, int ld_dout, const floatX *inp, int N, int C,
+                               int OC, cudaStream_t stream) {
+    gemm_lt(g, CUBLAS_OP_N, CUBLAS_OP_T, C, OC, N, inp, C, dout, ld_dout, dweight, CUDA_R_32F, C, 1.0f, NULL, stream);
 }
 
 // Deterministic column sums of a (N,C) matrix, in two stages of fixed order,
@@ -140,7 +246,7 @@ static void column_sum(float *out, float *scratch, const floatX *x, int N, int C
 static inline size_t matmul_backward_scratch_floats(int N, int OC) { return column_sum_scratch_floats(N, OC); }
 
 // Backward of out = inp . weight^T + bias, twin of s1.c's matmul_backward(),
-// all on cuBLAS but the bias:
+// all on cuBLASLt but the bias:
 //   dinp (N,C) = dout (N,OC) . weight (OC,C)  [+= when accumulate_dinp], of type
 //                dinp_type (CUDA_R_16BF: an activation gradient that feeds the
 //                next GEMM; CUDA_R_32F); dinp NULL: not wanted
@@ -148,11 +254,17 @@ static inline size_t matmul_backward_scratch_floats(int N, int OC) { return colu
 //   dbias (OC,) fp32 += column sums of dout   (when dbias != NULL; scratch:
 //                matmul_backward_scratch_floats(N, OC) floats, else unused)
 // dout (N,OC), inp (N,C), weight (OC,C) bf16.
-static void matmul_backward(cublasHandle_t handle, void *dinp, cudaDataType dinp_type, int accumulate_dinp,
-                            float *dweight, float *dbias, float *scratch, const floatX *dout, const floatX *inp,
-                            const floatX *weight, int N, int C, int OC, cudaStream_t stream) {
-    if (dinp != NULL) gemm_nn(handle, dinp, dinp_type, dout, OC, weight, N, C, OC, accumulate_dinp ? 1.0f : 0.0f, stream);
-    gemm_tn_accumulate(handle, dweight, dout, OC, inp, N, C, OC, stream);
+// The bias gradient is column_sum(), not cuBLASLt's CUBLASLT_EPILOGUE_BGRADB
+// (the column sums of B fused into the weight-gradient GEMM): cublasLt.h says
+// that epilogue *stores* the bias gradient, where the micro-batches of a step
+// must add into it (+=), and it does not say in what order it sums, so its bits
+// may change with the algorithm or the cuBLAS version. column_sum() adds in a
+// fixed order and repeats bit for bit (tutorial/cuda.md, "cuBLASLt").
+static void matmul_backward(Gemm *g, void *dinp, cudaDataType dinp_type, int accumulate_dinp, float *dweight,
+                            float *dbias, float *scratch, const floatX *dout, const floatX *inp, const floatX *weight,
+                            int N, int C, int OC, cudaStream_t stream) {
+    if (dinp != NULL) gemm_nn(g, dinp, dinp_type, dout, OC, weight, N, C, OC, accumulate_dinp ? 1.0f : 0.0f, stream);
+    gemm_tn_accumulate(g, dweight, dout, OC, inp, N, C, OC, stream);
     if (dbias != NULL) column_sum(dbias, scratch, dout, N, OC, stream);
 }
 

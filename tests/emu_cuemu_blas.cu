@@ -242,11 +242,17 @@ static void lt_free(LtMatmul *l) {
     cublasCheck(cublasLtMatrixLayoutDestroy(l->b));
     cublasCheck(cublasLtMatrixLayoutDestroy(l->c));
 }
-static cublasStatus_t lt_heuristic(cublasLtHandle_t lt, const LtMatmul *l, cublasLtMatmulHeuristicResult_t *r, int *count) {
+// The heuristic's algorithm for matrices aligned to `alignment` bytes (0: the default promise, 256)
+static cublasStatus_t lt_heuristic(cublasLtHandle_t lt, const LtMatmul *l, uint32_t alignment,
+                                   cublasLtMatmulHeuristicResult_t *r, int *count) {
     cublasLtMatmulPreference_t pref;
     cublasCheck(cublasLtMatmulPreferenceCreate(&pref));
     uint64_t workspace = 32u << 20;
     cublasCheck(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &workspace, sizeof workspace));
+    const cublasLtMatmulPreferenceAttributes_t attrs[4] = {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES,
+                                                           CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES};
+    for (int i = 0; i < 4 && alignment != 0; i++)
+        cublasCheck(cublasLtMatmulPreferenceSetAttribute(pref, attrs[i], &alignment, sizeof alignment));
     cublasStatus_t s = cublasLtMatmulAlgoGetHeuristic(lt, l->desc, l->a, l->b, l->c, l->c, pref, 1, r, count);
     cublasCheck(cublasLtMatmulPreferenceDestroy(pref));
     return s;
@@ -263,7 +269,7 @@ static void test_lt_bias_by_hand(cublasLtHandle_t lt, cudaStream_t stream) {
     LtMatmul l = lt_linear(CUDA_R_32F, 2, 2, 2, CUBLASLT_EPILOGUE_BIAS, d_b);
     cublasLtMatmulHeuristicResult_t r;
     int count = 0;
-    cublasCheck(lt_heuristic(lt, &l, &r, &count));
+    cublasCheck(lt_heuristic(lt, &l, 4, &r, &count));   // rows of 2 floats: 8-byte leading dimensions
     CHECK(count == 1 && r.state == CUBLAS_STATUS_SUCCESS, "heuristic: %d algorithms", count);
     const float one = 1.0f, zero = 0.0f;
     cublasCheck(cublasLtMatmul(lt, l.desc, &one, d_w, l.a, d_inp, l.b, &zero, d_out, l.c, d_out, l.c, &r.algo, NULL, 0, stream));
@@ -296,7 +302,7 @@ static void test_lt_bias_bf16(cublasHandle_t handle, cublasLtHandle_t lt, cudaSt
     LtMatmul l = lt_linear(CUDA_R_16BF, BT, C, OC, CUBLASLT_EPILOGUE_BIAS, d_b);
     cublasLtMatmulHeuristicResult_t r;
     int count = 0;
-    cublasCheck(lt_heuristic(lt, &l, &r, &count));
+    cublasCheck(lt_heuristic(lt, &l, 2, &r, &count));   // rows of 70 bf16: 140-byte leading dimensions
     const float one = 1.0f, zero = 0.0f;
     cublasCheck(cublasLtMatmul(lt, l.desc, &one, d_w, l.a, d_inp, l.b, &zero, d_lt, l.c, d_lt, l.c, &r.algo, NULL, 0, stream));
     cublasCheck(cublasGemmEx(handle, CUBLAS_OP_T, CUBLAS_OP_N, OC, BT, C, &one, d_w, CUDA_R_16BF, C, d_inp, CUDA_R_16BF, C,
@@ -324,7 +330,7 @@ static void test_gemms_in_graph(cublasHandle_t handle, cublasLtHandle_t lt, cuda
     LtMatmul l = lt_linear(CUDA_R_32F, 2, 2, 2, CUBLASLT_EPILOGUE_BIAS, d_b);
     cublasLtMatmulHeuristicResult_t r;
     int count = 0;
-    cublasCheck(lt_heuristic(lt, &l, &r, &count));
+    cublasCheck(lt_heuristic(lt, &l, 4, &r, &count));
     const float one = 1.0f;
     cudaGraph_t graph;
     cudaGraphExec_t exec;
@@ -357,19 +363,59 @@ static void test_lt_refusals(cublasLtHandle_t lt) {
     LtMatmul l = lt_linear(CUDA_R_16BF, 4, 8, 6, CUBLASLT_EPILOGUE_GELU, NULL);
     cublasLtMatmulHeuristicResult_t r;
     int count = -1;
-    cublasStatus_t s = lt_heuristic(lt, &l, &r, &count);
+    cublasStatus_t s = lt_heuristic(lt, &l, 2, &r, &count);
     CHECK(s == CUBLAS_STATUS_NOT_SUPPORTED && count == 0, "GELU epilogue: status %d, %d algorithms", (int)s, count);
     lt_free(&l);
     l = lt_linear(CUDA_R_16BF, 4, 8, 6, CUBLASLT_EPILOGUE_BIAS, NULL);
-    s = lt_heuristic(lt, &l, &r, &count);
+    s = lt_heuristic(lt, &l, 2, &r, &count);
     CHECK(s == CUBLAS_STATUS_INVALID_VALUE, "BIAS without a bias pointer: status %d", (int)s);
     lt_free(&l);
     l = lt_linear(CUDA_R_16BF, 4, 8, 6, CUBLASLT_EPILOGUE_DEFAULT, NULL);
     cublasCheck(cublasLtMatrixLayoutDestroy(l.b));
     cublasCheck(cublasLtMatrixLayoutCreate(&l.b, CUDA_R_16BF, 7, 4, 8));   // k 7 against op(A)'s 8
-    s = lt_heuristic(lt, &l, &r, &count);
+    s = lt_heuristic(lt, &l, 2, &r, &count);
     CHECK(s == CUBLAS_STATUS_INVALID_VALUE, "k mismatch: status %d", (int)s);
     lt_free(&l);
+    TEST_END();
+}
+
+// The algorithm assumes the alignment the preference promised (default 256 bytes) and the bias
+// pointer's at the query: a call on less aligned buffers is refused, however the sizes match.
+static void test_lt_alignment(cublasLtHandle_t lt, cudaStream_t stream) {
+    TEST_BEGIN("cublasLtMatmul refuses buffers less aligned than its algorithm was chosen for");
+    const int BT = 4, C = 8, OC = 8;   // bf16 rows of 16 bytes
+    __nv_bfloat16 *d_inp, *d_w, *d_b, *d_out;
+    cudaCheck(cudaMalloc((void **)&d_inp, 2 * BT * C * sizeof(__nv_bfloat16)));   // room for a shifted copy
+    cudaCheck(cudaMalloc((void **)&d_w, OC * C * sizeof(__nv_bfloat16)));
+    cudaCheck(cudaMalloc((void **)&d_b, 2 * OC * sizeof(__nv_bfloat16)));
+    cudaCheck(cudaMalloc((void **)&d_out, BT * OC * sizeof(__nv_bfloat16)));
+    cudaCheck(cudaMemsetAsync(d_inp, 0, 2 * BT * C * sizeof(__nv_bfloat16), stream));
+    cudaCheck(cudaMemsetAsync(d_w, 0, OC * C * sizeof(__nv_bfloat16), stream));
+    cudaCheck(cudaMemsetAsync(d_b, 0, 2 * OC * sizeof(__nv_bfloat16), stream));
+    const float one = 1.0f, zero = 0.0f;
+    cublasLtMatmulHeuristicResult_t r;
+    int count = 0;
+    LtMatmul l = lt_linear(CUDA_R_16BF, BT, C, OC, CUBLASLT_EPILOGUE_BIAS, d_b);
+    cublasCheck(lt_heuristic(lt, &l, 0, &r, &count));   // the default promise: 256 bytes, more than a 16-byte row
+    cublasStatus_t s = cublasLtMatmul(lt, l.desc, &one, d_w, l.a, d_inp, l.b, &zero, d_out, l.c, d_out, l.c, &r.algo, NULL, 0, stream);
+    CHECK(s == CUBLAS_STATUS_INVALID_VALUE, "16-byte rows, 256 promised: status %d", (int)s);
+    cublasCheck(lt_heuristic(lt, &l, 16, &r, &count));
+    cublasCheck(cublasLtMatmul(lt, l.desc, &one, d_w, l.a, d_inp, l.b, &zero, d_out, l.c, d_out, l.c, &r.algo, NULL, 0, stream));
+    s = cublasLtMatmul(lt, l.desc, &one, d_w, l.a, d_inp + 1, l.b, &zero, d_out, l.c, d_out, l.c, &r.algo, NULL, 0, stream);
+    CHECK(s == CUBLAS_STATUS_INVALID_VALUE, "B one element past 16 promised: status %d", (int)s);
+    const __nv_bfloat16 *shifted = d_b + 1;   // the algorithm was chosen for the aligned bias
+    cublasCheck(cublasLtMatmulDescSetAttribute(l.desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &shifted, sizeof shifted));
+    s = cublasLtMatmul(lt, l.desc, &one, d_w, l.a, d_inp, l.b, &zero, d_out, l.c, d_out, l.c, &r.algo, NULL, 0, stream);
+    CHECK(s == CUBLAS_STATUS_INVALID_VALUE, "a bias less aligned than at the query: status %d", (int)s);
+    cublasCheck(lt_heuristic(lt, &l, 16, &r, &count));   // queried with the shifted bias: runs
+    cublasCheck(cublasLtMatmul(lt, l.desc, &one, d_w, l.a, d_inp, l.b, &zero, d_out, l.c, d_out, l.c, &r.algo, NULL, 0, stream));
+    cublasLtMatmulAlgo_t none;
+    memset(&none, 0, sizeof none);
+    s = cublasLtMatmul(lt, l.desc, &one, d_w, l.a, d_inp, l.b, &zero, d_out, l.c, d_out, l.c, &none, NULL, 0, stream);
+    CHECK(s == CUBLAS_STATUS_INVALID_VALUE, "an algorithm not from the heuristic: status %d", (int)s);
+    cudaCheck(cudaStreamSynchronize(stream));
+    lt_free(&l);
+    cudaCheck(cudaFree(d_inp)); cudaCheck(cudaFree(d_w)); cudaCheck(cudaFree(d_b)); cudaCheck(cudaFree(d_out));
     TEST_END();
 }
 
@@ -392,6 +438,7 @@ int main(void) {
     test_lt_bias_bf16(handle, lt, stream);
     test_lt_refusals(lt);
     test_gemms_in_graph(handle, lt, stream);
+    test_lt_alignment(lt, stream);
     cublasCheck(cublasLtDestroy(lt));
     cublasCheck(cublasDestroy(handle));
     cudaCheck(cudaStreamDestroy(stream));

@@ -69,20 +69,19 @@ static void test_rmsnorm(size_t N, size_t C, size_t shift) {
 static void test_matmul(int with_bias, int residual) {
     const size_t N = 7, C = 40, OC = 19;
     char name[160];
-    snprintf(name, sizeof name, "matmul_forward (cuBLAS%s%s) vs s1.c, N=%zu, C=%zu, OC=%zu (bound u|ref| + 1e-4)",
-             with_bias ? " + bias_fill_kernel" : "", residual ? ", residual add" : "", N, C, OC);
+    snprintf(name, sizeof name, "matmul_forward (cuBLASLt%s%s) vs s1.c, N=%zu, C=%zu, OC=%zu (bound u|ref| + 1e-4)",
+             with_bias ? ", bias epilogue" : "", residual ? ", residual add" : "", N, C, OC);
     TEST_BEGIN(name);
     float *x = host_random(N * C, 1.0f), *w = host_random(OC * C, 1.0f), *b = host_random(OC, 1.0f);
     float *prev = host_random(N * OC, 4.0f), *ref = (float *)mallocCheck(N * OC * sizeof(float));
     s1ref_matmul(ref, x, w, with_bias ? b : NULL, N, C, OC);
     if (residual) for (size_t i = 0; i < N * OC; i++) ref[i] += prev[i];
     floatX *d_x = to_device(x, N * C), *d_w = to_device(w, OC * C), *d_b = to_device(b, OC), *d_out = to_device(prev, N * OC);
-    cublasHandle_t handle;
-    cublasCheck(cublasCreate(&handle));
-    matmul_forward(handle, d_out, d_x, d_w, with_bias ? d_b : NULL, N, C, OC, residual, stream);
+    Gemm *gemm = gemm_create();
+    matmul_forward(gemm, d_out, d_x, d_w, with_bias ? d_b : NULL, N, C, OC, residual, stream);
     float *got = from_device(d_out, N * OC);
     check_close("matmul", got, ref, N * OC, U, 1e-4f, NULL);
-    cublasCheck(cublasDestroy(handle));
+    gemm_destroy(gemm);
     free(x); free(w); free(b); free(prev); free(ref); free(got);
     cudaCheck(cudaFree(d_x)); cudaCheck(cudaFree(d_w)); cudaCheck(cudaFree(d_b)); cudaCheck(cudaFree(d_out));
     TEST_END();
@@ -90,6 +89,34 @@ static void test_matmul(int with_bias, int residual) {
 
 // The table is s1.c's, rounded: every bf16 entry is float_to_bf16 of s1.c's
 // fp32 entry (both computed through common/detmath.h), bit for bit.
+// gemm_lt() caches the heuristic's algorithm per problem, alignments included: the same shape on
+// buffers one element past a 16-byte boundary needs an algorithm of its own, since cuBLASLt (and the
+// emulator, common/cuemu_blas.h) refuses buffers less aligned than their algorithm was chosen for.
+// One Gemm runs the shape aligned, shifted, and both again from the cache; each result against s1.c
+// (not against each other: on a GPU two algorithms may sum in different orders).
+static void test_matmul_alignments(void) {
+    const size_t N = 8, C = 64, OC = 24;   // rows of 128 and 48 bytes: 16-byte aligned at offset 0
+    TEST_BEGIN("matmul_forward: one shape at two alignments, twice each (the algorithm cache), vs s1.c");
+    float *x = host_random(N * C, 1.0f), *w = host_random(OC * C, 1.0f), *b = host_random(OC, 1.0f);
+    float *zero = (float *)callocCheck(N * OC, sizeof(float)), *ref = (float *)mallocCheck(N * OC * sizeof(float));
+    s1ref_matmul(ref, x, w, b, N, C, OC);
+    Gemm *gemm = gemm_create();
+    for (int round = 0; round < 2; round++)
+        for (size_t shift = 0; shift < 2; shift++) {
+            floatX *d_x = to_device_shifted(x, N * C, shift), *d_w = to_device_shifted(w, OC * C, shift);
+            floatX *d_b = to_device_shifted(b, OC, shift), *d_out = to_device_shifted(zero, N * OC, shift);
+            matmul_forward(gemm, d_out, d_x, d_w, d_b, N, C, OC, 0, stream);
+            float *got = from_device(d_out, N * OC);
+            check_close(shift ? "matmul, buffers 2-byte aligned" : "matmul, buffers 16-byte aligned", got, ref, N * OC, U, 1e-4f, NULL);
+            free(got);
+            floatX *bufs[] = {d_x, d_w, d_b, d_out};
+            for (size_t i = 0; i < 4; i++) cudaCheck(cudaFree(bufs[i] - shift));
+        }
+    gemm_destroy(gemm);
+    free(x); free(w); free(b); free(zero); free(ref);
+    TEST_END();
+}
+
 static void test_rope_table(size_t HD, double theta) {
     const size_t P = 32768, half = HD / 2, n = P * half;
     char name[160];
@@ -243,12 +270,11 @@ static void test_lm_head_loss(int chunk_rows) {
     cudaCheck(cudaMalloc((void **)&d_losses, N * sizeof(float)));
     cudaCheck(cudaMalloc((void **)&d_logits, (size_t)chunk_rows * V * sizeof(float)));   // one chunk, never (N,V)
     cudaCheck(cudaMalloc((void **)&d_loss, sizeof(float)));
-    cublasHandle_t handle;
-    cublasCheck(cublasCreate(&handle));
-    lm_head_loss(handle, d_loss, d_losses, d_logits, d_x, d_w, d_t, d_weights, weights, N, H, V, chunk_rows, stream);
+    Gemm *gemm = gemm_create();
+    lm_head_loss(gemm, d_loss, d_losses, d_logits, d_x, d_w, d_t, d_weights, weights, N, H, V, chunk_rows, stream);
     copy_to_host(&got, d_loss, sizeof(float), stream);
     check_close("lm_head_loss", &got, &ref, 1, 3e-5f, 0.0f, NULL);
-    cublasCheck(cublasDestroy(handle));
+    gemm_destroy(gemm);
     free(x); free(w);
     cudaCheck(cudaFree(d_x)); cudaCheck(cudaFree(d_w)); cudaCheck(cudaFree(d_t)); cudaCheck(cudaFree(d_weights));
     cudaCheck(cudaFree(d_losses)); cudaCheck(cudaFree(d_logits)); cudaCheck(cudaFree(d_loss));
@@ -370,6 +396,7 @@ int main(void) {
     test_matmul(1, 0);
     test_matmul(0, 1);
     test_matmul(0, 0);
+    test_matmul_alignments();
     test_rope_table(128, 1e6);            // Qwen2.5-32B's head dim and base, 32K positions
     test_rope_table(12, 1e4);
     test_rope_qkv(6, 2, 2, 64, 1e6, 0);     // GQA 1, HD 64: 16-byte vectors of 8 pairs, 4 per head

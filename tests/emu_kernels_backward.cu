@@ -195,15 +195,14 @@ static void test_matmul_backward(size_t N, size_t C, size_t OC, cudaDataType din
     floatX *d_dout = to_device(dout, N * OC), *d_x = to_device(x, N * C), *d_w = to_device(w, OC * C);
     float *d_scratch;
     cudaCheck(cudaMalloc((void **)&d_scratch, matmul_backward_scratch_floats((int)N, (int)OC) * sizeof(float)));
-    cublasHandle_t handle;
-    cublasCheck(cublasCreate(&handle));
+    Gemm *gemm = gemm_create();
     float *got_dinp = NULL, *got_dw[2], *got_db[2];
     for (int run = 0; run < 2; run++) {   // twice from the same state: determinism
         // dinp starts at prev even when overwriting: the kernel must not read it then
         void *d_dinp = NULL;
         if (want_dinp) d_dinp = dinp_type == CUDA_R_16BF ? (void *)to_device(prev_dinp, N * C) : (void *)device_copy(prev_dinp, N * C);
         float *d_dw = device_copy(prev_dw, OC * C), *d_db = device_copy(prev_db, OC);
-        matmul_backward(handle, d_dinp, dinp_type, accumulate, d_dw, with_bias ? d_db : NULL, d_scratch, d_dout, d_x, d_w,
+        matmul_backward(gemm, d_dinp, dinp_type, accumulate, d_dw, with_bias ? d_db : NULL, d_scratch, d_dout, d_x, d_w,
                         (int)N, (int)C, (int)OC, stream);
         if (run == 0 && want_dinp)
             got_dinp = dinp_type == CUDA_R_16BF ? from_device((floatX *)d_dinp, N * C) : host_from((float *)d_dinp, N * C);
@@ -220,7 +219,7 @@ static void test_matmul_backward(size_t N, size_t C, size_t OC, cudaDataType din
     } else {
         check_bits("matmul_backward dbias NULL: untouched", got_db[0], prev_db, OC * sizeof(float));
     }
-    cublasCheck(cublasDestroy(handle));
+    gemm_destroy(gemm);
     free(dout); free(x); free(w); free(prev_dinp); free(prev_dw); free(prev_db); free(ref_dinp); free(ref_dw); free(ref_db);
     free(extra_dinp); free(extra_dw); free(extra_db); free(got_dinp);
     for (int run = 0; run < 2; run++) { free(got_dw[run]); free(got_db[run]); }
@@ -388,12 +387,11 @@ static void test_classifier(size_t N, size_t H, size_t V, int chunk_rows, float 
     cudaCheck(cudaMalloc((void **)&d_losses, N * sizeof(float)));
     cudaCheck(cudaMalloc((void **)&d_logits, (size_t)chunk_rows * V * sizeof(float)));   // one chunk, never (N,V)
     cudaCheck(cudaMalloc((void **)&d_loss, sizeof(float)));
-    cublasHandle_t handle;
-    cublasCheck(cublasCreate(&handle));
+    Gemm *gemm = gemm_create();
     float *junk = host_random(N * H, 7.0f), got_loss[2], *got_dx[2], *got_dw[2];
     for (int run = 0; run < 2; run++) {   // twice from the same state: determinism
         float *d_dx = device_copy(junk, N * H), *d_dw = device_copy(prev_dw, V * H);   // dx is written, skipped rows zeroed
-        classifier_forward_backward(handle, d_loss, d_losses, d_logits, d_dx, d_dw, d_x, d_w, d_t, d_weights, weights,
+        classifier_forward_backward(gemm, d_loss, d_losses, d_logits, d_dx, d_dw, d_x, d_w, d_t, d_weights, weights,
                                     grad_scale, (int)N, (int)H, (int)V, chunk_rows, stream);
         copy_to_host(&got_loss[run], d_loss, sizeof(float), stream);
         got_dx[run] = host_from(d_dx, N * H);
@@ -401,7 +399,7 @@ static void test_classifier(size_t N, size_t H, size_t V, int chunk_rows, float 
         cudaCheck(cudaFree(d_dx)); cudaCheck(cudaFree(d_dw));
     }
     float fwd_loss;   // the forward-only path shares the kernel: the same loss, bit for bit
-    lm_head_loss(handle, d_loss, d_losses, d_logits, d_x, d_w, d_t, d_weights, weights, (int)N, (int)H, (int)V, chunk_rows, stream);
+    lm_head_loss(gemm, d_loss, d_losses, d_logits, d_x, d_w, d_t, d_weights, weights, (int)N, (int)H, (int)V, chunk_rows, stream);
     copy_to_host(&fwd_loss, d_loss, sizeof(float), stream);
 
     check_close("classifier loss", &got_loss[0], &ref_loss, 1, 0.0f, loss_bound, NULL);
@@ -411,7 +409,7 @@ static void test_classifier(size_t N, size_t H, size_t V, int chunk_rows, float 
     check_bits("classifier dx run twice", got_dx[0], got_dx[1], N * H * sizeof(float));
     check_bits("classifier dweight run twice", got_dw[0], got_dw[1], V * H * sizeof(float));
     CHECK(fwd_loss == got_loss[0], "lm_head_loss %.9g != classifier_forward_backward loss %.9g", fwd_loss, got_loss[0]);
-    cublasCheck(cublasDestroy(handle));
+    gemm_destroy(gemm);
     free(x); free(w); free(weights); free(prev_dw); free(targets); free(ref_dx); free(ref_dw); free(ref_dl);
     free(delta); free(pw); free(extra_dx); free(extra_dw); free(L); free(junk);
     for (int run = 0; run < 2; run++) { free(got_dx[run]); free(got_dw[run]); }

@@ -54,6 +54,13 @@ mutate() {
 ATT=build/tests/emu_kernels_attention
 BWD=build/tests/emu_kernels_backward
 TRAIN=build/tests/emu_kernels_train
+FWD=build/tests/emu_kernels
+
+# the GEMMs through cuBLASLt (common/matmul.cuh)
+mutate "GEMM: the DEFAULT epilogue where the bias needs BIAS (the bias pointer alone adds nothing)" common/matmul.cuh \
+    "cublasLtEpilogue_t epilogue = CUBLASLT_EPILOGUE_BIAS;" "cublasLtEpilogue_t epilogue = CUBLASLT_EPILOGUE_DEFAULT;" $FWD $FWD
+mutate "GEMM: the algorithm cache compares the sizes but not the alignments" common/matmul.cuh \
+    "memcmp(&slot->problem, p, sizeof *p) == 0" "memcmp(&slot->problem, p, 9 * sizeof(int)) == 0" $FWD $FWD
 
 # FlashAttention-2 backward (common/attention.cuh)
 mutate "attention backward: the GQA group sum of dK, dV dropped (first head only)" common/attention.cuh \

@@ -19,8 +19,10 @@
  *                                             fused q|k|v rows split into q, k, v
  *                    rope_qkv_backward()      rope_qkv_vec_kernel (direction -1):    rope_backward()
  *                                             dq, dk, dv merged into fused rows
- *   attention.cuh    attention_forward()      attention_forward_kernel (flash)       attention_forward()
- *                    attention_backward()     _D_, _dkdv_, _dq_kernel (FA2)          attention_backward()
+ *   attention.cuh    attention_forward()      attention_forward_tc_kernel (flash,    attention_forward()
+ *                                             tensor cores) or _forward_kernel
+ *                    attention_backward()     _D_, _dkdv_tc_, _dq_tc_kernel (FA2,    attention_backward()
+ *                                             tensor cores) or _dkdv_, _dq_kernel
  *                    attention_decode()       attention_decode_kernel                attention_row() (KV cache)
  *                    attention_decode_flash() _split_kernel + _combine_kernel        attention_row() (KV cache)
  *                    kv_cache_append()        kv_cache_append_kernel                 qwen2_decode_step()'s append
@@ -68,9 +70,11 @@
  * order on a grid that depends only on the sizes, so a run repeats bit for bit.
  *
  * Several GPUs: the parameters live in units sharded over W ranks (ZeRO-3,
- * below: gpu_unit_weights(), gpu_unit_reduce()). The kernels are written
- * for clarity first (no tensor cores in the attention, no flash-decoding split
- * of long KV caches).
+ * below: gpu_unit_weights(), gpu_unit_reduce()).
+ *
+ * Attention runs on the tensor cores (mma.sync, ldmatrix, cp.async) at head
+ * dims 64 and 128 unless --attention cuda-cores picks the CUDA-core kernels,
+ * the readable reference. The GEMMs go through cuBLASLt (matmul.cuh's Gemm).
  *
  * Dimension letters: N tokens of a batch, T of one sequence, H hidden, I MLP,
  * NQ query heads, NKV key/value heads, HD head dim, QD = NQ*HD, KD = NKV*HD,

@@ -119,8 +119,8 @@ mutate "sft train --overlap: the compute does not wait for the prefetched layer"
     "    cudaCheck(cudaStreamWaitEvent(m->stream, m->gathered_ev[s], 0));" "<delete>" build/emu/sft bash tests/test_sharding.sh
 # batched decoding (common/kernels.cuh, sample --batch)
 BATCH=build/tests/emu_kernels_batch
-mutate "gpu_decode_batch: a sequence's new V row not appended to its cache" common/kernels.cuh \
-    "cudaCheck(cudaMemcpyAsync(a->seq_v[n] + last" "<delete>" $BATCH $BATCH
+mutate "gpu_decode_batch: every sequence appends the first one's V row" common/kernels.cuh \
+    "a->v + n * KD, pos + n" "a->v, pos + n" $BATCH $BATCH
 mutate "gpu_decode_batch: the LM head over the first sequence's row only" common/kernels.cuh \
-    "gpu_lm_head(m, w), (int)B, (int)H" "gpu_lm_head(m, w), 1, (int)H" $BATCH $BATCH
+    "gpu_lm_head(m, w), NULL, (int)B, (int)H" "gpu_lm_head(m, w), NULL, 1, (int)H" $BATCH $BATCH
 summary

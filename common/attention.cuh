@@ -35,8 +35,9 @@
 #define ATT_MAX_HD 128     // every Qwen2.5 size: HD 64 or 128
 #define ATT_DIMS (ATT_MAX_HD / WARP_SIZE)
 
-__global__ void attention_forward_kernel(floatX *out, float *lse, const floatX *q, const floatX *k, const floatX *v,
-                                         int Tq, int past, int NQ, int NKV, int HD, float scale) {
+__global__ void __launch_bounds__(ATT_WARPS * WARP_SIZE)
+attention_forward_kernel(floatX *out, float *lse, const floatX *q, const floatX *k, const floatX *v,
+                         int Tq, int past, int NQ, int NKV, int HD, float scale) {
     // out q (Tq,NQ,HD), lse (Tq,NQ) or NULL, k v (past+Tq,NKV,HD)
     CU_EXTERN_SHARED(float, smem);
     float *qs = smem;                          // (BQ, HD) the block's query rows
@@ -51,10 +52,14 @@ __global__ void attention_forward_kernel(floatX *out, float *lse, const floatX *
         int r = i / HD, d = i % HD;
         qs[i] = q0 + r < Tq ? __bfloat162float(q[(q0 + r) * QD + h * HD + d]) : 0.0f;
     }
+    // Per-row state in registers: every loop that indexes it is unrolled, so each index is a
+    // compile-time constant (a runtime index would put the arrays in a local-memory stack frame).
     float m[ATT_ROWS], l[ATT_ROWS], acc[ATT_ROWS][ATT_DIMS];
+#pragma unroll
     for (int rr = 0; rr < ATT_ROWS; rr++) {
         m[rr] = -INFINITY;
         l[rr] = 0.0f;
+#pragma unroll
         for (int i = 0; i < ATT_DIMS; i++) acc[rr][i] = 0.0f;
     }
     int last_row = min(q0 + ATT_BQ, Tq) - 1;
@@ -68,6 +73,7 @@ __global__ void attention_forward_kernel(floatX *out, float *lse, const floatX *
             vs[j * HD + d] = u < num_keys ? __bfloat162float(v[u * KD + kvh * HD + d]) : 0.0f;
         }
         __syncthreads();
+#pragma unroll
         for (int rr = 0; rr < ATT_ROWS; rr++) {
             int r = warp * ATT_ROWS + rr, qpos = past + q0 + r;
             if (q0 + r >= Tq || k0 > qpos) continue;   // warp-uniform: no such row, or the tile is all future
@@ -86,19 +92,22 @@ __global__ void attention_forward_kernel(floatX *out, float *lse, const floatX *
             __syncwarp();   // the warp's previous row is done reading ps
             ps[warp * ATT_BK + lane] = p;
             __syncwarp();
+#pragma unroll
             for (int i = 0; i < ATT_DIMS; i++) {
                 int d = lane + WARP_SIZE * i;
-                if (d >= HD) break;
+                if (d >= HD) continue;
                 float a = acc[rr][i] * c;
                 for (int j = 0; j < ATT_BK; j++) a += ps[warp * ATT_BK + j] * vs[j * HD + d];
                 acc[rr][i] = a;
             }
         }
     }
+#pragma unroll
     for (int rr = 0; rr < ATT_ROWS; rr++) {
         int t = q0 + warp * ATT_ROWS + rr;
         if (t >= Tq) continue;
         float sum = warp_sum(l[rr]);
+#pragma unroll
         for (int i = 0; i < ATT_DIMS; i++) {
             int d = lane + WARP_SIZE * i;
             if (d < HD) out[t * QD + h * HD + d] = round_bf16(acc[rr][i] / sum);
@@ -135,8 +144,11 @@ static size_t attention_smem_bytes(int HD) {
 // on top of the CUDA-core kernel's bound; tests/emu_kernels_attention_tc.cu
 // checks that (the weights computed in double from the inputs).
 //
-// Not yet: all query heads of one KV head in one block (GQA: K and V read once
-// per group; today each query head's block reads them again, from L2 mostly).
+// A block takes one query head: each query head's block reads its group's K and V
+// again (from L2 mostly). Packing the group's heads into the block's 64 rows would
+// not cut those bytes (the blocks would cover 64/G positions each: the same tiles,
+// as many blocks); only more rows per block would (tutorial/cuda.md, "GQA: why the
+// forward's blocks take one query head").
 #define ATC_BQ 64
 #define ATC_BK 64
 #define ATC_WARPS 4
@@ -384,7 +396,8 @@ static void attention_forward(floatX *out, float *lse, const floatX *q, const fl
 #define ATTB_KV_ROWS (ATTB_BKV / ATT_WARPS)
 
 // D[t*NQ + h] = sum_d dout[t,h,d] * out[t,h,d], one warp per row (t,h), lanes over d.
-__global__ void attention_backward_D_kernel(float *D, const floatX *dout, const floatX *out, size_t rows, int HD) {
+__global__ void __launch_bounds__(ATT_WARPS * WARP_SIZE)
+attention_backward_D_kernel(float *D, const floatX *dout, const floatX *out, size_t rows, int HD) {
     int warps_per_block = blockDim.x / WARP_SIZE, lane = threadIdx.x % WARP_SIZE;
     size_t first = (size_t)blockIdx.x * warps_per_block + threadIdx.x / WARP_SIZE;
     for (size_t row = first; row < rows; row += (size_t)gridDim.x * warps_per_block) {
@@ -396,9 +409,10 @@ __global__ void attention_backward_D_kernel(float *D, const floatX *dout, const 
     }
 }
 
-__global__ void attention_backward_dkdv_kernel(floatX *dk, floatX *dv, const float *D, const floatX *dout, const float *lse,
-                                               const floatX *q, const floatX *k, const floatX *v,
-                                               int T, int NQ, int NKV, int HD, float scale) {
+__global__ void __launch_bounds__(ATT_WARPS * WARP_SIZE)
+attention_backward_dkdv_kernel(floatX *dk, floatX *dv, const float *D, const floatX *dout, const float *lse,
+                               const floatX *q, const floatX *k, const floatX *v,
+                               int T, int NQ, int NKV, int HD, float scale) {
     // dk dv k v (T,NKV,HD), dout q (T,NQ,HD), lse D (T,NQ)
     CU_EXTERN_SHARED(float, smem);
     float *ks = smem;                          // (BKV, HD) the block's key rows (broadcast reads)
@@ -480,9 +494,10 @@ __global__ void attention_backward_dkdv_kernel(floatX *dk, floatX *dv, const flo
     }
 }
 
-__global__ void attention_backward_dq_kernel(floatX *dq, const float *D, const floatX *dout, const float *lse,
-                                             const floatX *q, const floatX *k, const floatX *v,
-                                             int T, int NQ, int NKV, int HD, float scale) {
+__global__ void __launch_bounds__(ATT_WARPS * WARP_SIZE)
+attention_backward_dq_kernel(floatX *dq, const float *D, const floatX *dout, const float *lse,
+                             const floatX *q, const floatX *k, const floatX *v,
+                             int T, int NQ, int NKV, int HD, float scale) {
     // dq dout q (T,NQ,HD), k v (T,NKV,HD), lse D (T,NQ)
     CU_EXTERN_SHARED(float, smem);
     float *qs = smem;                          // (BQ, HD) the block's query rows (broadcast reads)
@@ -918,8 +933,9 @@ static void attention_backward(floatX *dq, floatX *dk, floatX *dv, float *scratc
 // (Flash-decoding would also split the keys across blocks for long caches.)
 #define DEC_WARPS 8
 
-__global__ void attention_decode_kernel(floatX *out, const floatX *q, const floatX *k, const floatX *v, const int *pos,
-                                        int NQ, int NKV, int HD, float scale) {
+__global__ void __launch_bounds__(DEC_WARPS * WARP_SIZE)
+attention_decode_kernel(floatX *out, const floatX *q, const floatX *k, const floatX *v, const int *pos,
+                        int NQ, int NKV, int HD, float scale) {
     // out q (NQ,HD), k v (>= ntok,NKV,HD), pos (1,): the new token's position, so ntok = *pos + 1 keys
     CU_EXTERN_SHARED(float, smem);
     float *qs = smem;                      // (HD,)

@@ -323,7 +323,7 @@ static void gpu_model_create_rank(GpuModel *m, const Qwen2Config *c, int chunk_r
                 for (int j = 0; j < 2; j++) cudaCheck(cudaEventCreateWithFlags(&evs[i][j], cudaEventDisableTiming));
         }
     }
-    rope_table_create(&m->rope, (int)c->max_position_embeddings, (int)c->head_dim, c->rope_theta);
+    rope_table_create(&m->rope, (int)c->max_position_embeddings, (int)c->head_dim, c->rope_theta, stream);
     m->allocated_bytes += gpu_rope_table_bytes(c);
     m->gemm = gemm_create();
     m->allocated_bytes += GEMM_WORKSPACE_BYTES;

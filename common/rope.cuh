@@ -35,8 +35,11 @@ typedef struct {
 // Builds the tables on the host with s1.c's rope_table_ensure() expressions:
 // the angle and its cos and sin in fp32 through common/detmath.h (the same bits
 // on every CPU, and exactly s1.c's table entries), each rounded to bf16 (HF's
-// cast point), then copied up. The kernels therefore see bf16(s1.c's values).
-static void rope_table_create(RopeTable *t, int positions, int HD, double theta) {
+// cast point), then copied up on `stream`, the stream of the kernels that read
+// them (a synchronous cudaMemcpy would run on the legacy default stream, which
+// a non-blocking stream does not wait for, and from pageable memory may return
+// before its DMA has landed). The kernels therefore see bf16(s1.c's values).
+static void rope_table_create(RopeTable *t, int positions, int HD, double theta, cudaStream_t stream) {
     size_t half = (size_t)HD / 2, n = (size_t)positions * half;
     uint16_t *c = (uint16_t *)mallocCheck(n * sizeof(uint16_t)), *s = (uint16_t *)mallocCheck(n * sizeof(uint16_t));
     for (size_t i = 0; i < half; i++) {
@@ -50,8 +53,8 @@ static void rope_table_create(RopeTable *t, int positions, int HD, double theta)
     t->positions = positions;
     cudaCheck(cudaMalloc((void **)&t->cos, n * sizeof(floatX)));
     cudaCheck(cudaMalloc((void **)&t->sin, n * sizeof(floatX)));
-    cudaCheck(cudaMemcpy(t->cos, c, n * sizeof(floatX), cudaMemcpyHostToDevice));
-    cudaCheck(cudaMemcpy(t->sin, s, n * sizeof(floatX), cudaMemcpyHostToDevice));
+    copy_to_device(t->cos, c, n * sizeof(floatX), stream);   // synchronised: c and s may be freed
+    copy_to_device(t->sin, s, n * sizeof(floatX), stream);
     free(c);
     free(s);
 }

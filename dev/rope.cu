@@ -115,7 +115,7 @@ static void check_rope(const char *label, RopeFn fn, int backward, int N, int NH
     floatX *d_x = to_device(x, n);
     int *d_pos = device_copy(pos_i, N);
     RopeTable t;
-    rope_table_create(&t, ROPE_POSITIONS, HD, theta);
+    rope_table_create(&t, ROPE_POSITIONS, HD, theta, 0);
     fn(d_x, d_pos, &t, N, NH, HD, (float)theta);
     float *got = from_device(d_x, n);
     check_close("rope", got, ref, n, DEV_U, 1e-6f, extra);
@@ -146,7 +146,7 @@ static void bench_setup(void) {
     if (bx) return;
     bx = dev_alloc<floatX>((size_t)NB * NHB * HDB);
     bpos = dev_alloc<int>(NB);
-    rope_table_create(&btable, ROPE_POSITIONS, HDB, 1e6);
+    rope_table_create(&btable, ROPE_POSITIONS, HDB, 1e6, 0);
 }
 #define BENCH(name, fn) static void name(void) { bench_setup(); fn(bx, bpos, &btable, NB, NHB, HDB, 1e6f); }
 BENCH(bench_v1, rope_forward_v1)

@@ -126,7 +126,7 @@ static void test_rope_table(size_t HD, double theta) {
     float *cos_ref = (float *)mallocCheck(n * sizeof(float)), *sin_ref = (float *)mallocCheck(n * sizeof(float));
     s1ref_rope_table(cos_ref, sin_ref, P, HD, theta);
     RopeTable t;
-    rope_table_create(&t, (int)P, (int)HD, theta);
+    rope_table_create(&t, (int)P, (int)HD, theta, stream);
     uint16_t *c = (uint16_t *)mallocCheck(n * sizeof(uint16_t)), *s = (uint16_t *)mallocCheck(n * sizeof(uint16_t));
     cudaCheck(cudaMemcpy(c, t.cos, n * sizeof(uint16_t), cudaMemcpyDeviceToHost));
     cudaCheck(cudaMemcpy(s, t.sin, n * sizeof(uint16_t), cudaMemcpyDeviceToHost));
@@ -164,7 +164,7 @@ static void test_rope_qkv(size_t N, size_t NQ, size_t NKV, size_t HD, double the
         cudaCheck(cudaMemsetAsync(outs[b], 0xff, N * widths[b] * sizeof(floatX), stream));
     int *d_pos = device_copy(pos_i, N);
     RopeTable table;
-    rope_table_create(&table, 32768, (int)HD, theta);
+    rope_table_create(&table, 32768, (int)HD, theta, stream);
     rope_qkv_forward(d_q, d_k, d_v, d_qkv, d_pos, &table, (int)N, (int)NQ, (int)NKV, (int)HD, stream);
     float *got_q = from_device(d_q, N * QD), *got_k = from_device(d_k, N * KD), *got_v = from_device(d_v, N * KD);
     copy_columns(got, W, got_q, QD, N, QD);

@@ -257,7 +257,7 @@ static void test_rope_qkv_backward(size_t N, size_t NQ, size_t NKV, size_t HD, d
     cudaCheck(cudaMemsetAsync(d_dqkv, 0xff, N * W * sizeof(floatX), stream));   // NaNs: an element left unwritten fails
     int *d_pos = device_copy(pos_i, N);
     RopeTable table;
-    rope_table_create(&table, 32768, (int)HD, theta);
+    rope_table_create(&table, 32768, (int)HD, theta, stream);
     rope_qkv_backward(d_dqkv, d_dq, d_dk, d_dv, d_pos, &table, (int)N, (int)NQ, (int)NKV, (int)HD, stream);
     float *got = from_device(d_dqkv, N * W);
     check_qkv_close("rope_qkv_backward", got, ref, extra, N, NQ, NKV, HD, U);

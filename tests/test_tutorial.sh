@@ -19,4 +19,10 @@ for ch in "${chapters[@]}"; do
     if [ -z "$missing" ]; then pass "$ch: all $count named functions exist"
     else fail "$ch: functions named but not defined:$missing"; fi
 done
+# tutorial/cuda.md, "Which stream does what": nothing of the programs runs on the legacy default stream,
+# which the non-blocking compute stream does not wait for. A synchronous cudaMemcpy() or cudaMemset() does
+# (and a pageable host-to-device cudaMemcpy() may return before its DMA has landed).
+legacy=$(grep -nE '(^|[^A-Za-z0-9_])cuda(Memcpy|Memset)\(' sample.cu sft.cu common/*.cuh $(ls common/*.h | grep -v '^common/cuemu'))
+if [ -z "$legacy" ]; then pass "the programs' sources: no synchronous cudaMemcpy()/cudaMemset() (the legacy default stream)"
+else fail "the programs' sources: no synchronous cudaMemcpy()/cudaMemset() (the legacy default stream)" "$legacy"; fi
 summary

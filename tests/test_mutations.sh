@@ -75,7 +75,11 @@ mutate "attention backward: D = rowsum(out * out) instead of rowsum(dout * out)"
 # decoding: flash-decoding with the position in device memory, and the step as a CUDA graph
 GRAPH=build/tests/emu_kernels_graph
 mutate "flash-decoding: the new token's own key left out (ntok = pos)" common/attention.cuh \
-    "int ntok = *pos + 1, u0 = blockIdx.x * FDEC_KEYS;" "int ntok = *pos, u0 = blockIdx.x * FDEC_KEYS;" $ATT $ATT
+    "(part, q, k, v, *pos + 1, NQ, NKV, scale);" "(part, q, k, v, *pos, NQ, NKV, scale);" $ATT $ATT
+mutate "batched flash-decoding: every sequence's splits score the first sequence's query row" common/attention.cuh \
+    "(s.scratch, q + (size_t)n * NQ * HD," "(s.scratch, q," $ATT $ATT
+mutate "batched flash-decoding: the combine merges the splits of the first sequence's length" common/attention.cuh \
+    "seqs[n].scratch, pos[n] + 1, NQ, HD);" "seqs[n].scratch, pos[0] + 1, NQ, HD);" $ATT $ATT
 mutate "decode: the new K/V row written one row past its position" common/attention.cuh \
     "size_t row = (size_t)*pos * KD;" "size_t row = (size_t)(*pos + 1) * KD;" $GRAPH $GRAPH
 mutate "decode graph: not captured again after the model's buffers moved (only the model compared)" common/kernels.cuh \

@@ -83,7 +83,7 @@ mutate "batched flash-decoding: the combine merges the splits of the first seque
 mutate "decode: the new K/V row written one row past its position" common/attention.cuh \
     "size_t row = (size_t)*pos * KD;" "size_t row = (size_t)(*pos + 1) * KD;" $GRAPH $GRAPH
 mutate "decode graph: not captured again after the model's buffers moved (only the model compared)" common/kernels.cuh \
-    "kv->step_model != m || kv->step_capacity != m->capacity || kv->step_batch_capacity != m->batch_capacity;" \
+    "kv->step_model != m || kv->step_capacity != m->capacity || kv->step_upload_capacity != m->upload_capacity;" \
     "kv->step_model != m;" $GRAPH $GRAPH
 # the other backward kernels and the optimizer
 mutate "linear backward: dbias not accumulated (= instead of +=)" common/matmul.cuh \
@@ -121,10 +121,10 @@ mutate "sft train: the update (clipping included) before the step's accumulation
     build/emu/sft bash tests/test_sft.sh
 mutate "sft train --overlap: the compute does not wait for the prefetched layer" common/kernels.cuh \
     "    cudaCheck(cudaStreamWaitEvent(m->stream, m->gathered_ev[s], 0));" "<delete>" build/emu/sft bash tests/test_sharding.sh
-# batched decoding (common/kernels.cuh, sample --batch)
+# batched decoding (common/kernels.cuh and attention.cuh's kernels over all the sequences, sample --batch)
 BATCH=build/tests/emu_kernels_batch
-mutate "gpu_decode_batch: every sequence appends the first one's V row" common/kernels.cuh \
-    "a->v + n * KD, pos + n" "a->v, pos + n" $BATCH $BATCH
+mutate "gpu_decode_batch: every sequence appends the first one's V row" common/attention.cuh \
+    "k + (size_t)n * KD, v + (size_t)n * KD," "k + (size_t)n * KD, v," $BATCH $BATCH
 mutate "gpu_decode_batch: the LM head over the first sequence's row only" common/kernels.cuh \
     "gpu_lm_head(m, w), NULL, (int)B, (int)H" "gpu_lm_head(m, w), NULL, 1, (int)H" $BATCH $BATCH
 summary

@@ -664,7 +664,7 @@ static int main_plan(int argc, char **argv) {
     printf("\n");
     printf("  %-58s %9.2f GB  (kept: %.2f GB; --recompute: %.2f GB)\n", use_rec ? "activations, layer inputs only (--recompute)" : "activations, all kept",
            p->activations / 1e9, keep.activations / 1e9, rec.activations / 1e9);
-    printf("  %-58s %9.2f GB\n", "backward scratch: layer gradients, batch, GEMM workspace", p->scratch / 1e9);
+    printf("  %-58s %9.2f GB\n", "scratch: layer grads, batch, GEMM workspace, RoPE tables", p->scratch / 1e9);
     printf("  %-58s %9.2f GB\n", "LM-head chunk (fp32 logits)", p->logits / 1e9);
     printf("  %-58s %9.2f GB\n", "CUDA context, cuBLAS, NCCL (estimate, not ours)", CONTEXT_BYTES / 1e9);
     double total = p->total + CONTEXT_BYTES;

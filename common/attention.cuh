@@ -925,12 +925,14 @@ static void attention_backward(floatX *dq, floatX *dk, floatX *dv, float *scratc
 // Decoding: one new query token per head against the cached keys 0..pos (itself
 // included, at row pos). The position is read from device memory, not passed as
 // an argument, so that one captured CUDA graph of the decode step (gpu_decode())
-// replays at every position: a graph freezes its kernels' arguments. A single query row would leave 3 of attention_forward_kernel's 4
-// warps idle, so here a block takes one query head and its DEC_WARPS warps split
-// the keys: warp w walks key tiles w, w + DEC_WARPS, ... with the same online
-// softmax (lane j scores key j of the tile), then the warps' (max, sum, output)
-// triples are merged in shared memory, each rescaled to the common max.
-// (Flash-decoding would also split the keys across blocks for long caches.)
+// replays at every position: a graph freezes its kernels' arguments. A single
+// query row would leave 3 of attention_forward_kernel's 4 warps idle, so here a
+// block takes one query head and its DEC_WARPS warps split the keys: warp w walks
+// key tiles w, w + DEC_WARPS, ... with the same online softmax (lane j scores key
+// j of the tile), then the warps' (max, sum, output) triples are merged in shared
+// memory, each rescaled to the common max. This is the fallback for head dims
+// flash-decoding (attention_decode_flash() below, keys split across blocks) does
+// not take.
 #define DEC_WARPS 8
 
 __global__ void __launch_bounds__(DEC_WARPS * WARP_SIZE)
@@ -1005,22 +1007,55 @@ static void attention_decode(floatX *out, const floatX *q, const floatX *k, cons
     cudaCheck(cudaGetLastError());
 }
 
+// One sequence of a batched decode step (gpu_decode_batch()), as the batched
+// kernels below find it in device memory. Each sequence's cache is its own
+// allocation, so one launch for all of them needs their addresses in an array
+// on the device (uploaded with the positions); the layer is an offset the
+// kernels add, the same for every sequence (all caches have one capacity).
+typedef struct {
+    floatX *k, *v;     // (L, max, NKV, HD) the sequence's keys after RoPE, values
+    float *scratch;    // its flash-decoding splits (attention_decode_scratch_floats(max, NQ, HD) floats)
+} DecodeSeq;
+
 // The new token's rows into a layer's cache: k_cache, v_cache (max, NKV, HD)
 // get k, v (KD = NKV * HD each, k after RoPE) at row *pos, the position read from
 // device memory as the kernels above read it. s1.c's twin: the append loop of
 // qwen2_decode_step() (column pos of its transposed cache).
-__global__ void __launch_bounds__(256) kv_cache_append_kernel(floatX *k_cache, floatX *v_cache, const floatX *k,
-                                                              const floatX *v, const int *pos, int KD) {
-    size_t row = (size_t)*pos * KD;
+__device__ __forceinline__ void kv_cache_append_row(floatX *k_cache, floatX *v_cache, const floatX *k, const floatX *v,
+                                                    size_t row, int KD) {
     for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < KD; i += gridDim.x * blockDim.x) {
         k_cache[row + i] = k[i];
         v_cache[row + i] = v[i];
     }
 }
 
+__global__ void __launch_bounds__(256) kv_cache_append_kernel(floatX *k_cache, floatX *v_cache, const floatX *k,
+                                                              const floatX *v, const int *pos, int KD) {
+    size_t row = (size_t)*pos * KD;
+    kv_cache_append_row(k_cache, v_cache, k, v, row, KD);
+}
+
+// The same for B sequences in one launch, block row y = sequence n: row n of k, v (B, KD) into layer `layer`
+// (an element offset) of seqs[n]'s cache at row pos[n]. s1.c's twin: that append loop once per sequence.
+__global__ void __launch_bounds__(256) kv_cache_append_seqs_kernel(const DecodeSeq *seqs, size_t layer, const floatX *k,
+                                                                   const floatX *v, const int *pos, int KD) {
+    int n = blockIdx.y;
+    DecodeSeq s = seqs[n];
+    kv_cache_append_row(s.k + layer, s.v + layer, k + (size_t)n * KD, v + (size_t)n * KD, (size_t)pos[n] * KD, KD);
+}
+
 static void kv_cache_append(floatX *k_cache, floatX *v_cache, const floatX *k, const floatX *v, const int *pos, int KD,
                             cudaStream_t stream) {
     CU_LAUNCH(kv_cache_append_kernel, grid_for((size_t)KD, 256), 256, 0, stream)(k_cache, v_cache, k, v, pos, KD);
+    cudaCheck(cudaGetLastError());
+}
+
+// seqs, pos: (B,) in device memory
+static void kv_cache_append_seqs(const DecodeSeq *seqs, size_t layer, const floatX *k, const floatX *v, const int *pos, int B,
+                                 int KD, cudaStream_t stream) {
+    if (B <= 0 || B > 65535) die("kv_cache_append_seqs: %d sequences, outside the grid's y range 1..65535", B);
+    dim3 grid((unsigned)grid_for((size_t)KD, 256), (unsigned)B);
+    CU_LAUNCH(kv_cache_append_seqs_kernel, grid, 256, 0, stream)(seqs, layer, k, v, pos, KD);
     cudaCheck(cudaGetLastError());
 }
 
@@ -1044,6 +1079,10 @@ static void kv_cache_append(floatX *k_cache, floatX *v_cache, const floatX *k, c
 // the bound of the kernel above (u|ref| + 1e-5 max|v|) holds.
 // Head dims 64 and 128 (every Qwen2.5 size) and G <= 8; attention_decode_flash()
 // falls back to the kernel above otherwise.
+// Batched decoding (sample --batch) runs the same block code for B sequences in
+// one launch of each kernel (attention_decode_flash_seqs()): a grid dimension
+// more for the sequence, each with its own length, cache and scratch, found
+// through a DecodeSeq array in device memory.
 #define FDEC_KEYS 256   // keys per split
 #define FDEC_WARPS 4
 #define FDEC_MAX_G 8    // query heads per KV head the registers hold
@@ -1054,15 +1093,15 @@ static inline size_t attention_decode_scratch_floats(int max_ntok, int NQ, int H
     return (size_t)attention_decode_splits(max_ntok) * NQ * (HD + 2);
 }
 
+// Block (split blockIdx.x, KV head blockIdx.y) of one sequence's split kernel, shared by the one-sequence
+// kernel and the batched one (the same code, so the same bits per sequence).
 template <int HD>
-__global__ void __launch_bounds__(FDEC_WARPS * WARP_SIZE)
-attention_decode_split_kernel(float *part, const floatX *q, const floatX *k, const floatX *v, const int *pos, int NQ, int NKV,
-                              float scale) {
-    // part (splits, NQ, HD + 2): per split and query head o (HD,), m, l; q (NQ,HD), k v (>= ntok,NKV,HD);
-    // pos (1,): the new token's position, so ntok = *pos + 1 keys
+__device__ __forceinline__ void attention_decode_split_block(float *part, const floatX *q, const floatX *k, const floatX *v,
+                                                             int ntok, int NQ, int NKV, float scale) {
+    // part (splits, NQ, HD + 2): per split and query head o (HD,), m, l; q (NQ,HD), k v (>= ntok,NKV,HD)
     constexpr int LPK = HD / 8, KPW = WARP_SIZE / LPK, STREAMS = FDEC_WARPS * KPW;
     CU_EXTERN_SHARED(float, fdec_smem);   // (STREAMS, G, HD + 2): each stream's o, m, l
-    int ntok = *pos + 1, u0 = blockIdx.x * FDEC_KEYS;
+    int u0 = blockIdx.x * FDEC_KEYS;
     if (u0 >= ntok) return;   // a split past the current length: the whole block leaves, before any barrier
     int warp = threadIdx.x / WARP_SIZE, lane = threadIdx.x % WARP_SIZE;
     int sub = lane / LPK, d0 = (lane % LPK) * 8, stream = warp * KPW + sub;
@@ -1133,9 +1172,30 @@ attention_decode_split_kernel(float *part, const floatX *q, const floatX *k, con
     }
 }
 
-// out (NQ,HD) = the splits of part that *pos + 1 keys fill, merged in order, normalised, rounded to bf16 once
-__global__ void __launch_bounds__(ATT_MAX_HD) attention_decode_combine_kernel(floatX *out, const float *part, const int *pos, int NQ, int HD) {
-    int h = blockIdx.x, splits = attention_decode_splits(*pos + 1);
+// pos (1,): the new token's position, so *pos + 1 keys; grid (splits, NKV)
+template <int HD>
+__global__ void __launch_bounds__(FDEC_WARPS * WARP_SIZE)
+attention_decode_split_kernel(float *part, const floatX *q, const floatX *k, const floatX *v, const int *pos, int NQ, int NKV,
+                              float scale) {
+    attention_decode_split_block<HD>(part, q, k, v, *pos + 1, NQ, NKV, scale);
+}
+
+// B sequences in one launch, grid (splits of the longest, NKV, B): sequence n = blockIdx.z, its query row n
+// of q (B, NQ, HD) at position pos[n] over layer `layer` (an element offset) of seqs[n]'s cache, its splits
+// to seqs[n]'s scratch. A split past the sequence's own length leaves at once, as in a graph's capacity grid.
+template <int HD>
+__global__ void __launch_bounds__(FDEC_WARPS * WARP_SIZE)
+attention_decode_split_seqs_kernel(const DecodeSeq *seqs, size_t layer, const floatX *q, const int *pos, int NQ, int NKV,
+                                   float scale) {
+    int n = blockIdx.z;
+    DecodeSeq s = seqs[n];
+    attention_decode_split_block<HD>(s.scratch, q + (size_t)n * NQ * HD, s.k + layer, s.v + layer, pos[n] + 1, NQ, NKV, scale);
+}
+
+// out (NQ,HD) = the splits of part that ntok keys fill, merged in order, normalised, rounded to bf16 once;
+// head h = blockIdx.x
+__device__ __forceinline__ void attention_decode_combine_head(floatX *out, const float *part, int ntok, int NQ, int HD) {
+    int h = blockIdx.x, splits = attention_decode_splits(ntok);
     for (int d = threadIdx.x; d < HD; d += blockDim.x) {
         float mx = -INFINITY;
         for (int s = 0; s < splits; s++) mx = fmaxf(mx, part[((size_t)s * NQ + h) * (HD + 2) + HD]);
@@ -1150,15 +1210,35 @@ __global__ void __launch_bounds__(ATT_MAX_HD) attention_decode_combine_kernel(fl
     }
 }
 
+// pos (1,): *pos + 1 keys; grid (NQ,)
+__global__ void __launch_bounds__(ATT_MAX_HD) attention_decode_combine_kernel(floatX *out, const float *part, const int *pos, int NQ, int HD) {
+    attention_decode_combine_head(out, part, *pos + 1, NQ, HD);
+}
+
+// B sequences, grid (NQ, B): sequence n = blockIdx.y, its row n of out (B, NQ, HD) from seqs[n]'s scratch
+__global__ void __launch_bounds__(ATT_MAX_HD) attention_decode_combine_seqs_kernel(floatX *out, const DecodeSeq *seqs,
+                                                                                   const int *pos, int NQ, int HD) {
+    int n = blockIdx.y;
+    attention_decode_combine_head(out + (size_t)n * NQ * HD, seqs[n].scratch, pos[n] + 1, NQ, HD);
+}
+
+// Whether flash-decoding takes these heads (else attention_decode() runs), and its split kernel's shared memory.
+static bool attention_decode_flash_heads(int NQ, int NKV, int HD) {
+    if (NQ % NKV != 0) die("attention_decode: %d query heads are not a multiple of %d KV heads", NQ, NKV);
+    if (NKV > 65535) die("attention_decode: %d KV heads exceed the grid's y limit", NKV);
+    return (HD == 64 || HD == 128) && NQ / NKV <= FDEC_MAX_G;
+}
+static size_t attention_decode_split_smem(int NQ, int NKV, int HD) {
+    return (size_t)FDEC_WARPS * (WARP_SIZE / (HD / 8)) * (NQ / NKV) * (HD + 2) * sizeof(float);
+}
+
 // attention_decode()'s contract, split across blocks, for a cache of max_ntok
 // rows (*pos < max_ntok). scratch: at least attention_decode_scratch_floats(max_ntok,
 // NQ, HD) floats of device memory; q, k and v 16-byte aligned (as cudaMalloc'd
 // buffers and HD-multiple offsets are).
 static void attention_decode_flash(floatX *out, float *scratch, const floatX *q, const floatX *k, const floatX *v, const int *pos,
                                    int max_ntok, int NQ, int NKV, int HD, cudaStream_t stream) {
-    if (NQ % NKV != 0) die("attention_decode: %d query heads are not a multiple of %d KV heads", NQ, NKV);
-    int G = NQ / NKV;
-    if ((HD != 64 && HD != 128) || G > FDEC_MAX_G || !is_aligned16(q) || !is_aligned16(k) || !is_aligned16(v)) {
+    if (!attention_decode_flash_heads(NQ, NKV, HD) || !is_aligned16(q) || !is_aligned16(k) || !is_aligned16(v)) {
         attention_decode(out, q, k, v, pos, NQ, NKV, HD, stream);
         return;
     }
@@ -1166,12 +1246,43 @@ static void attention_decode_flash(floatX *out, float *scratch, const floatX *q,
     int splits = attention_decode_splits(max_ntok);
     float scale = 1.0f / sqrtf((float)HD);
     dim3 grid((unsigned)splits, (unsigned)NKV);
-    size_t smem = (size_t)FDEC_WARPS * (WARP_SIZE / (HD / 8)) * G * (HD + 2) * sizeof(float);
     void (*attention_decode_split_kernel_hd)(float *, const floatX *, const floatX *, const floatX *, const int *, int, int, float) =
         HD == 64 ? attention_decode_split_kernel<64> : attention_decode_split_kernel<128>;
-    CU_LAUNCH(attention_decode_split_kernel_hd, grid, FDEC_WARPS * WARP_SIZE, smem, stream)(scratch, q, k, v, pos, NQ, NKV, scale);
+    CU_LAUNCH(attention_decode_split_kernel_hd, grid, FDEC_WARPS * WARP_SIZE, attention_decode_split_smem(NQ, NKV, HD), stream)(
+        scratch, q, k, v, pos, NQ, NKV, scale);
     cudaCheck(cudaGetLastError());
     CU_LAUNCH(attention_decode_combine_kernel, NQ, HD, 0, stream)(out, scratch, pos, NQ, HD);
+    cudaCheck(cudaGetLastError());
+}
+
+// attention_decode_flash() for B sequences decoding together, one launch of each kernel whatever B: row n of
+// q and out (B, NQ, HD) is sequence n's new token at position pos[n], over layer `layer` (an element offset)
+// of seqs[n]'s cache, with seqs[n]'s scratch. seqs and pos: (B,) in device memory; seqs_host: the same array
+// in host memory. max_ntok >= every pos[n] + 1: the split grid covers it and a sequence's blocks past its own
+// length leave, so each sequence gets the bits attention_decode_flash() gives it alone on a grid of its
+// length. s1.c's twin: attention_row() of qwen2_decode_step(), once per sequence.
+// Heads flash-decoding does not take run attention_decode() once per sequence (B launches): no Qwen2.5 size
+// has them (head dim 64 or 128, G <= 7), only the tests' small models.
+static void attention_decode_flash_seqs(floatX *out, const DecodeSeq *seqs, const DecodeSeq *seqs_host, size_t layer,
+                                        const floatX *q, const int *pos, int max_ntok, int B, int NQ, int NKV, int HD,
+                                        cudaStream_t stream) {
+    if (B <= 0 || B > 65535) die("attention_decode_flash_seqs: %d sequences, outside the grid's range 1..65535", B);
+    bool aligned = is_aligned16(q);
+    for (int n = 0; n < B; n++) aligned = aligned && is_aligned16(seqs_host[n].k + layer) && is_aligned16(seqs_host[n].v + layer);
+    if (!attention_decode_flash_heads(NQ, NKV, HD) || !aligned) {
+        size_t QD = (size_t)NQ * HD;
+        for (int n = 0; n < B; n++)
+            attention_decode(out + n * QD, q + n * QD, seqs_host[n].k + layer, seqs_host[n].v + layer, pos + n, NQ, NKV, HD, stream);
+        return;
+    }
+    if (max_ntok <= 0) die("attention_decode_flash_seqs: caches without rows");
+    dim3 grid((unsigned)attention_decode_splits(max_ntok), (unsigned)NKV, (unsigned)B);
+    void (*attention_decode_split_seqs_kernel_hd)(const DecodeSeq *, size_t, const floatX *, const int *, int, int, float) =
+        HD == 64 ? attention_decode_split_seqs_kernel<64> : attention_decode_split_seqs_kernel<128>;
+    CU_LAUNCH(attention_decode_split_seqs_kernel_hd, grid, FDEC_WARPS * WARP_SIZE, attention_decode_split_smem(NQ, NKV, HD), stream)(
+        seqs, layer, q, pos, NQ, NKV, 1.0f / sqrtf((float)HD));
+    cudaCheck(cudaGetLastError());
+    CU_LAUNCH(attention_decode_combine_seqs_kernel, dim3((unsigned)NQ, (unsigned)B), HD, 0, stream)(out, seqs, pos, NQ, HD);
     cudaCheck(cudaGetLastError());
 }
 

@@ -26,6 +26,10 @@
  *                    attention_decode()       attention_decode_kernel                attention_row() (KV cache)
  *                    attention_decode_flash() _split_kernel + _combine_kernel        attention_row() (KV cache)
  *                    kv_cache_append()        kv_cache_append_kernel                 qwen2_decode_step()'s append
+ *                    attention_decode_        _split_seqs_kernel +                   attention_row(), the append,
+ *                    flash_seqs(), kv_cache_  _combine_seqs_kernel,                  per sequence
+ *                    append_seqs()            kv_cache_append_seqs_kernel: B
+ *                                             sequences at once (batched decoding)
  *   swiglu.cuh       swiglu_forward()         swiglu_forward_vec_kernel (16-byte,    swiglu_forward()
  *                                             fused gate|up rows)
  *                    swiglu_backward()        swiglu_backward_vec_kernel (16-byte)   swiglu_backward()
@@ -165,8 +169,15 @@ typedef struct {
     float *logits;                 // (chunk_rows,V) fp32: one chunk of the LM head
     float *losses, *weights;       // (N,) fp32
     float *loss;                   // (1,)
-    uint32_t *ids, *targets;       // (N,)
-    int *pos;                      // (N,) position within its sequence
+    uint32_t *targets;             // (N,)
+    // ids (N,) and pos (N,) (each token's position within its sequence) point into `upload`, re-pointed by
+    // each upload (gpu_upload()): the ids, the positions right after them and, for a batched decoding step,
+    // its sequences' DecodeSeq from the next 16-byte boundary, so that one copy from the pinned host twin
+    // `upload_host` sends them all
+    uint32_t *ids;
+    int *pos;
+    void *upload, *upload_host;
+    size_t upload_capacity;        // bytes of each
     RopeTable rope;                // cos/sin (max_position_embeddings, HD/2) bf16: a position beyond is refused
     double *norm_scratch;          // the global gradient norm's partial sums (training)
     // inference activations (gpu_forward, gpu_decode), for up to `capacity` tokens (bf16)
@@ -597,16 +608,51 @@ static size_t gpu_activation_bytes(const Qwen2Config *c, size_t N) {
     return N * per_token;
 }
 
-// Grows the batch buffers (ids, targets, pos, loss weights, per-token losses)
-// to N tokens; the first call also allocates the LM-head chunk.
+// Bytes of an upload of n tokens' ids and positions and, for a batched decoding step, B sequences' DecodeSeq.
+static size_t gpu_upload_bytes(size_t n, size_t B) {
+    size_t tokens = n * (sizeof(uint32_t) + sizeof(int));
+    return B == 0 ? tokens : (tokens + 15) / 16 * 16 + B * sizeof(DecodeSeq);
+}
+
+// Grows the upload buffers (device, and its pinned host twin) to `bytes`. No copy from the old host buffer
+// can be in flight: every upload's step synchronises the stream before the next (gpu_upload()).
+static void gpu_upload_ensure(GpuModel *m, size_t bytes) {
+    if (bytes <= m->upload_capacity) return;
+    cudaCheck(cudaFree(m->upload));
+    cudaCheck(cudaFreeHost(m->upload_host));
+    m->allocated_bytes -= m->upload_capacity;
+    m->upload = gpu_alloc(m, bytes);
+    cudaCheck(cudaMallocHost(&m->upload_host, bytes));
+    m->upload_capacity = bytes;
+}
+
+// A step's ids (n,), positions (n,) and, for a batched decoding step, its sequences' caches seqs (B,) to the
+// device in ONE asynchronous copy from the pinned host buffer; m->ids and m->pos then point at them. Returns
+// the device copy of seqs (NULL for B = 0). The host buffer is rewritten by the next upload, so the copy
+// must be done by then: each caller's step synchronises the stream before it returns (gpu_decode() and
+// gpu_decode_batch() copy the logits to the host, gpu_batch_upload() copies the targets with copy_to_device()).
+static const DecodeSeq *gpu_upload(GpuModel *m, const uint32_t *ids, const int *pos, size_t n, const DecodeSeq *seqs, size_t B) {
+    size_t bytes = gpu_upload_bytes(n, B), seqs_at = bytes - B * sizeof(DecodeSeq);
+    gpu_upload_ensure(m, bytes);
+    char *host = (char *)m->upload_host, *dev = (char *)m->upload;
+    memcpy(host, ids, n * sizeof(uint32_t));
+    memcpy(host + n * sizeof(uint32_t), pos, n * sizeof(int));
+    if (B > 0) memcpy(host + seqs_at, seqs, B * sizeof(DecodeSeq));
+    cudaCheck(cudaMemcpyAsync(dev, host, bytes, cudaMemcpyHostToDevice, m->stream));
+    m->ids = (uint32_t *)dev;
+    m->pos = (int *)(dev + n * sizeof(uint32_t));
+    return B > 0 ? (const DecodeSeq *)(dev + seqs_at) : NULL;
+}
+
+// Grows the batch buffers (the upload of ids and positions, targets, loss
+// weights, per-token losses) to N tokens; the first call also allocates the LM-head chunk.
 static void gpu_batch_ensure(GpuModel *m, size_t N) {
     if (N <= m->batch_capacity) return;
-    void *old[] = {m->ids, m->targets, m->pos, m->weights, m->losses};
+    void *old[] = {m->targets, m->weights, m->losses};
     for (size_t i = 0; i < sizeof old / sizeof old[0]; i++) cudaCheck(cudaFree(old[i]));
-    m->allocated_bytes -= m->batch_capacity * (2 * sizeof(uint32_t) + sizeof(int) + 2 * sizeof(float));
-    m->ids = (uint32_t *)gpu_alloc(m, N * sizeof(uint32_t));
+    m->allocated_bytes -= m->batch_capacity * (sizeof(uint32_t) + 2 * sizeof(float));
+    gpu_upload_ensure(m, gpu_upload_bytes(N, 0));
     m->targets = (uint32_t *)gpu_alloc(m, N * sizeof(uint32_t));
-    m->pos = (int *)gpu_alloc(m, N * sizeof(int));
     m->weights = (float *)gpu_alloc(m, N * sizeof(float));
     m->losses = (float *)gpu_alloc(m, N * sizeof(float));
     if (m->logits == NULL) {
@@ -639,6 +685,15 @@ typedef struct {
     float *scratch;   // attention_decode_flash()'s splits, for `rows` keys
 } LayerCache;
 
+// One layer of the caches of a batched decoding step (gpu_decode_batch()): row n
+// of a LayerActs is sequence n's one new token, at position m->pos[n].
+typedef struct {
+    const DecodeSeq *dev;    // (B,) the sequences' caches and scratch, in the step's upload (device memory)
+    const DecodeSeq *host;   // (B,) the same in host memory
+    size_t layer;            // this layer's element offset in every cache: l * max_len * KD
+    int rows;                // keys the attention's grid covers: the longest sequence's length
+} SeqCaches;
+
 // One layer's forward activations (bf16 unless noted), as gpu_layer_forward()
 // writes them. Inference aliases them to save memory (resmid = the layer's
 // input: the residual adds happen in place; ln2 = ln1; no rstd, no lse);
@@ -657,23 +712,19 @@ typedef struct {
     floatX *gateup;   // (N,2I) the MLP's fused projection: row n is gate (I,), then up (I,)
     floatX *mlp;      // (N,I) silu(gate) * up
     const LayerCache *cache;   // one decoded token: where its k, v go and attention reads, or NULL
-    // batched decoding (gpu_decode_batch()), else NULL: row n is the one new token of sequence n, at
-    // position m->pos[n], and seq_cache[n] (host array) its sequence's cache
-    const LayerCache *seq_cache;
+    const SeqCaches *seqs;     // batched decoding: N sequences' caches, one new token each, or NULL
 } LayerActs;
 
 // Batched decoding's attention: row n of a->q (one new token of sequence n, at
-// position pos[n], device) against sequence n's own cache a->seq_cache[n]: its
-// k, v rows appended there first, then gpu_decode()'s kernels at N = 1, one
-// launch pair per sequence (each has its own length). s1.c twin: the cache
-// write and attention_row() of qwen2_decode_step(), once per sequence.
+// position pos[n], device) against sequence n's own cache: the N new k, v rows
+// appended to their caches in one launch, then the flash-decoding pair over all
+// N sequences, each with its own length: three launches whatever N, each
+// sequence's bits those of gpu_decode()'s kernels on it alone. s1.c twin: the
+// cache write and attention_row() of qwen2_decode_step(), once per sequence.
 static void attention_decode_seqs(const LayerActs *a, const int *pos, int N, int NQ, int NKV, int HD, cudaStream_t stream) {
-    size_t QD = (size_t)NQ * HD, KD = (size_t)NKV * HD;
-    for (int n = 0; n < N; n++) {
-        const LayerCache *c = &a->seq_cache[n];
-        kv_cache_append(c->k, c->v, a->k + n * KD, a->v + n * KD, pos + n, (int)KD, stream);
-        attention_decode_flash(a->att + n * QD, c->scratch, a->q + n * QD, c->k, c->v, pos + n, c->rows, NQ, NKV, HD, stream);
-    }
+    const SeqCaches *c = a->seqs;
+    kv_cache_append_seqs(c->dev, c->layer, a->k, a->v, pos, N, NKV * HD, stream);
+    attention_decode_flash_seqs(a->att, c->dev, c->host, c->layer, a->q, pos, c->rows, N, NQ, NKV, HD, stream);
 }
 
 // One transformer layer over N tokens, its weights w[P_LN1W .. P_DOWNW]
@@ -687,7 +738,7 @@ static void attention_decode_seqs(const LayerActs *a, const int *pos, int N, int
 // or, with a->cache, over one token (N = 1) at the position m->pos[0] holds in
 // device memory (past unused): nothing launched depends on the host's count of
 // cached tokens, so a CUDA graph of the step replays at every position;
-// or, with a->seq_cache, over N sequences' caches, one new token each.
+// or, with a->seqs, over N sequences' caches, one new token each.
 static void gpu_layer_forward(GpuModel *m, const floatX *const *w, int N, const size_t *seq_offsets, size_t S,
                               const LayerActs *a, const floatX *res, floatX *out, int past) {
     const Qwen2Config *c = &m->config;
@@ -699,7 +750,7 @@ static void gpu_layer_forward(GpuModel *m, const floatX *const *w, int N, const 
     // then RoPE as its rows split into q, k and v
     matmul_forward(m->gemm, a->qkv, a->ln1, w[P_QW], w[P_QB], N, H, QD + 2 * KD, 0, m->stream);
     rope_qkv_forward(a->q, a->k, a->v, a->qkv, m->pos, &m->rope, N, NQ, NKV, HD, m->stream);
-    if (a->seq_cache != NULL) {
+    if (a->seqs != NULL) {
         attention_decode_seqs(a, m->pos, N, NQ, NKV, HD, m->stream);
     } else if (a->cache != NULL) {
         kv_cache_append(a->cache->k, a->cache->v, a->k, a->v, m->pos, KD, m->stream);
@@ -762,10 +813,9 @@ static float *gpu_batch_upload(GpuModel *m, const uint32_t *ids, const uint8_t *
         }
     }
     // behind the stream's earlier work, which may still read the previous batch
-    copy_to_device(m->ids, ids, N * sizeof(uint32_t), m->stream);
+    gpu_upload(m, ids, pos, N, NULL, 0);
     copy_to_device(m->targets, targets, N * sizeof(uint32_t), m->stream);
     copy_to_device(m->weights, weights, N * sizeof(float), m->stream);
-    copy_to_device(m->pos, pos, N * sizeof(int), m->stream);
     free(targets);
     free(pos);
     return weights;
@@ -829,10 +879,11 @@ typedef struct {
     float *scratch;        // flash-decoding's per-split partial outputs (attention_decode_scratch_floats)
     float *logits;         // (V,) host copy of the last step's logits
     // the one-token step as a CUDA graph (gpu_decode_graph()), captured on first use, or NULL; and what it
-    // was captured with: the model and its buffers' capacities (the buffers move only when those grow)
+    // was captured with: the model and the capacities of the buffers it reads (the activations, the upload
+    // of ids and positions; they move only when those grow)
     cudaGraphExec_t step;
     const GpuModel *step_model;
-    size_t step_capacity, step_batch_capacity;
+    size_t step_capacity, step_upload_capacity;
 } GpuKVCache;
 
 static void gpu_kvcache_create(GpuKVCache *kv, const GpuModel *m, size_t max_len) {
@@ -888,7 +939,7 @@ static void gpu_decode_launch(GpuModel *m, GpuKVCache *kv, size_t n) {
 // Capture records the launches without running them (thread-local mode: this
 // thread may not synchronise or allocate meanwhile, which the emulator checks).
 static void gpu_decode_graph(GpuModel *m, GpuKVCache *kv) {
-    bool moved = kv->step_model != m || kv->step_capacity != m->capacity || kv->step_batch_capacity != m->batch_capacity;
+    bool moved = kv->step_model != m || kv->step_capacity != m->capacity || kv->step_upload_capacity != m->upload_capacity;
     if (kv->step == NULL || moved) {
         if (kv->step != NULL) cudaCheck(cudaGraphExecDestroy(kv->step));
         cudaGraph_t graph;
@@ -899,7 +950,7 @@ static void gpu_decode_graph(GpuModel *m, GpuKVCache *kv) {
         cudaCheck(cudaGraphDestroy(graph));
         kv->step_model = m;
         kv->step_capacity = m->capacity;
-        kv->step_batch_capacity = m->batch_capacity;
+        kv->step_upload_capacity = m->upload_capacity;
     }
     cudaCheck(cudaGraphLaunch(kv->step, m->stream));
 }
@@ -919,13 +970,13 @@ static const float *gpu_decode(GpuModel *m, GpuKVCache *kv, const uint32_t *ids,
         if (ids[i] >= V) die("gpu_decode: token id %u is outside the %zu-row embedding", ids[i], V);
         pos[i] = (int)(kv->len + i);
     }
-    // outside any graph: the values change every token
-    copy_to_device(m->ids, ids, n * sizeof(uint32_t), m->stream);
-    copy_to_device(m->pos, pos, n * sizeof(int), m->stream);
+    // outside any graph: the values change every token (one token's always land at the same addresses,
+    // the ones the graph reads)
+    gpu_upload(m, ids, pos, n, NULL, 0);
     free(pos);
     if (n == 1 && decode_graph) gpu_decode_graph(m, kv);
     else gpu_decode_launch(m, kv, n);
-    copy_to_host(kv->logits, m->logits, V * sizeof(float), m->stream);
+    copy_to_host(kv->logits, m->logits, V * sizeof(float), m->stream);   // synchronises: the upload is done too
     kv->len += n;
     return kv->logits;
 }
@@ -934,9 +985,11 @@ static const float *gpu_decode(GpuModel *m, GpuKVCache *kv, const uint32_t *ids,
 // cache (kvs (B,), all of one max_len): ids[b] goes in at position
 // kvs[b]->len. The GEMMs run over the B rows, so every weight is read once for
 // the B tokens (the point of batching: a decoded token costs the weights'
-// bytes, tutorial/cuda.md); the attention runs per sequence on its own cache
-// (attention_decode_seqs()). Afterwards each cache holds its logits (host) and
-// one more token, as gpu_decode(m, kvs[b], &ids[b], 1) would leave it: the same
+// bytes, tutorial/cuda.md); the attention runs each sequence on its own cache,
+// one launch per kernel for all of them (attention_decode_seqs()), and the ids,
+// positions and caches go to the device in one copy (gpu_upload()). Afterwards
+// each cache holds its logits (host) and one more token, as
+// gpu_decode(m, kvs[b], &ids[b], 1) would leave it: the same
 // kernels row by row, so the logits are the same up to the order in which the
 // GEMMs sum (the emulator's does not depend on the rows, cuBLAS may pick
 // another algorithm for B rows than for 1). B is at most m->chunk_rows: the LM
@@ -948,6 +1001,8 @@ static void gpu_decode_batch(GpuModel *m, GpuKVCache *const *kvs, const uint32_t
     if (B > (size_t)m->chunk_rows) die("gpu_decode_batch: %zu sequences exceed the LM head's %d rows of logits", B, m->chunk_rows);
     size_t max_len = kvs[0]->max_len;
     int *pos = (int *)mallocCheck(B * sizeof(int));
+    DecodeSeq *seqs = (DecodeSeq *)mallocCheck(B * sizeof(DecodeSeq));
+    int rows = 0;   // the attention grid covers the longest sequence, not the capacity a graph needs
     for (size_t b = 0; b < B; b++) {
         const GpuKVCache *kv = kvs[b];
         if (kv->max_len != max_len) die("gpu_decode_batch: caches of %zu and %zu tokens in one batch", max_len, kv->max_len);
@@ -955,21 +1010,18 @@ static void gpu_decode_batch(GpuModel *m, GpuKVCache *const *kvs, const uint32_t
         if (ids[b] >= V) die("gpu_decode_batch: token id %u is outside the %zu-row embedding", ids[b], V);
         rope_check_positions(&m->rope, kv->len, "gpu_decode_batch");
         pos[b] = (int)kv->len;
+        seqs[b] = {kv->k, kv->v, kv->scratch};
+        rows = pos[b] + 1 > rows ? pos[b] + 1 : rows;
     }
     gpu_activations_ensure(m, B);
-    copy_to_device(m->ids, ids, B * sizeof(uint32_t), m->stream);
-    copy_to_device(m->pos, pos, B * sizeof(int), m->stream);
-    LayerCache *seq_cache = (LayerCache *)mallocCheck(B * sizeof(LayerCache));
+    SeqCaches caches = {gpu_upload(m, ids, pos, B, seqs, B), seqs, 0, rows};
     const floatX *w[NUM_PARAMETER_TENSORS];
     gpu_unit_weights(m, 0, w);
     embedding_forward(m->res, m->ids, w[P_EMBED], (int)B, (int)H, m->stream);
     for (size_t l = 0; l < L; l++) {
-        // layer l's cache of each sequence; its attention grid sized for the sequence's length, not the
-        // capacity a graph needs (the same bits: tests/emu_kernels_attention.cu)
-        for (size_t b = 0; b < B; b++)
-            seq_cache[b] = {kvs[b]->k + l * max_len * KD, kvs[b]->v + l * max_len * KD, pos[b] + 1, kvs[b]->scratch};
+        caches.layer = l * max_len * KD;
         LayerActs acts = gpu_inference_acts(m, m->k, m->v);   // K, V rows computed here, then appended to the caches
-        acts.seq_cache = seq_cache;
+        acts.seqs = &caches;
         gpu_unit_weights(m, 1 + l, w);
         gpu_layer_forward(m, w, (int)B, NULL, 1, &acts, m->res, m->res, 0);
     }
@@ -978,9 +1030,9 @@ static void gpu_decode_batch(GpuModel *m, GpuKVCache *const *kvs, const uint32_t
     gemm_nt(m->gemm, m->logits, CUDA_R_32F, m->ln, gpu_lm_head(m, w), NULL, (int)B, (int)H, (int)V, 0.0f, m->stream);
     for (size_t b = 0; b < B; b++)
         cudaCheck(cudaMemcpyAsync(kvs[b]->logits, m->logits + b * V, V * sizeof(float), cudaMemcpyDeviceToHost, m->stream));
-    cudaCheck(cudaStreamSynchronize(m->stream));
+    cudaCheck(cudaStreamSynchronize(m->stream));   // the logits, and the upload done before the next step's
     for (size_t b = 0; b < B; b++) kvs[b]->len++;
-    free(seq_cache);
+    free(seqs);
     free(pos);
 }
 
@@ -1342,10 +1394,11 @@ static float gpu_update(GpuModel *m, double lr, double beta1, double beta2, doub
 
 static void gpu_model_free(GpuModel *m) {
     void *bufs[] = {m->params_memory, m->master_memory, m->grads_memory, m->adam_m, m->adam_v, m->res, m->ln, m->q,
-                    m->att, m->k, m->v, m->gateup, m->mlp, m->logits, m->losses, m->weights, m->loss, m->ids, m->targets, m->pos,
+                    m->att, m->k, m->v, m->gateup, m->mlp, m->logits, m->losses, m->weights, m->loss, m->upload, m->targets,
                     m->norm_scratch, m->gathered_layer, m->gathered_big, m->unit_grads_layer, m->unit_grads_big,
                     m->reduce_send, m->reduce_recv};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) cudaCheck(cudaFree(bufs[i]));
+    cudaCheck(cudaFreeHost(m->upload_host));
     if (m->overlap) {
         cudaCheck(cudaFree(m->gathered_layer_alt));
         cudaCheck(cudaFree(m->unit_grads_layer_alt));

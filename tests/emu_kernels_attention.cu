@@ -4,7 +4,9 @@
  * tensor cores, attention_backward_tc()) against s1.c's attention_backward(),
  * the fp32 CPU oracle (linked in through tests/s1_ref.c), on the CPU through the
  * CUDA emulator; tests/run.sh runs it in the forward, reverse and random thread
- * schedules. Also the forward kernel's lse, which the backward pass consumes.
+ * schedules. Also the forward kernel's lse, which the backward pass consumes,
+ * and the decoding kernels: flash-decoding (test_decode_flash()) and its batched
+ * form, several sequences in one launch (test_decode_seqs()).
  *
  * Each case runs the pipeline of a training step: s1.c's forward gives out and
  * lse; the GPU forward gives its own lse (checked against s1.c's, bound below);
@@ -247,6 +249,91 @@ static void test_decode_flash(size_t ntok, size_t rows, size_t NQ, size_t NKV, s
     TEST_END();
 }
 
+// n elements of x, rounded to bf16, at element `at` of a device buffer of `total` NaN bytes otherwise
+static floatX *to_device_in_nan(const float *x, size_t n, size_t at, size_t total) {
+    floatX *d = device_alloc_nan<floatX>(total);
+    if (n == 0) return d;
+    floatX *rows = to_device(x, n);
+    cudaCheck(cudaMemcpyAsync(d + at, rows, n * sizeof(floatX), cudaMemcpyDeviceToDevice, stream));
+    cudaCheck(cudaFree(rows));   // after the copy: cudaFree waits for the device
+    return d;
+}
+
+// Batched decoding's kernels, one launch each for B sequences (kv_cache_append_seqs(),
+// attention_decode_flash_seqs()), against the launches per sequence that
+// gpu_decode_batch() made before them (kv_cache_append() and
+// attention_decode_flash() on a grid of the sequence's length): the same caches
+// and outputs bit for bit, and each sequence's output against s1.c's decoder row
+// (the bound of test_decode_flash()). Sequence n appends row n of the new K, V
+// at position lens[n] - 1 of its own cache, two layers of the longest length
+// (the second is used: the kernels add the layer's offset), and attends to its
+// lens[n] keys. The first layer, the rows past each sequence's cached ones, the
+// scratch and the outputs are NaN bytes, so a block that reads another
+// sequence's cache, layer, scratch or query row, or a combine that merges a split
+// its length does not fill, fails.
+static void test_decode_seqs(const size_t *lens, size_t B, size_t NQ, size_t NKV, size_t HD, const char *why) {
+    char name[320];
+    snprintf(name, sizeof name, "attention_decode_flash_seqs + kv_cache_append_seqs == per-sequence launches and s1.c, "
+             "%zu sequences, NQ=%zu, NKV=%zu, HD=%zu (%s)", B, NQ, NKV, HD, why);
+    TEST_BEGIN(name);
+    size_t QD = NQ * HD, KD = NKV * HD, rows = 0;
+    for (size_t n = 0; n < B; n++) rows = lens[n] > rows ? lens[n] : rows;
+    size_t layer = rows * KD, cache = 2 * layer;   // layer 1 of (2, rows, NKV, HD) caches
+    float *q = host_random(B * QD, 2.0f), *knew = host_random(B * KD, 2.0f), *vnew = host_random(B * KD, 1.0f);
+    float *ref = (float *)mallocCheck(B * QD * sizeof(float));
+    floatX *d_q = to_device(q, B * QD), *d_knew = to_device(knew, B * KD), *d_vnew = to_device(vnew, B * KD);
+    int *pos = (int *)mallocCheck(B * sizeof(int));
+    DecodeSeq *one = (DecodeSeq *)mallocCheck(B * sizeof(DecodeSeq)), *all = (DecodeSeq *)mallocCheck(B * sizeof(DecodeSeq));
+    size_t scratch = attention_decode_scratch_floats((int)rows, (int)NQ, (int)HD);
+    for (size_t n = 0; n < B; n++) {
+        size_t T = lens[n];
+        pos[n] = (int)T - 1;
+        float *k = host_random(T * KD, 2.0f), *v = host_random(T * KD, 1.0f);
+        memcpy(k + (T - 1) * KD, knew + n * KD, KD * sizeof(float));   // the new row, as s1.c's cache holds it
+        memcpy(v + (T - 1) * KD, vnew + n * KD, KD * sizeof(float));
+        s1ref_attention_decode(ref + n * QD, q + n * QD, k, v, T, NQ, NKV, HD);
+        DecodeSeq *both[2] = {&one[n], &all[n]};
+        for (int i = 0; i < 2; i++) {
+            both[i]->k = to_device_in_nan(k, (T - 1) * KD, layer, cache);
+            both[i]->v = to_device_in_nan(v, (T - 1) * KD, layer, cache);
+            both[i]->scratch = device_alloc_nan<float>(scratch);
+        }
+        free(k); free(v);
+    }
+    int *d_pos = device_copy(pos, B);
+    DecodeSeq *d_all = device_copy(all, B);
+    floatX *d_out_one = device_alloc_nan<floatX>(B * QD), *d_out_all = device_alloc_nan<floatX>(B * QD);
+    for (size_t n = 0; n < B; n++) {
+        kv_cache_append(one[n].k + layer, one[n].v + layer, d_knew + n * KD, d_vnew + n * KD, d_pos + n, (int)KD, stream);
+        attention_decode_flash(d_out_one + n * QD, one[n].scratch, d_q + n * QD, one[n].k + layer, one[n].v + layer, d_pos + n,
+                               (int)lens[n], (int)NQ, (int)NKV, (int)HD, stream);
+    }
+    kv_cache_append_seqs(d_all, layer, d_knew, d_vnew, d_pos, (int)B, (int)KD, stream);
+    attention_decode_flash_seqs(d_out_all, d_all, all, layer, d_q, d_pos, (int)rows, (int)B, (int)NQ, (int)NKV, (int)HD, stream);
+    float *got = from_device(d_out_all, B * QD);
+    check_close("decode", got, ref, B * QD, U, 1e-5f, NULL);
+    floatX *a = host_from(d_out_one, B * QD), *b = host_from(d_out_all, B * QD);
+    CHECK(memcmp(a, b, B * QD * sizeof(floatX)) == 0, "the batched outputs differ from the per-sequence ones");
+    free(a); free(b);
+    for (size_t n = 0; n < B; n++) {
+        const floatX *caches[2][2] = {{one[n].k, all[n].k}, {one[n].v, all[n].v}};
+        for (int kv = 0; kv < 2; kv++) {
+            floatX *x = host_from(caches[kv][0], cache), *y = host_from(caches[kv][1], cache);
+            CHECK(memcmp(x, y, cache * sizeof(floatX)) == 0, "sequence %zu (%zu keys): the batched append left another %s cache",
+                  n, lens[n], kv ? "V" : "K");
+            free(x); free(y);
+        }
+        DecodeSeq *both[2] = {&one[n], &all[n]};
+        for (int i = 0; i < 2; i++) {
+            cudaCheck(cudaFree(both[i]->k)); cudaCheck(cudaFree(both[i]->v)); cudaCheck(cudaFree(both[i]->scratch));
+        }
+    }
+    free(q); free(knew); free(vnew); free(ref); free(pos); free(one); free(all); free(got);
+    cudaCheck(cudaFree(d_q)); cudaCheck(cudaFree(d_knew)); cudaCheck(cudaFree(d_vnew)); cudaCheck(cudaFree(d_pos));
+    cudaCheck(cudaFree(d_all)); cudaCheck(cudaFree(d_out_one)); cudaCheck(cudaFree(d_out_all));
+    TEST_END();
+}
+
 int main(void) {
     kt_seed(4242);
     // flash-decoding: splits of 256 keys; 4 warps x 2 (HD 128) or 4 (HD 64) key streams per block, so 8 or
@@ -279,5 +366,13 @@ int main(void) {
     test_attention_backward(100, 10, 2, 128, "GQA 5:1 at HD 128, partial tiles", 1);
     test_attention_backward(300, 8, 1, 64, "GQA 8:1, 5 key blocks x 10 query tiles per head", 1);
     test_attention_backward(2048, 2, 1, 64, "a long sequence: 32 key blocks x 64 query tiles per head", 1);
+    // batched decoding (last: the cases above keep their seeded inputs): one key; a split's end exactly and
+    // one key past it (256, 257, 512, 513); 6 splits beside sequences of 1 and 3 keys
+    const size_t seq_lengths[] = {1, 256, 257, 1500, 3, 512, 513};
+    for (size_t hd = 64; hd <= 128; hd *= 2)
+        for (size_t g = 0; g < 3; g++)
+            test_decode_seqs(seq_lengths, 7, groups[g][0], groups[g][1], hd, "lengths across split boundaries");
+    const size_t small_lengths[] = {70, 1, 33};
+    test_decode_seqs(small_lengths, 3, 6, 2, 12, "head dim 12: attention_decode() per sequence");
     return test_summary();
 }

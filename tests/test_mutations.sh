@@ -9,9 +9,35 @@
 # unbroken sources pass the same tests in tests/run.sh.
 #
 # Needs `make test`'s build (the s1.c oracle object, ./s1 and the tools).
+#
+# A case is mostly one g++ build of an emulated test, and the cases are
+# independent, so they run in lanes, one scratch tree and one process each:
+# MUTATION_LANES of them (default: the cores, at most 4), case i in lane
+# i % MUTATION_LANES. The lanes' lines are printed lane by lane, then the total.
 # sanitize: skip (emulated CUDA builds of mutated sources: no C program of ours is rebuilt with the sanitizers here)
 . tests/lib.sh
 ROOT=$PWD
+if [ -z "${MUTATION_LANE:-}" ]; then
+    lanes=${MUTATION_LANES:-$(nproc 2>/dev/null || echo 1)}
+    [ "$lanes" -gt 4 ] && [ -z "${MUTATION_LANES:-}" ] && lanes=4
+    [ "$lanes" -ge 1 ] 2>/dev/null || lanes=1
+    for ((lane = 0; lane < lanes; lane++)); do
+        MUTATION_LANE=$lane MUTATION_LANES=$lanes bash "${BASH_SOURCE[0]}" >"$TMP/lane$lane.log" 2>&1 &
+        pids[lane]=$!
+    done
+    for ((lane = 0; lane < lanes; lane++)); do
+        wait "${pids[lane]}"; rc=$?
+        grep -E '^(PASS|FAIL) |^  ' "$TMP/lane$lane.log"
+        _passed=$((_passed + $(grep -c '^PASS ' "$TMP/lane$lane.log")))
+        _failed=$((_failed + $(grep -c '^FAIL ' "$TMP/lane$lane.log")))
+        if [ $rc -ne 0 ] && ! grep -q '^FAIL ' "$TMP/lane$lane.log"; then
+            fail "mutation lane $lane" "exit status $rc: $(tail -c 300 "$TMP/lane$lane.log")"
+        fi
+    done
+    summary
+    exit
+fi
+CASE=0
 TREE=$TMP/tree
 mkdir -p "$TREE/build/tests" "$TREE/build/emu"
 cp -r Makefile ./*.c ./*.cu common "$TREE/"
@@ -27,6 +53,8 @@ SCHEDULES="forward reverse random:${CUEMU_SEED:-1234}"
 # (NEW = "<delete>": drop the line), build TARGET, run CMD in each schedule.
 mutate() {
     local name=$1 file=$2 old=$3 new=$4 target=$5; shift 5
+    CASE=$((CASE + 1))
+    [ $(((CASE - 1) % MUTATION_LANES)) -eq "$MUTATION_LANE" ] || return 0
     cp "$ROOT/$file" "$TREE/$file"
     awk -v old="$old" -v new="$new" '
         { i = index($0, old) }
@@ -75,11 +103,15 @@ mutate "attention backward: D = rowsum(out * out) instead of rowsum(dout * out)"
 # decoding: flash-decoding with the position in device memory, and the step as a CUDA graph
 GRAPH=build/tests/emu_kernels_graph
 mutate "flash-decoding: the new token's own key left out (ntok = pos)" common/attention.cuh \
-    "int ntok = *pos + 1, u0 = blockIdx.x * FDEC_KEYS;" "int ntok = *pos, u0 = blockIdx.x * FDEC_KEYS;" $ATT $ATT
+    "(part, q, k, v, *pos + 1, NQ, NKV, scale);" "(part, q, k, v, *pos, NQ, NKV, scale);" $ATT $ATT
+mutate "batched flash-decoding: every sequence's splits score the first sequence's query row" common/attention.cuh \
+    "(s.scratch, q + (size_t)n * NQ * HD," "(s.scratch, q," $ATT $ATT
+mutate "batched flash-decoding: the combine merges the splits of the first sequence's length" common/attention.cuh \
+    "seqs[n].scratch, pos[n] + 1, NQ, HD);" "seqs[n].scratch, pos[0] + 1, NQ, HD);" $ATT $ATT
 mutate "decode: the new K/V row written one row past its position" common/attention.cuh \
     "size_t row = (size_t)*pos * KD;" "size_t row = (size_t)(*pos + 1) * KD;" $GRAPH $GRAPH
 mutate "decode graph: not captured again after the model's buffers moved (only the model compared)" common/kernels.cuh \
-    "kv->step_model != m || kv->step_capacity != m->capacity || kv->step_batch_capacity != m->batch_capacity;" \
+    "kv->step_model != m || kv->step_capacity != m->capacity || kv->step_upload_capacity != m->upload_capacity;" \
     "kv->step_model != m;" $GRAPH $GRAPH
 # the other backward kernels and the optimizer
 mutate "linear backward: dbias not accumulated (= instead of +=)" common/matmul.cuh \
@@ -117,10 +149,10 @@ mutate "sft train: the update (clipping included) before the step's accumulation
     build/emu/sft bash tests/test_sft.sh
 mutate "sft train --overlap: the compute does not wait for the prefetched layer" common/kernels.cuh \
     "    cudaCheck(cudaStreamWaitEvent(m->stream, m->gathered_ev[s], 0));" "<delete>" build/emu/sft bash tests/test_sharding.sh
-# batched decoding (common/kernels.cuh, sample --batch)
+# batched decoding (common/kernels.cuh and attention.cuh's kernels over all the sequences, sample --batch)
 BATCH=build/tests/emu_kernels_batch
-mutate "gpu_decode_batch: every sequence appends the first one's V row" common/kernels.cuh \
-    "a->v + n * KD, pos + n" "a->v, pos + n" $BATCH $BATCH
+mutate "gpu_decode_batch: every sequence appends the first one's V row" common/attention.cuh \
+    "k + (size_t)n * KD, v + (size_t)n * KD," "k + (size_t)n * KD, v," $BATCH $BATCH
 mutate "gpu_decode_batch: the LM head over the first sequence's row only" common/kernels.cuh \
     "gpu_lm_head(m, w), NULL, (int)B, (int)H" "gpu_lm_head(m, w), NULL, 1, (int)H" $BATCH $BATCH
 summary

@@ -249,16 +249,6 @@ static void test_decode_flash(size_t ntok, size_t rows, size_t NQ, size_t NKV, s
     TEST_END();
 }
 
-// n elements of x, rounded to bf16, at element `at` of a device buffer of `total` NaN bytes otherwise
-static floatX *to_device_in_nan(const float *x, size_t n, size_t at, size_t total) {
-    floatX *d = device_alloc_nan<floatX>(total);
-    if (n == 0) return d;
-    floatX *rows = to_device(x, n);
-    cudaCheck(cudaMemcpyAsync(d + at, rows, n * sizeof(floatX), cudaMemcpyDeviceToDevice, stream));
-    cudaCheck(cudaFree(rows));   // after the copy: cudaFree waits for the device
-    return d;
-}
-
 // Batched decoding's kernels, one launch each for B sequences (kv_cache_append_seqs(),
 // attention_decode_flash_seqs()), against the launches per sequence that
 // gpu_decode_batch() made before them (kv_cache_append() and

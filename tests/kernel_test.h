@@ -161,14 +161,19 @@ template <class T> static T *device_alloc_nan(size_t n) {   // 0xFF bytes: NaN i
     return d;
 }
 
-// x rounded to bf16 in the first n of `rows` >= n elements of a device buffer, NaN bytes
-// after them: a KV cache longer than the keys in use, where a read past those shows.
-static inline floatX *to_device_nan_tail(const float *x, size_t n, size_t rows) {
-    floatX *d = device_alloc_nan<floatX>(rows), *head = to_device(x, n);
-    cudaCheck(cudaMemcpyAsync(d, head, n * sizeof(floatX), cudaMemcpyDeviceToDevice, stream));
-    cudaCheck(cudaFree(head));   // after the copy: cudaFree waits for the device
+// x (n elements) rounded to bf16 at element `at` of a device buffer of `total` elements, NaN bytes
+// elsewhere: a KV cache longer than the keys in use, or a layer of several, where a read outside shows.
+static inline floatX *to_device_in_nan(const float *x, size_t n, size_t at, size_t total) {
+    floatX *d = device_alloc_nan<floatX>(total);
+    if (n == 0) return d;
+    floatX *rows = to_device(x, n);
+    cudaCheck(cudaMemcpyAsync(d + at, rows, n * sizeof(floatX), cudaMemcpyDeviceToDevice, stream));
+    cudaCheck(cudaFree(rows));   // after the copy: cudaFree waits for the device
     return d;
 }
+
+// x in the first n of `rows` >= n elements, NaN bytes after them
+static inline floatX *to_device_nan_tail(const float *x, size_t n, size_t rows) { return to_device_in_nan(x, n, 0, rows); }
 
 // ----------------------------------------------------------------------------
 // checks
